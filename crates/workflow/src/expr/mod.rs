@@ -1,0 +1,1 @@
+//! Expressions: `${{ }}` templates and bare `if:` conditions (lexer, parser, evaluator).

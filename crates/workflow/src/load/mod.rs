@@ -1,0 +1,1 @@
+//! Loading a workflow file: YAML with positions, then the typed model and its validation.

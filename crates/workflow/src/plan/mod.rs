@@ -1,0 +1,1 @@
+//! Job planning: matrix expansion and the `needs` graph.

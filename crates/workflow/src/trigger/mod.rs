@@ -1,0 +1,1 @@
+//! Trigger decisions: does an event with its payload start a workflow?
