@@ -44,7 +44,12 @@ impl Object {
     /// Inserts or replaces `key` (an existing key differing only in case is replaced).
     pub fn insert(&mut self, key: impl Into<String>, value: Value) {
         let key = key.into();
-        if let Some(existing) = self.0.keys().find(|k| k.eq_ignore_ascii_case(&key)).cloned() {
+        if let Some(existing) = self
+            .0
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(&key))
+            .cloned()
+        {
             self.0.insert(existing, value);
         } else {
             self.0.insert(key, value);
@@ -97,14 +102,17 @@ impl From<&Value> for serde_json::Value {
         match v {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Number(n) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => {
+                serde_json::Value::Number((*n as i64).into())
+            }
             Value::Number(n) => serde_json::Number::from_f64(*n)
                 .map(serde_json::Value::Number)
                 .unwrap_or(serde_json::Value::Null),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Array(a) => serde_json::Value::Array(a.iter().map(Into::into).collect()),
-            Value::Object(o) => serde_json::Value::Object(
-                o.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
-            ),
+            Value::Object(o) => {
+                serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.into())).collect())
+            }
         }
     }
 }
@@ -131,4 +139,26 @@ impl From<f64> for Value {
     fn from(n: f64) -> Self {
         Value::Number(n)
     }
+}
+
+/// Formats a number the way GitHub's expression engine prints it
+/// (JavaScript's `String(n)`: `1` not `1.0`, `1e+21`, `NaN`, `Infinity`).
+pub fn format_number(n: f64) -> String {
+    if n.is_nan() {
+        return "NaN".into();
+    }
+    if n.is_infinite() {
+        return if n > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    if n == 0.0 {
+        return "0".into();
+    }
+    let abs = n.abs();
+    if (1e-7..1e21).contains(&abs) {
+        return format!("{n}");
+    }
+    let s = format!("{n:e}");
+    let (mantissa, exponent) = s.split_once('e').unwrap_or((&s, "0"));
+    let sign = if exponent.starts_with('-') { "" } else { "+" };
+    format!("{mantissa}e{sign}{exponent}")
 }

@@ -1,9 +1,30 @@
-//! Expressions: `${{ }}` templates and bare `if:` conditions (lexer, parser, evaluator).
+//! Expressions: `${{ }}` templates and bare `if:` conditions.
 //!
-//! PLACEHOLDER API (replaced by the real implementation before issue 2 closes):
-//! the signatures here are the contract the loader and planner code against.
+//! The lexer, parser and evaluator follow GitHub's own implementation: the
+//! same operator precedence, loose-equality coercion, case-insensitive names,
+//! error messages, depth limit (50) and memory limit. The conformance suite in
+//! `tests/conformance.rs` checks them against GitHub's own test cases.
 
-use crate::value::Value;
+mod eval;
+mod functions;
+mod lexer;
+mod parser;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use eval::{to_number, to_string, truthy, write_json, MAX_MEMORY};
+pub use functions::Function;
+pub use parser::MAX_DEPTH;
+
+use crate::value::{Object, Value};
+use parser::{Node, ParseOptions};
+
+/// Every context GitHub defines.
+pub const ALL_CONTEXTS: &[&str] = &[
+    "github", "env", "vars", "job", "jobs", "steps", "runner", "secrets", "strategy", "matrix",
+    "needs", "inputs",
+];
 
 /// Which stage rejected an expression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,49 +52,365 @@ pub struct ExprError {
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expr {
-    source: String,
+    root: Node,
+}
+
+/// Computes `hashFiles(patterns)` for the evaluator (this crate does no I/O).
+pub type HashFiles = Arc<dyn Fn(&[String]) -> Result<String, String> + Send + Sync>;
+
+/// The status the status functions (`success()`, `failure()`, ...) report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobStatus {
+    /// Everything so far succeeded.
+    #[default]
+    Success,
+    /// A step (or a needed job) failed.
+    Failure,
+    /// The run was cancelled.
+    Cancelled,
+}
+
+/// Values of the contexts and the job status an expression is evaluated against.
+#[derive(Clone, Default)]
+pub struct EvalContext {
+    /// Named contexts (`github`, `env`, `matrix`, ...), looked up ignoring case.
+    pub contexts: Object,
+    /// What the status functions report.
+    pub status: JobStatus,
+    /// The host's `hashFiles` implementation, when a workspace exists.
+    pub hash_files: Option<HashFiles>,
+}
+
+impl fmt::Debug for EvalContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EvalContext")
+            .field("contexts", &self.contexts)
+            .field("status", &self.status)
+            .field("hash_files", &self.hash_files.is_some())
+            .finish()
+    }
+}
+
+impl Expr {
+    /// True when the expression names context `name` (ignoring case).
+    pub fn references(&self, name: &str) -> bool {
+        references(&self.root, name)
+    }
+}
+
+fn references(node: &Node, name: &str) -> bool {
+    let mut found = false;
+    node.walk(&mut |n| {
+        if let Node::Context(c) = n {
+            found |= c.eq_ignore_ascii_case(name);
+        }
+    });
+    found
+}
+
+fn uses_status_function(node: &Node) -> bool {
+    let mut found = false;
+    node.walk(&mut |n| {
+        if let Node::Call(f, _) = n {
+            found |= f.is_status();
+        }
+    });
+    found
+}
+
+/// Parses one expression (without `${{ }}`); `named_values` lists the contexts
+/// it may name (case-insensitive). Status functions are not allowed.
+pub fn parse(source: &str, named_values: &[&str]) -> Result<Expr, ExprError> {
+    let options = ParseOptions {
+        named_values,
+        status_functions: false,
+    };
+    parser::parse(source, options).map(|root| Expr { root })
+}
+
+/// Evaluates a parsed expression.
+pub fn evaluate(expr: &Expr, ctx: &EvalContext) -> Result<Value, ExprError> {
+    eval::Evaluator::new(ctx)
+        .eval(&expr.root)
+        .map(eval::Res::into_value)
+}
+
+/// Evaluates templates in every string leaf of a value tree (matrices, `with:`).
+pub fn evaluate_value(value: &Value, ctx: &EvalContext) -> Result<Value, ExprError> {
+    eval::evaluate_value(value, ctx)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Text(String),
+    Expr(Node),
 }
 
 /// A parsed template: literal text with `${{ }}` expressions inside.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateExpr {
-    source: String,
-}
-
-/// Parses one expression (without `${{ }}`); `named_values` lists the contexts
-/// it may name (case-insensitive).
-pub fn parse(source: &str, named_values: &[&str]) -> Result<Expr, ExprError> {
-    let _ = named_values;
-    Ok(Expr {
-        source: source.to_owned(),
-    })
+    segments: Vec<Segment>,
 }
 
 /// Parses a string that may contain `${{ }}` expressions.
 pub fn parse_template(source: &str, named_values: &[&str]) -> Result<TemplateExpr, ExprError> {
-    let _ = named_values;
-    Ok(TemplateExpr {
-        source: source.to_owned(),
-    })
+    parse_template_with(source, named_values, false)
 }
 
-/// Values of the contexts and the job status an expression is evaluated against.
-#[derive(Debug, Clone, Default)]
-pub struct EvalContext {
-    /// Named contexts (`github`, `env`, `matrix`, ...).
-    pub contexts: crate::value::Object,
+fn parse_template_with(
+    source: &str,
+    named_values: &[&str],
+    status_functions: bool,
+) -> Result<TemplateExpr, ExprError> {
+    let options = ParseOptions {
+        named_values,
+        status_functions,
+    };
+    let mut segments = Vec::new();
+    let mut rest = 0;
+    while let Some(found) = source[rest..].find("${{") {
+        let open = rest + found;
+        if open > rest {
+            segments.push(Segment::Text(source[rest..open].to_owned()));
+        }
+        let inner_start = open + 3;
+        let close = find_close(source, inner_start).ok_or_else(|| ExprError {
+            kind: ExprErrorKind::Parsing,
+            message: "The expression is not closed. An unescaped ${{ sequence was found, but the closing }} sequence was not found.".into(),
+            offset: open,
+        })?;
+        let inner = &source[inner_start..close];
+        let node = parser::parse(inner, options).map_err(|e| ExprError {
+            offset: e.offset + inner_start,
+            ..e
+        })?;
+        segments.push(Segment::Expr(node));
+        rest = close + 2;
+    }
+    if rest < source.len() || segments.is_empty() {
+        segments.push(Segment::Text(source[rest..].to_owned()));
+    }
+    Ok(TemplateExpr { segments })
 }
 
-/// Evaluates a parsed expression.
-pub fn evaluate(expr: &Expr, ctx: &EvalContext) -> Result<Value, ExprError> {
-    let _ = ctx;
-    Ok(Value::String(expr.source.clone()))
+/// Finds the `}}` that closes an expression starting at `from`, skipping string literals.
+fn find_close(source: &str, from: usize) -> Option<usize> {
+    let bytes = source.as_bytes();
+    let mut i = from;
+    let mut in_string = false;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' if in_string && bytes.get(i + 1) == Some(&b'\'') => i += 1,
+            b'\'' => in_string = !in_string,
+            b'}' if !in_string && bytes.get(i + 1) == Some(&b'}') => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 impl TemplateExpr {
     /// Evaluates the template: a lone `${{ x }}` gives x's value, anything else a string.
     pub fn evaluate(&self, ctx: &EvalContext) -> Result<Value, ExprError> {
-        let _ = ctx;
-        Ok(Value::String(self.source.clone()))
+        let ev = eval::Evaluator::new(ctx);
+        if let [Segment::Expr(node)] = self.segments.as_slice() {
+            return ev.eval(node).map(eval::Res::into_value);
+        }
+        let mut out = String::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Text(t) => out.push_str(t),
+                Segment::Expr(node) => out.push_str(&to_string(&ev.eval(node)?.into_value())),
+            }
+        }
+        Ok(Value::String(out))
+    }
+
+    /// Evaluates the template to a string.
+    pub fn evaluate_string(&self, ctx: &EvalContext) -> Result<String, ExprError> {
+        self.evaluate(ctx).map(|v| to_string(&v).into_owned())
+    }
+
+    /// True when the template has no `${{ }}` at all.
+    pub fn is_literal(&self) -> bool {
+        self.segments.iter().all(|s| matches!(s, Segment::Text(_)))
+    }
+
+    /// True when an expression of the template names context `name` (ignoring case).
+    pub fn references(&self, name: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Expr(n) if references(n, name)))
+    }
+}
+
+/// A parsed `if:` condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    template: TemplateExpr,
+    has_status_function: bool,
+}
+
+/// Parses an `if:` condition, written bare or wrapped in `${{ }}`. Without a
+/// status function it means `success() && (condition)`, as on GitHub.
+pub fn parse_condition(source: &str, named_values: &[&str]) -> Result<Condition, ExprError> {
+    let trimmed_start = source.len() - source.trim_start().len();
+    let trimmed = source.trim();
+    let template = if trimmed.contains("${{") {
+        parse_template_with(source, named_values, true)?
+    } else {
+        let options = ParseOptions {
+            named_values,
+            status_functions: true,
+        };
+        let node = parser::parse(trimmed, options).map_err(|e| ExprError {
+            offset: e.offset + trimmed_start,
+            ..e
+        })?;
+        TemplateExpr {
+            segments: vec![Segment::Expr(node)],
+        }
+    };
+    let template = match template.segments.as_slice() {
+        [Segment::Text(a), Segment::Expr(_), Segment::Text(b)]
+            if a.trim().is_empty() && b.trim().is_empty() =>
+        {
+            TemplateExpr {
+                segments: vec![template.segments[1].clone()],
+            }
+        }
+        [Segment::Text(a), Segment::Expr(_)] if a.trim().is_empty() => TemplateExpr {
+            segments: vec![template.segments[1].clone()],
+        },
+        [Segment::Expr(_), Segment::Text(b)] if b.trim().is_empty() => TemplateExpr {
+            segments: vec![template.segments[0].clone()],
+        },
+        _ => template,
+    };
+    let has_status_function = template
+        .segments
+        .iter()
+        .any(|s| matches!(s, Segment::Expr(n) if uses_status_function(n)));
+    Ok(Condition {
+        template,
+        has_status_function,
+    })
+}
+
+impl Condition {
+    /// Evaluates the condition to a boolean.
+    pub fn evaluate(&self, ctx: &EvalContext) -> Result<bool, ExprError> {
+        if !self.has_status_function && ctx.status != JobStatus::Success {
+            return Ok(false);
+        }
+        self.template.evaluate(ctx).map(|v| truthy(&v))
+    }
+
+    /// True when the condition calls `success()`, `failure()`, `always()` or `cancelled()`.
+    pub fn has_status_function(&self) -> bool {
+        self.has_status_function
+    }
+
+    /// True when an expression of the condition names context `name`.
+    pub fn references(&self, name: &str) -> bool {
+        self.template.references(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(json: serde_json::Value) -> EvalContext {
+        let Value::Object(contexts) = Value::from(json) else {
+            panic!()
+        };
+        EvalContext {
+            contexts,
+            ..EvalContext::default()
+        }
+    }
+
+    #[test]
+    fn templates_keep_type_when_alone() {
+        let c = ctx(serde_json::json!({"matrix": {"n": 3}}));
+        let t = parse_template("${{ matrix.n }}", ALL_CONTEXTS).unwrap();
+        assert_eq!(t.evaluate(&c).unwrap(), Value::Number(3.0));
+        let t = parse_template("n=${{ matrix.n }}!", ALL_CONTEXTS).unwrap();
+        assert_eq!(t.evaluate(&c).unwrap(), Value::String("n=3!".into()));
+        let t = parse_template("${{ '}}' }}", ALL_CONTEXTS).unwrap();
+        assert_eq!(t.evaluate(&c).unwrap(), Value::String("}}".into()));
+    }
+
+    #[test]
+    fn template_errors_point_into_the_string() {
+        let err = parse_template("a ${{ nope.x }}", &["github"]).unwrap_err();
+        assert_eq!(err.offset, 6);
+        assert!(err.message.contains("Unrecognized named-value: 'nope'"));
+        let err = parse_template("a ${{ 1 ", &["github"]).unwrap_err();
+        assert_eq!(err.offset, 2);
+    }
+
+    #[test]
+    fn conditions_imply_success() {
+        let cond = parse_condition("github.ref == 'x'", ALL_CONTEXTS).unwrap();
+        let mut c = ctx(serde_json::json!({"github": {"ref": "x"}}));
+        assert!(cond.evaluate(&c).unwrap());
+        c.status = JobStatus::Failure;
+        assert!(!cond.evaluate(&c).unwrap());
+        let cond = parse_condition("${{ failure() && github.ref == 'x' }}", ALL_CONTEXTS).unwrap();
+        assert!(cond.has_status_function());
+        assert!(cond.evaluate(&c).unwrap());
+        let always = parse_condition("always()", ALL_CONTEXTS).unwrap();
+        c.status = JobStatus::Cancelled;
+        assert!(always.evaluate(&c).unwrap());
+        assert!(
+            parse("success()", ALL_CONTEXTS).is_err(),
+            "status functions only in if:"
+        );
+    }
+
+    #[test]
+    fn hash_files_uses_the_host() {
+        let mut c = ctx(serde_json::json!({}));
+        let e = parse("hashFiles('**/Cargo.lock', 'x')", &[]).unwrap();
+        assert!(evaluate(&e, &c)
+            .unwrap_err()
+            .message
+            .contains("not available"));
+        c.hash_files = Some(Arc::new(|p: &[String]| Ok(format!("h{}", p.len()))));
+        assert_eq!(evaluate(&e, &c).unwrap(), Value::String("h2".into()));
+    }
+
+    #[test]
+    fn evaluate_value_walks_leaves() {
+        let c = ctx(serde_json::json!({"inputs": {"list": "[1,2]"}}));
+        let v = Value::from(
+            serde_json::json!({"os": "${{ fromJSON(inputs.list) }}", "x": ["a${{ 1 }}"]}),
+        );
+        assert_eq!(
+            evaluate_value(&v, &c).unwrap(),
+            Value::from(serde_json::json!({"os": [1, 2], "x": ["a1"]}))
+        );
+    }
+
+    #[test]
+    fn references_contexts() {
+        let t = parse_template("${{ fromJSON(NEEDS.setup.outputs.m) }}", ALL_CONTEXTS).unwrap();
+        assert!(t.references("needs"));
+        assert!(!t.references("github"));
+    }
+
+    #[test]
+    fn deep_input_is_an_error_not_a_crash() {
+        for input in [
+            "(".repeat(100_000),
+            "!".repeat(100_000),
+            "a.".repeat(50_000) + "b",
+            "[".repeat(10_000),
+        ] {
+            assert!(parse(&input, &["a"]).is_err());
+        }
     }
 }

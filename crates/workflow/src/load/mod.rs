@@ -1,1 +1,236 @@
 //! Loading a workflow file: YAML with positions, then the typed model and its validation.
+//!
+//! [`parse_workflow`] reports every problem of a file at once, each with its
+//! `file:line:col`, following the rules of GitHub's workflow schema.
+
+mod checker;
+mod expressions;
+mod jobs;
+mod triggers;
+pub mod yaml;
+
+use indexmap::IndexMap;
+
+use crate::diagnostic::{Diagnostic, Diagnostics, Pos, Spanned};
+use crate::model::{Access, Concurrency, Defaults, EnvMap, ParsedWorkflow, Permissions};
+
+use checker::{get, Checker};
+
+pub use checker::suggest as suggest_name;
+use expressions as ctx;
+use yaml::Node;
+
+/// Keys allowed at the top of a workflow file.
+const WORKFLOW_KEYS: &[&str] = &[
+    "name",
+    "run-name",
+    "on",
+    "env",
+    "defaults",
+    "permissions",
+    "concurrency",
+    "jobs",
+];
+
+/// Permission scopes GitHub knows.
+const PERMISSION_SCOPES: &[&str] = &[
+    "actions",
+    "attestations",
+    "checks",
+    "contents",
+    "deployments",
+    "discussions",
+    "id-token",
+    "issues",
+    "models",
+    "packages",
+    "pages",
+    "pull-requests",
+    "repository-projects",
+    "security-events",
+    "statuses",
+];
+
+/// Parses and validates one workflow file. `file` is the label used in diagnostics.
+///
+/// Returns the model, or every error found (in source order), including
+/// `needs` that name no job and dependency cycles.
+pub fn parse_workflow(file: &str, source: &str) -> Result<ParsedWorkflow, Diagnostics> {
+    let root = match yaml::parse(source) {
+        Ok(Some(root)) => root,
+        Ok(None) => {
+            return Err(Diagnostics(vec![Diagnostic::error(
+                file,
+                Pos::new(1, 1),
+                "the file is empty: a workflow needs 'on' and 'jobs'",
+            )]))
+        }
+        Err(errors) => {
+            return Err(Diagnostics(
+                errors
+                    .into_iter()
+                    .map(|e| Diagnostic::error(file, e.pos, e.message))
+                    .collect(),
+            ))
+        }
+    };
+    let mut c = Checker::new(file);
+    let workflow = build_workflow(&mut c, &root);
+    let mut diagnostics = c.diagnostics;
+    diagnostics.extend(crate::plan::check_needs(&workflow));
+    diagnostics.sort_by_key(|d| d.pos);
+    diagnostics.dedup();
+    if diagnostics.is_empty() {
+        Ok(workflow)
+    } else {
+        Err(Diagnostics(diagnostics))
+    }
+}
+
+fn build_workflow(c: &mut Checker, root: &Node) -> ParsedWorkflow {
+    let mut wf = ParsedWorkflow {
+        file: c.file.to_owned(),
+        ..ParsedWorkflow::default()
+    };
+    let Some(entries) = c.map_with_keys(root, "workflow", WORKFLOW_KEYS) else {
+        return wf;
+    };
+    c.require(entries, root.pos, "workflow", &["on", "jobs"]);
+    for (key, value) in entries {
+        match key.as_str().unwrap_or_default() {
+            "name" => {
+                c.forbid_expression(value, "name");
+                wf.name = c.string(value, "name");
+            }
+            "run-name" => {
+                c.template(value, "run-name", ctx::RUN_NAME);
+                wf.run_name = c.string(value, "run-name");
+            }
+            "on" => wf.on = triggers::build(c, value),
+            "env" => wf.env = env(c, value, "env", ctx::WORKFLOW_ENV),
+            "defaults" => wf.defaults = defaults(c, value, "defaults", ctx::WORKFLOW_ENV),
+            "permissions" => wf.permissions = permissions(c, value, "permissions"),
+            "concurrency" => {
+                wf.concurrency = concurrency(c, value, "concurrency", ctx::WORKFLOW_CONCURRENCY)
+            }
+            "jobs" => wf.jobs = jobs::build(c, value),
+            _ => {}
+        }
+    }
+    wf
+}
+
+/// An `env:` mapping; values are strings (numbers and booleans keep their spelling).
+fn env(c: &mut Checker, node: &Node, field: &str, contexts: &[&str]) -> EnvMap {
+    let mut map = IndexMap::new();
+    if let Some(text) = node.as_str() {
+        if text.contains("${{") {
+            c.template(node, field, contexts);
+            map.insert(String::new(), Spanned::new(text.to_owned(), node.pos));
+            return map;
+        }
+    }
+    let Some(entries) = c.map(node, field) else {
+        return map;
+    };
+    for (key, value) in entries {
+        let name = key.as_str().unwrap_or_default();
+        let field = format!("{field}.{name}");
+        if value.is_null() {
+            map.insert(name.to_owned(), Spanned::new(String::new(), value.pos));
+            continue;
+        }
+        c.template(value, &field, contexts);
+        if let Some(text) = c.string(value, &field) {
+            map.insert(name.to_owned(), text);
+        }
+    }
+    map
+}
+
+fn defaults(c: &mut Checker, node: &Node, field: &str, contexts: &[&str]) -> Defaults {
+    let mut out = Defaults::default();
+    let Some(entries) = c.map_with_keys(node, field, &["run"]) else {
+        return out;
+    };
+    if let Some(run) = get(entries, "run") {
+        let field = format!("{field}.run");
+        if let Some(entries) = c.map_with_keys(run, &field, &["shell", "working-directory"]) {
+            if let Some(shell) = get(entries, "shell") {
+                c.forbid_expression(shell, &format!("{field}.shell"));
+                out.shell = c.string(shell, &format!("{field}.shell"));
+            }
+            if let Some(dir) = get(entries, "working-directory") {
+                let f = format!("{field}.working-directory");
+                c.template(dir, &f, contexts);
+                out.working_directory = c.string(dir, &f);
+            }
+        }
+    }
+    out
+}
+
+fn permissions(c: &mut Checker, node: &Node, field: &str) -> Option<Permissions> {
+    if let Some(text) = node.as_str() {
+        return match text {
+            "read-all" => Some(Permissions::ReadAll),
+            "write-all" => Some(Permissions::WriteAll),
+            _ => {
+                c.error(
+                    node.pos,
+                    format!("{field}: expected 'read-all', 'write-all' or a mapping of scopes, found '{text}'"),
+                );
+                None
+            }
+        };
+    }
+    let entries = c.map_with_keys(node, field, PERMISSION_SCOPES)?;
+    let mut scopes = IndexMap::new();
+    for (key, value) in entries {
+        let scope = key.as_str().unwrap_or_default();
+        let access = match value.as_str() {
+            Some("read") => Access::Read,
+            Some("write") => Access::Write,
+            Some("none") => Access::None,
+            _ => {
+                c.error(
+                    value.pos,
+                    format!("{field}.{scope}: expected 'read', 'write' or 'none'"),
+                );
+                continue;
+            }
+        };
+        scopes.insert(scope.to_owned(), access);
+    }
+    Some(Permissions::Scopes(scopes))
+}
+
+fn concurrency(
+    c: &mut Checker,
+    node: &Node,
+    field: &str,
+    contexts: &[&str],
+) -> Option<Concurrency> {
+    if node.as_str().is_some() {
+        c.template(node, field, contexts);
+        return c.string(node, field).map(|group| Concurrency {
+            group,
+            cancel_in_progress: None,
+        });
+    }
+    let entries = c.map_with_keys(node, field, &["group", "cancel-in-progress"])?;
+    c.require(entries, node.pos, field, &["group"]);
+    let group_node = get(entries, "group")?;
+    let group_field = format!("{field}.group");
+    c.template(group_node, &group_field, contexts);
+    let group = c.string(group_node, &group_field)?;
+    let cancel_in_progress = get(entries, "cancel-in-progress").and_then(|v| {
+        let f = format!("{field}.cancel-in-progress");
+        c.template(v, &f, contexts);
+        c.bool_or_expr(v, &f)
+    });
+    Some(Concurrency {
+        group,
+        cancel_in_progress,
+    })
+}

@@ -1,1 +1,200 @@
 //! Job planning: matrix expansion and the `needs` graph.
+//!
+//! [`plan_workflow`] turns a validated workflow into the jobs it will run, in a
+//! stable order where each job comes after the jobs it needs; matrices are
+//! expanded now unless they depend on the outputs of other jobs.
+
+pub mod graph;
+pub mod matrix;
+
+pub use graph::{check_needs, topological_order, JobResult, Scheduler};
+pub use matrix::{expand_matrix, MatrixError, MAX_COMBINATIONS};
+
+use crate::diagnostic::Pos;
+use crate::expr::{self, EvalContext, ExprError};
+use crate::model::{JobBody, ParsedWorkflow};
+use crate::value::{Object, Value};
+
+/// Contexts known when a workflow is planned (`github`, `vars`, `inputs`).
+#[derive(Debug, Clone, Default)]
+pub struct PlanContext {
+    /// Named contexts, e.g. `github` with the event's fields.
+    pub contexts: Object,
+}
+
+/// Why a workflow cannot be planned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    /// A job's matrix is invalid.
+    #[error("{file}:{pos}: jobs.{job}.strategy.matrix: {source}")]
+    Matrix {
+        /// The workflow file.
+        file: String,
+        /// The job.
+        job: String,
+        /// Where the matrix is.
+        pos: Pos,
+        /// What is wrong.
+        source: MatrixError,
+    },
+    /// An expression of a job's strategy failed.
+    #[error("{file}:{pos}: jobs.{job}.strategy: {source}")]
+    Expression {
+        /// The workflow file.
+        file: String,
+        /// The job.
+        job: String,
+        /// Where the expression is.
+        pos: Pos,
+        /// What failed.
+        source: ExprError,
+    },
+}
+
+/// A job's matrix at planning time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MatrixState {
+    /// The job has no matrix: it runs once.
+    None,
+    /// The combinations, in GitHub's order.
+    Expanded(Vec<Object>),
+    /// The matrix uses the outputs of other jobs; it is expanded when they finish.
+    Deferred,
+}
+
+/// One job of the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedJob {
+    /// The job id.
+    pub id: String,
+    /// The name shown for the job (its `name:` or id).
+    pub name: String,
+    /// The ids of the jobs it needs.
+    pub needs: Vec<String>,
+    /// Its matrix.
+    pub matrix: MatrixState,
+    /// `strategy.fail-fast` (GitHub's default: true); `None` while it is an unevaluated expression.
+    pub fail_fast: Option<bool>,
+    /// `strategy.max-parallel`, when limited.
+    pub max_parallel: Option<u32>,
+    /// The reusable workflow it calls, if any.
+    pub calls: Option<String>,
+}
+
+impl PlannedJob {
+    /// The display name of each instance: `name (v1, v2)` for matrix jobs.
+    pub fn instance_names(&self) -> Vec<String> {
+        match &self.matrix {
+            MatrixState::Expanded(combos) if !self.name.contains("${{") => combos
+                .iter()
+                .map(|c| matrix::display_name(&self.name, c))
+                .collect(),
+            MatrixState::Expanded(combos) => combos.iter().map(|_| self.name.clone()).collect(),
+            _ => vec![self.name.clone()],
+        }
+    }
+}
+
+/// The jobs of a workflow in the order they can start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowPlan {
+    /// Jobs, each after the jobs it needs, otherwise in declaration order.
+    pub jobs: Vec<PlannedJob>,
+}
+
+/// Plans `workflow`: orders its jobs and expands the matrices that can be.
+pub fn plan_workflow(
+    workflow: &ParsedWorkflow,
+    ctx: &PlanContext,
+) -> Result<WorkflowPlan, PlanError> {
+    let eval = EvalContext {
+        contexts: ctx.contexts.clone(),
+        ..EvalContext::default()
+    };
+    let mut jobs = Vec::with_capacity(workflow.jobs.len());
+    for id in topological_order(&workflow.jobs) {
+        let job = &workflow.jobs[&id];
+        let expr_err = |pos, source| PlanError::Expression {
+            file: workflow.file.clone(),
+            job: id.clone(),
+            pos,
+            source,
+        };
+        let strategy = job.strategy.clone().unwrap_or_default();
+        let matrix = match &strategy.matrix {
+            None => MatrixState::None,
+            Some(m) if references_needs(&m.value) => MatrixState::Deferred,
+            Some(m) => {
+                let evaluated =
+                    expr::evaluate_value(&m.value, &eval).map_err(|e| expr_err(m.pos, e))?;
+                let matrix_err = |source| PlanError::Matrix {
+                    file: workflow.file.clone(),
+                    job: id.clone(),
+                    pos: m.pos,
+                    source,
+                };
+                let object = match evaluated {
+                    Value::Object(o) => o,
+                    other => return Err(matrix_err(MatrixError::NotAMapping(type_name(&other)))),
+                };
+                MatrixState::Expanded(expand_matrix(&object).map_err(matrix_err)?)
+            }
+        };
+        let fail_fast = match &strategy.fail_fast {
+            None => Some(true),
+            Some(v) => {
+                match expr::evaluate_value(&v.value, &eval).map_err(|e| expr_err(v.pos, e))? {
+                    Value::Bool(b) => Some(b),
+                    _ => None,
+                }
+            }
+        };
+        let max_parallel = match &strategy.max_parallel {
+            Some(v) => {
+                match expr::evaluate_value(&v.value, &eval).map_err(|e| expr_err(v.pos, e))? {
+                    Value::Number(n) if n >= 1.0 => Some(n as u32),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        jobs.push(PlannedJob {
+            name: job
+                .name
+                .as_ref()
+                .map_or_else(|| id.clone(), |n| n.value.clone()),
+            needs: job.needs.iter().map(|n| n.value.clone()).collect(),
+            matrix,
+            fail_fast,
+            max_parallel,
+            calls: match &job.body {
+                JobBody::Call(call) => Some(call.uses.value.clone()),
+                JobBody::Steps(_) => None,
+            },
+            id,
+        });
+    }
+    Ok(WorkflowPlan { jobs })
+}
+
+fn references_needs(value: &Value) -> bool {
+    match value {
+        Value::String(s) if s.contains("${{") => expr::parse_template(s, expr::ALL_CONTEXTS)
+            .map(|t| t.references("needs"))
+            .unwrap_or(false),
+        Value::Array(items) => items.iter().any(references_needs),
+        Value::Object(o) => o.iter().any(|(_, v)| references_needs(v)),
+        _ => false,
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a sequence",
+        Value::Object(_) => "a mapping",
+    }
+}

@@ -1,1 +1,307 @@
 //! Trigger decisions: does an event with its payload start a workflow?
+//!
+//! Every filter of `on:` is honoured as GitHub documents it: branch and tag
+//! filters (ordered, with `!` negation), path filters on the changed files, and
+//! activity `types`.
+
+mod glob;
+
+use std::collections::HashSet;
+
+pub use glob::{validate_pattern, Glob, GlobError, PatternList};
+
+use crate::model::{EventFilters, ParsedWorkflow, Template};
+
+/// GitHub compares at most this many changed files against path filters.
+pub const MAX_DIFF_FILES: usize = 300;
+/// A push with more commits than this runs whatever its path filters say.
+pub const MAX_DIFF_COMMITS: usize = 1000;
+/// Activity types that trigger `pull_request` and `pull_request_target` when `types` is absent.
+pub const DEFAULT_PULL_REQUEST_TYPES: [&str; 3] = ["opened", "synchronize", "reopened"];
+
+/// A webhook event as the trigger filters see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The event name (`push`, `pull_request`, ...), as in `X-GitHub-Event`.
+    pub name: String,
+    /// The webhook payload.
+    pub payload: serde_json::Value,
+    /// The files the event changes, when known from outside the payload
+    /// (a pull request's files come from the API, not from its webhook).
+    pub changed_files: Option<Vec<String>>,
+}
+
+impl Event {
+    /// An event with its payload and no separately supplied file list.
+    pub fn new(name: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self {
+            name: name.into(),
+            payload,
+            changed_files: None,
+        }
+    }
+
+    /// The same event with its changed files given.
+    pub fn with_changed_files(mut self, files: Vec<String>) -> Self {
+        self.changed_files = Some(files);
+        self
+    }
+
+    fn str_at(&self, pointer: &str) -> Option<&str> {
+        self.payload.pointer(pointer).and_then(|v| v.as_str())
+    }
+
+    /// The changed files: the supplied list, else those of a push payload's commits.
+    /// `None` when neither is known.
+    pub fn files(&self) -> Option<Vec<String>> {
+        if let Some(files) = &self.changed_files {
+            return Some(files.clone());
+        }
+        let commits = self.payload.get("commits")?.as_array()?;
+        let mut seen = HashSet::new();
+        let mut files = Vec::new();
+        for commit in commits {
+            for key in ["added", "modified", "removed"] {
+                for file in commit
+                    .get(key)
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(f) = file.as_str() {
+                        if seen.insert(f.to_owned()) {
+                            files.push(f.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        Some(files)
+    }
+}
+
+/// Whether a workflow runs for an event, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerDecision {
+    /// The workflow runs.
+    Run,
+    /// The workflow does not run, for the reason given.
+    Skip {
+        /// A sentence for the user.
+        reason: String,
+    },
+    /// A path filter applies but the changed files are unknown: supply them
+    /// ([`Event::with_changed_files`]) and decide again.
+    NeedsChangedFiles,
+}
+
+impl TriggerDecision {
+    fn skip(reason: impl Into<String>) -> Self {
+        TriggerDecision::Skip {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Decides whether `event` triggers `workflow`.
+pub fn decide(workflow: &ParsedWorkflow, event: &Event) -> TriggerDecision {
+    let Some(trigger) = workflow.on.events.get(&event.name) else {
+        return TriggerDecision::skip(format!("the workflow does not run on '{}'", event.name));
+    };
+    let filters = &trigger.filters;
+    let section = format!("on.{}", event.name);
+    match event.name.as_str() {
+        "push" => decide_push(filters, event, &section),
+        "pull_request" | "pull_request_target" => {
+            let action = event.str_at("/action").unwrap_or("");
+            let types_ok = match &filters.types {
+                Some(types) => types.iter().any(|t| t.value == action),
+                None => DEFAULT_PULL_REQUEST_TYPES.contains(&action),
+            };
+            if !types_ok {
+                return TriggerDecision::skip(format!(
+                    "activity type '{action}' is not in {section}.types"
+                ));
+            }
+            let base = event.str_at("/pull_request/base/ref").unwrap_or("");
+            let base = base.strip_prefix("refs/heads/").unwrap_or(base);
+            if let Err(reason) = ref_filter(
+                filters.branches.as_deref(),
+                filters.branches_ignore.as_deref(),
+                base,
+                "base branch",
+                &section,
+                "branches",
+            ) {
+                return TriggerDecision::skip(reason);
+            }
+            paths(filters, event, &section)
+        }
+        "workflow_run" => {
+            let name = event.str_at("/workflow_run/name").unwrap_or("");
+            if !trigger.workflows.is_empty() && !trigger.workflows.iter().any(|w| w.value == name) {
+                return TriggerDecision::skip(format!(
+                    "workflow '{name}' is not in {section}.workflows"
+                ));
+            }
+            if let Err(reason) = types(filters, event, &section) {
+                return TriggerDecision::skip(reason);
+            }
+            let branch = event.str_at("/workflow_run/head_branch").unwrap_or("");
+            match ref_filter(
+                filters.branches.as_deref(),
+                filters.branches_ignore.as_deref(),
+                branch,
+                "branch",
+                &section,
+                "branches",
+            ) {
+                Ok(()) => TriggerDecision::Run,
+                Err(reason) => TriggerDecision::skip(reason),
+            }
+        }
+        "merge_group" => {
+            if let Err(reason) = types(filters, event, &section) {
+                return TriggerDecision::skip(reason);
+            }
+            let base = event.str_at("/merge_group/base_ref").unwrap_or("");
+            let base = base.strip_prefix("refs/heads/").unwrap_or(base);
+            match ref_filter(
+                filters.branches.as_deref(),
+                filters.branches_ignore.as_deref(),
+                base,
+                "base branch",
+                &section,
+                "branches",
+            ) {
+                Ok(()) => TriggerDecision::Run,
+                Err(reason) => TriggerDecision::skip(reason),
+            }
+        }
+        _ => match types(filters, event, &section) {
+            Ok(()) => TriggerDecision::Run,
+            Err(reason) => TriggerDecision::skip(reason),
+        },
+    }
+}
+
+fn types(filters: &EventFilters, event: &Event, section: &str) -> Result<(), String> {
+    let Some(types) = &filters.types else {
+        return Ok(());
+    };
+    let action = event.str_at("/action").unwrap_or("");
+    if types.iter().any(|t| t.value == action) {
+        Ok(())
+    } else {
+        Err(format!(
+            "activity type '{action}' is not in {section}.types"
+        ))
+    }
+}
+
+fn decide_push(filters: &EventFilters, event: &Event, section: &str) -> TriggerDecision {
+    let git_ref = event.str_at("/ref").unwrap_or("");
+    let has_branch_filter = filters.branches.is_some() || filters.branches_ignore.is_some();
+    let has_tag_filter = filters.tags.is_some() || filters.tags_ignore.is_some();
+    if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
+        if !has_tag_filter && has_branch_filter {
+            return TriggerDecision::skip(format!(
+                "tag '{tag}' was pushed but {section} filters only branches"
+            ));
+        }
+        return match ref_filter(
+            filters.tags.as_deref(),
+            filters.tags_ignore.as_deref(),
+            tag,
+            "tag",
+            section,
+            "tags",
+        ) {
+            Ok(()) => TriggerDecision::Run,
+            Err(reason) => TriggerDecision::skip(reason),
+        };
+    }
+    let branch = git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref);
+    if !has_branch_filter && has_tag_filter {
+        return TriggerDecision::skip(format!(
+            "branch '{branch}' was pushed but {section} filters only tags"
+        ));
+    }
+    if let Err(reason) = ref_filter(
+        filters.branches.as_deref(),
+        filters.branches_ignore.as_deref(),
+        branch,
+        "branch",
+        section,
+        "branches",
+    ) {
+        return TriggerDecision::skip(reason);
+    }
+    let commits = event
+        .payload
+        .get("commits")
+        .and_then(|c| c.as_array())
+        .map_or(0, Vec::len);
+    if commits > MAX_DIFF_COMMITS {
+        return TriggerDecision::Run;
+    }
+    paths(filters, event, section)
+}
+
+fn compile(patterns: &[Template]) -> Option<PatternList> {
+    PatternList::new(patterns.iter().map(|p| p.value.as_str())).ok()
+}
+
+fn ref_filter(
+    include: Option<&[Template]>,
+    ignore: Option<&[Template]>,
+    name: &str,
+    what: &str,
+    section: &str,
+    key: &str,
+) -> Result<(), String> {
+    if let Some(list) = include.and_then(compile) {
+        if !list.is_match(name) {
+            return Err(format!(
+                "{what} '{name}' matches no pattern in {section}.{key}"
+            ));
+        }
+    }
+    if let Some(list) = ignore.and_then(compile) {
+        if list.is_match(name) {
+            return Err(format!("{what} '{name}' matches {section}.{key}-ignore"));
+        }
+    }
+    Ok(())
+}
+
+fn paths(filters: &EventFilters, event: &Event, section: &str) -> TriggerDecision {
+    if filters.paths.is_none() && filters.paths_ignore.is_none() {
+        return TriggerDecision::Run;
+    }
+    let Some(mut files) = event.files() else {
+        return TriggerDecision::NeedsChangedFiles;
+    };
+    files.truncate(MAX_DIFF_FILES);
+    if let Some(list) = filters.paths.as_deref().and_then(compile) {
+        if !files.iter().any(|f| list.is_match(f)) {
+            return TriggerDecision::skip(format!("no changed file matches {section}.paths"));
+        }
+    }
+    if let Some(list) = filters.paths_ignore.as_deref().and_then(compile) {
+        if !files.is_empty() && files.iter().all(|f| list.is_match(f)) {
+            return TriggerDecision::skip(format!(
+                "every changed file matches {section}.paths-ignore"
+            ));
+        }
+    }
+    TriggerDecision::Run
+}
+
+/// Decides for each workflow, in the order given.
+pub fn select<'w>(
+    workflows: &'w [ParsedWorkflow],
+    event: &Event,
+) -> Vec<(&'w ParsedWorkflow, TriggerDecision)> {
+    workflows.iter().map(|w| (w, decide(w, event))).collect()
+}

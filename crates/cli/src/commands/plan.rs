@@ -1,0 +1,207 @@
+//! `firerunner plan`: which workflows and jobs an event would run, in order.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result};
+use firerunner_workflow::model::ParsedWorkflow;
+use firerunner_workflow::plan::{plan_workflow, MatrixState, PlanContext};
+use firerunner_workflow::trigger::{decide, Event, TriggerDecision};
+use firerunner_workflow::{Object, Value};
+use serde_json::json;
+
+use crate::workflows;
+
+/// Arguments of `firerunner plan`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The event name (push, pull_request, workflow_dispatch, ...).
+    #[arg(short = 'e', long, default_value = "push")]
+    event: String,
+    /// The webhook payload as a JSON file (default: one made from --ref and --base).
+    #[arg(long)]
+    payload: Option<PathBuf>,
+    /// Workflow files or folders.
+    #[arg(short = 'W', long = "workflows", default_value = workflows::DEFAULT_DIR)]
+    workflows: Vec<PathBuf>,
+    /// The git ref pushed or the PR's head (default: the current branch).
+    #[arg(long = "ref")]
+    git_ref: Option<String>,
+    /// The base branch of a pull request when no payload is given.
+    #[arg(long, default_value = "main")]
+    base: String,
+    /// A changed file, for path filters (repeatable).
+    #[arg(long = "changed-file")]
+    changed_files: Vec<String>,
+    /// A workflow_dispatch input as KEY=VALUE (repeatable).
+    #[arg(long = "input", value_parser = parse_key_value)]
+    inputs: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got '{s}'"))
+}
+
+fn current_ref() -> String {
+    Command::new("git")
+        .args(["symbolic-ref", "-q", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "refs/heads/main".to_owned())
+}
+
+fn default_payload(event: &str, git_ref: &str, base: &str) -> serde_json::Value {
+    let branch = git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref);
+    match event {
+        "push" => json!({ "ref": git_ref }),
+        "pull_request" | "pull_request_target" => json!({
+            "action": "opened",
+            "pull_request": { "head": { "ref": branch }, "base": { "ref": base } }
+        }),
+        _ => json!({ "ref": git_ref }),
+    }
+}
+
+/// Prints the plan; fails when a workflow cannot be loaded or planned.
+pub fn run(args: Args) -> Result<ExitCode> {
+    let git_ref = args.git_ref.clone().unwrap_or_else(current_ref);
+    let payload = match &args.payload {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?
+        }
+        None => default_payload(&args.event, &git_ref, &args.base),
+    };
+    let mut event = Event::new(args.event.clone(), payload);
+    if !args.changed_files.is_empty() {
+        event = event.with_changed_files(args.changed_files.clone());
+    }
+
+    let mut failed = false;
+    let mut loaded: Vec<ParsedWorkflow> = Vec::new();
+    for path in workflows::collect(&args.workflows)? {
+        let file = workflows::load_file(&path)?;
+        for d in &file.diagnostics {
+            eprintln!("{d}");
+        }
+        match file.workflow {
+            Some(w) => loaded.push(w),
+            None => failed = true,
+        }
+    }
+
+    let (mut runs, mut job_count) = (0, 0);
+    for workflow in &loaded {
+        let title = workflow
+            .name
+            .as_ref()
+            .map_or(String::new(), |n| format!(" ({})", n.value));
+        match decide(workflow, &event) {
+            TriggerDecision::Skip { reason } => {
+                println!("{}{title}: skipped: {reason}", workflow.file)
+            }
+            TriggerDecision::NeedsChangedFiles => {
+                println!("{}{title}: undecided: a path filter applies; pass the changed files with --changed-file", workflow.file)
+            }
+            TriggerDecision::Run => {
+                runs += 1;
+                let ctx = plan_context(workflow, &event, &git_ref, &args.inputs);
+                match plan_workflow(workflow, &ctx) {
+                    Ok(plan) => {
+                        println!("{}{title}: runs", workflow.file);
+                        for job in &plan.jobs {
+                            let needs = if job.needs.is_empty() {
+                                String::new()
+                            } else {
+                                format!("  (needs {})", job.needs.join(", "))
+                            };
+                            let extra = match (&job.matrix, &job.calls) {
+                                (MatrixState::Deferred, _) => {
+                                    "  (matrix expanded when its needs finish)".to_owned()
+                                }
+                                (_, Some(calls)) => format!("  (calls {calls})"),
+                                _ => String::new(),
+                            };
+                            let names = job.instance_names();
+                            job_count += names.len();
+                            for (i, name) in names.iter().enumerate() {
+                                let suffix = if i == 0 {
+                                    format!("{needs}{extra}")
+                                } else {
+                                    String::new()
+                                };
+                                println!(
+                                    "  {:<12} {name}{suffix}",
+                                    if i == 0 { job.id.as_str() } else { "" }
+                                );
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        failed = true;
+                        eprintln!("{err}");
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{runs} of {} workflow{} run{} on '{}', {job_count} job{}",
+        loaded.len(),
+        if loaded.len() == 1 { "" } else { "s" },
+        if runs == 1 { "s" } else { "" },
+        args.event,
+        if job_count == 1 { "" } else { "s" }
+    );
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The contexts known at planning time: `github` from the event, `inputs` from
+/// the dispatch inputs (defaults, then `--input`), and empty `vars`.
+fn plan_context(
+    workflow: &ParsedWorkflow,
+    event: &Event,
+    git_ref: &str,
+    given: &[(String, String)],
+) -> PlanContext {
+    let mut github = Object::new();
+    let event_ref = event
+        .payload
+        .get("ref")
+        .and_then(|r| r.as_str())
+        .unwrap_or(git_ref);
+    github.insert("event_name", Value::from(event.name.as_str()));
+    github.insert("event", Value::from(event.payload.clone()));
+    github.insert("ref", Value::from(event_ref));
+    let ref_name = event_ref
+        .rsplit_once("refs/heads/")
+        .or_else(|| event_ref.rsplit_once("refs/tags/"))
+        .map_or(event_ref, |(_, n)| n);
+    github.insert("ref_name", Value::from(ref_name));
+    let mut inputs = Object::new();
+    if let Some(dispatch) = &workflow.on.workflow_dispatch {
+        for (name, input) in &dispatch.inputs {
+            inputs.insert(name.clone(), input.default.clone().unwrap_or(Value::Null));
+        }
+    }
+    for (k, v) in given {
+        inputs.insert(k.clone(), Value::from(v.as_str()));
+    }
+    let mut contexts = Object::new();
+    contexts.insert("github", Value::Object(github));
+    contexts.insert("inputs", Value::Object(inputs));
+    contexts.insert("vars", Value::Object(Object::new()));
+    PlanContext { contexts }
+}

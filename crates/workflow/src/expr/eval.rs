@@ -1,0 +1,599 @@
+//! Evaluation with GitHub's coercion rules.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::cmp::Ordering;
+
+use super::functions::Function;
+use super::lexer::{parse_number, BinaryOp};
+use super::parser::Node;
+use super::{EvalContext, ExprError, ExprErrorKind, JobStatus};
+use crate::value::{format_number, Object, Value};
+
+/// Most bytes an evaluation may produce (GitHub's memory limit).
+pub const MAX_MEMORY: usize = 1024 * 1024;
+
+/// An intermediate result: borrowed from the contexts where possible.
+#[derive(Debug, Clone)]
+pub enum Res<'a> {
+    /// A value inside the contexts.
+    Ref(&'a Value),
+    /// A value made during evaluation.
+    Own(Value),
+    /// The result of a `*` filter.
+    Filtered(Vec<Res<'a>>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl<'a> Res<'a> {
+    fn value(&self) -> Option<&Value> {
+        match self {
+            Res::Ref(v) => Some(v),
+            Res::Own(v) => Some(v),
+            Res::Filtered(_) => None,
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self.value() {
+            None => Kind::Array,
+            Some(Value::Null) => Kind::Null,
+            Some(Value::Bool(_)) => Kind::Bool,
+            Some(Value::Number(_)) => Kind::Number,
+            Some(Value::String(_)) => Kind::String,
+            Some(Value::Array(_)) => Kind::Array,
+            Some(Value::Object(_)) => Kind::Object,
+        }
+    }
+
+    /// Materialises the result as a value.
+    pub fn into_value(self) -> Value {
+        match self {
+            Res::Ref(v) => v.clone(),
+            Res::Own(v) => v,
+            Res::Filtered(items) => Value::Array(items.into_iter().map(Res::into_value).collect()),
+        }
+    }
+
+    fn truthy(&self) -> bool {
+        match self.value() {
+            None => true,
+            Some(v) => truthy(v),
+        }
+    }
+
+    fn number(&self) -> f64 {
+        match self.value() {
+            None => f64::NAN,
+            Some(v) => to_number(v),
+        }
+    }
+
+    fn string(&self) -> Cow<'_, str> {
+        match self.value() {
+            None => Cow::Borrowed("Array"),
+            Some(v) => to_string(v),
+        }
+    }
+
+    fn items(&self) -> Vec<Res<'_>> {
+        match self {
+            Res::Filtered(items) => items.iter().map(Res::reborrow).collect(),
+            Res::Ref(Value::Array(a)) => a.iter().map(Res::Ref).collect(),
+            Res::Own(Value::Array(a)) => a.iter().map(Res::Ref).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn reborrow(&self) -> Res<'_> {
+        match self {
+            Res::Ref(v) => Res::Ref(v),
+            Res::Own(v) => Res::Ref(v),
+            Res::Filtered(items) => Res::Filtered(items.iter().map(Res::reborrow).collect()),
+        }
+    }
+
+    fn property(self, key: &str) -> Option<Res<'a>> {
+        match self {
+            Res::Ref(Value::Object(o)) => o.get(key).map(Res::Ref),
+            Res::Own(Value::Object(mut o)) => {
+                let found = o.0.keys().position(|k| k.eq_ignore_ascii_case(key))?;
+                o.0.swap_remove_index(found).map(|(_, v)| Res::Own(v))
+            }
+            _ => None,
+        }
+    }
+
+    fn element(self, index: usize) -> Option<Res<'a>> {
+        match self {
+            Res::Ref(Value::Array(a)) => a.get(index).map(Res::Ref),
+            Res::Own(Value::Array(mut a)) => {
+                (index < a.len()).then(|| Res::Own(a.swap_remove(index)))
+            }
+            Res::Filtered(mut items) => (index < items.len()).then(|| items.swap_remove(index)),
+            _ => None,
+        }
+    }
+
+    fn children(self) -> Vec<Res<'a>> {
+        match self {
+            Res::Ref(Value::Array(a)) => a.iter().map(Res::Ref).collect(),
+            Res::Ref(Value::Object(o)) => o.iter().map(|(_, v)| Res::Ref(v)).collect(),
+            Res::Own(Value::Array(a)) => a.into_iter().map(Res::Own).collect(),
+            Res::Own(Value::Object(o)) => o.0.into_values().map(Res::Own).collect(),
+            Res::Filtered(items) => items,
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// GitHub's truthiness.
+pub fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => *n != 0.0 && !n.is_nan(),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// GitHub's conversion to a number.
+pub fn to_number(v: &Value) -> f64 {
+    match v {
+        Value::Null => 0.0,
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        Value::Number(n) => *n,
+        Value::String(s) => {
+            let t = s.trim();
+            if t.is_empty() {
+                0.0
+            } else {
+                parse_number(t).unwrap_or(f64::NAN)
+            }
+        }
+        Value::Array(_) | Value::Object(_) => f64::NAN,
+    }
+}
+
+/// GitHub's conversion to a string.
+pub fn to_string(v: &Value) -> Cow<'_, str> {
+    match v {
+        Value::Null => Cow::Borrowed(""),
+        Value::Bool(true) => Cow::Borrowed("true"),
+        Value::Bool(false) => Cow::Borrowed("false"),
+        Value::Number(n) => Cow::Owned(format_number(*n)),
+        Value::String(s) => Cow::Borrowed(s),
+        Value::Array(_) => Cow::Borrowed("Array"),
+        Value::Object(_) => Cow::Borrowed("Object"),
+    }
+}
+
+fn upper(s: &str) -> impl Iterator<Item = char> + '_ {
+    s.chars().flat_map(char::to_uppercase)
+}
+
+fn str_cmp(a: &str, b: &str) -> Ordering {
+    upper(a).cmp(upper(b))
+}
+
+fn str_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.eq_ignore_ascii_case(b) || str_cmp(a, b) == Ordering::Equal
+}
+
+fn loose_eq(a: &Res, b: &Res) -> bool {
+    let (ka, kb) = (a.kind(), b.kind());
+    if ka != kb {
+        return a.number() == b.number();
+    }
+    match ka {
+        Kind::Null => true,
+        Kind::Bool | Kind::Number => a.number() == b.number(),
+        Kind::String => str_eq(&a.string(), &b.string()),
+        Kind::Array | Kind::Object => match (a, b) {
+            (Res::Ref(x), Res::Ref(y)) => std::ptr::eq(*x, *y),
+            _ => false,
+        },
+    }
+}
+
+/// `Some(ordering)` when a and b are comparable under GitHub's rules.
+fn loose_cmp(a: &Res, b: &Res) -> Option<Ordering> {
+    let (ka, kb) = (a.kind(), b.kind());
+    if ka != kb || matches!(ka, Kind::Bool | Kind::Number) {
+        return a.number().partial_cmp(&b.number());
+    }
+    match ka {
+        Kind::String => Some(str_cmp(&a.string(), &b.string())),
+        _ => None,
+    }
+}
+
+/// Evaluates syntax trees against one context.
+pub struct Evaluator<'a> {
+    ctx: &'a EvalContext,
+    memory: Cell<usize>,
+}
+
+fn eval_error(message: impl Into<String>) -> ExprError {
+    ExprError {
+        kind: ExprErrorKind::Evaluation,
+        message: message.into(),
+        offset: 0,
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    /// An evaluator over `ctx`.
+    pub fn new(ctx: &'a EvalContext) -> Self {
+        Self {
+            ctx,
+            memory: Cell::new(0),
+        }
+    }
+
+    fn charge(&self, bytes: usize) -> Result<(), ExprError> {
+        let used = self.memory.get() + bytes;
+        self.memory.set(used);
+        if used > MAX_MEMORY {
+            return Err(eval_error("The maximum allowed memory size was exceeded"));
+        }
+        Ok(())
+    }
+
+    fn own_string(&self, s: String) -> Result<Res<'a>, ExprError> {
+        self.charge(s.len() * 2)?;
+        Ok(Res::Own(Value::String(s)))
+    }
+
+    /// Evaluates one node.
+    pub fn eval(&self, node: &Node) -> Result<Res<'a>, ExprError> {
+        Ok(match node {
+            Node::Literal(v) => Res::Own(v.clone()),
+            Node::Context(name) => self
+                .ctx
+                .contexts
+                .get(name)
+                .map_or(Res::Own(Value::Null), Res::Ref),
+            Node::Property(target, key) => self.property(self.eval(target)?, key),
+            Node::Index(target, index) => {
+                let target = self.eval(target)?;
+                let index = self.eval(index)?;
+                self.index(target, &index)
+            }
+            Node::Wildcard(target) => match self.eval(target)? {
+                Res::Filtered(items) => {
+                    Res::Filtered(items.into_iter().flat_map(Res::children).collect())
+                }
+                other @ (Res::Ref(Value::Array(_) | Value::Object(_))
+                | Res::Own(Value::Array(_) | Value::Object(_))) => Res::Filtered(other.children()),
+                _ => Res::Filtered(Vec::new()),
+            },
+            Node::Not(inner) => Res::Own(Value::Bool(!self.eval(inner)?.truthy())),
+            Node::Compare(op, a, b) => {
+                let (a, b) = (self.eval(a)?, self.eval(b)?);
+                let result = match op {
+                    BinaryOp::Eq => loose_eq(&a, &b),
+                    BinaryOp::Ne => !loose_eq(&a, &b),
+                    BinaryOp::Lt => loose_cmp(&a, &b) == Some(Ordering::Less),
+                    BinaryOp::Le => {
+                        matches!(loose_cmp(&a, &b), Some(Ordering::Less | Ordering::Equal))
+                    }
+                    BinaryOp::Gt => loose_cmp(&a, &b) == Some(Ordering::Greater),
+                    BinaryOp::Ge => {
+                        matches!(loose_cmp(&a, &b), Some(Ordering::Greater | Ordering::Equal))
+                    }
+                    BinaryOp::And | BinaryOp::Or => {
+                        unreachable!("logical operators are n-ary nodes")
+                    }
+                };
+                Res::Own(Value::Bool(result))
+            }
+            Node::And(items) => {
+                let mut last = Res::Own(Value::Null);
+                for item in items {
+                    last = self.eval(item)?;
+                    if !last.truthy() {
+                        break;
+                    }
+                }
+                last
+            }
+            Node::Or(items) => {
+                let mut last = Res::Own(Value::Null);
+                for item in items {
+                    last = self.eval(item)?;
+                    if last.truthy() {
+                        break;
+                    }
+                }
+                last
+            }
+            Node::Call(function, args) => self.call(*function, args)?,
+        })
+    }
+
+    fn property(&self, target: Res<'a>, key: &str) -> Res<'a> {
+        match target {
+            Res::Filtered(items) => {
+                Res::Filtered(items.into_iter().filter_map(|i| i.property(key)).collect())
+            }
+            other => other.property(key).unwrap_or(Res::Own(Value::Null)),
+        }
+    }
+
+    fn index(&self, target: Res<'a>, index: &Res) -> Res<'a> {
+        if let Res::Filtered(items) = target {
+            return Res::Filtered(
+                items
+                    .into_iter()
+                    .filter_map(|i| self.index_one(i, index))
+                    .collect(),
+            );
+        }
+        self.index_one(target, index)
+            .unwrap_or(Res::Own(Value::Null))
+    }
+
+    fn index_one(&self, target: Res<'a>, index: &Res) -> Option<Res<'a>> {
+        match target.kind() {
+            Kind::Array => {
+                if matches!(index.kind(), Kind::Array | Kind::Object) {
+                    return None;
+                }
+                let n = index.number();
+                if !n.is_finite() || n < 0.0 {
+                    return None;
+                }
+                target.element(n.trunc() as usize)
+            }
+            Kind::Object => {
+                if matches!(index.kind(), Kind::Array | Kind::Object) {
+                    return None;
+                }
+                target.property(&index.string())
+            }
+            _ => None,
+        }
+    }
+
+    fn call(&self, function: Function, args: &[Node]) -> Result<Res<'a>, ExprError> {
+        let bool_res = |b: bool| Ok(Res::Own(Value::Bool(b)));
+        match function {
+            Function::Success => bool_res(self.ctx.status == JobStatus::Success),
+            Function::Always => bool_res(true),
+            Function::Cancelled => bool_res(self.ctx.status == JobStatus::Cancelled),
+            Function::Failure => bool_res(self.ctx.status == JobStatus::Failure),
+            Function::Contains => {
+                let (search, item) = (self.eval(&args[0])?, self.eval(&args[1])?);
+                if search.kind() == Kind::Array {
+                    return bool_res(search.items().iter().any(|x| loose_eq(x, &item)));
+                }
+                let (haystack, needle) = (search.string(), item.string());
+                bool_res(
+                    upper(&haystack)
+                        .collect::<String>()
+                        .contains(&upper(&needle).collect::<String>()),
+                )
+            }
+            Function::StartsWith | Function::EndsWith => {
+                let (text, part) = (self.eval(&args[0])?, self.eval(&args[1])?);
+                let text: Vec<char> = upper(&text.string()).collect();
+                let part: Vec<char> = upper(&part.string()).collect();
+                bool_res(if function == Function::StartsWith {
+                    text.starts_with(&part)
+                } else {
+                    text.ends_with(&part)
+                })
+            }
+            Function::Format => {
+                let fmt = self.eval(&args[0])?;
+                let values = args[1..]
+                    .iter()
+                    .map(|a| self.eval(a))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let out = format(&fmt.string(), &values, self)?;
+                self.own_string(out)
+            }
+            Function::Join => {
+                let array = self.eval(&args[0])?;
+                let sep = match args.get(1) {
+                    Some(a) => self.eval(a)?.string().into_owned(),
+                    None => ",".to_owned(),
+                };
+                if array.kind() != Kind::Array {
+                    let s = array.string().into_owned();
+                    return self.own_string(s);
+                }
+                let parts: Vec<String> = array
+                    .items()
+                    .iter()
+                    .map(|i| i.string().into_owned())
+                    .collect();
+                self.own_string(parts.join(&sep))
+            }
+            Function::ToJson => {
+                let value = self.eval(&args[0])?;
+                let mut out = String::new();
+                match &value {
+                    Res::Filtered(_) => write_json(&value.clone().into_value(), 0, &mut out),
+                    other => write_json(other.value().expect("not filtered"), 0, &mut out),
+                }
+                self.own_string(out)
+            }
+            Function::FromJson => {
+                let text = self.eval(&args[0])?;
+                let text = text.string();
+                let parsed: serde_json::Value = serde_json::from_str(text.trim()).map_err(|e| {
+                    eval_error(format!("Error parsing fromJson: Unexpected input: {e}"))
+                })?;
+                self.charge(text.len() * 2)?;
+                Ok(Res::Own(Value::from(parsed)))
+            }
+            Function::HashFiles => {
+                let patterns = args
+                    .iter()
+                    .map(|a| self.eval(a).map(|r| r.string().into_owned()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let host = self.ctx.hash_files.as_ref().ok_or_else(|| {
+                    eval_error("hashFiles is not available here: no workspace to hash")
+                })?;
+                let hash = host(&patterns).map_err(|e| {
+                    eval_error(format!("hashFiles({}) failed: {e}", patterns.join(", ")))
+                })?;
+                self.own_string(hash)
+            }
+            Function::Case => {
+                let mut i = 0;
+                while i + 1 < args.len() {
+                    match self.eval(&args[i])?.value() {
+                        Some(Value::Bool(true)) => return self.eval(&args[i + 1]),
+                        Some(Value::Bool(false)) => {}
+                        _ => {
+                            return Err(eval_error(
+                                "case predicate must evaluate to a boolean value",
+                            ))
+                        }
+                    }
+                    i += 2;
+                }
+                self.eval(&args[args.len() - 1])
+            }
+        }
+    }
+}
+
+fn format(fmt: &str, args: &[Res], ev: &Evaluator) -> Result<String, ExprError> {
+    let invalid = || eval_error(format!("The following format string is invalid: {fmt}"));
+    let mut out = String::with_capacity(fmt.len());
+    let chars: Vec<char> = fmt.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '{' if chars.get(i + 1) == Some(&'{') => {
+                out.push('{');
+                i += 2;
+            }
+            '}' if chars.get(i + 1) == Some(&'}') => {
+                out.push('}');
+                i += 2;
+            }
+            '}' => return Err(invalid()),
+            '{' => {
+                let close = chars[i + 1..]
+                    .iter()
+                    .position(|c| *c == '}')
+                    .ok_or_else(invalid)?
+                    + i
+                    + 1;
+                let digits: String = chars[i + 1..close].iter().collect();
+                let index: usize = digits.parse().map_err(|_| invalid())?;
+                let arg = args.get(index).ok_or_else(|| {
+                    eval_error(format!(
+                        "The following format string references more arguments than were supplied: {fmt}"
+                    ))
+                })?;
+                out.push_str(&arg.string());
+                ev.charge(0)?;
+                i = close + 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `value` as JSON with two-space indentation, as GitHub's `toJSON` does.
+pub fn write_json(value: &Value, indent: usize, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&format_number(*n)),
+        Value::String(s) => write_json_string(s, out),
+        Value::Array(items) if items.is_empty() => out.push_str("[]"),
+        Value::Object(o) if o.is_empty() => out.push_str("{}"),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                out.push_str(if i == 0 { "\n" } else { ",\n" });
+                push_indent(indent + 1, out);
+                write_json(item, indent + 1, out);
+            }
+            out.push('\n');
+            push_indent(indent, out);
+            out.push(']');
+        }
+        Value::Object(o) => {
+            out.push('{');
+            for (i, (k, v)) in o.iter().enumerate() {
+                out.push_str(if i == 0 { "\n" } else { ",\n" });
+                push_indent(indent + 1, out);
+                write_json_string(k, out);
+                out.push_str(": ");
+                write_json(v, indent + 1, out);
+            }
+            out.push('\n');
+            push_indent(indent, out);
+            out.push('}');
+        }
+    }
+}
+
+fn push_indent(level: usize, out: &mut String) {
+    for _ in 0..level {
+        out.push_str("  ");
+    }
+}
+
+fn write_json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Evaluates templates in every string leaf of `value`.
+pub fn evaluate_value(value: &Value, ctx: &EvalContext) -> Result<Value, ExprError> {
+    Ok(match value {
+        Value::String(s) if s.contains("${{") => {
+            super::parse_template(s, super::ALL_CONTEXTS)?.evaluate(ctx)?
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| evaluate_value(v, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(o) => {
+            let mut out = Object::new();
+            for (k, v) in o.iter() {
+                out.0.insert(k.clone(), evaluate_value(v, ctx)?);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    })
+}

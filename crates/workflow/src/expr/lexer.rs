@@ -1,0 +1,305 @@
+//! Splits expression text into tokens, with GitHub's lexing errors.
+
+use super::{ExprError, ExprErrorKind};
+
+/// A token and where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    /// What it is.
+    pub kind: TokenKind,
+    /// 0-based byte offset in the expression.
+    pub offset: usize,
+    /// The source text of the token.
+    pub raw: String,
+}
+
+/// The kinds of token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenKind {
+    /// A number literal (also `-Infinity`, `0x1F`, `.5`).
+    Number(f64),
+    /// A string literal, unescaped.
+    String(String),
+    /// An identifier, `true`, `false`, `null`, `NaN` or `Infinity`.
+    Word(String),
+    /// `*` after `.` or `[`.
+    Wildcard,
+    /// `.`
+    Dot,
+    /// `(`
+    OpenParen,
+    /// `)`
+    CloseParen,
+    /// `[`
+    OpenBracket,
+    /// `]`
+    CloseBracket,
+    /// `,`
+    Comma,
+    /// `!`
+    Not,
+    /// A binary operator.
+    Op(BinaryOp),
+}
+
+/// Binary operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `&&`
+    And,
+    /// `||`
+    Or,
+}
+
+fn is_space(c: char) -> bool {
+    c.is_whitespace()
+}
+
+/// Characters that end an unknown token in an error message.
+fn ends_raw(c: char) -> bool {
+    is_space(c) || matches!(c, '(' | ')' | '[' | ']' | ',')
+}
+
+fn ends_number(c: char) -> bool {
+    ends_raw(c) || matches!(c, '!' | '<' | '>' | '=' | '&' | '|')
+}
+
+fn ends_word(c: char) -> bool {
+    ends_number(c) || c == '.'
+}
+
+/// A legal identifier: a letter or `_`, then letters, digits, `_` or `-`.
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Parses a number literal the way JavaScript's `Number()` does for trimmed
+/// text: decimal with optional sign, fraction and exponent; `0x`/`0o`/`0b`;
+/// `Infinity`. Returns `None` for anything else.
+pub fn parse_number(s: &str) -> Option<f64> {
+    let (sign, body) = match s.as_bytes().first() {
+        Some(b'-') => (-1.0, &s[1..]),
+        Some(b'+') => (1.0, &s[1..]),
+        _ => (1.0, s),
+    };
+    if body == "Infinity" {
+        return Some(sign * f64::INFINITY);
+    }
+    for (prefix, radix) in [
+        ("0x", 16),
+        ("0X", 16),
+        ("0o", 8),
+        ("0O", 8),
+        ("0b", 2),
+        ("0B", 2),
+    ] {
+        if let Some(digits) = body.strip_prefix(prefix) {
+            if sign < 0.0 || s.starts_with('+') || digits.is_empty() {
+                return None;
+            }
+            return u128::from_str_radix(digits, radix).ok().map(|n| n as f64);
+        }
+    }
+    let bytes = body.as_bytes();
+    let mut i = 0;
+    let mut digits = 0;
+    while i < bytes.len() && bytes[i].is_ascii_digit() {
+        i += 1;
+        digits += 1;
+    }
+    if i < bytes.len() && bytes[i] == b'.' {
+        i += 1;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+            digits += 1;
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
+        i += 1;
+        if i < bytes.len() && (bytes[i] == b'+' || bytes[i] == b'-') {
+            i += 1;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+    }
+    if i != bytes.len() {
+        return None;
+    }
+    body.parse::<f64>().ok().map(|n| sign * n)
+}
+
+/// Formats the standard error suffix: `Located at position N within expression: E`.
+pub fn located(expr: &str, offset: usize) -> String {
+    let position = expr[..offset.min(expr.len())].chars().count() + 1;
+    format!("Located at position {position} within expression: {expr}")
+}
+
+/// Splits `expr` into tokens.
+pub fn tokenize(expr: &str) -> Result<Vec<Token>, ExprError> {
+    let mut tokens: Vec<Token> = Vec::new();
+    let mut iter = expr.char_indices().peekable();
+    let error = |offset: usize, raw: &str| ExprError {
+        kind: ExprErrorKind::Lexing,
+        message: format!("Unexpected symbol: '{raw}'. {}", located(expr, offset)),
+        offset,
+    };
+    let take_until = |start: usize, stop: fn(char) -> bool| -> usize {
+        expr[start..]
+            .char_indices()
+            .skip(1)
+            .find(|(_, c)| stop(*c))
+            .map_or(expr.len(), |(i, _)| start + i)
+    };
+    while let Some(&(start, c)) = iter.peek() {
+        if is_space(c) {
+            iter.next();
+            continue;
+        }
+        let after_value = tokens.last().is_some_and(|t| {
+            matches!(
+                t.kind,
+                TokenKind::Number(_)
+                    | TokenKind::String(_)
+                    | TokenKind::Word(_)
+                    | TokenKind::Wildcard
+                    | TokenKind::CloseParen
+                    | TokenKind::CloseBracket
+            )
+        });
+        let (kind, end) = match c {
+            '(' => (TokenKind::OpenParen, start + 1),
+            ')' => (TokenKind::CloseParen, start + 1),
+            '[' => (TokenKind::OpenBracket, start + 1),
+            ']' => (TokenKind::CloseBracket, start + 1),
+            ',' => (TokenKind::Comma, start + 1),
+            '*' if matches!(
+                tokens.last().map(|t| &t.kind),
+                Some(TokenKind::Dot) | Some(TokenKind::OpenBracket)
+            ) =>
+            {
+                (TokenKind::Wildcard, start + 1)
+            }
+            '.' if after_value => (TokenKind::Dot, start + 1),
+            '\'' => {
+                let mut value = String::new();
+                let mut end = None;
+                let mut chars = expr[start + 1..].char_indices().peekable();
+                while let Some((i, ch)) = chars.next() {
+                    if ch == '\'' {
+                        if chars.peek().map(|x| x.1) == Some('\'') {
+                            chars.next();
+                            value.push('\'');
+                        } else {
+                            end = Some(start + 1 + i + 1);
+                            break;
+                        }
+                    } else {
+                        value.push(ch);
+                    }
+                }
+                match end {
+                    Some(end) => (TokenKind::String(value), end),
+                    None => return Err(error(start, &expr[start..])),
+                }
+            }
+            '!' | '=' | '<' | '>' | '&' | '|' => {
+                let next = expr[start + 1..].chars().next();
+                let two = |op| (TokenKind::Op(op), start + 2);
+                let one = |kind| (kind, start + 1);
+                match (c, next) {
+                    ('!', Some('=')) => two(BinaryOp::Ne),
+                    ('!', _) => one(TokenKind::Not),
+                    ('=', Some('=')) => two(BinaryOp::Eq),
+                    ('<', Some('=')) => two(BinaryOp::Le),
+                    ('<', _) => one(TokenKind::Op(BinaryOp::Lt)),
+                    ('>', Some('=')) => two(BinaryOp::Ge),
+                    ('>', _) => one(TokenKind::Op(BinaryOp::Gt)),
+                    ('&', Some('&')) => two(BinaryOp::And),
+                    ('|', Some('|')) => two(BinaryOp::Or),
+                    _ => {
+                        let end = take_until(start, ends_raw);
+                        return Err(error(start, &expr[start..end]));
+                    }
+                }
+            }
+            '-' | '+' | '0'..='9' | '.' => {
+                let end = take_until(start, ends_number);
+                match parse_number(&expr[start..end]) {
+                    Some(n) => (TokenKind::Number(n), end),
+                    None => return Err(error(start, &expr[start..end])),
+                }
+            }
+            _ => {
+                let end = take_until(start, ends_word);
+                let word = &expr[start..end];
+                if !is_identifier(word) {
+                    return Err(error(start, word));
+                }
+                (TokenKind::Word(word.to_owned()), end)
+            }
+        };
+        tokens.push(Token {
+            kind,
+            offset: start,
+            raw: expr[start..end].to_owned(),
+        });
+        while iter.peek().is_some_and(|(i, _)| *i < end) {
+            iter.next();
+        }
+    }
+    Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_like_javascript() {
+        assert_eq!(parse_number("0x1F"), Some(31.0));
+        assert_eq!(parse_number(".5"), Some(0.5));
+        assert_eq!(parse_number("-.5"), Some(-0.5));
+        assert_eq!(parse_number("1.2E+2"), Some(120.0));
+        assert_eq!(parse_number("-Infinity"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_number("1."), Some(1.0));
+        assert_eq!(parse_number("1e"), None);
+        assert_eq!(parse_number("-0x1"), None);
+        assert_eq!(parse_number("abc"), None);
+    }
+
+    #[test]
+    fn operator_runs() {
+        let kinds: Vec<TokenKind> = tokenize("1==2&&!a")
+            .unwrap()
+            .into_iter()
+            .map(|t| t.kind)
+            .collect();
+        assert_eq!(kinds.len(), 6);
+        assert_eq!(kinds[1], TokenKind::Op(BinaryOp::Eq));
+        assert_eq!(kinds[4], TokenKind::Not);
+    }
+}

@@ -1,0 +1,627 @@
+//! The `jobs:` section: jobs, strategies and steps.
+
+use std::collections::HashMap;
+
+use indexmap::IndexMap;
+
+use crate::diagnostic::{Pos, Spanned};
+use crate::model::{CallSecrets, Job, JobBody, Step, StepAction, Strategy, WorkflowCallJob};
+use crate::value::Value;
+
+use super::checker::{get, Checker};
+use super::expressions as ctx;
+use super::yaml::{Node, NodeKind};
+use super::{concurrency, defaults, env, permissions};
+
+const STEP_JOB_KEYS: &[&str] = &[
+    "name",
+    "needs",
+    "permissions",
+    "runs-on",
+    "environment",
+    "concurrency",
+    "outputs",
+    "env",
+    "defaults",
+    "if",
+    "steps",
+    "timeout-minutes",
+    "strategy",
+    "continue-on-error",
+    "container",
+    "services",
+    "snapshot",
+];
+
+const CALL_JOB_KEYS: &[&str] = &[
+    "name",
+    "uses",
+    "with",
+    "secrets",
+    "needs",
+    "if",
+    "permissions",
+    "concurrency",
+    "strategy",
+];
+
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "if",
+    "uses",
+    "run",
+    "shell",
+    "working-directory",
+    "with",
+    "env",
+    "continue-on-error",
+    "timeout-minutes",
+];
+
+/// True for ids GitHub accepts: a letter or `_`, then letters, digits, `-` or `_`.
+pub fn is_valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Builds every job under `jobs:`.
+pub fn build(c: &mut Checker, node: &Node) -> IndexMap<String, Job> {
+    let mut jobs = IndexMap::new();
+    let Some(entries) = c.map(node, "jobs") else {
+        return jobs;
+    };
+    if entries.is_empty() {
+        c.error(node.pos, "jobs: a workflow needs at least one job");
+    }
+    for (key, value) in entries {
+        let id = key.as_str().unwrap_or_default();
+        if !is_valid_id(id) {
+            c.error(
+                key.pos,
+                format!("jobs: invalid job id '{id}': it must start with a letter or '_' and contain only letters, digits, '-' and '_'"),
+            );
+        }
+        if let Some(job) = job(c, id, key.pos, value) {
+            jobs.insert(id.to_owned(), job);
+        }
+    }
+    jobs
+}
+
+fn job(c: &mut Checker, id: &str, pos: Pos, node: &Node) -> Option<Job> {
+    let field = format!("jobs.{id}");
+    let is_call = matches!(&node.kind, NodeKind::Map(e) if get(e, "uses").is_some());
+    let allowed = if is_call {
+        CALL_JOB_KEYS
+    } else {
+        STEP_JOB_KEYS
+    };
+    let entries = c.map_with_keys(node, &field, allowed)?;
+    if !is_call {
+        c.require(entries, pos, &field, &["runs-on", "steps"]);
+    }
+    let f = |k: &str| format!("{field}.{k}");
+    let mut job = Job {
+        id: id.to_owned(),
+        pos,
+        name: None,
+        needs: Vec::new(),
+        if_cond: None,
+        runs_on: None,
+        environment: None,
+        outputs: IndexMap::new(),
+        env: IndexMap::new(),
+        defaults: Default::default(),
+        permissions: None,
+        concurrency: None,
+        strategy: None,
+        continue_on_error: None,
+        timeout_minutes: None,
+        services: IndexMap::new(),
+        container: None,
+        body: JobBody::Steps(Vec::new()),
+    };
+    let mut call = WorkflowCallJob {
+        uses: Spanned::new(String::new(), pos),
+        with: IndexMap::new(),
+        secrets: CallSecrets::None,
+    };
+    for (key, value) in entries {
+        let k = key.as_str().unwrap_or_default();
+        match k {
+            "name" => {
+                c.template(value, &f(k), ctx::JOB_SETUP);
+                job.name = c.string(value, &f(k));
+            }
+            "needs" => {
+                for need in c.string_list(value, &f(k)) {
+                    if need.contains("${{") {
+                        c.error(
+                            need.pos,
+                            format!("{}: expressions are not allowed here", f(k)),
+                        );
+                    }
+                    job.needs.push(need);
+                }
+            }
+            "if" => {
+                c.condition(value, &f(k), ctx::JOB_IF);
+                job.if_cond = if_text(c, value, &f(k));
+            }
+            "runs-on" => {
+                runs_on(c, value, &f(k));
+                job.runs_on = Some(Spanned::new(value.to_value(), value.pos));
+            }
+            "environment" => {
+                environment(c, value, &f(k));
+                job.environment = Some(Spanned::new(value.to_value(), value.pos));
+            }
+            "outputs" => {
+                for (name, output) in c.map(value, &f(k)).unwrap_or_default() {
+                    let of = format!("{}.{}", f(k), name.as_str().unwrap_or_default());
+                    c.template(output, &of, ctx::JOB_OUTPUTS);
+                    if let Some(text) = c.string(output, &of) {
+                        job.outputs
+                            .insert(name.as_str().unwrap_or_default().to_owned(), text);
+                    }
+                }
+            }
+            "env" => job.env = env(c, value, &f(k), ctx::JOB_ENV),
+            "defaults" => job.defaults = defaults(c, value, &f(k), ctx::JOB_DEFAULTS),
+            "permissions" => job.permissions = permissions(c, value, &f(k)),
+            "concurrency" => job.concurrency = concurrency(c, value, &f(k), ctx::JOB_SETUP),
+            "strategy" => job.strategy = strategy(c, value, &f(k)),
+            "continue-on-error" => {
+                c.template(value, &f(k), ctx::JOB_SETUP);
+                job.continue_on_error = c.bool_or_expr(value, &f(k));
+            }
+            "timeout-minutes" => {
+                c.template(value, &f(k), ctx::JOB_SETUP);
+                job.timeout_minutes = c.number_or_expr(value, &f(k));
+            }
+            "container" => {
+                container(c, value, &f(k));
+                job.container = Some(Spanned::new(value.to_value(), value.pos));
+            }
+            "services" => {
+                for (name, service) in c.map(value, &f(k)).unwrap_or_default() {
+                    let sf = format!("{}.{}", f(k), name.as_str().unwrap_or_default());
+                    container(c, service, &sf);
+                    job.services.insert(
+                        name.as_str().unwrap_or_default().to_owned(),
+                        Spanned::new(service.to_value(), service.pos),
+                    );
+                }
+            }
+            "steps" => job.body = JobBody::Steps(steps(c, value, &f(k))),
+            "uses" => {
+                c.forbid_expression(value, &f(k));
+                if let Some(uses) = c.string(value, &f(k)) {
+                    check_workflow_ref(c, &uses, &f(k));
+                    call.uses = uses;
+                }
+            }
+            "with" => call.with = with(c, value, &f(k), ctx::JOB_SETUP),
+            "secrets" => call.secrets = call_secrets(c, value, &f(k)),
+            _ => {}
+        }
+    }
+    if is_call {
+        job.body = JobBody::Call(call);
+    }
+    Some(job)
+}
+
+/// The text of an `if:` (booleans and numbers keep their spelling).
+fn if_text(c: &mut Checker, node: &Node, field: &str) -> Option<Spanned<String>> {
+    c.string(node, field)
+}
+
+fn runs_on(c: &mut Checker, node: &Node, field: &str) {
+    match &node.kind {
+        NodeKind::Scalar(..) | NodeKind::Seq(_) => {
+            for label in c.string_list(node, field) {
+                if label.trim().is_empty() {
+                    c.error(
+                        label.pos,
+                        format!("{field}: a runner label cannot be empty"),
+                    );
+                }
+            }
+            c.templates_in(node, field, ctx::JOB_SETUP);
+        }
+        NodeKind::Map(_) => {
+            if let Some(entries) = c.map_with_keys(node, field, &["group", "labels"]) {
+                if let Some(g) = get(entries, "group") {
+                    c.string(g, &format!("{field}.group"));
+                }
+                if let Some(l) = get(entries, "labels") {
+                    c.string_list(l, &format!("{field}.labels"));
+                }
+            }
+            c.templates_in(node, field, ctx::JOB_SETUP);
+        }
+    }
+}
+
+fn environment(c: &mut Checker, node: &Node, field: &str) {
+    if node.as_str().is_some() {
+        c.template(node, field, ctx::JOB_SETUP);
+        return;
+    }
+    if let Some(entries) = c.map_with_keys(node, field, &["name", "url", "deployment"]) {
+        c.require(entries, node.pos, field, &["name"]);
+        if let Some(n) = get(entries, "name") {
+            c.template(n, &format!("{field}.name"), ctx::JOB_SETUP);
+            c.string(n, &format!("{field}.name"));
+        }
+        if let Some(u) = get(entries, "url") {
+            c.template(u, &format!("{field}.url"), ctx::JOB_OUTPUTS);
+            c.string(u, &format!("{field}.url"));
+        }
+    }
+}
+
+fn container(c: &mut Checker, node: &Node, field: &str) {
+    if node.as_str().is_some() {
+        c.template(node, field, ctx::JOB_SETUP);
+        return;
+    }
+    let keys = ["image", "credentials", "env", "ports", "volumes", "options"];
+    if let Some(entries) = c.map_with_keys(node, field, &keys) {
+        c.require(entries, node.pos, field, &["image"]);
+        for (key, value) in entries {
+            let k = key.as_str().unwrap_or_default();
+            let sub = format!("{field}.{k}");
+            match k {
+                "image" | "options" => {
+                    c.string(value, &sub);
+                    c.template(value, &sub, ctx::JOB_SETUP);
+                }
+                "env" => {
+                    env(c, value, &sub, ctx::JOB_OUTPUTS);
+                }
+                "credentials" => {
+                    if let Some(e) = c.map_with_keys(value, &sub, &["username", "password"]) {
+                        for (_, v) in e {
+                            c.template(v, &sub, ctx::JOB_ENV);
+                        }
+                    }
+                }
+                _ => {
+                    c.seq(value, &sub);
+                    c.templates_in(value, &sub, ctx::JOB_SETUP);
+                }
+            }
+        }
+    }
+}
+
+fn strategy(c: &mut Checker, node: &Node, field: &str) -> Option<Strategy> {
+    let entries = c.map_with_keys(node, field, &["matrix", "fail-fast", "max-parallel"])?;
+    let mut out = Strategy::default();
+    for (key, value) in entries {
+        let k = key.as_str().unwrap_or_default();
+        let sub = format!("{field}.{k}");
+        match k {
+            "matrix" => {
+                matrix(c, value, &sub);
+                out.matrix = Some(Spanned::new(value.to_value(), value.pos));
+            }
+            "fail-fast" => {
+                c.template(value, &sub, ctx::JOB_IF);
+                out.fail_fast = c.bool_or_expr(value, &sub);
+            }
+            "max-parallel" => {
+                c.template(value, &sub, ctx::JOB_IF);
+                out.max_parallel = c.number_or_expr(value, &sub);
+                if let Some(Spanned {
+                    value: Value::Number(n),
+                    pos,
+                }) = &out.max_parallel
+                {
+                    if *n < 1.0 || n.fract() != 0.0 {
+                        c.error(
+                            *pos,
+                            format!("{sub}: expected a whole number of at least 1"),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+fn matrix(c: &mut Checker, node: &Node, field: &str) {
+    if let Some(text) = node.as_str() {
+        if !text.contains("${{") {
+            c.error(
+                node.pos,
+                format!("{field}: expected a mapping or an expression, found a string"),
+            );
+        }
+        c.template(node, field, ctx::JOB_IF);
+        return;
+    }
+    let Some(entries) = c.map(node, field) else {
+        return;
+    };
+    if entries.is_empty() {
+        c.error(
+            node.pos,
+            format!("{field}: a matrix needs at least one dimension or 'include'"),
+        );
+    }
+    for (key, value) in entries {
+        let k = key.as_str().unwrap_or_default();
+        let sub = format!("{field}.{k}");
+        c.templates_in(value, &sub, ctx::JOB_IF);
+        match (&value.kind, k) {
+            (NodeKind::Seq(items), "include" | "exclude") => {
+                for item in items {
+                    if !matches!(item.kind, NodeKind::Map(_))
+                        && item.as_str().is_none_or(|s| !s.contains("${{"))
+                    {
+                        c.error(
+                            item.pos,
+                            format!(
+                                "{sub}: each entry must be a mapping, found {}",
+                                item.kind_name()
+                            ),
+                        );
+                    }
+                }
+            }
+            (NodeKind::Seq(items), _) if items.is_empty() => {
+                c.error(
+                    value.pos,
+                    format!("{sub}: matrix vector '{k}' does not contain any values"),
+                );
+            }
+            (NodeKind::Seq(_), _) => {}
+            (NodeKind::Scalar(s, _), _) if s.contains("${{") => {}
+            _ => c.error(
+                value.pos,
+                format!(
+                    "{sub}: expected a sequence or an expression, found {}",
+                    value.kind_name()
+                ),
+            ),
+        }
+    }
+}
+
+fn with(
+    c: &mut Checker,
+    node: &Node,
+    field: &str,
+    contexts: &[&str],
+) -> IndexMap<String, Spanned<Value>> {
+    let mut out = IndexMap::new();
+    for (key, value) in c.map(node, field).unwrap_or_default() {
+        let name = key.as_str().unwrap_or_default();
+        let sub = format!("{field}.{name}");
+        if !matches!(value.kind, NodeKind::Scalar(..)) {
+            c.error(
+                value.pos,
+                format!(
+                    "{sub}: expected a string, number or boolean, found {}",
+                    value.kind_name()
+                ),
+            );
+            continue;
+        }
+        c.template(value, &sub, contexts);
+        out.insert(name.to_owned(), Spanned::new(value.to_value(), value.pos));
+    }
+    out
+}
+
+fn call_secrets(c: &mut Checker, node: &Node, field: &str) -> CallSecrets {
+    if node.as_str() == Some("inherit") {
+        return CallSecrets::Inherit;
+    }
+    if node.as_str().is_some() {
+        c.error(
+            node.pos,
+            format!("{field}: expected 'inherit' or a mapping of secrets"),
+        );
+        return CallSecrets::None;
+    }
+    let mut out = IndexMap::new();
+    for (key, value) in c.map(node, field).unwrap_or_default() {
+        let sub = format!("{field}.{}", key.as_str().unwrap_or_default());
+        c.template(value, &sub, ctx::JOB_ENV);
+        if let Some(text) = c.string(value, &sub) {
+            out.insert(key.as_str().unwrap_or_default().to_owned(), text);
+        }
+    }
+    CallSecrets::Map(out)
+}
+
+fn check_workflow_ref(c: &mut Checker, uses: &Spanned<String>, field: &str) {
+    let local = uses.starts_with("./.github/workflows/");
+    let remote = uses.contains('@')
+        && uses
+            .split('@')
+            .next()
+            .is_some_and(|p| p.split('/').count() >= 3);
+    let ext_ok = uses
+        .split('@')
+        .next()
+        .is_some_and(|p| p.ends_with(".yml") || p.ends_with(".yaml"));
+    if !(local || remote) || !ext_ok {
+        c.error(
+            uses.pos,
+            format!("{field}: '{}' is not a reusable workflow reference; expected './.github/workflows/FILE.yml' or 'OWNER/REPO/.github/workflows/FILE.yml@REF'", uses.value),
+        );
+    }
+}
+
+fn steps(c: &mut Checker, node: &Node, field: &str) -> Vec<Step> {
+    let mut out = Vec::new();
+    let mut ids: HashMap<String, Pos> = HashMap::new();
+    let items = c.seq(node, field);
+    if items.is_empty() && matches!(node.kind, NodeKind::Seq(_)) {
+        c.error(node.pos, format!("{field}: a job needs at least one step"));
+    }
+    for (index, item) in items.iter().enumerate() {
+        let sf = format!("{field}[{index}]");
+        if let Some(step) = step(c, item, &sf) {
+            if let Some(id) = &step.id {
+                let key = id.value.to_ascii_lowercase();
+                if let Some(first) = ids.get(&key) {
+                    c.error(
+                        id.pos,
+                        format!(
+                            "{sf}.id: the id '{}' is already used by the step at line {}",
+                            id.value, first.line
+                        ),
+                    );
+                } else {
+                    ids.insert(key, id.pos);
+                }
+            }
+            out.push(step);
+        }
+    }
+    out
+}
+
+fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
+    let entries = c.map_with_keys(node, field, STEP_KEYS)?;
+    let run = get(entries, "run");
+    let uses = get(entries, "uses");
+    match (run, uses) {
+        (Some(_), Some(_)) => c.error(
+            node.pos,
+            format!("{field}: a step has either 'run' or 'uses', not both"),
+        ),
+        (None, None) => c.error(node.pos, format!("{field}: a step needs 'run' or 'uses'")),
+        _ => {}
+    }
+    let f = |k: &str| format!("{field}.{k}");
+    for (key, only_with) in [
+        ("shell", "run"),
+        ("working-directory", "run"),
+        ("with", "uses"),
+    ] {
+        if let (Some((k, _)), None) = (
+            entries.iter().find(|(k, _)| k.as_str() == Some(key)),
+            get(entries, only_with),
+        ) {
+            c.error(
+                k.pos,
+                format!(
+                    "{}: '{key}' is only allowed on a step with '{only_with}'",
+                    field
+                ),
+            );
+        }
+    }
+    let mut id = None;
+    let mut name = None;
+    let mut if_cond = None;
+    let mut env_map = IndexMap::new();
+    let mut continue_on_error = None;
+    let mut timeout_minutes = None;
+    for (key, value) in entries {
+        let k = key.as_str().unwrap_or_default();
+        match k {
+            "id" => {
+                c.forbid_expression(value, &f(k));
+                if let Some(text) = c.string(value, &f(k)) {
+                    if !is_valid_id(&text) {
+                        c.error(text.pos, format!("{}: invalid step id '{}': it must start with a letter or '_' and contain only letters, digits, '-' and '_'", f(k), text.value));
+                    }
+                    id = Some(text);
+                }
+            }
+            "name" => {
+                c.template(value, &f(k), ctx::STEP);
+                name = c.string(value, &f(k));
+            }
+            "if" => {
+                c.condition(value, &f(k), ctx::STEP_IF);
+                if_cond = if_text(c, value, &f(k));
+            }
+            "env" => env_map = env(c, value, &f(k), ctx::STEP),
+            "continue-on-error" => {
+                c.template(value, &f(k), ctx::STEP);
+                continue_on_error = c.bool_or_expr(value, &f(k));
+            }
+            "timeout-minutes" => {
+                c.template(value, &f(k), ctx::STEP);
+                timeout_minutes = c.number_or_expr(value, &f(k));
+            }
+            _ => {}
+        }
+    }
+    let action = if let Some(uses) = uses {
+        c.forbid_expression(uses, &f("uses"));
+        let uses_text = c.string(uses, &f("uses"))?;
+        check_action_ref(c, &uses_text, &f("uses"));
+        let with = get(entries, "with")
+            .map(|w| with(c, w, &f("with"), ctx::STEP))
+            .unwrap_or_default();
+        StepAction::Uses {
+            uses: uses_text,
+            with,
+        }
+    } else {
+        let run = run?;
+        c.template(run, &f("run"), ctx::STEP);
+        let script = c.string(run, &f("run"))?;
+        let shell = get(entries, "shell").and_then(|s| {
+            c.forbid_expression(s, &f("shell"));
+            c.string(s, &f("shell"))
+        });
+        let working_directory = get(entries, "working-directory").and_then(|w| {
+            c.template(w, &f("working-directory"), ctx::STEP);
+            c.string(w, &f("working-directory"))
+        });
+        StepAction::Run {
+            script,
+            shell,
+            working_directory,
+        }
+    };
+    Some(Step {
+        pos: node.pos,
+        id,
+        name,
+        if_cond,
+        action,
+        env: env_map,
+        continue_on_error,
+        timeout_minutes,
+    })
+}
+
+fn check_action_ref(c: &mut Checker, uses: &Spanned<String>, field: &str) {
+    let text = uses.as_str();
+    let ok = if text.starts_with("./") || text.starts_with("docker://") {
+        text.len() > 2
+    } else {
+        match text.split_once('@') {
+            Some((path, git_ref)) => {
+                !git_ref.is_empty()
+                    && path.split('/').count() >= 2
+                    && path.split('/').all(|p| !p.is_empty())
+            }
+            None => false,
+        }
+    };
+    if !ok {
+        c.error(
+            uses.pos,
+            format!("{field}: '{text}' is not a valid action reference; expected './PATH', 'docker://IMAGE' or 'OWNER/REPO[/PATH]@REF'"),
+        );
+    }
+}

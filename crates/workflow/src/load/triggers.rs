@@ -1,0 +1,538 @@
+//! The `on:` section.
+
+use indexmap::IndexMap;
+
+use crate::model::{
+    EventFilters, EventTrigger, Input, InputType, Template, Triggers, WorkflowCall,
+    WorkflowCallOutput, WorkflowCallSecret, WorkflowDispatch,
+};
+
+use super::checker::{get, suggest, Checker};
+use super::expressions as ctx;
+use super::yaml::{Node, NodeKind};
+
+/// Every event a workflow can listen to.
+pub const EVENTS: &[&str] = &[
+    "branch_protection_rule",
+    "check_run",
+    "check_suite",
+    "create",
+    "delete",
+    "deployment",
+    "deployment_status",
+    "discussion",
+    "discussion_comment",
+    "fork",
+    "gollum",
+    "image_version",
+    "issue_comment",
+    "issues",
+    "label",
+    "merge_group",
+    "milestone",
+    "page_build",
+    "project",
+    "project_card",
+    "project_column",
+    "public",
+    "pull_request",
+    "pull_request_review",
+    "pull_request_review_comment",
+    "pull_request_target",
+    "push",
+    "registry_package",
+    "release",
+    "repository_dispatch",
+    "schedule",
+    "status",
+    "watch",
+    "workflow_call",
+    "workflow_dispatch",
+    "workflow_run",
+];
+
+const PULL_REQUEST_TYPES: &[&str] = &[
+    "assigned",
+    "unassigned",
+    "labeled",
+    "unlabeled",
+    "opened",
+    "edited",
+    "closed",
+    "reopened",
+    "synchronize",
+    "converted_to_draft",
+    "ready_for_review",
+    "locked",
+    "unlocked",
+    "review_requested",
+    "review_request_removed",
+    "auto_merge_enabled",
+    "auto_merge_disabled",
+    "milestoned",
+    "demilestoned",
+    "enqueued",
+    "dequeued",
+];
+
+/// Known activity types of the events whose `types:` we check.
+fn activity_types(event: &str) -> Option<&'static [&'static str]> {
+    Some(match event {
+        "pull_request" | "pull_request_target" => PULL_REQUEST_TYPES,
+        "workflow_run" => &["completed", "requested", "in_progress"],
+        "release" => &[
+            "published",
+            "unpublished",
+            "created",
+            "edited",
+            "deleted",
+            "prereleased",
+            "released",
+        ],
+        "issues" => &[
+            "opened",
+            "edited",
+            "deleted",
+            "transferred",
+            "pinned",
+            "unpinned",
+            "closed",
+            "reopened",
+            "assigned",
+            "unassigned",
+            "labeled",
+            "unlabeled",
+            "locked",
+            "unlocked",
+            "milestoned",
+            "demilestoned",
+            "typed",
+            "untyped",
+        ],
+        "issue_comment" | "discussion_comment" | "pull_request_review_comment" => {
+            &["created", "edited", "deleted"]
+        }
+        "pull_request_review" => &["submitted", "edited", "dismissed"],
+        "merge_group" => &["checks_requested"],
+        _ => return None,
+    })
+}
+
+/// Builds [`Triggers`] from the `on:` node.
+pub fn build(c: &mut Checker, node: &Node) -> Triggers {
+    let mut triggers = Triggers::default();
+    match &node.kind {
+        NodeKind::Scalar(..) => add_event(c, &mut triggers, node, None),
+        NodeKind::Seq(items) => {
+            for item in items {
+                if item.as_str().is_some() {
+                    add_event(c, &mut triggers, item, None);
+                } else {
+                    c.error(
+                        item.pos,
+                        format!("on: expected an event name, found {}", item.kind_name()),
+                    );
+                }
+            }
+        }
+        NodeKind::Map(entries) => {
+            for (key, value) in entries {
+                add_event(c, &mut triggers, key, Some(value));
+            }
+        }
+    }
+    if triggers.events.is_empty() && c.diagnostics.is_empty() {
+        c.error(node.pos, "on: no events given");
+    }
+    triggers
+}
+
+fn add_event(c: &mut Checker, triggers: &mut Triggers, name_node: &Node, config: Option<&Node>) {
+    let Some(name) = name_node.as_str() else {
+        return;
+    };
+    if !EVENTS.contains(&name) {
+        let hint = suggest(name, EVENTS.iter().copied())
+            .map(|s| format!(" (did you mean '{s}'?)"))
+            .unwrap_or_default();
+        c.error(name_node.pos, format!("on: unknown event '{name}'{hint}"));
+        return;
+    }
+    if triggers.events.contains_key(name) {
+        c.error(name_node.pos, format!("on: event '{name}' is listed twice"));
+        return;
+    }
+    let field = format!("on.{name}");
+    let mut trigger = EventTrigger {
+        pos: name_node.pos,
+        ..EventTrigger::default()
+    };
+    let config = config.filter(|n| !n.is_null());
+    match name {
+        "schedule" => match config {
+            Some(node) => triggers.schedule = schedule(c, node),
+            None => c.error(
+                name_node.pos,
+                "on.schedule: expected a sequence of {cron: ...} entries",
+            ),
+        },
+        "workflow_dispatch" => {
+            let inputs = config
+                .and_then(|node| c.map_with_keys(node, &field, &["inputs"]))
+                .and_then(|entries| get(entries, "inputs"))
+                .map(|node| inputs(c, node, "on.workflow_dispatch.inputs", false))
+                .unwrap_or_default();
+            triggers.workflow_dispatch = Some(WorkflowDispatch { inputs });
+        }
+        "workflow_call" => triggers.workflow_call = Some(workflow_call(c, config)),
+        _ => {
+            if let Some(node) = config {
+                filters(c, name, node, &field, &mut trigger);
+            }
+        }
+    }
+    triggers.events.insert(name.to_owned(), trigger);
+}
+
+fn filters(c: &mut Checker, event: &str, node: &Node, field: &str, trigger: &mut EventTrigger) {
+    let allowed: &[&str] = match event {
+        "push" => &[
+            "branches",
+            "branches-ignore",
+            "tags",
+            "tags-ignore",
+            "paths",
+            "paths-ignore",
+        ],
+        "pull_request" | "pull_request_target" => &[
+            "types",
+            "branches",
+            "branches-ignore",
+            "paths",
+            "paths-ignore",
+        ],
+        "workflow_run" => &["types", "workflows", "branches", "branches-ignore"],
+        "merge_group" => &["types", "branches", "branches-ignore"],
+        _ => &["types"],
+    };
+    let Some(entries) = c.map_with_keys(node, field, allowed) else {
+        return;
+    };
+    let list = |c: &mut Checker, key: &str| -> Option<Vec<Template>> {
+        let node = get(entries, key)?;
+        let f = format!("{field}.{key}");
+        let items = c.string_list(node, &f);
+        for item in &items {
+            if item.contains("${{") {
+                c.error(item.pos, format!("{f}: expressions are not allowed here"));
+            } else if key != "types" && key != "workflows" {
+                if let Err(err) = crate::trigger::validate_pattern(item) {
+                    c.error(
+                        item.pos,
+                        format!("{f}: invalid pattern '{}': {err}", item.value),
+                    );
+                }
+            }
+        }
+        Some(items)
+    };
+    let f = &mut trigger.filters;
+    *f = EventFilters {
+        branches: list(c, "branches"),
+        branches_ignore: list(c, "branches-ignore"),
+        tags: list(c, "tags"),
+        tags_ignore: list(c, "tags-ignore"),
+        paths: list(c, "paths"),
+        paths_ignore: list(c, "paths-ignore"),
+        types: list(c, "types"),
+    };
+    trigger.workflows = list(c, "workflows").unwrap_or_default();
+    for (a, b) in [
+        ("branches", "branches-ignore"),
+        ("tags", "tags-ignore"),
+        ("paths", "paths-ignore"),
+    ] {
+        if let (Some(_), Some((key, _))) = (
+            get(entries, a),
+            entries.iter().find(|(k, _)| k.as_str() == Some(b)),
+        ) {
+            c.error(
+                key.pos,
+                format!("{field}: '{a}' and '{b}' cannot be used together for the same event"),
+            );
+        }
+    }
+    if let (Some(types), Some(known)) = (&f.types, activity_types(event)) {
+        for t in types {
+            if !known.contains(&t.as_str()) {
+                let hint = suggest(t, known.iter().copied())
+                    .map(|s| format!(" (did you mean '{s}'?)"))
+                    .unwrap_or_default();
+                c.error(
+                    t.pos,
+                    format!(
+                        "{field}.types: '{}' is not an activity type of {event}{hint}",
+                        t.value
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn schedule(c: &mut Checker, node: &Node) -> Vec<Template> {
+    let mut out = Vec::new();
+    for item in c.seq(node, "on.schedule") {
+        let Some(entries) = c.map_with_keys(item, "on.schedule", &["cron"]) else {
+            continue;
+        };
+        c.require(entries, item.pos, "on.schedule", &["cron"]);
+        if let Some(cron) = get(entries, "cron").and_then(|n| c.string(n, "on.schedule.cron")) {
+            if let Err(message) = validate_cron(&cron) {
+                c.error(
+                    cron.pos,
+                    format!("on.schedule.cron: invalid cron '{}': {message}", cron.value),
+                );
+            }
+            out.push(cron);
+        }
+    }
+    out
+}
+
+/// Checks a five-field POSIX cron line as GitHub accepts it.
+pub fn validate_cron(line: &str) -> Result<(), String> {
+    const FIELDS: [(&str, u32, u32); 5] = [
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of month", 1, 31),
+        ("month", 1, 12),
+        ("day of week", 0, 6),
+    ];
+    const MONTHS: [&str; 12] = [
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ];
+    const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    if parts.len() != 5 {
+        return Err(format!("expected 5 fields, found {}", parts.len()));
+    }
+    for (part, (what, lo, hi)) in parts.iter().zip(FIELDS) {
+        let number = |s: &str| -> Result<u32, String> {
+            let named = match what {
+                "month" => MONTHS
+                    .iter()
+                    .position(|m| m.eq_ignore_ascii_case(s))
+                    .map(|i| i as u32 + 1),
+                "day of week" => DAYS
+                    .iter()
+                    .position(|d| d.eq_ignore_ascii_case(s))
+                    .map(|i| i as u32),
+                _ => None,
+            };
+            let n = match named {
+                Some(n) => n,
+                None => s
+                    .parse::<u32>()
+                    .map_err(|_| format!("'{s}' is not a valid {what}"))?,
+            };
+            if n < lo || n > hi {
+                return Err(format!("{what} {n} is outside {lo}-{hi}"));
+            }
+            Ok(n)
+        };
+        for item in part.split(',') {
+            let (range, step) = match item.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (item, None),
+            };
+            if let Some(step) = step {
+                match step.parse::<u32>() {
+                    Ok(n) if n > 0 => {}
+                    _ => return Err(format!("'{step}' is not a valid step for the {what}")),
+                }
+            }
+            if range == "*" {
+                continue;
+            }
+            match range.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (number(a)?, number(b)?);
+                    if a > b {
+                        return Err(format!("range {a}-{b} of the {what} is reversed"));
+                    }
+                }
+                None => {
+                    number(range)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn inputs(c: &mut Checker, node: &Node, field: &str, call: bool) -> IndexMap<String, Input> {
+    let mut out = IndexMap::new();
+    let Some(entries) = c.map(node, field) else {
+        return out;
+    };
+    let allowed: &[&str] = if call {
+        &["description", "required", "default", "type"]
+    } else {
+        &[
+            "description",
+            "required",
+            "default",
+            "type",
+            "options",
+            "deprecationMessage",
+        ]
+    };
+    for (key, value) in entries {
+        let name = key.as_str().unwrap_or_default();
+        let f = format!("{field}.{name}");
+        let Some(props) = c.map_with_keys(value, &f, allowed) else {
+            continue;
+        };
+        let description = get(props, "description")
+            .and_then(|n| c.string(n, &f))
+            .map(|s| s.value);
+        let required = get(props, "required")
+            .and_then(|n| c.bool(n, &format!("{f}.required")))
+            .unwrap_or(false);
+        let type_name = get(props, "type").and_then(|n| c.string(n, &format!("{f}.type")));
+        if call && type_name.is_none() {
+            c.error(key.pos, format!("{f}: missing required key 'type'"));
+        }
+        let kind = match type_name.as_ref().map(|t| t.as_str()) {
+            None | Some("string") => InputType::String,
+            Some("boolean") => InputType::Boolean,
+            Some("number") => InputType::Number,
+            Some("environment") if !call => InputType::Environment,
+            Some("choice") if !call => {
+                let options = get(props, "options")
+                    .map(|n| c.string_list(n, &format!("{f}.options")))
+                    .unwrap_or_default();
+                if options.is_empty() {
+                    c.error(
+                        key.pos,
+                        format!("{f}: an input of type 'choice' needs 'options'"),
+                    );
+                }
+                InputType::Choice(options.into_iter().map(|o| o.value).collect())
+            }
+            Some(other) => {
+                let t = type_name.as_ref().expect("matched Some");
+                let allowed = if call {
+                    "boolean, number, string"
+                } else {
+                    "boolean, choice, environment, number, string"
+                };
+                c.error(
+                    t.pos,
+                    format!("{f}.type: unknown input type '{other}'; expected one of {allowed}"),
+                );
+                InputType::String
+            }
+        };
+        let default = get(props, "default").map(|n| {
+            if call {
+                c.template(n, &format!("{f}.default"), ctx::CALL_INPUT_DEFAULT);
+            } else {
+                c.forbid_expression(n, &format!("{f}.default"));
+            }
+            n.to_value()
+        });
+        if let (InputType::Choice(options), Some(crate::value::Value::String(d))) =
+            (&kind, &default)
+        {
+            if !options.contains(d) {
+                let pos = get(props, "default").map_or(key.pos, |n| n.pos);
+                c.error(pos, format!("{f}.default: '{d}' is not one of the options"));
+            }
+        }
+        out.insert(
+            name.to_owned(),
+            Input {
+                pos: key.pos,
+                description,
+                required,
+                default,
+                kind,
+            },
+        );
+    }
+    out
+}
+
+fn workflow_call(c: &mut Checker, config: Option<&Node>) -> WorkflowCall {
+    let mut call = WorkflowCall::default();
+    let field = "on.workflow_call";
+    let Some(entries) =
+        config.and_then(|n| c.map_with_keys(n, field, &["inputs", "outputs", "secrets"]))
+    else {
+        return call;
+    };
+    if let Some(node) = get(entries, "inputs") {
+        call.inputs = inputs(c, node, "on.workflow_call.inputs", true);
+    }
+    if let Some(node) = get(entries, "outputs") {
+        for (key, value) in c.map(node, "on.workflow_call.outputs").unwrap_or_default() {
+            let name = key.as_str().unwrap_or_default();
+            let f = format!("on.workflow_call.outputs.{name}");
+            let Some(props) = c.map_with_keys(value, &f, &["description", "value"]) else {
+                continue;
+            };
+            c.require(props, key.pos, &f, &["value"]);
+            let description = get(props, "description")
+                .and_then(|n| c.string(n, &f))
+                .map(|s| s.value);
+            if let Some(v) = get(props, "value") {
+                c.template(v, &format!("{f}.value"), ctx::CALL_OUTPUT);
+                if let Some(value) = c.string(v, &format!("{f}.value")) {
+                    call.outputs
+                        .insert(name.to_owned(), WorkflowCallOutput { description, value });
+                }
+            }
+        }
+    }
+    if let Some(node) = get(entries, "secrets") {
+        for (key, value) in c.map(node, "on.workflow_call.secrets").unwrap_or_default() {
+            let name = key.as_str().unwrap_or_default();
+            let f = format!("on.workflow_call.secrets.{name}");
+            let mut secret = WorkflowCallSecret::default();
+            if let Some(props) = c.map_with_keys(value, &f, &["description", "required"]) {
+                secret.description = get(props, "description")
+                    .and_then(|n| c.string(n, &f))
+                    .map(|s| s.value);
+                secret.required = get(props, "required")
+                    .and_then(|n| c.bool(n, &format!("{f}.required")))
+                    .unwrap_or(false);
+            }
+            call.secrets.insert(name.to_owned(), secret);
+        }
+    }
+    call
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_cron;
+
+    #[test]
+    fn cron_lines() {
+        assert!(validate_cron("*/15 * * * *").is_ok());
+        assert!(validate_cron("0 3 * JAN-MAR MON-FRI").is_ok());
+        assert!(validate_cron("30 5,17 1-15 * 0").is_ok());
+        assert_eq!(
+            validate_cron("* * *").unwrap_err(),
+            "expected 5 fields, found 3"
+        );
+        assert_eq!(
+            validate_cron("60 * * * *").unwrap_err(),
+            "minute 60 is outside 0-59"
+        );
+        assert!(validate_cron("*/0 * * * *").is_err());
+        assert!(validate_cron("5-1 * * * *").is_err());
+    }
+}
