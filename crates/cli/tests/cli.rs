@@ -1,0 +1,158 @@
+//! The `firerunner` binary's validate and plan commands, run as a user would.
+
+use std::path::Path;
+use std::process::Command;
+
+fn firerunner(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_firerunner"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+#[test]
+fn validate_prints_file_line_col_and_fails() {
+    let (code, stdout, stderr) = firerunner(
+        &[
+            "validate",
+            "crates/workflow/tests/fixtures/invalid/cycle.yml",
+        ],
+        repo(),
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        stdout,
+        "crates/workflow/tests/fixtures/invalid/cycle.yml:8:12: jobs.b.needs: dependency cycle: a -> c -> b -> a\n"
+    );
+    assert!(
+        stderr.contains("1 file checked: 1 error, 0 warnings"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_defaults_to_github_workflows_and_passes_the_example() {
+    let (code, stdout, stderr) = firerunner(&["validate"], &repo().join("examples/demo"));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.is_empty());
+}
+
+#[test]
+fn validate_without_files_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("firerunner-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, _, stderr) = firerunner(&["validate", "."], &dir);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no workflow files"), "{stderr}");
+}
+
+#[test]
+fn plan_lists_jobs_in_order_with_matrix_values() {
+    let (code, stdout, stderr) = firerunner(
+        &[
+            "plan",
+            "-e",
+            "push",
+            "--ref",
+            "refs/heads/main",
+            "--changed-file",
+            "src/numbers.txt",
+        ],
+        &repo().join("examples/demo"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let expected = "\
+.github/workflows/ci.yml (Demo CI): runs
+  prepare      prepare
+  test         test (bash, small)  (needs prepare)
+               test (bash, large)
+               test (sh, small)
+               test (bash, huge)
+  package      package  (needs prepare, test)
+";
+    assert_eq!(stdout, expected);
+    assert!(
+        stderr.contains("1 of 1 workflow runs on 'push', 6 jobs"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plan_explains_skipped_workflows() {
+    let demo = repo().join("examples/demo");
+    let (_, stdout, _) = firerunner(
+        &[
+            "plan",
+            "-e",
+            "push",
+            "--ref",
+            "refs/heads/feature",
+            "--changed-file",
+            "src/x",
+        ],
+        &demo,
+    );
+    assert_eq!(stdout, ".github/workflows/ci.yml (Demo CI): skipped: branch 'feature' matches no pattern in on.push.branches\n");
+    let (_, stdout, _) = firerunner(
+        &[
+            "plan",
+            "-e",
+            "push",
+            "--ref",
+            "refs/heads/main",
+            "--changed-file",
+            "docs/x.md",
+        ],
+        &demo,
+    );
+    assert_eq!(stdout, ".github/workflows/ci.yml (Demo CI): skipped: every changed file matches on.push.paths-ignore\n");
+    let (_, stdout, _) = firerunner(&["plan", "-e", "push", "--ref", "refs/heads/main"], &demo);
+    assert!(
+        stdout.contains("undecided: a path filter applies"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn plan_reads_a_payload_file() {
+    let dir = std::env::temp_dir().join(format!("firerunner-payload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let payload = dir.join("event.json");
+    std::fs::write(
+        &payload,
+        r#"{"action":"opened","pull_request":{"base":{"ref":"main"},"head":{"ref":"x"}}}"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = firerunner(
+        &[
+            "plan",
+            "-e",
+            "pull_request",
+            "--payload",
+            payload.to_str().unwrap(),
+        ],
+        &repo().join("examples/demo"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with(".github/workflows/ci.yml (Demo CI): runs"),
+        "{stdout}"
+    );
+    std::fs::write(&payload, "{not json").unwrap();
+    let (code, _, stderr) = firerunner(
+        &["plan", "-e", "push", "--payload", payload.to_str().unwrap()],
+        &repo().join("examples/demo"),
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("is not valid JSON"), "{stderr}");
+}
