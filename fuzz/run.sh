@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 target=${1:?usage: fuzz/run.sh expression|workflow_yaml [SECONDS]}
 seconds=${2:-600}
 seeds=seeds/$target
-mkdir -p "$seeds"
+mkdir -p "$seeds" "corpus/$target"
 case "$target" in
     workflow_yaml) cp ../crates/workflow/tests/fixtures/*/*.yml ../examples/demo/.github/workflows/*.yml "$seeds/" ;;
     expression)

@@ -21,9 +21,17 @@ pub enum Value {
     Object(Object),
 }
 
+/// The hasher of [`Object`]: contexts are looked up constantly and their keys
+/// are not attacker-chosen in a way that matters for one evaluation, so a fast
+/// hash is worth more than SipHash's flood resistance.
+pub type ObjectHasher = foldhash::fast::RandomState;
+
 /// An insertion-ordered map with case-insensitive lookup.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Object(pub IndexMap<String, Value>);
+pub struct Object(pub IndexMap<String, Value, ObjectHasher>);
+
+/// Objects up to this size are searched by a linear scan, which beats hashing.
+const LINEAR_LOOKUP: usize = 8;
 
 impl Object {
     /// An empty object.
@@ -33,6 +41,13 @@ impl Object {
 
     /// Looks `key` up, ignoring ASCII case.
     pub fn get(&self, key: &str) -> Option<&Value> {
+        if self.0.len() <= LINEAR_LOOKUP {
+            return self
+                .0
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v);
+        }
         self.0.get(key).or_else(|| {
             self.0
                 .iter()

@@ -255,10 +255,10 @@ impl<'a> Evaluator<'a> {
         Ok(Res::Own(Value::String(s)))
     }
 
-    /// Evaluates one node.
-    pub fn eval(&self, node: &Node) -> Result<Res<'a>, ExprError> {
+    /// Evaluates one node; literals and context values are borrowed, not copied.
+    pub fn eval(&self, node: &'a Node) -> Result<Res<'a>, ExprError> {
         Ok(match node {
-            Node::Literal(v) => Res::Own(v.clone()),
+            Node::Literal(v) => Res::Ref(v),
             Node::Context(name) => self
                 .ctx
                 .contexts
@@ -366,7 +366,7 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn call(&self, function: Function, args: &[Node]) -> Result<Res<'a>, ExprError> {
+    fn call(&self, function: Function, args: &'a [Node]) -> Result<Res<'a>, ExprError> {
         let bool_res = |b: bool| Ok(Res::Own(Value::Bool(b)));
         match function {
             Function::Success => bool_res(self.ctx.status == JobStatus::Success),
@@ -378,22 +378,16 @@ impl<'a> Evaluator<'a> {
                 if search.kind() == Kind::Array {
                     return bool_res(search.items().iter().any(|x| loose_eq(x, &item)));
                 }
-                let (haystack, needle) = (search.string(), item.string());
-                bool_res(
-                    upper(&haystack)
-                        .collect::<String>()
-                        .contains(&upper(&needle).collect::<String>()),
-                )
+                bool_res(contains_ignore_case(&search.string(), &item.string()))
             }
             Function::StartsWith | Function::EndsWith => {
                 let (text, part) = (self.eval(&args[0])?, self.eval(&args[1])?);
-                let text: Vec<char> = upper(&text.string()).collect();
-                let part: Vec<char> = upper(&part.string()).collect();
-                bool_res(if function == Function::StartsWith {
-                    text.starts_with(&part)
-                } else {
-                    text.ends_with(&part)
-                })
+                let (text, part) = (text.string(), part.string());
+                bool_res(affix_ignore_case(
+                    &text,
+                    &part,
+                    function == Function::StartsWith,
+                ))
             }
             Function::Format => {
                 let fmt = self.eval(&args[0])?;
@@ -469,6 +463,40 @@ impl<'a> Evaluator<'a> {
                 self.eval(&args[args.len() - 1])
             }
         }
+    }
+}
+
+/// Case-insensitive substring test; byte-wise for ASCII, by upper-cased chars otherwise.
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    if haystack.is_ascii() && needle.is_ascii() {
+        let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+        return n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+    }
+    upper(haystack)
+        .collect::<String>()
+        .contains(&upper(needle).collect::<String>())
+}
+
+/// Case-insensitive `startsWith` (`prefix` true) or `endsWith`.
+fn affix_ignore_case(text: &str, part: &str, prefix: bool) -> bool {
+    if text.is_ascii() && part.is_ascii() {
+        let (t, p) = (text.as_bytes(), part.as_bytes());
+        if p.len() > t.len() {
+            return false;
+        }
+        let slice = if prefix {
+            &t[..p.len()]
+        } else {
+            &t[t.len() - p.len()..]
+        };
+        return slice.eq_ignore_ascii_case(p);
+    }
+    let text: Vec<char> = upper(text).collect();
+    let part: Vec<char> = upper(part).collect();
+    if prefix {
+        text.starts_with(&part)
+    } else {
+        text.ends_with(&part)
     }
 }
 

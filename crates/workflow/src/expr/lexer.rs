@@ -1,27 +1,29 @@
 //! Splits expression text into tokens, with GitHub's lexing errors.
 
+use std::borrow::Cow;
+
 use super::{ExprError, ExprErrorKind};
 
-/// A token and where it starts.
+/// A token and where it is, borrowing the expression text.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Token {
+pub struct Token<'a> {
     /// What it is.
-    pub kind: TokenKind,
+    pub kind: TokenKind<'a>,
     /// 0-based byte offset in the expression.
     pub offset: usize,
     /// The source text of the token.
-    pub raw: String,
+    pub raw: &'a str,
 }
 
 /// The kinds of token.
 #[derive(Debug, Clone, PartialEq)]
-pub enum TokenKind {
+pub enum TokenKind<'a> {
     /// A number literal (also `-Infinity`, `0x1F`, `.5`).
     Number(f64),
-    /// A string literal, unescaped.
-    String(String),
+    /// A string literal, unescaped (borrowed unless it held `''`).
+    String(Cow<'a, str>),
     /// An identifier, `true`, `false`, `null`, `NaN` or `Infinity`.
-    Word(String),
+    Word(&'a str),
     /// `*` after `.` or `[`.
     Wildcard,
     /// `.`
@@ -64,7 +66,11 @@ pub enum BinaryOp {
 }
 
 fn is_space(c: char) -> bool {
-    c.is_whitespace()
+    if c.is_ascii() {
+        c.is_ascii_whitespace()
+    } else {
+        c.is_whitespace()
+    }
 }
 
 /// Characters that end an unknown token in an error message.
@@ -158,30 +164,51 @@ pub fn located(expr: &str, offset: usize) -> String {
     format!("Located at position {position} within expression: {expr}")
 }
 
+/// The end of the run starting at `start` (whose first character is always
+/// included) before the first character for which `stop` is true.
+fn scan(expr: &str, start: usize, stop: impl Fn(char) -> bool) -> usize {
+    let bytes = expr.as_bytes();
+    let mut i = start + expr[start..].chars().next().map_or(1, char::len_utf8);
+    while i < bytes.len() {
+        let (c, len) = if bytes[i] < 0x80 {
+            (bytes[i] as char, 1)
+        } else {
+            let c = expr[i..].chars().next().expect("in bounds");
+            (c, c.len_utf8())
+        };
+        if stop(c) {
+            break;
+        }
+        i += len;
+    }
+    i
+}
+
 /// Splits `expr` into tokens.
-pub fn tokenize(expr: &str) -> Result<Vec<Token>, ExprError> {
-    let mut tokens: Vec<Token> = Vec::new();
-    let mut iter = expr.char_indices().peekable();
+pub fn tokenize(expr: &str) -> Result<Vec<Token<'_>>, ExprError> {
+    let bytes = expr.as_bytes();
+    let mut tokens: Vec<Token> = Vec::with_capacity(expr.len() / 4 + 1);
     let error = |offset: usize, raw: &str| ExprError {
         kind: ExprErrorKind::Lexing,
         message: format!("Unexpected symbol: '{raw}'. {}", located(expr, offset)),
         offset,
     };
-    let take_until = |start: usize, stop: fn(char) -> bool| -> usize {
-        expr[start..]
-            .char_indices()
-            .skip(1)
-            .find(|(_, c)| stop(*c))
-            .map_or(expr.len(), |(i, _)| start + i)
-    };
-    while let Some(&(start, c)) = iter.peek() {
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        let c = if bytes[i] < 0x80 {
+            bytes[i] as char
+        } else {
+            expr[i..].chars().next().expect("in bounds")
+        };
         if is_space(c) {
-            iter.next();
+            i += c.len_utf8();
             continue;
         }
-        let after_value = tokens.last().is_some_and(|t| {
-            matches!(
-                t.kind,
+        let previous = tokens.last().map(|t| &t.kind);
+        let after_value = matches!(
+            previous,
+            Some(
                 TokenKind::Number(_)
                     | TokenKind::String(_)
                     | TokenKind::Word(_)
@@ -189,7 +216,7 @@ pub fn tokenize(expr: &str) -> Result<Vec<Token>, ExprError> {
                     | TokenKind::CloseParen
                     | TokenKind::CloseBracket
             )
-        });
+        );
         let (kind, end) = match c {
             '(' => (TokenKind::OpenParen, start + 1),
             ')' => (TokenKind::CloseParen, start + 1),
@@ -197,7 +224,7 @@ pub fn tokenize(expr: &str) -> Result<Vec<Token>, ExprError> {
             ']' => (TokenKind::CloseBracket, start + 1),
             ',' => (TokenKind::Comma, start + 1),
             '*' if matches!(
-                tokens.last().map(|t| &t.kind),
+                previous,
                 Some(TokenKind::Dot) | Some(TokenKind::OpenBracket)
             ) =>
             {
@@ -205,71 +232,69 @@ pub fn tokenize(expr: &str) -> Result<Vec<Token>, ExprError> {
             }
             '.' if after_value => (TokenKind::Dot, start + 1),
             '\'' => {
-                let mut value = String::new();
-                let mut end = None;
-                let mut chars = expr[start + 1..].char_indices().peekable();
-                while let Some((i, ch)) = chars.next() {
-                    if ch == '\'' {
-                        if chars.peek().map(|x| x.1) == Some('\'') {
-                            chars.next();
-                            value.push('\'');
-                        } else {
-                            end = Some(start + 1 + i + 1);
-                            break;
+                let mut j = start + 1;
+                let mut escaped = false;
+                let end = loop {
+                    match bytes.get(j) {
+                        None => return Err(error(start, &expr[start..])),
+                        Some(b'\'') if bytes.get(j + 1) == Some(&b'\'') => {
+                            escaped = true;
+                            j += 2;
                         }
-                    } else {
-                        value.push(ch);
+                        Some(b'\'') => break j + 1,
+                        Some(_) => j += 1,
                     }
-                }
-                match end {
-                    Some(end) => (TokenKind::String(value), end),
-                    None => return Err(error(start, &expr[start..])),
-                }
+                };
+                let body = &expr[start + 1..end - 1];
+                let value = if escaped {
+                    Cow::Owned(body.replace("''", "'"))
+                } else {
+                    Cow::Borrowed(body)
+                };
+                (TokenKind::String(value), end)
             }
             '!' | '=' | '<' | '>' | '&' | '|' => {
-                let next = expr[start + 1..].chars().next();
+                let next = bytes.get(start + 1).copied();
                 let two = |op| (TokenKind::Op(op), start + 2);
                 let one = |kind| (kind, start + 1);
                 match (c, next) {
-                    ('!', Some('=')) => two(BinaryOp::Ne),
+                    ('!', Some(b'=')) => two(BinaryOp::Ne),
                     ('!', _) => one(TokenKind::Not),
-                    ('=', Some('=')) => two(BinaryOp::Eq),
-                    ('<', Some('=')) => two(BinaryOp::Le),
+                    ('=', Some(b'=')) => two(BinaryOp::Eq),
+                    ('<', Some(b'=')) => two(BinaryOp::Le),
                     ('<', _) => one(TokenKind::Op(BinaryOp::Lt)),
-                    ('>', Some('=')) => two(BinaryOp::Ge),
+                    ('>', Some(b'=')) => two(BinaryOp::Ge),
                     ('>', _) => one(TokenKind::Op(BinaryOp::Gt)),
-                    ('&', Some('&')) => two(BinaryOp::And),
-                    ('|', Some('|')) => two(BinaryOp::Or),
+                    ('&', Some(b'&')) => two(BinaryOp::And),
+                    ('|', Some(b'|')) => two(BinaryOp::Or),
                     _ => {
-                        let end = take_until(start, ends_raw);
+                        let end = scan(expr, start, ends_raw);
                         return Err(error(start, &expr[start..end]));
                     }
                 }
             }
             '-' | '+' | '0'..='9' | '.' => {
-                let end = take_until(start, ends_number);
+                let end = scan(expr, start, ends_number);
                 match parse_number(&expr[start..end]) {
                     Some(n) => (TokenKind::Number(n), end),
                     None => return Err(error(start, &expr[start..end])),
                 }
             }
             _ => {
-                let end = take_until(start, ends_word);
+                let end = scan(expr, start, ends_word);
                 let word = &expr[start..end];
                 if !is_identifier(word) {
                     return Err(error(start, word));
                 }
-                (TokenKind::Word(word.to_owned()), end)
+                (TokenKind::Word(word), end)
             }
         };
         tokens.push(Token {
             kind,
             offset: start,
-            raw: expr[start..end].to_owned(),
+            raw: &expr[start..end],
         });
-        while iter.peek().is_some_and(|(i, _)| *i < end) {
-            iter.next();
-        }
+        i = end;
     }
     Ok(tokens)
 }

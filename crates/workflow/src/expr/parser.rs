@@ -16,9 +16,9 @@ pub enum Node {
     /// A literal value.
     Literal(Value),
     /// A named value (context), as written.
-    Context(String),
+    Context(Box<str>),
     /// `x.name`.
-    Property(Box<Node>, String),
+    Property(Box<Node>, Box<str>),
     /// `x[i]`.
     Index(Box<Node>, Box<Node>),
     /// `x.*` or `x[*]`.
@@ -74,7 +74,7 @@ pub struct ParseOptions<'a> {
 
 struct Parser<'a> {
     expr: &'a str,
-    tokens: Vec<Token>,
+    tokens: Vec<Token<'a>>,
     pos: usize,
     options: ParseOptions<'a>,
     recursion: usize,
@@ -111,7 +111,7 @@ fn depth_error() -> ExprError {
     }
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn error(&self, token: &Token, what: &str) -> ExprError {
         ExprError {
             kind: ExprErrorKind::Parsing,
@@ -133,18 +133,17 @@ impl Parser<'_> {
         self.error(last, "Unexpected end of expression")
     }
 
-    fn peek(&self) -> Option<&TokenKind> {
+    fn peek(&self) -> Option<&TokenKind<'a>> {
         self.tokens.get(self.pos).map(|t| &t.kind)
     }
 
-    fn next(&mut self) -> Result<Token, ExprError> {
-        let token = self
-            .tokens
-            .get(self.pos)
-            .cloned()
-            .ok_or_else(|| self.end_error())?;
+    /// Moves past the next token and returns its index.
+    fn next(&mut self) -> Result<usize, ExprError> {
+        if self.pos >= self.tokens.len() {
+            return Err(self.end_error());
+        }
         self.pos += 1;
-        Ok(token)
+        Ok(self.pos - 1)
     }
 
     fn enter(&mut self) -> Result<(), ExprError> {
@@ -185,7 +184,7 @@ impl Parser<'_> {
 
     fn equality(&mut self) -> Result<Node, ExprError> {
         let mut left = self.comparison()?;
-        while let Some(TokenKind::Op(op @ (BinaryOp::Eq | BinaryOp::Ne))) = self.peek().cloned() {
+        while let Some(&TokenKind::Op(op @ (BinaryOp::Eq | BinaryOp::Ne))) = self.peek() {
             self.pos += 1;
             let right = self.comparison()?;
             left = Node::Compare(op, Box::new(left), Box::new(right));
@@ -224,11 +223,11 @@ impl Parser<'_> {
             match self.peek() {
                 Some(TokenKind::Dot) => {
                     self.pos += 1;
-                    let token = self.next()?;
-                    node = match token.kind {
+                    let at = self.next()?;
+                    node = match &self.tokens[at].kind {
                         TokenKind::Wildcard => Node::Wildcard(Box::new(node)),
-                        TokenKind::Word(name) => Node::Property(Box::new(node), name),
-                        _ => return Err(self.unexpected(&token)),
+                        TokenKind::Word(name) => Node::Property(Box::new(node), (*name).into()),
+                        _ => return Err(self.unexpected(&self.tokens[at])),
                     };
                 }
                 Some(TokenKind::OpenBracket) => {
@@ -241,8 +240,8 @@ impl Parser<'_> {
                         node = Node::Index(Box::new(node), Box::new(index));
                     }
                     let close = self.next()?;
-                    if close.kind != TokenKind::CloseBracket {
-                        return Err(self.unexpected(&close));
+                    if self.tokens[close].kind != TokenKind::CloseBracket {
+                        return Err(self.unexpected(&self.tokens[close]));
                     }
                 }
                 _ => return Ok(node),
@@ -255,23 +254,23 @@ impl Parser<'_> {
     }
 
     fn primary(&mut self) -> Result<Node, ExprError> {
-        let token = self.next()?;
-        match token.kind {
-            TokenKind::Number(n) => Ok(Node::Literal(Value::Number(n))),
-            TokenKind::String(ref s) => Ok(Node::Literal(Value::String(s.clone()))),
+        let at = self.next()?;
+        match &self.tokens[at].kind {
+            TokenKind::Number(n) => Ok(Node::Literal(Value::Number(*n))),
+            TokenKind::String(s) => Ok(Node::Literal(Value::String(s.to_string()))),
             TokenKind::OpenParen => {
                 let inner = self.or()?;
                 let close = self.next()?;
-                if close.kind != TokenKind::CloseParen {
-                    return Err(self.unexpected(&close));
+                if self.tokens[close].kind != TokenKind::CloseParen {
+                    return Err(self.unexpected(&self.tokens[close]));
                 }
                 Ok(inner)
             }
-            TokenKind::Word(ref word) => {
+            &TokenKind::Word(word) => {
                 if self.peek() == Some(&TokenKind::OpenParen) {
-                    return self.call(&token, word);
+                    return self.call(at, word);
                 }
-                Ok(match word.as_str() {
+                Ok(match word {
                     "true" => Node::Literal(Value::Bool(true)),
                     "false" => Node::Literal(Value::Bool(false)),
                     "null" => Node::Literal(Value::Null),
@@ -284,20 +283,20 @@ impl Parser<'_> {
                             .iter()
                             .any(|n| n.eq_ignore_ascii_case(word))
                         {
-                            return Err(self.error(&token, "Unrecognized named-value"));
+                            return Err(self.error(&self.tokens[at], "Unrecognized named-value"));
                         }
-                        Node::Context(word.clone())
+                        Node::Context(word.into())
                     }
                 })
             }
-            _ => Err(self.unexpected(&token)),
+            _ => Err(self.unexpected(&self.tokens[at])),
         }
     }
 
-    fn call(&mut self, name_token: &Token, name: &str) -> Result<Node, ExprError> {
+    fn call(&mut self, name_at: usize, name: &str) -> Result<Node, ExprError> {
         let function = Function::lookup(name)
             .filter(|f| self.options.status_functions || !f.is_status())
-            .ok_or_else(|| self.error(name_token, "Unrecognized function"))?;
+            .ok_or_else(|| self.error(&self.tokens[name_at], "Unrecognized function"))?;
         self.pos += 1;
         let mut args = Vec::new();
         if self.peek() == Some(&TokenKind::CloseParen) {
@@ -305,16 +304,17 @@ impl Parser<'_> {
         } else {
             loop {
                 args.push(self.or()?);
-                let token = self.next()?;
-                match token.kind {
+                let at = self.next()?;
+                match self.tokens[at].kind {
                     TokenKind::Comma => continue,
                     TokenKind::CloseParen => break,
-                    _ => return Err(self.unexpected(&token)),
+                    _ => return Err(self.unexpected(&self.tokens[at])),
                 }
             }
         }
         let (min, max) = function.arity();
         let name = function.name();
+        let name_token = &self.tokens[name_at];
         if args.len() < min {
             return Err(self
                 .error(name_token, "Too few parameters supplied")
