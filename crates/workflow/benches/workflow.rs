@@ -145,7 +145,7 @@ fn generate_expressions() -> Vec<String> {
                 3 => format!("!({p} {o} {q}) && ({q} || {l})"),
                 4 => format!("format('{{0}}-{{1}} ({{2}})', {p}, {q}, {l})"),
                 5 => format!("contains(github.event.pull_request.labels.*.name, {t})"),
-                6 => format!("join(github.event.pull_request.labels.*.name, ', ')"),
+                6 => "join(github.event.pull_request.labels.*.name, ', ')".to_string(),
                 7 => format!("fromJSON(needs.build.outputs.matrix).os[{}]", i % 3),
                 8 => format!("toJSON(matrix.features) == toJSON({p})"),
                 9 => format!("endsWith({p}, {t}) && {q} {o} {l} || {p} {o} {q}"),
@@ -154,7 +154,7 @@ fn generate_expressions() -> Vec<String> {
                 12 => format!("(({p} {o} {l}) == ({q} {o} {l})) != false"),
                 13 => format!("case({p} {o} {l}, {q}, {l})"),
                 14 => format!("fromJSON(vars.FEATURE_FLAGS)[0] == 'x' && contains(fromJSON(vars.FEATURE_FLAGS), {t})"),
-                _ => format!("{p}"),
+                _ => p.to_string(),
             }
         })
         .collect()
