@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use super::functions::Function;
 use super::lexer::{parse_number, BinaryOp};
-use super::parser::Node;
+use super::parser::{Node, NodeId, Tree};
 use super::{EvalContext, ExprError, ExprErrorKind, JobStatus};
 use crate::value::{format_number, Object, Value};
 
@@ -85,20 +85,14 @@ impl<'a> Res<'a> {
         }
     }
 
-    fn items(&self) -> Vec<Res<'_>> {
+    /// Calls `f` on each item of an array (or filtered array) until it returns true.
+    fn any_item(&self, mut f: impl FnMut(&Res<'_>) -> bool) -> bool {
         match self {
-            Res::Filtered(items) => items.iter().map(Res::reborrow).collect(),
-            Res::Ref(Value::Array(a)) => a.iter().map(Res::Ref).collect(),
-            Res::Own(Value::Array(a)) => a.iter().map(Res::Ref).collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    fn reborrow(&self) -> Res<'_> {
-        match self {
-            Res::Ref(v) => Res::Ref(v),
-            Res::Own(v) => Res::Ref(v),
-            Res::Filtered(items) => Res::Filtered(items.iter().map(Res::reborrow).collect()),
+            Res::Filtered(items) => items.iter().any(f),
+            Res::Ref(Value::Array(a)) | Res::Own(Value::Array(a)) => {
+                a.iter().any(|v| f(&Res::Ref(v)))
+            }
+            _ => false,
         }
     }
 
@@ -218,9 +212,10 @@ fn loose_cmp(a: &Res, b: &Res) -> Option<Ordering> {
     }
 }
 
-/// Evaluates syntax trees against one context.
+/// Evaluates one syntax tree against one context.
 pub struct Evaluator<'a> {
     ctx: &'a EvalContext,
+    tree: &'a Tree,
     memory: Cell<usize>,
 }
 
@@ -233,12 +228,18 @@ fn eval_error(message: impl Into<String>) -> ExprError {
 }
 
 impl<'a> Evaluator<'a> {
-    /// An evaluator over `ctx`.
-    pub fn new(ctx: &'a EvalContext) -> Self {
+    /// An evaluator of `tree` over `ctx`.
+    pub fn new(ctx: &'a EvalContext, tree: &'a Tree) -> Self {
         Self {
             ctx,
+            tree,
             memory: Cell::new(0),
         }
+    }
+
+    /// Evaluates the whole tree.
+    pub fn run(&self) -> Result<Value, ExprError> {
+        self.eval(self.tree.root()).map(Res::into_value)
     }
 
     fn charge(&self, bytes: usize) -> Result<(), ExprError> {
@@ -256,21 +257,22 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Evaluates one node; literals and context values are borrowed, not copied.
-    pub fn eval(&self, node: &'a Node) -> Result<Res<'a>, ExprError> {
-        Ok(match node {
+    pub fn eval(&self, id: NodeId) -> Result<Res<'a>, ExprError> {
+        let tree = self.tree;
+        Ok(match tree.node(id) {
             Node::Literal(v) => Res::Ref(v),
             Node::Context(name) => self
                 .ctx
                 .contexts
-                .get(name)
+                .get(tree.name(*name))
                 .map_or(Res::Own(Value::Null), Res::Ref),
-            Node::Property(target, key) => self.property(self.eval(target)?, key),
+            Node::Property(target, key) => self.property(self.eval(*target)?, tree.name(*key)),
             Node::Index(target, index) => {
-                let target = self.eval(target)?;
-                let index = self.eval(index)?;
+                let target = self.eval(*target)?;
+                let index = self.eval(*index)?;
                 self.index(target, &index)
             }
-            Node::Wildcard(target) => match self.eval(target)? {
+            Node::Wildcard(target) => match self.eval(*target)? {
                 Res::Filtered(items) => {
                     Res::Filtered(items.into_iter().flat_map(Res::children).collect())
                 }
@@ -278,9 +280,9 @@ impl<'a> Evaluator<'a> {
                 | Res::Own(Value::Array(_) | Value::Object(_))) => Res::Filtered(other.children()),
                 _ => Res::Filtered(Vec::new()),
             },
-            Node::Not(inner) => Res::Own(Value::Bool(!self.eval(inner)?.truthy())),
+            Node::Not(inner) => Res::Own(Value::Bool(!self.eval(*inner)?.truthy())),
             Node::Compare(op, a, b) => {
-                let (a, b) = (self.eval(a)?, self.eval(b)?);
+                let (a, b) = (self.eval(*a)?, self.eval(*b)?);
                 let result = match op {
                     BinaryOp::Eq => loose_eq(&a, &b),
                     BinaryOp::Ne => !loose_eq(&a, &b),
@@ -300,8 +302,8 @@ impl<'a> Evaluator<'a> {
             }
             Node::And(items) => {
                 let mut last = Res::Own(Value::Null);
-                for item in items {
-                    last = self.eval(item)?;
+                for item in tree.children(*items) {
+                    last = self.eval(*item)?;
                     if !last.truthy() {
                         break;
                     }
@@ -310,15 +312,15 @@ impl<'a> Evaluator<'a> {
             }
             Node::Or(items) => {
                 let mut last = Res::Own(Value::Null);
-                for item in items {
-                    last = self.eval(item)?;
+                for item in tree.children(*items) {
+                    last = self.eval(*item)?;
                     if last.truthy() {
                         break;
                     }
                 }
                 last
             }
-            Node::Call(function, args) => self.call(*function, args)?,
+            Node::Call(function, args) => self.call(*function, tree.children(*args))?,
         })
     }
 
@@ -366,7 +368,7 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn call(&self, function: Function, args: &'a [Node]) -> Result<Res<'a>, ExprError> {
+    fn call(&self, function: Function, args: &'a [NodeId]) -> Result<Res<'a>, ExprError> {
         let bool_res = |b: bool| Ok(Res::Own(Value::Bool(b)));
         match function {
             Function::Success => bool_res(self.ctx.status == JobStatus::Success),
@@ -374,14 +376,14 @@ impl<'a> Evaluator<'a> {
             Function::Cancelled => bool_res(self.ctx.status == JobStatus::Cancelled),
             Function::Failure => bool_res(self.ctx.status == JobStatus::Failure),
             Function::Contains => {
-                let (search, item) = (self.eval(&args[0])?, self.eval(&args[1])?);
+                let (search, item) = (self.eval(args[0])?, self.eval(args[1])?);
                 if search.kind() == Kind::Array {
-                    return bool_res(search.items().iter().any(|x| loose_eq(x, &item)));
+                    return bool_res(search.any_item(|x| loose_eq(x, &item)));
                 }
                 bool_res(contains_ignore_case(&search.string(), &item.string()))
             }
             Function::StartsWith | Function::EndsWith => {
-                let (text, part) = (self.eval(&args[0])?, self.eval(&args[1])?);
+                let (text, part) = (self.eval(args[0])?, self.eval(args[1])?);
                 let (text, part) = (text.string(), part.string());
                 bool_res(affix_ignore_case(
                     &text,
@@ -390,33 +392,38 @@ impl<'a> Evaluator<'a> {
                 ))
             }
             Function::Format => {
-                let fmt = self.eval(&args[0])?;
+                let fmt = self.eval(args[0])?;
                 let values = args[1..]
                     .iter()
-                    .map(|a| self.eval(a))
+                    .map(|a| self.eval(*a))
                     .collect::<Result<Vec<_>, _>>()?;
                 let out = format(&fmt.string(), &values, self)?;
                 self.own_string(out)
             }
             Function::Join => {
-                let array = self.eval(&args[0])?;
+                let array = self.eval(args[0])?;
                 let sep = match args.get(1) {
-                    Some(a) => self.eval(a)?.string().into_owned(),
+                    Some(a) => self.eval(*a)?.string().into_owned(),
                     None => ",".to_owned(),
                 };
                 if array.kind() != Kind::Array {
                     let s = array.string().into_owned();
                     return self.own_string(s);
                 }
-                let parts: Vec<String> = array
-                    .items()
-                    .iter()
-                    .map(|i| i.string().into_owned())
-                    .collect();
-                self.own_string(parts.join(&sep))
+                let mut out = String::new();
+                let mut first = true;
+                array.any_item(|item| {
+                    if !first {
+                        out.push_str(&sep);
+                    }
+                    first = false;
+                    out.push_str(&item.string());
+                    false
+                });
+                self.own_string(out)
             }
             Function::ToJson => {
-                let value = self.eval(&args[0])?;
+                let value = self.eval(args[0])?;
                 let mut out = String::new();
                 match &value {
                     Res::Filtered(_) => write_json(&value.clone().into_value(), 0, &mut out),
@@ -425,18 +432,18 @@ impl<'a> Evaluator<'a> {
                 self.own_string(out)
             }
             Function::FromJson => {
-                let text = self.eval(&args[0])?;
+                let text = self.eval(args[0])?;
                 let text = text.string();
-                let parsed: serde_json::Value = serde_json::from_str(text.trim()).map_err(|e| {
+                let parsed: Value = serde_json::from_str(text.trim()).map_err(|e| {
                     eval_error(format!("Error parsing fromJson: Unexpected input: {e}"))
                 })?;
                 self.charge(text.len() * 2)?;
-                Ok(Res::Own(Value::from(parsed)))
+                Ok(Res::Own(parsed))
             }
             Function::HashFiles => {
                 let patterns = args
                     .iter()
-                    .map(|a| self.eval(a).map(|r| r.string().into_owned()))
+                    .map(|a| self.eval(*a).map(|r| r.string().into_owned()))
                     .collect::<Result<Vec<_>, _>>()?;
                 let host = self.ctx.hash_files.as_ref().ok_or_else(|| {
                     eval_error("hashFiles is not available here: no workspace to hash")
@@ -449,8 +456,8 @@ impl<'a> Evaluator<'a> {
             Function::Case => {
                 let mut i = 0;
                 while i + 1 < args.len() {
-                    match self.eval(&args[i])?.value() {
-                        Some(Value::Bool(true)) => return self.eval(&args[i + 1]),
+                    match self.eval(args[i])?.value() {
+                        Some(Value::Bool(true)) => return self.eval(args[i + 1]),
                         Some(Value::Bool(false)) => {}
                         _ => {
                             return Err(eval_error(
@@ -460,7 +467,7 @@ impl<'a> Evaluator<'a> {
                     }
                     i += 2;
                 }
-                self.eval(&args[args.len() - 1])
+                self.eval(args[args.len() - 1])
             }
         }
     }
@@ -502,44 +509,41 @@ fn affix_ignore_case(text: &str, part: &str, prefix: bool) -> bool {
 
 fn format(fmt: &str, args: &[Res], ev: &Evaluator) -> Result<String, ExprError> {
     let invalid = || eval_error(format!("The following format string is invalid: {fmt}"));
-    let mut out = String::with_capacity(fmt.len());
-    let chars: Vec<char> = fmt.chars().collect();
+    let bytes = fmt.as_bytes();
+    let mut out = String::with_capacity(fmt.len() + 16);
+    let mut literal_start = 0;
     let mut i = 0;
-    while i < chars.len() {
-        match chars[i] {
-            '{' if chars.get(i + 1) == Some(&'{') => {
-                out.push('{');
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' | b'}' if bytes.get(i + 1) == Some(&bytes[i]) => {
+                out.push_str(&fmt[literal_start..=i]);
                 i += 2;
+                literal_start = i;
             }
-            '}' if chars.get(i + 1) == Some(&'}') => {
-                out.push('}');
-                i += 2;
-            }
-            '}' => return Err(invalid()),
-            '{' => {
-                let close = chars[i + 1..]
+            b'}' => return Err(invalid()),
+            b'{' => {
+                out.push_str(&fmt[literal_start..i]);
+                let close = bytes[i + 1..]
                     .iter()
-                    .position(|c| *c == '}')
+                    .position(|b| *b == b'}')
                     .ok_or_else(invalid)?
                     + i
                     + 1;
-                let digits: String = chars[i + 1..close].iter().collect();
-                let index: usize = digits.parse().map_err(|_| invalid())?;
+                let index: usize = fmt[i + 1..close].parse().map_err(|_| invalid())?;
                 let arg = args.get(index).ok_or_else(|| {
                     eval_error(format!(
                         "The following format string references more arguments than were supplied: {fmt}"
                     ))
                 })?;
                 out.push_str(&arg.string());
-                ev.charge(0)?;
                 i = close + 1;
+                literal_start = i;
             }
-            c => {
-                out.push(c);
-                i += 1;
-            }
+            _ => i += 1,
         }
     }
+    out.push_str(&fmt[literal_start..]);
+    ev.charge(0)?;
     Ok(out)
 }
 

@@ -1,7 +1,5 @@
 //! Splits expression text into tokens, with GitHub's lexing errors.
 
-use std::borrow::Cow;
-
 use super::{ExprError, ExprErrorKind};
 
 /// A token and where it is, borrowing the expression text.
@@ -20,8 +18,8 @@ pub struct Token<'a> {
 pub enum TokenKind<'a> {
     /// A number literal (also `-Infinity`, `0x1F`, `.5`).
     Number(f64),
-    /// A string literal, unescaped (borrowed unless it held `''`).
-    String(Cow<'a, str>),
+    /// A string literal; true when it holds `''` escapes (see [`string_value`]).
+    String(bool),
     /// An identifier, `true`, `false`, `null`, `NaN` or `Infinity`.
     Word(&'a str),
     /// `*` after `.` or `[`.
@@ -66,25 +64,35 @@ pub enum BinaryOp {
 }
 
 fn is_space(c: char) -> bool {
-    if c.is_ascii() {
-        c.is_ascii_whitespace()
-    } else {
-        c.is_whitespace()
+    c.is_whitespace()
+}
+
+/// Ends an unknown token in an error message: white space and `()[],`.
+const ENDS_RAW: u8 = 1;
+/// Ends a number: also the operator characters `!<>=&|`.
+const ENDS_NUMBER: u8 = 2;
+/// Ends a word: also `.`.
+const ENDS_WORD: u8 = 4;
+
+/// Which runs each ASCII character ends.
+const CLASS: [u8; 128] = {
+    let mut table = [0u8; 128];
+    let all = ENDS_RAW | ENDS_NUMBER | ENDS_WORD;
+    let raw = b" \t\n\r\x0b\x0c()[],";
+    let mut i = 0;
+    while i < raw.len() {
+        table[raw[i] as usize] = all;
+        i += 1;
     }
-}
-
-/// Characters that end an unknown token in an error message.
-fn ends_raw(c: char) -> bool {
-    is_space(c) || matches!(c, '(' | ')' | '[' | ']' | ',')
-}
-
-fn ends_number(c: char) -> bool {
-    ends_raw(c) || matches!(c, '!' | '<' | '>' | '=' | '&' | '|')
-}
-
-fn ends_word(c: char) -> bool {
-    ends_number(c) || c == '.'
-}
+    let ops = b"!<>=&|";
+    let mut i = 0;
+    while i < ops.len() {
+        table[ops[i] as usize] = ENDS_NUMBER | ENDS_WORD;
+        i += 1;
+    }
+    table[b'.' as usize] = ENDS_WORD;
+    table
+};
 
 /// A legal identifier: a letter or `_`, then letters, digits, `_` or `-`.
 pub fn is_identifier(s: &str) -> bool {
@@ -123,6 +131,10 @@ pub fn parse_number(s: &str) -> Option<f64> {
         }
     }
     let bytes = body.as_bytes();
+    if !bytes.is_empty() && bytes.len() <= 15 && bytes.iter().all(u8::is_ascii_digit) {
+        let n = bytes.iter().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+        return Some(sign * n as f64);
+    }
     let mut i = 0;
     let mut digits = 0;
     while i < bytes.len() && bytes[i].is_ascii_digit() {
@@ -158,6 +170,17 @@ pub fn parse_number(s: &str) -> Option<f64> {
     body.parse::<f64>().ok().map(|n| sign * n)
 }
 
+/// The value of a string literal token: its text between the quotes, with
+/// `''` turned into `'` when `escaped`.
+pub fn string_value(raw: &str, escaped: bool) -> String {
+    let body = &raw[1..raw.len() - 1];
+    if escaped {
+        body.replace("''", "'")
+    } else {
+        body.to_owned()
+    }
+}
+
 /// Formats the standard error suffix: `Located at position N within expression: E`.
 pub fn located(expr: &str, offset: usize) -> String {
     let position = expr[..offset.min(expr.len())].chars().count() + 1;
@@ -165,21 +188,30 @@ pub fn located(expr: &str, offset: usize) -> String {
 }
 
 /// The end of the run starting at `start` (whose first character is always
-/// included) before the first character for which `stop` is true.
-fn scan(expr: &str, start: usize, stop: impl Fn(char) -> bool) -> usize {
+/// included) before the first character of class `ends` (non-ASCII white
+/// space ends every run).
+fn scan(expr: &str, start: usize, ends: u8) -> usize {
     let bytes = expr.as_bytes();
-    let mut i = start + expr[start..].chars().next().map_or(1, char::len_utf8);
+    let mut i = start
+        + if bytes[start] < 0x80 {
+            1
+        } else {
+            expr[start..].chars().next().map_or(1, char::len_utf8)
+        };
     while i < bytes.len() {
-        let (c, len) = if bytes[i] < 0x80 {
-            (bytes[i] as char, 1)
+        let b = bytes[i];
+        if b < 0x80 {
+            if CLASS[b as usize] & ends != 0 {
+                break;
+            }
+            i += 1;
         } else {
             let c = expr[i..].chars().next().expect("in bounds");
-            (c, c.len_utf8())
-        };
-        if stop(c) {
-            break;
+            if c.is_whitespace() {
+                break;
+            }
+            i += c.len_utf8();
         }
-        i += len;
     }
     i
 }
@@ -193,6 +225,10 @@ pub fn tokenize(expr: &str) -> Result<Vec<Token<'_>>, ExprError> {
         message: format!("Unexpected symbol: '{raw}'. {}", located(expr, offset)),
         offset,
     };
+    // Whether the previous token ends a value (then `.` is a dereference, not
+    // a number) and whether it is `.` or `[` (then `*` is a wildcard).
+    let mut after_value = false;
+    let mut wildcard_allowed = false;
     let mut i = 0;
     while i < bytes.len() {
         let start = i;
@@ -205,31 +241,13 @@ pub fn tokenize(expr: &str) -> Result<Vec<Token<'_>>, ExprError> {
             i += c.len_utf8();
             continue;
         }
-        let previous = tokens.last().map(|t| &t.kind);
-        let after_value = matches!(
-            previous,
-            Some(
-                TokenKind::Number(_)
-                    | TokenKind::String(_)
-                    | TokenKind::Word(_)
-                    | TokenKind::Wildcard
-                    | TokenKind::CloseParen
-                    | TokenKind::CloseBracket
-            )
-        );
         let (kind, end) = match c {
             '(' => (TokenKind::OpenParen, start + 1),
             ')' => (TokenKind::CloseParen, start + 1),
             '[' => (TokenKind::OpenBracket, start + 1),
             ']' => (TokenKind::CloseBracket, start + 1),
             ',' => (TokenKind::Comma, start + 1),
-            '*' if matches!(
-                previous,
-                Some(TokenKind::Dot) | Some(TokenKind::OpenBracket)
-            ) =>
-            {
-                (TokenKind::Wildcard, start + 1)
-            }
+            '*' if wildcard_allowed => (TokenKind::Wildcard, start + 1),
             '.' if after_value => (TokenKind::Dot, start + 1),
             '\'' => {
                 let mut j = start + 1;
@@ -245,13 +263,7 @@ pub fn tokenize(expr: &str) -> Result<Vec<Token<'_>>, ExprError> {
                         Some(_) => j += 1,
                     }
                 };
-                let body = &expr[start + 1..end - 1];
-                let value = if escaped {
-                    Cow::Owned(body.replace("''", "'"))
-                } else {
-                    Cow::Borrowed(body)
-                };
-                (TokenKind::String(value), end)
+                (TokenKind::String(escaped), end)
             }
             '!' | '=' | '<' | '>' | '&' | '|' => {
                 let next = bytes.get(start + 1).copied();
@@ -268,20 +280,20 @@ pub fn tokenize(expr: &str) -> Result<Vec<Token<'_>>, ExprError> {
                     ('&', Some(b'&')) => two(BinaryOp::And),
                     ('|', Some(b'|')) => two(BinaryOp::Or),
                     _ => {
-                        let end = scan(expr, start, ends_raw);
+                        let end = scan(expr, start, ENDS_RAW);
                         return Err(error(start, &expr[start..end]));
                     }
                 }
             }
             '-' | '+' | '0'..='9' | '.' => {
-                let end = scan(expr, start, ends_number);
+                let end = scan(expr, start, ENDS_NUMBER);
                 match parse_number(&expr[start..end]) {
                     Some(n) => (TokenKind::Number(n), end),
                     None => return Err(error(start, &expr[start..end])),
                 }
             }
             _ => {
-                let end = scan(expr, start, ends_word);
+                let end = scan(expr, start, ENDS_WORD);
                 let word = &expr[start..end];
                 if !is_identifier(word) {
                     return Err(error(start, word));
@@ -289,6 +301,16 @@ pub fn tokenize(expr: &str) -> Result<Vec<Token<'_>>, ExprError> {
                 (TokenKind::Word(word), end)
             }
         };
+        after_value = matches!(
+            kind,
+            TokenKind::Number(_)
+                | TokenKind::String(_)
+                | TokenKind::Word(_)
+                | TokenKind::Wildcard
+                | TokenKind::CloseParen
+                | TokenKind::CloseBracket
+        );
+        wildcard_allowed = matches!(kind, TokenKind::Dot | TokenKind::OpenBracket);
         tokens.push(Token {
             kind,
             offset: start,

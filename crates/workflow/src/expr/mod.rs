@@ -18,7 +18,7 @@ pub use functions::Function;
 pub use parser::MAX_DEPTH;
 
 use crate::value::{Object, Value};
-use parser::{Node, ParseOptions};
+use parser::{Node, ParseOptions, Tree};
 
 /// Every context GitHub defines.
 pub const ALL_CONTEXTS: &[&str] = &[
@@ -52,7 +52,7 @@ pub struct ExprError {
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expr {
-    root: Node,
+    tree: Tree,
 }
 
 /// Computes `hashFiles(patterns)` for the evaluator (this crate does no I/O).
@@ -94,28 +94,20 @@ impl fmt::Debug for EvalContext {
 impl Expr {
     /// True when the expression names context `name` (ignoring case).
     pub fn references(&self, name: &str) -> bool {
-        references(&self.root, name)
+        references(&self.tree, name)
     }
 }
 
-fn references(node: &Node, name: &str) -> bool {
-    let mut found = false;
-    node.walk(&mut |n| {
-        if let Node::Context(c) = n {
-            found |= c.eq_ignore_ascii_case(name);
-        }
-    });
-    found
+fn references(tree: &Tree, name: &str) -> bool {
+    tree.nodes()
+        .iter()
+        .any(|n| matches!(n, Node::Context(c) if tree.name(*c).eq_ignore_ascii_case(name)))
 }
 
-fn uses_status_function(node: &Node) -> bool {
-    let mut found = false;
-    node.walk(&mut |n| {
-        if let Node::Call(f, _) = n {
-            found |= f.is_status();
-        }
-    });
-    found
+fn uses_status_function(tree: &Tree) -> bool {
+    tree.nodes()
+        .iter()
+        .any(|n| matches!(n, Node::Call(f, _) if f.is_status()))
 }
 
 /// Parses one expression (without `${{ }}`); `named_values` lists the contexts
@@ -125,14 +117,12 @@ pub fn parse(source: &str, named_values: &[&str]) -> Result<Expr, ExprError> {
         named_values,
         status_functions: false,
     };
-    parser::parse(source, options).map(|root| Expr { root })
+    parser::parse(source, options).map(|tree| Expr { tree })
 }
 
 /// Evaluates a parsed expression.
 pub fn evaluate(expr: &Expr, ctx: &EvalContext) -> Result<Value, ExprError> {
-    eval::Evaluator::new(ctx)
-        .eval(&expr.root)
-        .map(eval::Res::into_value)
+    eval::Evaluator::new(ctx, &expr.tree).run()
 }
 
 /// Evaluates templates in every string leaf of a value tree (matrices, `with:`).
@@ -143,7 +133,7 @@ pub fn evaluate_value(value: &Value, ctx: &EvalContext) -> Result<Value, ExprErr
 #[derive(Debug, Clone, PartialEq)]
 enum Segment {
     Text(String),
-    Expr(Node),
+    Expr(Tree),
 }
 
 /// A parsed template: literal text with `${{ }}` expressions inside.
@@ -213,15 +203,16 @@ fn find_close(source: &str, from: usize) -> Option<usize> {
 impl TemplateExpr {
     /// Evaluates the template: a lone `${{ x }}` gives x's value, anything else a string.
     pub fn evaluate(&self, ctx: &EvalContext) -> Result<Value, ExprError> {
-        let ev = eval::Evaluator::new(ctx);
-        if let [Segment::Expr(node)] = self.segments.as_slice() {
-            return ev.eval(node).map(eval::Res::into_value);
+        if let [Segment::Expr(tree)] = self.segments.as_slice() {
+            return eval::Evaluator::new(ctx, tree).run();
         }
         let mut out = String::new();
         for segment in &self.segments {
             match segment {
                 Segment::Text(t) => out.push_str(t),
-                Segment::Expr(node) => out.push_str(&to_string(&ev.eval(node)?.into_value())),
+                Segment::Expr(tree) => {
+                    out.push_str(&to_string(&eval::Evaluator::new(ctx, tree).run()?))
+                }
             }
         }
         Ok(Value::String(out))

@@ -1,7 +1,11 @@
 //! Builds the syntax tree, checking names, arity and depth as GitHub does.
+//!
+//! The tree lives in one arena ([`Tree`]): nodes refer to their children by
+//! index and to names by byte ranges of the kept source, so a parse costs a few
+//! allocations rather than one per node.
 
 use super::functions::Function;
-use super::lexer::{located, tokenize, BinaryOp, Token, TokenKind};
+use super::lexer::{located, string_value, tokenize, BinaryOp, Token, TokenKind};
 use super::{ExprError, ExprErrorKind};
 use crate::value::Value;
 
@@ -10,56 +14,82 @@ pub const MAX_DEPTH: usize = 50;
 /// Nesting the parser follows before it gives up (protects the stack).
 const MAX_RECURSION: usize = MAX_DEPTH + 10;
 
+/// Index of a node in its [`Tree`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeId(u32);
+
+/// The children of an n-ary node: a range of the tree's child lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Children {
+    start: u32,
+    len: u32,
+}
+
+/// A name: a byte range of the expression source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    start: u32,
+    end: u32,
+}
+
 /// A node of the syntax tree.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
     /// A literal value.
     Literal(Value),
     /// A named value (context), as written.
-    Context(Box<str>),
+    Context(Span),
     /// `x.name`.
-    Property(Box<Node>, Box<str>),
+    Property(NodeId, Span),
     /// `x[i]`.
-    Index(Box<Node>, Box<Node>),
+    Index(NodeId, NodeId),
     /// `x.*` or `x[*]`.
-    Wildcard(Box<Node>),
+    Wildcard(NodeId),
     /// `!x`.
-    Not(Box<Node>),
+    Not(NodeId),
     /// A comparison.
-    Compare(BinaryOp, Box<Node>, Box<Node>),
+    Compare(BinaryOp, NodeId, NodeId),
     /// `a && b && ...` (flattened).
-    And(Vec<Node>),
+    And(Children),
     /// `a || b || ...` (flattened).
-    Or(Vec<Node>),
+    Or(Children),
     /// A function call.
-    Call(Function, Vec<Node>),
+    Call(Function, Children),
 }
 
-impl Node {
-    /// Height of the tree (a leaf is 1).
-    pub fn height(&self) -> usize {
-        1 + match self {
-            Node::Literal(_) | Node::Context(_) => 0,
-            Node::Property(x, _) | Node::Wildcard(x) | Node::Not(x) => x.height(),
-            Node::Index(a, b) | Node::Compare(_, a, b) => a.height().max(b.height()),
-            Node::And(xs) | Node::Or(xs) | Node::Call(_, xs) => {
-                xs.iter().map(Node::height).max().unwrap_or(0)
-            }
-        }
+/// A parsed expression: its nodes, their child lists and the source text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tree {
+    source: Box<str>,
+    nodes: Vec<Node>,
+    lists: Vec<NodeId>,
+    root: NodeId,
+}
+
+impl Tree {
+    /// The root node.
+    pub fn root(&self) -> NodeId {
+        self.root
     }
 
-    /// Calls `f` on every node of the tree.
-    pub fn walk(&self, f: &mut impl FnMut(&Node)) {
-        f(self);
-        match self {
-            Node::Literal(_) | Node::Context(_) => {}
-            Node::Property(x, _) | Node::Wildcard(x) | Node::Not(x) => x.walk(f),
-            Node::Index(a, b) | Node::Compare(_, a, b) => {
-                a.walk(f);
-                b.walk(f);
-            }
-            Node::And(xs) | Node::Or(xs) | Node::Call(_, xs) => xs.iter().for_each(|x| x.walk(f)),
-        }
+    /// The node with id `id`.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0 as usize]
+    }
+
+    /// The ids of an n-ary node's children.
+    pub fn children(&self, c: Children) -> &[NodeId] {
+        &self.lists[c.start as usize..(c.start + c.len) as usize]
+    }
+
+    /// The text of a name.
+    pub fn name(&self, span: Span) -> &str {
+        &self.source[span.start as usize..span.end as usize]
+    }
+
+    /// Every node of the tree, in no particular order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
     }
 }
 
@@ -78,29 +108,45 @@ struct Parser<'a> {
     pos: usize,
     options: ParseOptions<'a>,
     recursion: usize,
+    nodes: Vec<Node>,
+    heights: Vec<u32>,
+    lists: Vec<NodeId>,
+    scratch: Vec<NodeId>,
 }
 
 /// Parses one expression.
-pub fn parse(expr: &str, options: ParseOptions<'_>) -> Result<Node, ExprError> {
+pub fn parse(expr: &str, options: ParseOptions<'_>) -> Result<Tree, ExprError> {
     let tokens = tokenize(expr)?;
-    if tokens.is_empty() {
-        return Ok(Node::Literal(Value::Null));
-    }
+    let capacity = tokens.len();
     let mut p = Parser {
         expr,
         tokens,
         pos: 0,
         options,
         recursion: 0,
+        nodes: Vec::with_capacity(capacity),
+        heights: Vec::with_capacity(capacity),
+        lists: Vec::new(),
+        scratch: Vec::new(),
     };
-    let node = p.or()?;
-    if let Some(token) = p.tokens.get(p.pos) {
-        return Err(p.unexpected(token));
-    }
-    if node.height() > MAX_DEPTH {
+    let root = if p.tokens.is_empty() {
+        p.push(Node::Literal(Value::Null))
+    } else {
+        let root = p.or()?;
+        if let Some(token) = p.tokens.get(p.pos) {
+            return Err(p.unexpected(token));
+        }
+        root
+    };
+    if p.heights[root.0 as usize] as usize > MAX_DEPTH {
         return Err(depth_error());
     }
-    Ok(node)
+    Ok(Tree {
+        source: expr.into(),
+        nodes: p.nodes,
+        lists: p.lists,
+        root,
+    })
 }
 
 fn depth_error() -> ExprError {
@@ -112,6 +158,48 @@ fn depth_error() -> ExprError {
 }
 
 impl<'a> Parser<'a> {
+    fn height(&self, id: NodeId) -> u32 {
+        self.heights[id.0 as usize]
+    }
+
+    /// Adds a node whose children are already in the arena.
+    fn push(&mut self, node: Node) -> NodeId {
+        let below = match &node {
+            Node::Literal(_) | Node::Context(_) => 0,
+            Node::Property(x, _) | Node::Wildcard(x) | Node::Not(x) => self.height(*x),
+            Node::Index(a, b) | Node::Compare(_, a, b) => self.height(*a).max(self.height(*b)),
+            Node::And(c) | Node::Or(c) | Node::Call(_, c) => {
+                let (start, len) = (c.start as usize, c.len as usize);
+                self.lists[start..start + len]
+                    .iter()
+                    .map(|id| self.heights[id.0 as usize])
+                    .max()
+                    .unwrap_or(0)
+            }
+        };
+        let id = NodeId(self.nodes.len() as u32);
+        self.nodes.push(node);
+        self.heights.push(below + 1);
+        id
+    }
+
+    /// Moves the ids pushed on the scratch stack since `mark` into the child lists.
+    fn children_since(&mut self, mark: usize) -> Children {
+        let start = self.lists.len() as u32;
+        self.lists.extend(self.scratch.drain(mark..));
+        Children {
+            start,
+            len: self.lists.len() as u32 - start,
+        }
+    }
+
+    fn span(token: &Token) -> Span {
+        Span {
+            start: token.offset as u32,
+            end: (token.offset + token.raw.len()) as u32,
+        }
+    }
+
     fn error(&self, token: &Token, what: &str) -> ExprError {
         ExprError {
             kind: ExprErrorKind::Parsing,
@@ -154,69 +242,77 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn or(&mut self) -> Result<Node, ExprError> {
+    fn or(&mut self) -> Result<NodeId, ExprError> {
         self.enter()?;
-        let mut items = vec![self.and()?];
-        while self.peek() == Some(&TokenKind::Op(BinaryOp::Or)) {
-            self.pos += 1;
-            items.push(self.and()?);
-        }
-        self.recursion -= 1;
-        Ok(if items.len() == 1 {
-            items.pop().expect("one")
+        let first = self.and()?;
+        let result = if self.peek() == Some(&TokenKind::Op(BinaryOp::Or)) {
+            let mark = self.scratch.len();
+            self.scratch.push(first);
+            while self.peek() == Some(&TokenKind::Op(BinaryOp::Or)) {
+                self.pos += 1;
+                let next = self.and()?;
+                self.scratch.push(next);
+            }
+            let children = self.children_since(mark);
+            self.push(Node::Or(children))
         } else {
-            Node::Or(items)
-        })
+            first
+        };
+        self.recursion -= 1;
+        Ok(result)
     }
 
-    fn and(&mut self) -> Result<Node, ExprError> {
-        let mut items = vec![self.equality()?];
+    fn and(&mut self) -> Result<NodeId, ExprError> {
+        let first = self.equality()?;
+        if self.peek() != Some(&TokenKind::Op(BinaryOp::And)) {
+            return Ok(first);
+        }
+        let mark = self.scratch.len();
+        self.scratch.push(first);
         while self.peek() == Some(&TokenKind::Op(BinaryOp::And)) {
             self.pos += 1;
-            items.push(self.equality()?);
+            let next = self.equality()?;
+            self.scratch.push(next);
         }
-        Ok(if items.len() == 1 {
-            items.pop().expect("one")
-        } else {
-            Node::And(items)
-        })
+        let children = self.children_since(mark);
+        Ok(self.push(Node::And(children)))
     }
 
-    fn equality(&mut self) -> Result<Node, ExprError> {
+    fn equality(&mut self) -> Result<NodeId, ExprError> {
         let mut left = self.comparison()?;
         while let Some(&TokenKind::Op(op @ (BinaryOp::Eq | BinaryOp::Ne))) = self.peek() {
             self.pos += 1;
             let right = self.comparison()?;
-            left = Node::Compare(op, Box::new(left), Box::new(right));
+            left = self.push(Node::Compare(op, left, right));
         }
         Ok(left)
     }
 
-    fn comparison(&mut self) -> Result<Node, ExprError> {
+    fn comparison(&mut self) -> Result<NodeId, ExprError> {
         let mut left = self.unary()?;
-        while let Some(TokenKind::Op(
+        while let Some(&TokenKind::Op(
             op @ (BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge),
-        )) = self.peek().cloned()
+        )) = self.peek()
         {
             self.pos += 1;
             let right = self.unary()?;
-            left = Node::Compare(op, Box::new(left), Box::new(right));
+            left = self.push(Node::Compare(op, left, right));
         }
         Ok(left)
     }
 
-    fn unary(&mut self) -> Result<Node, ExprError> {
+    fn unary(&mut self) -> Result<NodeId, ExprError> {
         if self.peek() == Some(&TokenKind::Not) {
             self.pos += 1;
             self.enter()?;
             let inner = self.unary()?;
             self.recursion -= 1;
-            return Ok(Node::Not(Box::new(inner)));
+            return Ok(self.push(Node::Not(inner)));
         }
         self.postfix()
     }
 
-    fn postfix(&mut self) -> Result<Node, ExprError> {
+    fn postfix(&mut self) -> Result<NodeId, ExprError> {
         let mut node = self.primary()?;
         let mut chain = 0;
         loop {
@@ -225,8 +321,11 @@ impl<'a> Parser<'a> {
                     self.pos += 1;
                     let at = self.next()?;
                     node = match &self.tokens[at].kind {
-                        TokenKind::Wildcard => Node::Wildcard(Box::new(node)),
-                        TokenKind::Word(name) => Node::Property(Box::new(node), (*name).into()),
+                        TokenKind::Wildcard => self.push(Node::Wildcard(node)),
+                        TokenKind::Word(_) => {
+                            let span = Self::span(&self.tokens[at]);
+                            self.push(Node::Property(node, span))
+                        }
                         _ => return Err(self.unexpected(&self.tokens[at])),
                     };
                 }
@@ -234,10 +333,10 @@ impl<'a> Parser<'a> {
                     self.pos += 1;
                     if self.peek() == Some(&TokenKind::Wildcard) {
                         self.pos += 1;
-                        node = Node::Wildcard(Box::new(node));
+                        node = self.push(Node::Wildcard(node));
                     } else {
                         let index = self.or()?;
-                        node = Node::Index(Box::new(node), Box::new(index));
+                        node = self.push(Node::Index(node, index));
                     }
                     let close = self.next()?;
                     if self.tokens[close].kind != TokenKind::CloseBracket {
@@ -253,57 +352,62 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn primary(&mut self) -> Result<Node, ExprError> {
+    fn primary(&mut self) -> Result<NodeId, ExprError> {
         let at = self.next()?;
-        match &self.tokens[at].kind {
-            TokenKind::Number(n) => Ok(Node::Literal(Value::Number(*n))),
-            TokenKind::String(s) => Ok(Node::Literal(Value::String(s.to_string()))),
+        let literal = match &self.tokens[at].kind {
+            TokenKind::Number(n) => Value::Number(*n),
+            TokenKind::String(escaped) => {
+                Value::String(string_value(self.tokens[at].raw, *escaped))
+            }
             TokenKind::OpenParen => {
                 let inner = self.or()?;
                 let close = self.next()?;
                 if self.tokens[close].kind != TokenKind::CloseParen {
                     return Err(self.unexpected(&self.tokens[close]));
                 }
-                Ok(inner)
+                return Ok(inner);
             }
             &TokenKind::Word(word) => {
                 if self.peek() == Some(&TokenKind::OpenParen) {
                     return self.call(at, word);
                 }
-                Ok(match word {
-                    "true" => Node::Literal(Value::Bool(true)),
-                    "false" => Node::Literal(Value::Bool(false)),
-                    "null" => Node::Literal(Value::Null),
-                    "NaN" => Node::Literal(Value::Number(f64::NAN)),
-                    "Infinity" => Node::Literal(Value::Number(f64::INFINITY)),
+                match word {
+                    "true" => Value::Bool(true),
+                    "false" => Value::Bool(false),
+                    "null" => Value::Null,
+                    "NaN" => Value::Number(f64::NAN),
+                    "Infinity" => Value::Number(f64::INFINITY),
                     _ => {
-                        if !self
+                        let known = self
                             .options
                             .named_values
                             .iter()
-                            .any(|n| n.eq_ignore_ascii_case(word))
-                        {
+                            .any(|n| n.eq_ignore_ascii_case(word));
+                        if !known {
                             return Err(self.error(&self.tokens[at], "Unrecognized named-value"));
                         }
-                        Node::Context(word.into())
+                        let span = Self::span(&self.tokens[at]);
+                        return Ok(self.push(Node::Context(span)));
                     }
-                })
+                }
             }
-            _ => Err(self.unexpected(&self.tokens[at])),
-        }
+            _ => return Err(self.unexpected(&self.tokens[at])),
+        };
+        Ok(self.push(Node::Literal(literal)))
     }
 
-    fn call(&mut self, name_at: usize, name: &str) -> Result<Node, ExprError> {
+    fn call(&mut self, name_at: usize, name: &str) -> Result<NodeId, ExprError> {
         let function = Function::lookup(name)
             .filter(|f| self.options.status_functions || !f.is_status())
             .ok_or_else(|| self.error(&self.tokens[name_at], "Unrecognized function"))?;
         self.pos += 1;
-        let mut args = Vec::new();
+        let mark = self.scratch.len();
         if self.peek() == Some(&TokenKind::CloseParen) {
             self.pos += 1;
         } else {
             loop {
-                args.push(self.or()?);
+                let arg = self.or()?;
+                self.scratch.push(arg);
                 let at = self.next()?;
                 match self.tokens[at].kind {
                     TokenKind::Comma => continue,
@@ -312,20 +416,20 @@ impl<'a> Parser<'a> {
                 }
             }
         }
+        let count = self.scratch.len() - mark;
         let (min, max) = function.arity();
-        let name = function.name();
         let name_token = &self.tokens[name_at];
-        if args.len() < min {
+        if count < min {
             return Err(self
                 .error(name_token, "Too few parameters supplied")
-                .with_name(name));
+                .with_name(function.name()));
         }
-        if args.len() > max {
+        if count > max {
             return Err(self
                 .error(name_token, "Too many parameters supplied")
-                .with_name(name));
+                .with_name(function.name()));
         }
-        if function == Function::Case && args.len() % 2 == 0 {
+        if function == Function::Case && count % 2 == 0 {
             return Err(ExprError {
                 kind: ExprErrorKind::Parsing,
                 message: format!(
@@ -335,7 +439,8 @@ impl<'a> Parser<'a> {
                 offset: name_token.offset,
             });
         }
-        Ok(Node::Call(function, args))
+        let children = self.children_since(mark);
+        Ok(self.push(Node::Call(function, children)))
     }
 }
 
