@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 pub use eval::{to_number, to_string, truthy, write_json, MAX_MEMORY};
 pub use functions::Function;
+pub use lexer::is_identifier;
 pub use parser::MAX_DEPTH;
 
 use crate::value::{Object, Value};

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use indexmap::IndexMap;
 
 use crate::diagnostic::{Pos, Spanned};
+use crate::expr::is_identifier;
 use crate::model::{CallSecrets, Job, JobBody, Step, StepAction, Strategy, WorkflowCallJob};
 use crate::value::Value;
 
@@ -59,15 +60,6 @@ const STEP_KEYS: &[&str] = &[
     "timeout-minutes",
 ];
 
-/// True for ids GitHub accepts: a letter or `_`, then letters, digits, `-` or `_`.
-pub fn is_valid_id(id: &str) -> bool {
-    let mut chars = id.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
 /// Builds every job under `jobs:`.
 pub fn build(c: &mut Checker, node: &Node) -> IndexMap<String, Job> {
     let mut jobs = IndexMap::new();
@@ -79,7 +71,7 @@ pub fn build(c: &mut Checker, node: &Node) -> IndexMap<String, Job> {
     }
     for (key, value) in entries {
         let id = key.as_str().unwrap_or_default();
-        if !is_valid_id(id) {
+        if !is_identifier(id) {
             c.error(
                 key.pos,
                 format!("jobs: invalid job id '{id}': it must start with a letter or '_' and contain only letters, digits, '-' and '_'"),
@@ -537,7 +529,7 @@ fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
             "id" => {
                 c.forbid_expression(value, &f(k));
                 if let Some(text) = c.string(value, &f(k)) {
-                    if !is_valid_id(&text) {
+                    if !is_identifier(&text) {
                         c.error(text.pos, format!("{}: invalid step id '{}': it must start with a letter or '_' and contain only letters, digits, '-' and '_'", f(k), text.value));
                     }
                     id = Some(text);

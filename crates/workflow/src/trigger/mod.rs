@@ -103,15 +103,38 @@ impl TriggerDecision {
     }
 }
 
+/// A check that passes, or the decision it reaches when it does not.
+type Check = Result<(), TriggerDecision>;
+
 /// Decides whether `event` triggers `workflow`.
 pub fn decide(workflow: &ParsedWorkflow, event: &Event) -> TriggerDecision {
+    match check(workflow, event) {
+        Ok(()) => TriggerDecision::Run,
+        Err(decision) => decision,
+    }
+}
+
+fn check(workflow: &ParsedWorkflow, event: &Event) -> Check {
     let Some(trigger) = workflow.on.events.get(&event.name) else {
-        return TriggerDecision::skip(format!("the workflow does not run on '{}'", event.name));
+        return Err(TriggerDecision::skip(format!(
+            "the workflow does not run on '{}'",
+            event.name
+        )));
     };
     let filters = &trigger.filters;
     let section = format!("on.{}", event.name);
+    let branches = |name: &str, what: &str| {
+        ref_filter(
+            filters.branches.as_deref(),
+            filters.branches_ignore.as_deref(),
+            name,
+            what,
+            &section,
+            "branches",
+        )
+    };
     match event.name.as_str() {
-        "push" => decide_push(filters, event, &section),
+        "push" => check_push(filters, event, &section),
         "pull_request" | "pull_request_target" => {
             let action = event.str_at("/action").unwrap_or("");
             let types_ok = match &filters.types {
@@ -119,73 +142,41 @@ pub fn decide(workflow: &ParsedWorkflow, event: &Event) -> TriggerDecision {
                 None => DEFAULT_PULL_REQUEST_TYPES.contains(&action),
             };
             if !types_ok {
-                return TriggerDecision::skip(format!(
+                return Err(TriggerDecision::skip(format!(
                     "activity type '{action}' is not in {section}.types"
-                ));
+                )));
             }
-            let base = event.str_at("/pull_request/base/ref").unwrap_or("");
-            let base = base.strip_prefix("refs/heads/").unwrap_or(base);
-            if let Err(reason) = ref_filter(
-                filters.branches.as_deref(),
-                filters.branches_ignore.as_deref(),
-                base,
-                "base branch",
-                &section,
-                "branches",
-            ) {
-                return TriggerDecision::skip(reason);
-            }
+            branches(base_branch(event, "/pull_request/base/ref"), "base branch")?;
             paths(filters, event, &section)
         }
         "workflow_run" => {
             let name = event.str_at("/workflow_run/name").unwrap_or("");
             if !trigger.workflows.is_empty() && !trigger.workflows.iter().any(|w| w.value == name) {
-                return TriggerDecision::skip(format!(
+                return Err(TriggerDecision::skip(format!(
                     "workflow '{name}' is not in {section}.workflows"
-                ));
+                )));
             }
-            if let Err(reason) = types(filters, event, &section) {
-                return TriggerDecision::skip(reason);
-            }
-            let branch = event.str_at("/workflow_run/head_branch").unwrap_or("");
-            match ref_filter(
-                filters.branches.as_deref(),
-                filters.branches_ignore.as_deref(),
-                branch,
+            types(filters, event, &section)?;
+            branches(
+                event.str_at("/workflow_run/head_branch").unwrap_or(""),
                 "branch",
-                &section,
-                "branches",
-            ) {
-                Ok(()) => TriggerDecision::Run,
-                Err(reason) => TriggerDecision::skip(reason),
-            }
+            )
         }
         "merge_group" => {
-            if let Err(reason) = types(filters, event, &section) {
-                return TriggerDecision::skip(reason);
-            }
-            let base = event.str_at("/merge_group/base_ref").unwrap_or("");
-            let base = base.strip_prefix("refs/heads/").unwrap_or(base);
-            match ref_filter(
-                filters.branches.as_deref(),
-                filters.branches_ignore.as_deref(),
-                base,
-                "base branch",
-                &section,
-                "branches",
-            ) {
-                Ok(()) => TriggerDecision::Run,
-                Err(reason) => TriggerDecision::skip(reason),
-            }
+            types(filters, event, &section)?;
+            branches(base_branch(event, "/merge_group/base_ref"), "base branch")
         }
-        _ => match types(filters, event, &section) {
-            Ok(()) => TriggerDecision::Run,
-            Err(reason) => TriggerDecision::skip(reason),
-        },
+        _ => types(filters, event, &section),
     }
 }
 
-fn types(filters: &EventFilters, event: &Event, section: &str) -> Result<(), String> {
+/// The branch name at `pointer` in the payload, without `refs/heads/`.
+fn base_branch<'e>(event: &'e Event, pointer: &str) -> &'e str {
+    let name = event.str_at(pointer).unwrap_or("");
+    name.strip_prefix("refs/heads/").unwrap_or(name)
+}
+
+fn types(filters: &EventFilters, event: &Event, section: &str) -> Check {
     let Some(types) = &filters.types else {
         return Ok(());
     };
@@ -193,57 +184,52 @@ fn types(filters: &EventFilters, event: &Event, section: &str) -> Result<(), Str
     if types.iter().any(|t| t.value == action) {
         Ok(())
     } else {
-        Err(format!(
+        Err(TriggerDecision::skip(format!(
             "activity type '{action}' is not in {section}.types"
-        ))
+        )))
     }
 }
 
-fn decide_push(filters: &EventFilters, event: &Event, section: &str) -> TriggerDecision {
+fn check_push(filters: &EventFilters, event: &Event, section: &str) -> Check {
     let git_ref = event.str_at("/ref").unwrap_or("");
     let has_branch_filter = filters.branches.is_some() || filters.branches_ignore.is_some();
     let has_tag_filter = filters.tags.is_some() || filters.tags_ignore.is_some();
     if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
         if !has_tag_filter && has_branch_filter {
-            return TriggerDecision::skip(format!(
+            return Err(TriggerDecision::skip(format!(
                 "tag '{tag}' was pushed but {section} filters only branches"
-            ));
+            )));
         }
-        return match ref_filter(
+        return ref_filter(
             filters.tags.as_deref(),
             filters.tags_ignore.as_deref(),
             tag,
             "tag",
             section,
             "tags",
-        ) {
-            Ok(()) => TriggerDecision::Run,
-            Err(reason) => TriggerDecision::skip(reason),
-        };
+        );
     }
     let branch = git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref);
     if !has_branch_filter && has_tag_filter {
-        return TriggerDecision::skip(format!(
+        return Err(TriggerDecision::skip(format!(
             "branch '{branch}' was pushed but {section} filters only tags"
-        ));
+        )));
     }
-    if let Err(reason) = ref_filter(
+    ref_filter(
         filters.branches.as_deref(),
         filters.branches_ignore.as_deref(),
         branch,
         "branch",
         section,
         "branches",
-    ) {
-        return TriggerDecision::skip(reason);
-    }
+    )?;
     let commits = event
         .payload
         .get("commits")
         .and_then(|c| c.as_array())
         .map_or(0, Vec::len);
     if commits > MAX_DIFF_COMMITS {
-        return TriggerDecision::Run;
+        return Ok(());
     }
     paths(filters, event, section)
 }
@@ -259,43 +245,47 @@ fn ref_filter(
     what: &str,
     section: &str,
     key: &str,
-) -> Result<(), String> {
+) -> Check {
     if let Some(list) = include.and_then(compile) {
         if !list.is_match(name) {
-            return Err(format!(
+            return Err(TriggerDecision::skip(format!(
                 "{what} '{name}' matches no pattern in {section}.{key}"
-            ));
+            )));
         }
     }
     if let Some(list) = ignore.and_then(compile) {
         if list.is_match(name) {
-            return Err(format!("{what} '{name}' matches {section}.{key}-ignore"));
+            return Err(TriggerDecision::skip(format!(
+                "{what} '{name}' matches {section}.{key}-ignore"
+            )));
         }
     }
     Ok(())
 }
 
-fn paths(filters: &EventFilters, event: &Event, section: &str) -> TriggerDecision {
+fn paths(filters: &EventFilters, event: &Event, section: &str) -> Check {
     if filters.paths.is_none() && filters.paths_ignore.is_none() {
-        return TriggerDecision::Run;
+        return Ok(());
     }
     let Some(mut files) = event.files() else {
-        return TriggerDecision::NeedsChangedFiles;
+        return Err(TriggerDecision::NeedsChangedFiles);
     };
     files.truncate(MAX_DIFF_FILES);
     if let Some(list) = filters.paths.as_deref().and_then(compile) {
         if !files.iter().any(|f| list.is_match(f)) {
-            return TriggerDecision::skip(format!("no changed file matches {section}.paths"));
+            return Err(TriggerDecision::skip(format!(
+                "no changed file matches {section}.paths"
+            )));
         }
     }
     if let Some(list) = filters.paths_ignore.as_deref().and_then(compile) {
         if !files.is_empty() && files.iter().all(|f| list.is_match(f)) {
-            return TriggerDecision::skip(format!(
+            return Err(TriggerDecision::skip(format!(
                 "every changed file matches {section}.paths-ignore"
-            ));
+            )));
         }
     }
-    TriggerDecision::Run
+    Ok(())
 }
 
 /// Decides for each workflow, in the order given.
