@@ -3,13 +3,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use firerunner_workflow::{load, Diagnostic, ParsedWorkflow};
+use firerunner_workflow::model::JobBody;
+use firerunner_workflow::{load, Diagnostic, ParsedWorkflow, Severity};
 
 /// The folder GitHub reads workflows from, relative to a repository root.
 pub const DEFAULT_DIR: &str = ".github/workflows";
 
 /// One workflow file read from disk: the model or its problems.
 pub struct LoadedFile {
+    /// The local reusable workflows its jobs call, by calling job id.
+    pub callees: Vec<(String, ParsedWorkflow)>,
     /// The parsed workflow when it has no errors.
     pub workflow: Option<ParsedWorkflow>,
     /// Every problem found, errors and warnings, in source order.
@@ -45,20 +48,86 @@ fn is_workflow_file(path: &Path) -> bool {
         )
 }
 
-/// Reads and validates one file (syntax, schema, expressions and the `needs` graph).
+/// Reads and validates one file (syntax, schema, expressions, the `needs`
+/// graph, and calls to local reusable workflows).
 /// Bytes that are not UTF-8 are replaced, so the YAML parser reports them in place.
 pub fn load_file(path: &Path) -> Result<LoadedFile> {
+    let (workflow, mut diagnostics) = parse_file(path)?;
+    let Some(workflow) = workflow else {
+        return Ok(LoadedFile {
+            callees: Vec::new(),
+            workflow: None,
+            diagnostics,
+        });
+    };
+    let mut callees = Vec::new();
+    let root = repository_root(path);
+    for (id, job) in &workflow.jobs {
+        let JobBody::Call(call) = &job.body else {
+            continue;
+        };
+        let Some(relative) = call.uses.value.strip_prefix("./") else {
+            continue;
+        };
+        let callee_path = root.join(relative);
+        if !callee_path.is_file() {
+            diagnostics.push(Diagnostic::error(
+                workflow.file.clone(),
+                call.uses.pos,
+                format!("jobs.{id}.uses: {} does not exist", callee_path.display()),
+            ));
+            continue;
+        }
+        match parse_file(&callee_path)? {
+            (Some(callee), _) => {
+                diagnostics.extend(load::check_call(&workflow.file, job, &callee));
+                callees.push((id.clone(), callee));
+            }
+            (None, _) => diagnostics.push(Diagnostic::error(
+                workflow.file.clone(),
+                call.uses.pos,
+                format!(
+                    "jobs.{id}.uses: {} has errors (run firerunner validate on it)",
+                    callee_path.display()
+                ),
+            )),
+        }
+    }
+    let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
+    Ok(LoadedFile {
+        callees,
+        workflow: (!has_errors).then_some(workflow),
+        diagnostics,
+    })
+}
+
+fn parse_file(path: &Path) -> Result<(Option<ParsedWorkflow>, Vec<Diagnostic>)> {
     let label = path.display().to_string();
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {label}"))?;
     let source = String::from_utf8_lossy(&bytes);
     Ok(match load::parse_workflow(&label, &source) {
-        Ok(workflow) => LoadedFile {
-            workflow: Some(workflow),
-            diagnostics: Vec::new(),
-        },
-        Err(problems) => LoadedFile {
-            workflow: None,
-            diagnostics: problems.0,
-        },
+        Ok(workflow) => (Some(workflow), Vec::new()),
+        Err(problems) => (None, problems.0),
     })
+}
+
+/// The repository a workflow file belongs to: the folder above
+/// `.github/workflows/`, else the current folder.
+fn repository_root(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let is_workflows = dir.file_name().is_some_and(|n| n == "workflows")
+        && dir
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == ".github");
+    match dir.parent().and_then(Path::parent) {
+        Some(root) if is_workflows => {
+            if root.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                root.to_path_buf()
+            }
+        }
+        _ => PathBuf::from("."),
+    }
 }

@@ -156,3 +156,39 @@ fn plan_reads_a_payload_file() {
     assert_eq!(code, 2);
     assert!(stderr.contains("is not valid JSON"), "{stderr}");
 }
+
+#[test]
+fn local_reusable_workflows_are_checked_and_planned() {
+    let repo = std::env::temp_dir().join(format!("firerunner-calls-{}", std::process::id()));
+    let workflows = repo.join(".github/workflows");
+    std::fs::create_dir_all(&workflows).unwrap();
+    std::fs::write(
+        workflows.join("build.yml"),
+        "on:\n  workflow_call:\n    inputs:\n      targets: {type: string, required: true}\njobs:\n  compile:\n    runs-on: x\n    strategy:\n      matrix:\n        target: ${{ fromJSON(inputs.targets) }}\n    steps: [{run: \"true\"}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        workflows.join("main.yml"),
+        "on: push\njobs:\n  build:\n    uses: ./.github/workflows/build.yml\n    with:\n      targets: '[\"linux\", \"mac\"]'\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) =
+        firerunner(&["plan", "-e", "push", "--ref", "refs/heads/main"], &repo);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("  build        build  (calls ./.github/workflows/build.yml)\n                 build / compile (linux)\n                 build / compile (mac)\n"),
+        "{stdout}"
+    );
+    std::fs::write(
+        workflows.join("main.yml"),
+        "on: push\njobs:\n  build:\n    uses: ./.github/workflows/build.yml\n  gone:\n    uses: ./.github/workflows/gone.yml\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = firerunner(&["validate"], &repo);
+    assert_eq!(code, 1);
+    assert_eq!(
+        stdout,
+        ".github/workflows/main.yml:3:3: jobs.build: required input 'targets' of ./.github/workflows/build.yml is not given in 'with'\n\
+         .github/workflows/main.yml:6:11: jobs.gone.uses: ./.github/workflows/gone.yml does not exist\n"
+    );
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
-use firerunner_workflow::model::ParsedWorkflow;
+use firerunner_workflow::model::{JobBody, ParsedWorkflow};
 use firerunner_workflow::plan::{plan_workflow, MatrixState, PlanContext};
 use firerunner_workflow::trigger::{decide, Event, TriggerDecision};
 use firerunner_workflow::{Object, Value};
@@ -86,20 +86,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 
     let mut failed = false;
-    let mut loaded: Vec<ParsedWorkflow> = Vec::new();
+    let mut loaded: Vec<(ParsedWorkflow, Vec<(String, ParsedWorkflow)>)> = Vec::new();
     for path in workflows::collect(&args.workflows)? {
         let file = workflows::load_file(&path)?;
         for d in &file.diagnostics {
             eprintln!("{d}");
         }
         match file.workflow {
-            Some(w) => loaded.push(w),
+            Some(w) => loaded.push((w, file.callees)),
             None => failed = true,
         }
     }
 
     let (mut runs, mut job_count) = (0, 0);
-    for workflow in &loaded {
+    for (workflow, callees) in &loaded {
         let title = workflow
             .name
             .as_ref()
@@ -113,7 +113,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             TriggerDecision::Run => {
                 runs += 1;
-                let ctx = plan_context(workflow, &event, &git_ref, &args.inputs);
+                let ctx = plan_context(&event, &git_ref, &dispatch_inputs(workflow, &args.inputs));
                 match plan_workflow(workflow, &ctx) {
                     Ok(plan) => {
                         println!("{}{title}: runs", workflow.file);
@@ -143,6 +143,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
                                     if i == 0 { job.id.as_str() } else { "" }
                                 );
                             }
+                            if let Some((_, callee)) = callees.iter().find(|(id, _)| *id == job.id)
+                            {
+                                let inputs = call_inputs(workflow, &job.id, callee);
+                                match plan_workflow(
+                                    callee,
+                                    &plan_context(&event, &git_ref, &inputs),
+                                ) {
+                                    Ok(called) => {
+                                        for called_job in &called.jobs {
+                                            let names = called_job.instance_names();
+                                            job_count += names.len();
+                                            for name in names {
+                                                println!("  {:<12}   {} / {name}", "", job.name);
+                                            }
+                                        }
+                                    }
+                                    Err(err) => {
+                                        failed = true;
+                                        eprintln!("{err}");
+                                    }
+                                }
+                            }
                         }
                     }
                     Err(err) => {
@@ -168,14 +190,42 @@ pub fn run(args: Args) -> Result<ExitCode> {
     })
 }
 
-/// The contexts known at planning time: `github` from the event, `inputs` from
-/// the dispatch inputs (defaults, then `--input`), and empty `vars`.
-fn plan_context(
-    workflow: &ParsedWorkflow,
-    event: &Event,
-    git_ref: &str,
-    given: &[(String, String)],
-) -> PlanContext {
+/// `workflow_dispatch` inputs: declared defaults, then `--input` values.
+fn dispatch_inputs(workflow: &ParsedWorkflow, given: &[(String, String)]) -> Object {
+    let mut inputs = Object::new();
+    if let Some(dispatch) = &workflow.on.workflow_dispatch {
+        for (name, input) in &dispatch.inputs {
+            inputs.insert(name.clone(), input.default.clone().unwrap_or(Value::Null));
+        }
+    }
+    for (k, v) in given {
+        inputs.insert(k.clone(), Value::from(v.as_str()));
+    }
+    inputs
+}
+
+/// Inputs of a called workflow: its declared defaults, then the caller's
+/// literal `with:` values (expressions are only known when the caller runs).
+fn call_inputs(caller: &ParsedWorkflow, job_id: &str, callee: &ParsedWorkflow) -> Object {
+    let mut inputs = Object::new();
+    if let Some(call) = &callee.on.workflow_call {
+        for (name, input) in &call.inputs {
+            inputs.insert(name.clone(), input.default.clone().unwrap_or(Value::Null));
+        }
+    }
+    if let Some(JobBody::Call(call)) = caller.jobs.get(job_id).map(|j| &j.body) {
+        for (name, value) in &call.with {
+            if !matches!(&value.value, Value::String(s) if s.contains("${{")) {
+                inputs.insert(name.clone(), value.value.clone());
+            }
+        }
+    }
+    inputs
+}
+
+/// The contexts known at planning time: `github` from the event, the given
+/// `inputs`, and empty `vars`.
+fn plan_context(event: &Event, git_ref: &str, inputs: &Object) -> PlanContext {
     let mut github = Object::new();
     let event_ref = event
         .payload
@@ -190,18 +240,9 @@ fn plan_context(
         .or_else(|| event_ref.rsplit_once("refs/tags/"))
         .map_or(event_ref, |(_, n)| n);
     github.insert("ref_name", Value::from(ref_name));
-    let mut inputs = Object::new();
-    if let Some(dispatch) = &workflow.on.workflow_dispatch {
-        for (name, input) in &dispatch.inputs {
-            inputs.insert(name.clone(), input.default.clone().unwrap_or(Value::Null));
-        }
-    }
-    for (k, v) in given {
-        inputs.insert(k.clone(), Value::from(v.as_str()));
-    }
     let mut contexts = Object::new();
     contexts.insert("github", Value::Object(github));
-    contexts.insert("inputs", Value::Object(inputs));
+    contexts.insert("inputs", Value::Object(inputs.clone()));
     contexts.insert("vars", Value::Object(Object::new()));
     PlanContext { contexts }
 }

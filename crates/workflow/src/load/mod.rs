@@ -3,6 +3,7 @@
 //! [`parse_workflow`] reports every problem of a file at once, each with its
 //! `file:line:col`, following the rules of GitHub's workflow schema.
 
+mod calls;
 mod checker;
 mod expressions;
 mod jobs;
@@ -16,6 +17,7 @@ use crate::model::{Access, Concurrency, Defaults, EnvMap, ParsedWorkflow, Permis
 
 use checker::{get, Checker};
 
+pub use calls::check_call;
 pub use checker::suggest as suggest_name;
 use expressions as ctx;
 use yaml::Node;
