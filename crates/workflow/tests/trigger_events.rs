@@ -242,3 +242,48 @@ fn bad_patterns_are_reported_by_the_loader() {
         "t.yml:3:16: on.push.branches: invalid pattern '[main': '[' is never closed (at character 1)"
     );
 }
+
+#[test]
+fn deleted_branches_and_empty_pushes_change_no_paths() {
+    let wf = workflow("  push:\n    paths-ignore: ['docs/**']");
+    let mut deletion = push("refs/heads/old", &[]);
+    deletion.payload["deleted"] = json!(true);
+    deletion.payload["commits"] = json!([]);
+    assert!(!runs(decide(&wf, &deletion)));
+    let empty = push("refs/heads/main", &[]).with_changed_files(Vec::new());
+    assert_eq!(
+        decide(&wf, &empty),
+        TriggerDecision::Skip {
+            reason: "no file changed, so on.push path filters match nothing".into()
+        }
+    );
+    let no_filters = workflow("  push:");
+    assert!(runs(decide(&no_filters, &deletion)));
+}
+
+#[test]
+fn workflow_run_names_are_patterns() {
+    let wf = workflow("  workflow_run:\n    workflows: ['Build*', '!Build docs']");
+    let ev = |name: &str| {
+        Event::new(
+            "workflow_run",
+            json!({"action": "completed", "workflow_run": {"name": name, "head_branch": "main"}}),
+        )
+    };
+    assert!(runs(decide(&wf, &ev("Build linux"))));
+    assert!(!runs(decide(&wf, &ev("Build docs"))));
+    assert!(!runs(decide(&wf, &ev("Test"))));
+}
+
+#[test]
+fn a_schedule_event_runs_only_the_workflows_with_its_cron() {
+    let wf = workflow("  schedule:\n    - cron: '0 3 * * *'");
+    assert!(runs(decide(
+        &wf,
+        &Event::new("schedule", json!({"schedule": "0 3 * * *"}))
+    )));
+    assert!(!runs(decide(
+        &wf,
+        &Event::new("schedule", json!({"schedule": "*/5 * * * *"}))
+    )));
+}

@@ -151,9 +151,10 @@ fn check(workflow: &ParsedWorkflow, event: &Event) -> Check {
         }
         "workflow_run" => {
             let name = event.str_at("/workflow_run/name").unwrap_or("");
-            if !trigger.workflows.is_empty() && !trigger.workflows.iter().any(|w| w.value == name) {
+            let listed = compile(&trigger.workflows).is_some_and(|list| list.is_match(name));
+            if !trigger.workflows.is_empty() && !listed {
                 return Err(TriggerDecision::skip(format!(
-                    "workflow '{name}' is not in {section}.workflows"
+                    "workflow '{name}' matches no name in {section}.workflows"
                 )));
             }
             types(filters, event, &section)?;
@@ -166,6 +167,14 @@ fn check(workflow: &ParsedWorkflow, event: &Event) -> Check {
             types(filters, event, &section)?;
             branches(base_branch(event, "/merge_group/base_ref"), "base branch")
         }
+        "schedule" => match event.str_at("/schedule") {
+            Some(cron) if !workflow.on.schedule.iter().any(|c| c.value == cron) => {
+                Err(TriggerDecision::skip(format!(
+                    "schedule '{cron}' is not one of the workflow's on.schedule cron lines"
+                )))
+            }
+            _ => Ok(()),
+        },
         _ => types(filters, event, &section),
     }
 }
@@ -223,6 +232,12 @@ fn check_push(filters: &EventFilters, event: &Event, section: &str) -> Check {
         section,
         "branches",
     )?;
+    let deleted = event.payload.get("deleted").and_then(|d| d.as_bool()) == Some(true);
+    if deleted && (filters.paths.is_some() || filters.paths_ignore.is_some()) {
+        return Err(TriggerDecision::skip(format!(
+            "branch '{branch}' was deleted, which changes no file for {section} path filters"
+        )));
+    }
     let commits = event
         .payload
         .get("commits")
@@ -270,6 +285,11 @@ fn paths(filters: &EventFilters, event: &Event, section: &str) -> Check {
     let Some(mut files) = event.files() else {
         return Err(TriggerDecision::NeedsChangedFiles);
     };
+    if files.is_empty() {
+        return Err(TriggerDecision::skip(format!(
+            "no file changed, so {section} path filters match nothing"
+        )));
+    }
     files.truncate(MAX_DIFF_FILES);
     if let Some(list) = filters.paths.as_deref().and_then(compile) {
         if !files.iter().any(|f| list.is_match(f)) {
@@ -279,7 +299,7 @@ fn paths(filters: &EventFilters, event: &Event, section: &str) -> Check {
         }
     }
     if let Some(list) = filters.paths_ignore.as_deref().and_then(compile) {
-        if !files.is_empty() && files.iter().all(|f| list.is_match(f)) {
+        if files.iter().all(|f| list.is_match(f)) {
             return Err(TriggerDecision::skip(format!(
                 "every changed file matches {section}.paths-ignore"
             )));
