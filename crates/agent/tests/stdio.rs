@@ -282,3 +282,44 @@ fn binary_file_round_trip_of_ten_mib() {
     std::fs::remove_file(&path).unwrap();
     assert!(back == data, "file differs after round trip");
 }
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn chatty_process_keeps_agent_memory_bounded() {
+    let mut agent = Agent::start();
+    agent.send(
+        1,
+        Body::Exec(argv(&["head", "-c", "104857600", "/dev/zero"])),
+    );
+    let pid = agent.child.id();
+    let mut total = 0u64;
+    loop {
+        match agent.recv().body {
+            Body::Output { data, .. } => {
+                total += data.len() as u64;
+                if total < 4 * 1024 * 1024 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                agent.send(1, Body::Credit(data.len() as u64));
+            }
+            Body::Exit { code, .. } => {
+                assert_eq!(code, Some(0));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(total, 100 * 1024 * 1024);
+    let peak = peak_rss_kib(pid);
+    assert!(peak < 32 * 1024, "agent peak RSS {peak} KiB");
+}
