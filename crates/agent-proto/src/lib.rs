@@ -5,9 +5,13 @@
 //! in those frames. See `docs/agent-protocol.md`.
 #![warn(missing_docs)]
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod frame;
 pub mod message;
 
+#[cfg(feature = "client")]
+pub use client::{Client, ClientError, ExecEvent, ExecHandle, ExitStatus, PeerInfo};
 pub use frame::{encode_frame, FrameDecoder, FrameError, MAX_PAYLOAD};
 pub use message::{
     check_version, Body, Command, ErrorKind, ExecRequest, Message, ProtoError, Stream,
