@@ -9,8 +9,10 @@ use std::io::{Read, Write};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let is_init = std::process::id() == 1;
+    let own_children = server::OwnChildren::default();
     if is_init {
         system::init_mounts();
+        system::spawn_reaper(own_children.clone());
     }
     let spec = if args.iter().any(|a| a == "--stdio") {
         "stdio".to_owned()
@@ -26,7 +28,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let shutdown = server::serve(reader, writer);
+    let shutdown = server::serve(reader, writer, own_children);
     if shutdown && is_init {
         system::power_off();
     }

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
 
+/// Pids of the exec children the agent waits for itself (so a PID 1 reaper leaves them alone).
+pub type OwnChildren = Arc<Mutex<std::collections::HashSet<i32>>>;
+
 fn send(sink: &Sink, id: u32, body: Body) {
     if let Ok(frame) = Message::new(id, body).to_frame() {
         let mut out = sink.lock().expect("writer lock");
@@ -69,7 +72,11 @@ struct RunningExec {
 }
 
 /// Serves requests until the stream ends or a shutdown is requested; returns true on shutdown.
-pub fn serve(mut reader: Box<dyn Read + Send>, writer: Box<dyn Write + Send>) -> bool {
+pub fn serve(
+    mut reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    own_children: OwnChildren,
+) -> bool {
     let sink: Sink = Arc::new(Mutex::new(writer));
     send(&sink, 0, Message::hello(env!("CARGO_PKG_VERSION")).body);
     let execs: Arc<Mutex<HashMap<u32, RunningExec>>> = Arc::default();
@@ -90,7 +97,7 @@ pub fn serve(mut reader: Box<dyn Read + Send>, writer: Box<dyn Write + Send>) ->
             match message.body {
                 Body::Hello { .. } => {}
                 Body::Ping => send(&sink, id, Body::Pong),
-                Body::Exec(request) => start_exec(&sink, &execs, id, request),
+                Body::Exec(request) => start_exec(&sink, &execs, &own_children, id, request),
                 Body::Stdin(data) => with_exec(&execs, id, |e| {
                     if let Some(tx) = &e.stdin {
                         let _ = tx.send(Some(data));
@@ -214,6 +221,7 @@ fn now_ns() -> u64 {
 fn start_exec(
     sink: &Sink,
     execs: &Arc<Mutex<HashMap<u32, RunningExec>>>,
+    own_children: &OwnChildren,
     id: u32,
     request: ExecRequest,
 ) {
@@ -260,10 +268,13 @@ fn start_exec(
         command.current_dir(cwd);
     }
     let started = Instant::now();
+    let mut own = own_children.lock().expect("own children");
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(err) => return send_error(sink, id, &err),
     };
+    own.insert(child.id() as i32);
+    drop(own);
     let pgid = child.id() as i32;
     send(sink, id, Body::Started { pid: child.id() });
     let credit = Arc::new(Credit::default());
@@ -355,8 +366,10 @@ fn start_exec(
     }
     let sink = sink.clone();
     let execs = execs.clone();
+    let own_children = own_children.clone();
     std::thread::spawn(move || {
         let status = child.wait();
+        own_children.lock().expect("own children").remove(&pgid);
         finished.store(true, Ordering::SeqCst);
         for pump in pumps {
             let _ = pump.join();

@@ -93,3 +93,27 @@ pub fn power_off() -> ! {
     }
     std::process::exit(0)
 }
+
+/// Reaps orphaned processes re-parented to PID 1, leaving the agent's own exec children (listed
+/// in `own`) for their waiting threads.
+pub fn spawn_reaper(own: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i32>>>) {
+    std::thread::spawn(move || loop {
+        // SAFETY: info is a zeroed siginfo_t the kernel fills in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer; WNOWAIT leaves the zombie in place while we look at it.
+        let found =
+            unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if found != 0 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            continue;
+        }
+        // SAFETY: the kernel filled in a child-exit siginfo.
+        let pid = unsafe { info.si_pid() };
+        if own.lock().expect("own children").contains(&pid) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        } else {
+            // SAFETY: reaps exactly that zombie; status pointer may be null.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        }
+    });
+}
