@@ -9,6 +9,7 @@
 pub mod client;
 pub mod frame;
 pub mod message;
+pub mod tar;
 
 #[cfg(feature = "client")]
 pub use client::{Client, ClientError, ExecEvent, ExecHandle, ExitStatus, PeerInfo};
