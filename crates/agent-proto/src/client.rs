@@ -247,6 +247,76 @@ impl Client {
         result
     }
 
+    /// Sends the local directory `local_dir` as a tar stream unpacked into `guest_dir`.
+    pub async fn put_tar(
+        &self,
+        local_dir: &std::path::Path,
+        guest_dir: &str,
+    ) -> Result<(), ClientError> {
+        let dir = local_dir.to_owned();
+        let stream = tokio::task::spawn_blocking(move || {
+            let mut stream = Vec::new();
+            crate::tar::pack(&dir, &mut stream).map(|_| stream)
+        })
+        .await
+        .map_err(|err| ClientError::Io(std::io::Error::other(err)))??;
+        let (id, mut rx) = self.open();
+        let result = async {
+            self.send(
+                id,
+                Body::PutTar {
+                    path: guest_dir.into(),
+                },
+            )
+            .await?;
+            for chunk in stream.chunks(MAX_CHUNK) {
+                self.send(id, Body::Data(chunk.to_vec())).await?;
+            }
+            self.send(id, Body::End).await?;
+            expect_body(
+                into_result(rx.recv().await.ok_or(ClientError::Closed)?)?,
+                Body::Done,
+            )
+        }
+        .await;
+        self.close(id);
+        result
+    }
+
+    /// Fetches the guest directory `guest_dir` as a tar stream and unpacks it into `local_dir`.
+    pub async fn get_tar(
+        &self,
+        guest_dir: &str,
+        local_dir: &std::path::Path,
+    ) -> Result<(), ClientError> {
+        let (id, mut rx) = self.open();
+        let received = async {
+            self.send(
+                id,
+                Body::GetTar {
+                    path: guest_dir.into(),
+                },
+            )
+            .await?;
+            let mut stream = Vec::new();
+            loop {
+                match into_result(rx.recv().await.ok_or(ClientError::Closed)?)? {
+                    Body::Data(chunk) => stream.extend(chunk),
+                    Body::End => return Ok(stream),
+                    other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+                }
+            }
+        }
+        .await;
+        self.close(id);
+        let stream = received?;
+        let dir = local_dir.to_owned();
+        tokio::task::spawn_blocking(move || crate::tar::unpack(&mut stream.as_slice(), &dir))
+            .await
+            .map_err(|err| ClientError::Io(std::io::Error::other(err)))??;
+        Ok(())
+    }
+
     /// Reads a guest file; returns its bytes and permission bits.
     pub async fn get_file(&self, path: &str) -> Result<(Vec<u8>, u32), ClientError> {
         let (id, mut rx) = self.open();

@@ -3,7 +3,7 @@
 use firerunner_agent_proto::message::{
     Body, Command, ErrorKind, ExecRequest, Message, Stream, INITIAL_OUTPUT_CREDIT, MAX_CHUNK,
 };
-use firerunner_agent_proto::FrameDecoder;
+use firerunner_agent_proto::{tar, FrameDecoder};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -81,6 +82,7 @@ pub fn serve(
     send(&sink, 0, Message::hello(env!("CARGO_PKG_VERSION")).body);
     let execs: Arc<Mutex<HashMap<u32, RunningExec>>> = Arc::default();
     let mut uploads: HashMap<u32, File> = HashMap::new();
+    let mut tar_uploads: HashMap<u32, SyncSender<Option<Vec<u8>>>> = HashMap::new();
     let mut decoder = FrameDecoder::new();
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
@@ -135,6 +137,50 @@ pub fn serve(
                             uploads.insert(id, file);
                         }
                         Err(err) => send_error(&sink, id, &err),
+                    }
+                }
+                Body::PutTar { path } => {
+                    let (tx, rx) = sync_channel::<Option<Vec<u8>>>(16);
+                    tar_uploads.insert(id, tx);
+                    let sink = sink.clone();
+                    std::thread::spawn(move || {
+                        let mut input = ChunkReader {
+                            rx,
+                            current: Vec::new(),
+                            offset: 0,
+                        };
+                        let result = tar::unpack(&mut input, std::path::Path::new(&path));
+                        input.drain();
+                        match result {
+                            Ok(()) => send(&sink, id, Body::Done),
+                            Err(err) => send_error(&sink, id, &err),
+                        }
+                    });
+                }
+                Body::GetTar { path } => {
+                    let sink = sink.clone();
+                    std::thread::spawn(move || {
+                        let mut out = ChunkWriter {
+                            sink: sink.clone(),
+                            id,
+                            buffer: Vec::new(),
+                        };
+                        match tar::pack(std::path::Path::new(&path), &mut out)
+                            .and_then(|_| out.flush())
+                        {
+                            Ok(()) => send(&sink, id, Body::End),
+                            Err(err) => send_error(&sink, id, &err),
+                        }
+                    });
+                }
+                Body::Data(data) if tar_uploads.contains_key(&id) => {
+                    if tar_uploads[&id].send(Some(data)).is_err() {
+                        tar_uploads.remove(&id);
+                    }
+                }
+                Body::End if tar_uploads.contains_key(&id) => {
+                    if let Some(tx) = tar_uploads.remove(&id) {
+                        let _ = tx.send(None);
                     }
                 }
                 Body::Data(data) => {
@@ -392,4 +438,65 @@ fn start_exec(
             Err(err) => send_error(&sink, id, &err),
         }
     });
+}
+
+/// Reads the chunks of a tar upload as one stream; `None` marks its end.
+struct ChunkReader {
+    rx: Receiver<Option<Vec<u8>>>,
+    current: Vec<u8>,
+    offset: usize,
+}
+
+impl ChunkReader {
+    /// Consumes what is left so the sender never blocks on an abandoned upload.
+    fn drain(&mut self) {
+        while let Ok(Some(_)) = self.rx.recv() {}
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.offset == self.current.len() {
+            match self.rx.recv() {
+                Ok(Some(chunk)) => {
+                    self.current = chunk;
+                    self.offset = 0;
+                }
+                Ok(None) | Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len() - self.offset);
+        out[..n].copy_from_slice(&self.current[self.offset..self.offset + n]);
+        self.offset += n;
+        Ok(n)
+    }
+}
+
+/// Sends written bytes as `Data` chunks of at most `MAX_CHUNK`.
+struct ChunkWriter {
+    sink: Sink,
+    id: u32,
+    buffer: Vec<u8>,
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(MAX_CHUNK - self.buffer.len());
+        self.buffer.extend_from_slice(&data[..n]);
+        if self.buffer.len() == MAX_CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buffer.is_empty() {
+            send(
+                &self.sink,
+                self.id,
+                Body::Data(std::mem::take(&mut self.buffer)),
+            );
+        }
+        Ok(())
+    }
 }

@@ -121,3 +121,50 @@ async fn version_mismatch_is_an_error() {
     let mut sink = Vec::new();
     let _ = fake_agent.read_buf(&mut sink).await;
 }
+
+#[tokio::test]
+async fn tar_round_trip_through_the_guest() {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut child, stream) = spawn_agent();
+    let client = Client::connect(stream).await.unwrap();
+    let base = std::env::temp_dir().join(format!("firerunner-client-tar-{}", std::process::id()));
+    let source = base.join("source");
+    std::fs::create_dir_all(source.join("nested/deeper")).unwrap();
+    std::fs::write(source.join("run.sh"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        source.join("run.sh"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(source.join("nested/deeper/big.bin"), &big).unwrap();
+    std::os::unix::fs::symlink("deeper/big.bin", source.join("nested/link")).unwrap();
+
+    let guest = base.join("guest");
+    client
+        .put_tar(&source, guest.to_str().unwrap())
+        .await
+        .unwrap();
+    let back = base.join("back");
+    client
+        .get_tar(guest.to_str().unwrap(), &back)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        std::fs::read(back.join("nested/deeper/big.bin")).unwrap(),
+        big
+    );
+    let mode = std::fs::metadata(back.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o750);
+    assert_eq!(
+        std::fs::read_link(back.join("nested/link")).unwrap(),
+        std::path::Path::new("deeper/big.bin")
+    );
+    std::fs::remove_dir_all(&base).unwrap();
+    client.shutdown().await.unwrap();
+    child.wait().unwrap();
+}
