@@ -44,12 +44,7 @@ impl Object {
     /// Inserts or replaces `key` (an existing key differing only in case is replaced).
     pub fn insert(&mut self, key: impl Into<String>, value: Value) {
         let key = key.into();
-        if let Some(existing) = self
-            .0
-            .keys()
-            .find(|k| k.eq_ignore_ascii_case(&key))
-            .cloned()
-        {
+        if let Some(existing) = self.0.keys().find(|k| k.eq_ignore_ascii_case(&key)).cloned() {
             self.0.insert(existing, value);
         } else {
             self.0.insert(key, value);
@@ -107,9 +102,9 @@ impl From<&Value> for serde_json::Value {
                 .unwrap_or(serde_json::Value::Null),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Array(a) => serde_json::Value::Array(a.iter().map(Into::into).collect()),
-            Value::Object(o) => {
-                serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.into())).collect())
-            }
+            Value::Object(o) => serde_json::Value::Object(
+                o.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
+            ),
         }
     }
 }
