@@ -223,16 +223,18 @@ impl Client {
 
     /// Writes `data` to a guest file with permission bits `mode`, in chunks.
     pub async fn put_file(&self, path: &str, mode: u32, data: &[u8]) -> Result<(), ClientError> {
+        let start = Body::PutFile {
+            path: path.into(),
+            mode,
+        };
+        self.upload(start, data).await
+    }
+
+    /// Sends `start`, then `data` in chunks, then `End`, and waits for `Done`.
+    async fn upload(&self, start: Body, data: &[u8]) -> Result<(), ClientError> {
         let (id, mut rx) = self.open();
         let result = async {
-            self.send(
-                id,
-                Body::PutFile {
-                    path: path.into(),
-                    mode,
-                },
-            )
-            .await?;
+            self.send(id, start).await?;
             for chunk in data.chunks(MAX_CHUNK) {
                 self.send(id, Body::Data(chunk.to_vec())).await?;
             }
@@ -260,27 +262,10 @@ impl Client {
         })
         .await
         .map_err(|err| ClientError::Io(std::io::Error::other(err)))??;
-        let (id, mut rx) = self.open();
-        let result = async {
-            self.send(
-                id,
-                Body::PutTar {
-                    path: guest_dir.into(),
-                },
-            )
-            .await?;
-            for chunk in stream.chunks(MAX_CHUNK) {
-                self.send(id, Body::Data(chunk.to_vec())).await?;
-            }
-            self.send(id, Body::End).await?;
-            expect_body(
-                into_result(rx.recv().await.ok_or(ClientError::Closed)?)?,
-                Body::Done,
-            )
-        }
-        .await;
-        self.close(id);
-        result
+        let start = Body::PutTar {
+            path: guest_dir.into(),
+        };
+        self.upload(start, &stream).await
     }
 
     /// Fetches the guest directory `guest_dir` as a tar stream and unpacks it into `local_dir`.

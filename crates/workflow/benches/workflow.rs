@@ -178,20 +178,6 @@ fn time(iterations: usize, mut f: impl FnMut()) -> f64 {
     )
 }
 
-/// Deep equality where numbers compare by value.
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x == y || (x.is_nan() && y.is_nan()),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
 struct Peer {
     workflow_ms: f64,
     expression_ms: f64,
@@ -249,7 +235,7 @@ fn run_peer(
             .flatten();
         let equal = match (&theirs, ours) {
             (None, None) => true,
-            (Some(a), Some(b)) => same(a, b),
+            (Some(a), Some(b)) => a.same_value(b),
             _ => false,
         };
         if equal {

@@ -97,6 +97,25 @@ impl FromIterator<(String, Value)> for Object {
     }
 }
 
+impl Value {
+    /// Equality as a test compares results: numbers by value (so `-0` equals
+    /// `0` and `NaN` equals `NaN`), objects key by key in order.
+    pub fn same_value(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Number(x), Value::Number(y)) => x == y || (x.is_nan() && y.is_nan()),
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(a, b)| a.same_value(b))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len()
+                    && x.iter()
+                        .all(|(k, v)| y.get(k).is_some_and(|w| v.same_value(w)))
+            }
+            _ => self == other,
+        }
+    }
+}
+
 impl From<serde_json::Value> for Value {
     fn from(v: serde_json::Value) -> Self {
         match v {

@@ -29,23 +29,6 @@ fn kind_name(v: &Value) -> &'static str {
     }
 }
 
-/// Deep equality where numbers compare by value (so 1 equals 1.0 and -0 equals 0).
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x == y || (x.is_nan() && y.is_nan()),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y.iter())
-                    .all(|((ka, va), (kb, vb))| ka == kb && same(va, vb))
-        }
-        _ => a == b,
-    }
-}
-
 fn run_case(case: &serde_json::Value) -> Result<(), String> {
     let source = case["expr"].as_str().ok_or("case without 'expr'")?;
     let contexts = match case.get("contexts").cloned().map(Value::from) {
@@ -63,7 +46,7 @@ fn run_case(case: &serde_json::Value) -> Result<(), String> {
         (Ok(got), Some(want), _) => {
             let want_kind = want["kind"].as_str().unwrap_or("");
             let want_value = Value::from(want["value"].clone());
-            if kind_name(&got) == want_kind && same(&got, &want_value) {
+            if kind_name(&got) == want_kind && got.same_value(&want_value) {
                 Ok(())
             } else {
                 Err(format!(
