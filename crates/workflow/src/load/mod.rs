@@ -125,13 +125,6 @@ fn build_workflow(c: &mut Checker, root: &Node) -> ParsedWorkflow {
 /// An `env:` mapping; values are strings (numbers and booleans keep their spelling).
 fn env(c: &mut Checker, node: &Node, field: &str, contexts: &[&str]) -> EnvMap {
     let mut map = IndexMap::new();
-    if let Some(text) = node.as_str() {
-        if text.contains("${{") {
-            c.template(node, field, contexts);
-            map.insert(String::new(), Spanned::new(text.to_owned(), node.pos));
-            return map;
-        }
-    }
     let Some(entries) = c.map(node, field) else {
         return map;
     };
