@@ -33,6 +33,12 @@ pub struct Object(pub IndexMap<String, Value, ObjectHasher>);
 /// Objects up to this size are searched by a linear scan, which beats hashing.
 const LINEAR_LOOKUP: usize = 8;
 
+/// Equal ignoring ASCII case; tries the (usual) exact match first, which is a
+/// plain memory comparison.
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (a.as_bytes() == b.as_bytes() || a.eq_ignore_ascii_case(b))
+}
+
 impl Object {
     /// An empty object.
     pub fn new() -> Self {
@@ -45,7 +51,7 @@ impl Object {
             return self
                 .0
                 .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .find(|(k, _)| same_name(k, key))
                 .map(|(_, v)| v);
         }
         self.0.get(key).or_else(|| {

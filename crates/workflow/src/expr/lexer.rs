@@ -218,10 +218,48 @@ fn scan(expr: &str, start: usize, ends: u8) -> usize {
     i
 }
 
+/// The end of a well-formed identifier starting at `start` (an ASCII letter or
+/// `_`), or `None` when the run goes on with characters that need the general
+/// [`scan`] (which then also reports the error).
+fn word_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while let Some(&b) = bytes.get(i) {
+        match WORD_BYTE[b as usize] {
+            WORD_CONTINUES => i += 1,
+            WORD_ENDS => return Some(i),
+            _ => return None,
+        }
+    }
+    Some(i)
+}
+
+/// [`WORD_BYTE`]: a letter, digit, `_` or `-`.
+const WORD_CONTINUES: u8 = 0;
+/// [`WORD_BYTE`]: an ASCII character that ends a word.
+const WORD_ENDS: u8 = 1;
+/// [`WORD_BYTE`]: anything else (the word is malformed or needs [`scan`]).
+const WORD_OTHER: u8 = 2;
+
+/// What each byte means right after the start of an identifier.
+const WORD_BYTE: [u8; 256] = {
+    let mut table = [WORD_OTHER; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' || c == b'-' {
+            table[b] = WORD_CONTINUES;
+        } else if CLASS[b] & ENDS_WORD != 0 {
+            table[b] = WORD_ENDS;
+        }
+        b += 1;
+    }
+    table
+};
+
 /// Splits `expr` into tokens.
 pub fn tokenize(expr: &str) -> Result<Vec<Token<'_>>, ExprError> {
     let bytes = expr.as_bytes();
-    let mut tokens: Vec<Token> = Vec::with_capacity(expr.len() / 4 + 1);
+    let mut tokens: Vec<Token> = Vec::with_capacity(expr.len() / 3 + 4);
     let error = |offset: usize, raw: &str| ExprError {
         kind: ExprErrorKind::Lexing,
         message: format!("Unexpected symbol: '{raw}'. {}", located(expr, offset)),
@@ -239,7 +277,7 @@ pub fn tokenize(expr: &str) -> Result<Vec<Token<'_>>, ExprError> {
         } else {
             expr[i..].chars().next().expect("in bounds")
         };
-        if is_space(c) {
+        if c == ' ' || is_space(c) {
             i += c.len_utf8();
             continue;
         }
@@ -293,6 +331,19 @@ pub fn tokenize(expr: &str) -> Result<Vec<Token<'_>>, ExprError> {
                     Some(n) => (TokenKind::Number(n), end),
                     None => return Err(error(start, &expr[start..end])),
                 }
+            }
+            'a'..='z' | 'A'..='Z' | '_' => {
+                let end = match word_end(bytes, start) {
+                    Some(end) => end,
+                    None => {
+                        let end = scan(expr, start, ENDS_WORD);
+                        if !is_identifier(&expr[start..end]) {
+                            return Err(error(start, &expr[start..end]));
+                        }
+                        end
+                    }
+                };
+                (TokenKind::Word(&expr[start..end]), end)
             }
             _ => {
                 let end = scan(expr, start, ENDS_WORD);

@@ -114,6 +114,10 @@ struct Parser<'a> {
     scratch: Vec<NodeId>,
 }
 
+/// A parser step's result; the error is boxed so that the result fits in two
+/// registers on the hot, successful path.
+type Parsed<T> = Result<T, Box<ExprError>>;
+
 /// Parses one expression.
 pub fn parse(expr: &str, options: ParseOptions<'_>) -> Result<Tree, ExprError> {
     let tokens = tokenize(expr)?;
@@ -132,7 +136,7 @@ pub fn parse(expr: &str, options: ParseOptions<'_>) -> Result<Tree, ExprError> {
     let root = if p.tokens.is_empty() {
         p.push(Node::Literal(Value::Null))
     } else {
-        let root = p.or()?;
+        let root = p.or().map_err(|e| *e)?;
         if let Some(token) = p.tokens.get(p.pos) {
             return Err(p.unexpected(token));
         }
@@ -226,23 +230,23 @@ impl<'a> Parser<'a> {
     }
 
     /// Moves past the next token and returns its index.
-    fn next(&mut self) -> Result<usize, ExprError> {
+    fn next(&mut self) -> Parsed<usize> {
         if self.pos >= self.tokens.len() {
-            return Err(self.end_error());
+            return Err(self.end_error().into());
         }
         self.pos += 1;
         Ok(self.pos - 1)
     }
 
-    fn enter(&mut self) -> Result<(), ExprError> {
+    fn enter(&mut self) -> Parsed<()> {
         self.recursion += 1;
         if self.recursion > MAX_RECURSION {
-            return Err(depth_error());
+            return Err(depth_error().into());
         }
         Ok(())
     }
 
-    fn or(&mut self) -> Result<NodeId, ExprError> {
+    fn or(&mut self) -> Parsed<NodeId> {
         self.enter()?;
         let first = self.and()?;
         let result = if self.peek() == Some(&TokenKind::Op(BinaryOp::Or)) {
@@ -262,7 +266,7 @@ impl<'a> Parser<'a> {
         Ok(result)
     }
 
-    fn and(&mut self) -> Result<NodeId, ExprError> {
+    fn and(&mut self) -> Parsed<NodeId> {
         let first = self.equality()?;
         if self.peek() != Some(&TokenKind::Op(BinaryOp::And)) {
             return Ok(first);
@@ -278,7 +282,7 @@ impl<'a> Parser<'a> {
         Ok(self.push(Node::And(children)))
     }
 
-    fn equality(&mut self) -> Result<NodeId, ExprError> {
+    fn equality(&mut self) -> Parsed<NodeId> {
         let mut left = self.comparison()?;
         while let Some(&TokenKind::Op(op @ (BinaryOp::Eq | BinaryOp::Ne))) = self.peek() {
             self.pos += 1;
@@ -288,7 +292,7 @@ impl<'a> Parser<'a> {
         Ok(left)
     }
 
-    fn comparison(&mut self) -> Result<NodeId, ExprError> {
+    fn comparison(&mut self) -> Parsed<NodeId> {
         let mut left = self.unary()?;
         while let Some(&TokenKind::Op(
             op @ (BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge),
@@ -301,7 +305,7 @@ impl<'a> Parser<'a> {
         Ok(left)
     }
 
-    fn unary(&mut self) -> Result<NodeId, ExprError> {
+    fn unary(&mut self) -> Parsed<NodeId> {
         if self.peek() == Some(&TokenKind::Not) {
             self.pos += 1;
             self.enter()?;
@@ -312,7 +316,7 @@ impl<'a> Parser<'a> {
         self.postfix()
     }
 
-    fn postfix(&mut self) -> Result<NodeId, ExprError> {
+    fn postfix(&mut self) -> Parsed<NodeId> {
         let mut node = self.primary()?;
         let mut chain = 0;
         loop {
@@ -326,7 +330,7 @@ impl<'a> Parser<'a> {
                             let span = Self::span(&self.tokens[at]);
                             self.push(Node::Property(node, span))
                         }
-                        _ => return Err(self.unexpected(&self.tokens[at])),
+                        _ => return Err(self.unexpected(&self.tokens[at]).into()),
                     };
                 }
                 Some(TokenKind::OpenBracket) => {
@@ -340,19 +344,19 @@ impl<'a> Parser<'a> {
                     }
                     let close = self.next()?;
                     if self.tokens[close].kind != TokenKind::CloseBracket {
-                        return Err(self.unexpected(&self.tokens[close]));
+                        return Err(self.unexpected(&self.tokens[close]).into());
                     }
                 }
                 _ => return Ok(node),
             }
             chain += 1;
             if chain > MAX_DEPTH {
-                return Err(depth_error());
+                return Err(depth_error().into());
             }
         }
     }
 
-    fn primary(&mut self) -> Result<NodeId, ExprError> {
+    fn primary(&mut self) -> Parsed<NodeId> {
         let at = self.next()?;
         let literal = match &self.tokens[at].kind {
             TokenKind::Number(n) => Value::Number(*n),
@@ -363,7 +367,7 @@ impl<'a> Parser<'a> {
                 let inner = self.or()?;
                 let close = self.next()?;
                 if self.tokens[close].kind != TokenKind::CloseParen {
-                    return Err(self.unexpected(&self.tokens[close]));
+                    return Err(self.unexpected(&self.tokens[close]).into());
                 }
                 return Ok(inner);
             }
@@ -384,19 +388,21 @@ impl<'a> Parser<'a> {
                             .iter()
                             .any(|n| n.eq_ignore_ascii_case(word));
                         if !known {
-                            return Err(self.error(&self.tokens[at], "Unrecognized named-value"));
+                            return Err(self
+                                .error(&self.tokens[at], "Unrecognized named-value")
+                                .into());
                         }
                         let span = Self::span(&self.tokens[at]);
                         return Ok(self.push(Node::Context(span)));
                     }
                 }
             }
-            _ => return Err(self.unexpected(&self.tokens[at])),
+            _ => return Err(self.unexpected(&self.tokens[at]).into()),
         };
         Ok(self.push(Node::Literal(literal)))
     }
 
-    fn call(&mut self, name_at: usize, name: &str) -> Result<NodeId, ExprError> {
+    fn call(&mut self, name_at: usize, name: &str) -> Parsed<NodeId> {
         let function = Function::lookup(name)
             .filter(|f| self.options.status_functions || !f.is_status())
             .ok_or_else(|| self.error(&self.tokens[name_at], "Unrecognized function"))?;
@@ -412,7 +418,7 @@ impl<'a> Parser<'a> {
                 match self.tokens[at].kind {
                     TokenKind::Comma => continue,
                     TokenKind::CloseParen => break,
-                    _ => return Err(self.unexpected(&self.tokens[at])),
+                    _ => return Err(self.unexpected(&self.tokens[at]).into()),
                 }
             }
         }
@@ -422,22 +428,24 @@ impl<'a> Parser<'a> {
         if count < min {
             return Err(self
                 .error(name_token, "Too few parameters supplied")
-                .with_name(function.name()));
+                .with_name(function.name())
+                .into());
         }
         if count > max {
             return Err(self
                 .error(name_token, "Too many parameters supplied")
-                .with_name(function.name()));
+                .with_name(function.name())
+                .into());
         }
         if function == Function::Case && count % 2 == 0 {
-            return Err(ExprError {
+            return Err(Box::new(ExprError {
                 kind: ExprErrorKind::Parsing,
                 message: format!(
                     "Even number of parameters supplied, requires an odd number of parameters: 'case'. {}",
                     located(self.expr, name_token.offset)
                 ),
                 offset: name_token.offset,
-            });
+            }));
         }
         let children = self.children_since(mark);
         Ok(self.push(Node::Call(function, children)))

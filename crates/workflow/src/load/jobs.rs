@@ -456,7 +456,7 @@ fn check_workflow_ref(c: &mut Checker, uses: &Spanned<String>, field: &str) {
     }
 }
 
-fn steps(c: &mut Checker, node: &Node, field: &str) -> Vec<Step> {
+pub(super) fn steps(c: &mut Checker, node: &Node, field: &str) -> Vec<Step> {
     let mut out = Vec::new();
     let mut ids: HashMap<String, Pos> = HashMap::new();
     let items = c.seq(node, field);

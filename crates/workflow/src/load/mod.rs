@@ -3,6 +3,7 @@
 //! [`parse_workflow`] reports every problem of a file at once, each with its
 //! `file:line:col`, following the rules of GitHub's workflow schema.
 
+mod action;
 mod calls;
 mod checker;
 mod expressions;
@@ -17,6 +18,7 @@ use crate::model::{Access, Concurrency, Defaults, EnvMap, ParsedWorkflow, Permis
 
 use checker::{get, Checker};
 
+pub use action::{parse_action, ActionInput, ActionRuns, ParsedAction};
 pub use calls::check_call;
 pub use checker::suggest as suggest_name;
 use expressions as ctx;
@@ -58,24 +60,11 @@ const PERMISSION_SCOPES: &[&str] = &[
 /// Returns the model, or every error found (in source order), including
 /// `needs` that name no job and dependency cycles.
 pub fn parse_workflow(file: &str, source: &str) -> Result<ParsedWorkflow, Diagnostics> {
-    let root = match yaml::parse(source) {
-        Ok(Some(root)) => root,
-        Ok(None) => {
-            return Err(Diagnostics(vec![Diagnostic::error(
-                file,
-                Pos::new(1, 1),
-                "the file is empty: a workflow needs 'on' and 'jobs'",
-            )]))
-        }
-        Err(errors) => {
-            return Err(Diagnostics(
-                errors
-                    .into_iter()
-                    .map(|e| Diagnostic::error(file, e.pos, e.message))
-                    .collect(),
-            ))
-        }
-    };
+    let root = parse_root(
+        file,
+        source,
+        "the file is empty: a workflow needs 'on' and 'jobs'",
+    )?;
     let mut c = Checker::new(file);
     let workflow = build_workflow(&mut c, &root);
     let mut diagnostics = c.diagnostics;
@@ -86,6 +75,24 @@ pub fn parse_workflow(file: &str, source: &str) -> Result<ParsedWorkflow, Diagno
         Ok(workflow)
     } else {
         Err(Diagnostics(diagnostics))
+    }
+}
+
+/// The YAML tree of a file, or its syntax errors (`when_empty` for an empty file).
+fn parse_root(file: &str, source: &str, when_empty: &str) -> Result<Node, Diagnostics> {
+    match yaml::parse(source) {
+        Ok(Some(root)) => Ok(root),
+        Ok(None) => Err(Diagnostics(vec![Diagnostic::error(
+            file,
+            Pos::new(1, 1),
+            when_empty,
+        )])),
+        Err(errors) => Err(Diagnostics(
+            errors
+                .into_iter()
+                .map(|e| Diagnostic::error(file, e.pos, e.message))
+                .collect(),
+        )),
     }
 }
 
