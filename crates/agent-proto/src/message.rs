@@ -75,6 +75,36 @@ pub struct ExecRequest {
     pub stdin_streamed: bool,
 }
 
+impl ExecRequest {
+    /// Runs `argv` with the agent's environment, no limits and no stdin.
+    pub fn argv<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
+        Self::new(Command::Argv(argv.into_iter().map(Into::into).collect()))
+    }
+
+    /// Runs `source` with `interpreter` (the script's path is appended).
+    pub fn script<S: Into<String>>(
+        interpreter: impl IntoIterator<Item = S>,
+        source: impl Into<String>,
+    ) -> Self {
+        Self::new(Command::Script {
+            interpreter: interpreter.into_iter().map(Into::into).collect(),
+            source: source.into(),
+        })
+    }
+
+    fn new(command: Command) -> Self {
+        Self {
+            command,
+            env: BTreeMap::new(),
+            clear_env: false,
+            cwd: None,
+            timeout_ms: None,
+            stdin: Vec::new(),
+            stdin_streamed: false,
+        }
+    }
+}
+
 /// Kinds of errors the agent reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorKind {

@@ -21,18 +21,39 @@ fn main() {
     } else {
         system::cmdline_transport().unwrap_or_else(|| "virtio-port:org.firerunner.agent".into())
     };
-    let (reader, writer): (Box<dyn Read + Send>, Box<dyn Write + Send>) = match open(&spec) {
-        Ok(pair) => pair,
-        Err(err) => {
-            eprintln!("firerunner-agent: cannot open transport {spec}: {err}");
-            std::process::exit(1);
+    // A guest serves one host connection after another: the host reconnects
+    // after a snapshot restore, and a virtio port reads end-of-file while no
+    // host is attached. Only `--stdio` serves a single connection.
+    let mut last_error: Option<String> = None;
+    loop {
+        let (reader, writer): (Box<dyn Read + Send>, Box<dyn Write + Send>) = match open(&spec) {
+            Ok(pair) => pair,
+            Err(err) => {
+                let message = format!("firerunner-agent: cannot open transport {spec}: {err}");
+                if last_error.as_deref() != Some(message.as_str()) {
+                    eprintln!("{message}");
+                    last_error = Some(message);
+                }
+                if is_init && spec != "stdio" {
+                    std::thread::sleep(RECONNECT_PAUSE);
+                    continue;
+                }
+                std::process::exit(1);
+            }
+        };
+        let shutdown = server::serve(reader, writer, own_children.clone());
+        if shutdown && is_init {
+            system::power_off();
         }
-    };
-    let shutdown = server::serve(reader, writer, own_children);
-    if shutdown && is_init {
-        system::power_off();
+        if shutdown || spec == "stdio" {
+            return;
+        }
+        std::thread::sleep(RECONNECT_PAUSE);
     }
 }
+
+/// Pause between two connections, so a detached port is polled, not spun on.
+const RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 fn open(spec: &str) -> std::io::Result<(Box<dyn Read + Send>, Box<dyn Write + Send>)> {
     if spec == "stdio" {

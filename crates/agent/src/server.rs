@@ -97,7 +97,12 @@ pub fn serve(
             };
             let id = message.id;
             match message.body {
-                Body::Hello { .. } => {}
+                // Answered, because the greeting sent when serving began may
+                // have gone nowhere (a virtio port drops writes while no host
+                // is attached).
+                Body::Hello { .. } => {
+                    send(&sink, id, Message::hello(env!("CARGO_PKG_VERSION")).body)
+                }
                 Body::Ping => send(&sink, id, Body::Pong),
                 Body::Exec(request) => start_exec(&sink, &execs, &own_children, id, request),
                 Body::Stdin(data) => with_exec(&execs, id, |e| {

@@ -1,8 +1,7 @@
 //! The async host client against the real agent binary over a socketpair.
 
-use firerunner_agent_proto::message::{Body, Command, ExecRequest, Message};
+use firerunner_agent_proto::message::{Body, ExecRequest, Message};
 use firerunner_agent_proto::{Client, ClientError, ExecEvent, ProtoError};
-use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,18 +21,7 @@ fn spawn_agent() -> (Child, tokio::net::UnixStream) {
 }
 
 fn sh(script: &str) -> ExecRequest {
-    ExecRequest {
-        command: Command::Script {
-            interpreter: vec!["sh".into(), "-e".into()],
-            source: script.into(),
-        },
-        env: BTreeMap::new(),
-        clear_env: false,
-        cwd: None,
-        timeout_ms: None,
-        stdin: Vec::new(),
-        stdin_streamed: false,
-    }
+    ExecRequest::script(["sh", "-e"], script)
 }
 
 #[tokio::test]

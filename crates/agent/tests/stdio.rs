@@ -2,7 +2,6 @@
 
 use firerunner_agent_proto::message::{Body, Command, ExecRequest, Message, Stream, MAX_CHUNK};
 use firerunner_agent_proto::{FrameDecoder, PROTOCOL_VERSION};
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
@@ -90,15 +89,7 @@ impl Drop for Agent {
 }
 
 fn argv(args: &[&str]) -> ExecRequest {
-    ExecRequest {
-        command: Command::Argv(args.iter().map(|s| s.to_string()).collect()),
-        env: BTreeMap::new(),
-        clear_env: false,
-        cwd: None,
-        timeout_ms: None,
-        stdin: Vec::new(),
-        stdin_streamed: false,
-    }
+    ExecRequest::argv(args.iter().copied())
 }
 
 fn exit_of(body: &Body) -> (Option<i32>, Option<i32>, bool) {
