@@ -1,0 +1,143 @@
+//! Connecting to the guest agent behind an [`AgentEndpoint`].
+
+use std::time::Duration;
+
+use firerunner_agent_proto::client::Client;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::time::{sleep, timeout_at, Instant};
+
+use crate::backend::{AgentEndpoint, VmError};
+use crate::runtime::ProcessId;
+
+/// How often a refused connection is retried while the guest boots.
+const RETRY_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Connects to the agent and completes the protocol handshake, retrying until
+/// `within` has passed (the guest may still be booting).
+///
+/// `hypervisor`, when given, is watched between attempts: once it is gone
+/// (crashed, or removed by an operator) waiting longer is pointless.
+/// `console` is the guest's console log, quoted when the guest never answers.
+pub async fn connect(
+    endpoint: &AgentEndpoint,
+    hypervisor: Option<ProcessId>,
+    within: Duration,
+    console: &std::path::Path,
+) -> Result<Client, VmError> {
+    let deadline = Instant::now() + within;
+    let attempt = async {
+        loop {
+            match try_connect(endpoint).await {
+                Ok(client) => return Ok(client),
+                Err(_) if hypervisor.is_some_and(|process| !process.is_alive()) => {
+                    return Err(VmError::HypervisorExited {
+                        status: "it is no longer running".to_string(),
+                        console_tail: crate::runtime::console_tail(console, 20),
+                    })
+                }
+                Err(_) => sleep(RETRY_INTERVAL).await,
+            }
+        }
+    };
+    timeout_at(deadline, attempt).await.unwrap_or_else(|_| {
+        Err(VmError::BootTimeout {
+            waited: within,
+            console_tail: crate::runtime::console_tail(console, 20),
+        })
+    })
+}
+
+async fn try_connect(endpoint: &AgentEndpoint) -> Result<Client, VmError> {
+    match endpoint {
+        AgentEndpoint::Unix(path) => {
+            let stream = UnixStream::connect(path)
+                .await
+                .map_err(|err| VmError::io(format!("connect {}", path.display()), err))?;
+            Ok(Client::connect(stream).await?)
+        }
+        AgentEndpoint::FirecrackerVsock { uds, port } => {
+            let stream = UnixStream::connect(uds)
+                .await
+                .map_err(|err| VmError::io(format!("connect {}", uds.display()), err))?;
+            let stream = vsock_handshake(stream, *port).await?;
+            Ok(Client::connect(stream).await?)
+        }
+    }
+}
+
+/// Firecracker's host-initiated vsock handshake: `CONNECT <port>\n`, answered
+/// by `OK <host port>\n` once the guest accepts (the bridge closes the
+/// connection if nothing listens on the port yet).
+///
+/// The reply is read a byte at a time so that no byte of the agent's own
+/// stream is consumed with it.
+async fn vsock_handshake(mut stream: UnixStream, port: u32) -> Result<UnixStream, VmError> {
+    let request = format!("CONNECT {port}\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|err| VmError::io("vsock CONNECT", err))?;
+    let mut line = Vec::with_capacity(16);
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') && line.len() < 64 {
+        let n = stream
+            .read(&mut byte)
+            .await
+            .map_err(|err| VmError::io("vsock CONNECT reply", err))?;
+        if n == 0 {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    if line.starts_with(b"OK ") && line.ends_with(b"\n") {
+        Ok(stream)
+    } else {
+        Err(VmError::Api {
+            api: "vsock",
+            request: request.trim_end().to_string(),
+            message: format!("unexpected reply {:?}", String::from_utf8_lossy(&line)),
+        })
+    }
+}
+
+/// Boots a VM and connects to its agent, trying up to `attempts` times: a
+/// cold boot under TCG can still stall now and then, and a fresh VM is
+/// cheaper than waiting longer. Only a stall is retried: a hypervisor that
+/// died (or was removed with `vm rm`) ends the attempt with its error. Failed
+/// attempts are destroyed completely.
+pub async fn boot_and_connect<B: crate::VmBackend>(
+    backend: &B,
+    spec: &crate::VmSpec,
+    root: &std::path::Path,
+    id: &str,
+    attempts: u32,
+) -> Result<(B::Vm, Client), VmError> {
+    use crate::VmInstance;
+    let mut last_error = None;
+    for _ in 0..attempts.max(1) {
+        let dir = crate::VmDir::create(root, id)?;
+        let console = dir.join("console.log");
+        let vm = backend.boot(spec, dir).await?;
+        let hypervisor = ProcessId::of(vm.pid());
+        match connect(
+            &vm.agent_endpoint(),
+            hypervisor,
+            spec.boot_timeout,
+            &console,
+        )
+        .await
+        {
+            Ok(client) => return Ok((vm, client)),
+            Err(err @ VmError::BootTimeout { .. }) => {
+                last_error = Some(err);
+                vm.destroy().await?;
+            }
+            Err(err) => {
+                vm.destroy().await?;
+                return Err(err);
+            }
+        }
+    }
+    Err(last_error.expect("at least one attempt"))
+}

@@ -1,0 +1,481 @@
+//! Guest images: what a VM boots, built from a recipe and cached by its hash.
+//!
+//! An image is a kernel (Debian's cloud kernel, from the package registry),
+//! an initramfs (busybox, the virtio modules, the guest agent and
+//! [`INIT_SCRIPT`]) and, for full images, an ext4 root filesystem the
+//! initramfs hands over to. Images are immutable once built; each VM gets its
+//! own copy-on-write overlay or copy.
+//!
+//! The cache lives outside any checkout (see [`default_cache_dir`]); an
+//! image's directory is named by the SHA-256 of everything that goes into it
+//! (recipe, kernel version, and the bytes of busybox and the agent), so a
+//! rebuild happens exactly when an input changes.
+
+mod cpio;
+mod kernel;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use cpio::CpioWriter;
+pub use kernel::Kernel;
+
+/// The initramfs `/init`: loads the modules listed in `/etc/firerunner/modules`,
+/// then runs the agent as PID 1, switching to the ext4 root named by
+/// `firerunner.root=` on the kernel command line when there is one.
+pub const INIT_SCRIPT: &str = include_str!("init.sh");
+
+/// The kernel meta package images are built from by default.
+pub const DEFAULT_KERNEL_PACKAGE: &str = "linux-image-cloud-amd64";
+
+/// Modules the initramfs loads, in dependency order (the package has no
+/// `modules.dep`): virtio transport, console, block, network, vsock.
+pub const DEFAULT_MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_mmio",
+    "virtio_console",
+    "virtio_blk",
+    "failover",
+    "net_failover",
+    "virtio_net",
+    "vsock",
+    "vmw_vsock_virtio_transport_common",
+    "vmw_vsock_virtio_transport",
+];
+
+/// A built, immutable guest image: the files a backend boots from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestImage {
+    /// Kernel image (bzImage for QEMU; Firecracker extracts a vmlinux from it).
+    pub kernel: PathBuf,
+    /// Initramfs (uncompressed `newc` cpio) that loads the virtio modules.
+    pub initrd: PathBuf,
+    /// Root filesystem (ext4) the initramfs hands over to; `None` when the
+    /// initramfs itself is the whole userland (the small test image).
+    pub rootfs: Option<PathBuf>,
+    /// Kernel command line the image needs, before backend-specific additions.
+    pub kernel_cmdline: String,
+}
+
+impl GuestImage {
+    /// Loads the image described by `<dir>/image.json`.
+    pub fn load(dir: &Path) -> Result<Self, ImageError> {
+        let manifest = dir.join("image.json");
+        let text =
+            std::fs::read_to_string(&manifest).map_err(|err| ImageError::io(&manifest, err))?;
+        serde_json::from_str(&text).map_err(|err| ImageError::Manifest {
+            path: manifest,
+            reason: err.to_string(),
+        })
+    }
+}
+
+/// Which userland an image carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageKind {
+    /// busybox and the agent in the initramfs only: boots fastest, for tests.
+    Test,
+    /// A Debian bookworm root filesystem (bash, coreutils, git, curl, node, python3,
+    /// ca-certificates, build-essential and the agent): the default for jobs.
+    Debian,
+}
+
+/// Everything an image is built from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecipe {
+    /// Which userland.
+    pub kind: ImageKind,
+    /// The kernel meta package to resolve (e.g. `linux-image-cloud-amd64`).
+    pub kernel_package: String,
+    /// Kernel modules to load at boot, in order.
+    pub modules: Vec<String>,
+    /// A statically linked busybox (Debian's `busybox-static`).
+    pub busybox: PathBuf,
+    /// The statically linked guest agent (`scripts/build-agent.sh`).
+    pub agent: PathBuf,
+    /// The root filesystem, for [`ImageKind::Debian`].
+    pub rootfs: Option<crate::rootfs::RootfsRecipe>,
+}
+
+impl ImageRecipe {
+    /// The small test image from the given agent binary, with Debian's kernel
+    /// and `/bin/busybox`.
+    pub fn test(agent: PathBuf) -> Self {
+        Self {
+            kind: ImageKind::Test,
+            kernel_package: DEFAULT_KERNEL_PACKAGE.to_string(),
+            modules: DEFAULT_MODULES.iter().map(|m| m.to_string()).collect(),
+            busybox: PathBuf::from("/bin/busybox"),
+            agent,
+            rootfs: None,
+        }
+    }
+
+    /// The default job image: Debian bookworm with the default packages.
+    pub fn debian(agent: PathBuf) -> Self {
+        Self {
+            kind: ImageKind::Debian,
+            rootfs: Some(crate::rootfs::RootfsRecipe::default()),
+            ..Self::test(agent)
+        }
+    }
+}
+
+/// A step of an image build, for progress display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildProgress {
+    /// Starting a named stage (`stage` of `of`).
+    Stage {
+        /// 1-based stage number.
+        stage: u32,
+        /// Number of stages.
+        of: u32,
+        /// What it does.
+        what: String,
+    },
+    /// A line of output from a long step (debootstrap, mke2fs).
+    Output(String),
+    /// The image was already in the cache.
+    Cached(PathBuf),
+    /// The image is ready in this directory.
+    Done(PathBuf),
+}
+
+/// Errors building or loading images.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// An external tool failed.
+    #[error("{command} failed: {detail}")]
+    Command {
+        /// The tool and what it was asked.
+        command: String,
+        /// Its exit status and the end of its error output.
+        detail: String,
+    },
+    /// The kernel meta package could not be resolved.
+    #[error("cannot resolve kernel package {package}: {reason} (run scripts/setup-vm.sh, which runs apt-get update)")]
+    Resolve {
+        /// The meta package.
+        package: String,
+        /// Why.
+        reason: String,
+    },
+    /// A module the recipe names is not in the kernel package.
+    #[error("kernel {kernel} has no module {module}")]
+    MissingModule {
+        /// The module.
+        module: String,
+        /// The kernel package.
+        kernel: String,
+    },
+    /// A binary that must be static is dynamically linked.
+    #[error("{0} is not statically linked (for busybox, install Debian's busybox-static)")]
+    NotStatic(PathBuf),
+    /// The root filesystem could not be built.
+    #[error("building the root filesystem: {0}")]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    /// An image manifest cannot be read.
+    #[error("{path}: bad image manifest: {reason}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ImageError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The image cache: `$FIRERUNNER_CACHE_DIR`, else `$XDG_CACHE_HOME/firerunner`,
+/// else `~/.cache/firerunner` (outside any checkout, so rebuilds of a clone reuse it).
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FIRERUNNER_CACHE_DIR") {
+        return dir.into();
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("firerunner");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/firerunner")
+}
+
+/// Builds the image `recipe` describes into `cache`, or returns the cached one.
+pub fn build(
+    recipe: &ImageRecipe,
+    cache: &Path,
+    progress: &mut dyn FnMut(BuildProgress),
+) -> Result<(GuestImage, PathBuf), ImageError> {
+    let stages = if recipe.rootfs.is_some() { 4 } else { 3 };
+    progress(BuildProgress::Stage {
+        stage: 1,
+        of: stages,
+        what: format!("resolving {}", recipe.kernel_package),
+    });
+    let (package, version) = kernel::resolve(&recipe.kernel_package)?;
+    let busybox = read_static(&recipe.busybox)?;
+    let agent = read_static(&recipe.agent)?;
+    let key = recipe_key(recipe, &package, &version, &busybox, &agent);
+    let kind = serde_json::to_value(recipe.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let dir = cache.join("images").join(format!("{kind}-{}", &key[..16]));
+    if let Ok(image) = GuestImage::load(&dir) {
+        progress(BuildProgress::Cached(dir.clone()));
+        return Ok((image, dir));
+    }
+    progress(BuildProgress::Stage {
+        stage: 2,
+        of: stages,
+        what: format!("fetching {package} {version}"),
+    });
+    let kernel = kernel::fetch(cache, &package, &version)?;
+    progress(BuildProgress::Stage {
+        stage: 3,
+        of: stages,
+        what: "writing the initramfs".into(),
+    });
+    let work = cache
+        .join("images")
+        .join(format!(".{kind}-{}.{}", &key[..16], unique_suffix()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|err| ImageError::io(&work, err))?;
+    let kernel_path = work.join("vmlinuz");
+    std::fs::copy(kernel.bzimage()?, &kernel_path)
+        .map_err(|err| ImageError::io(&kernel_path, err))?;
+    let initrd = work.join("initrd.cpio");
+    write_initramfs(&initrd, &kernel, &recipe.modules, &busybox, &agent)?;
+    let rootfs = match &recipe.rootfs {
+        None => None,
+        Some(rootfs_recipe) => {
+            progress(BuildProgress::Stage {
+                stage: 4,
+                of: stages,
+                what: format!(
+                    "building the Debian {} root filesystem (debootstrap)",
+                    rootfs_recipe.suite
+                ),
+            });
+            let scratch = cache.join("rootfs-work").join(&key[..16]);
+            crate::rootfs::build_debian_rootfs(
+                rootfs_recipe,
+                &recipe.agent,
+                &scratch,
+                &work.join("rootfs.ext4"),
+                &mut |event| {
+                    if let crate::rootfs::RootfsProgress::Output { tool, line } = event {
+                        progress(BuildProgress::Output(format!("{tool}: {line}")));
+                    }
+                },
+            )?;
+            Some(dir.join("rootfs.ext4"))
+        }
+    };
+    let image = GuestImage {
+        kernel: dir.join("vmlinuz"),
+        initrd: dir.join("initrd.cpio"),
+        rootfs,
+        kernel_cmdline: String::new(),
+    };
+    let manifest = serde_json::to_string_pretty(&image).expect("image serialises");
+    let recipe_json = serde_json::to_string_pretty(recipe).expect("recipe serialises");
+    write(&work.join("recipe.json"), recipe_json.as_bytes())?;
+    write(&work.join("image.json"), manifest.as_bytes())?;
+    // Another process may have built the same image meanwhile (and may be
+    // booting it): keep its copy rather than replacing it.
+    if GuestImage::load(&dir).is_err() {
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(err) = std::fs::rename(&work, &dir) {
+            if GuestImage::load(&dir).is_err() {
+                let _ = std::fs::remove_dir_all(&work);
+                return Err(ImageError::io(&dir, err));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    progress(BuildProgress::Done(dir.clone()));
+    Ok((image, dir))
+}
+
+/// A suffix no other build in this or another process uses at the same time.
+pub(crate) fn unique_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    std::fs::write(path, bytes).map_err(|err| ImageError::io(path, err))
+}
+
+/// The cache key: SHA-256 over the recipe, the resolved kernel and the bytes
+/// of every binary that goes into the image.
+fn recipe_key(
+    recipe: &ImageRecipe,
+    package: &str,
+    version: &str,
+    busybox: &[u8],
+    agent: &[u8],
+) -> String {
+    let mut hash = Sha256::new();
+    hash.update(
+        serde_json::to_vec(&(recipe.kind, &recipe.modules, &recipe.rootfs)).expect("serialises"),
+    );
+    hash.update(INIT_SCRIPT.as_bytes());
+    hash.update(format!("{package}={version}").as_bytes());
+    hash.update(Sha256::digest(busybox));
+    hash.update(Sha256::digest(agent));
+    hash.finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn write_initramfs(
+    path: &Path,
+    kernel: &Kernel,
+    modules: &[String],
+    busybox: &[u8],
+    agent: &[u8],
+) -> Result<(), ImageError> {
+    let file = std::fs::File::create(path).map_err(|err| ImageError::io(path, err))?;
+    let mut cpio = CpioWriter::new(std::io::BufWriter::new(file));
+    let io = |err| ImageError::io(path, err);
+    for dir in [
+        "/bin",
+        "/sbin",
+        "/dev",
+        "/etc",
+        "/etc/firerunner",
+        "/lib",
+        "/lib/modules",
+        "/proc",
+        "/sys",
+        "/run",
+        "/tmp",
+        "/newroot",
+        "/usr",
+        "/usr/bin",
+        "/usr/sbin",
+    ] {
+        cpio.directory(dir, 0o755).map_err(io)?;
+    }
+    cpio.char_device("/dev/console", 0o600, 5, 1).map_err(io)?;
+    cpio.char_device("/dev/null", 0o666, 1, 3).map_err(io)?;
+    cpio.file("/bin/busybox", 0o755, busybox).map_err(io)?;
+    cpio.symlink("/bin/sh", "busybox").map_err(io)?;
+    cpio.file("/sbin/firerunner-agent", 0o755, agent)
+        .map_err(io)?;
+    cpio.file("/init", 0o755, INIT_SCRIPT.as_bytes())
+        .map_err(io)?;
+    let mut order = String::new();
+    for module in modules {
+        let source = kernel.module(module)?;
+        let bytes = std::fs::read(&source).map_err(|err| ImageError::io(&source, err))?;
+        cpio.file(&format!("/lib/modules/{module}.ko"), 0o644, &bytes)
+            .map_err(io)?;
+        order.push_str(module);
+        order.push('\n');
+    }
+    cpio.file("/etc/firerunner/modules", 0o644, order.as_bytes())
+        .map_err(io)?;
+    cpio.finish().map_err(io)?;
+    Ok(())
+}
+
+/// Whether the file at `path` is a statically linked ELF executable.
+pub fn is_static_binary(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|bytes| bytes.starts_with(b"\x7fELF") && !has_interpreter(&bytes))
+}
+
+/// Reads a binary and checks it has no program interpreter (it is static).
+fn read_static(path: &Path) -> Result<Vec<u8>, ImageError> {
+    let bytes = std::fs::read(path).map_err(|err| ImageError::io(path, err))?;
+    if has_interpreter(&bytes) {
+        return Err(ImageError::NotStatic(path.to_path_buf()));
+    }
+    Ok(bytes)
+}
+
+/// Whether a 64-bit little-endian ELF file has a `PT_INTERP` program header.
+fn has_interpreter(elf: &[u8]) -> bool {
+    let read_u16 = |at: usize| {
+        elf.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let read_u64 = |at: usize| {
+        elf.get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    };
+    if !elf.starts_with(b"\x7fELF") || elf.get(4) != Some(&2) {
+        return false;
+    }
+    let (Some(phoff), Some(entsize), Some(count)) =
+        (read_u64(0x20), read_u16(0x36), read_u16(0x38))
+    else {
+        return false;
+    };
+    (0..count).any(|i| {
+        elf.get(phoff + i * entsize..phoff + i * entsize + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().expect("4 bytes")) == 3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_binaries_are_told_apart_from_static_ones() {
+        let ls = std::fs::read("/bin/ls").unwrap();
+        assert!(has_interpreter(&ls), "/bin/ls is dynamically linked");
+        assert!(!has_interpreter(b"#!/bin/sh\n"));
+    }
+
+    #[test]
+    fn the_key_changes_with_every_input() {
+        let recipe = ImageRecipe::test(PathBuf::from("/agent"));
+        let base = recipe_key(&recipe, "linux-image-x", "1", b"busybox", b"agent");
+        assert_eq!(
+            base,
+            recipe_key(&recipe, "linux-image-x", "1", b"busybox", b"agent")
+        );
+        assert_ne!(
+            base,
+            recipe_key(&recipe, "linux-image-x", "2", b"busybox", b"agent")
+        );
+        assert_ne!(
+            base,
+            recipe_key(&recipe, "linux-image-x", "1", b"busybox", b"agent2")
+        );
+        assert_ne!(
+            base,
+            recipe_key(&recipe, "linux-image-x", "1", b"busybox2", b"agent")
+        );
+        let mut fewer = recipe.clone();
+        fewer.modules.pop();
+        assert_ne!(
+            base,
+            recipe_key(&fewer, "linux-image-x", "1", b"busybox", b"agent")
+        );
+    }
+}

@@ -1,0 +1,597 @@
+//! The QEMU `microvm` backend (KVM or TCG).
+//!
+//! Each VM is one `qemu-system-x86_64` process whose files live in its
+//! [`VmDir`]: `qmp.sock` (control), `agent.sock` (the agent's virtio-serial
+//! port), `console.log` (the guest's serial console) and `disk.qcow2` (a
+//! copy-on-write overlay over the image's immutable root filesystem).
+//!
+//! Snapshots are QEMU migrations to a file: the VM is stopped, its state is
+//! streamed to `<snapshot>/memory` with QMP `migrate`, and its disk overlay
+//! is copied beside it. A restore starts a new QEMU with the same machine and
+//! `-incoming`, over a fresh overlay backed by the snapshot's disk.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::backend::{
+    AgentEndpoint, BackendKind, Network, Snapshot, VmBackend, VmError, VmInstance, VmSpec,
+};
+use crate::image::GuestImage;
+use crate::qmp::Qmp;
+use crate::runtime::{ProcessId, VmDir};
+
+/// The virtio-serial port name the guest agent looks for.
+pub const AGENT_PORT_NAME: &str = "org.firerunner.agent";
+
+/// Which accelerator QEMU uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// KVM when a tiny guest shows it is usable, else TCG.
+    #[default]
+    Auto,
+    /// Hardware virtualisation through /dev/kvm.
+    Kvm,
+    /// Software emulation: slow but works everywhere.
+    Tcg,
+}
+
+/// How to run QEMU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuConfig {
+    /// The `qemu-system-x86_64` binary.
+    pub binary: PathBuf,
+    /// The accelerator.
+    pub accel: Accel,
+}
+
+impl Default for QemuConfig {
+    fn default() -> Self {
+        Self {
+            binary: PathBuf::from("qemu-system-x86_64"),
+            accel: Accel::Auto,
+        }
+    }
+}
+
+/// The QEMU backend with its accelerator decided.
+#[derive(Debug, Clone)]
+pub struct QemuBackend {
+    binary: PathBuf,
+    accel: Accel,
+}
+
+impl QemuBackend {
+    /// Checks the binary and decides the accelerator (probing KVM for [`Accel::Auto`]).
+    pub async fn new(config: QemuConfig) -> Result<Self, VmError> {
+        let version = Command::new(&config.binary)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(|err| VmError::Unavailable {
+                backend: BackendKind::Qemu,
+                reason: format!(
+                    "{}: {err} (run scripts/setup-vm.sh to install qemu-system-x86)",
+                    config.binary.display()
+                ),
+            })?;
+        if !version.status.success() {
+            return Err(VmError::Unavailable {
+                backend: BackendKind::Qemu,
+                reason: format!("{} --version failed", config.binary.display()),
+            });
+        }
+        let accel = match config.accel {
+            Accel::Auto => match probe_kvm(&config.binary).await {
+                KvmProbe::Usable(_) => Accel::Kvm,
+                KvmProbe::Unusable(_) => Accel::Tcg,
+            },
+            chosen => chosen,
+        };
+        Ok(Self {
+            binary: config.binary,
+            accel,
+        })
+    }
+
+    /// The accelerator in use (never [`Accel::Auto`]).
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    fn command(&self, spec: &MachineSpec, dir: &VmDir) -> Command {
+        let mut command = Command::new(&self.binary);
+        let mut cmdline = String::from("console=ttyS0 panic=-1 reboot=t");
+        let accel = match self.accel {
+            Accel::Kvm => {
+                command.args(["-cpu", "host"]);
+                "kvm"
+            }
+            _ => {
+                // microvm has no PIT or HPET to calibrate the TSC against; under
+                // TCG the kernel otherwise spins forever in calibration.
+                // Its PIT calibration also fails now and then (the TSC is then
+                // marked unstable and jiffies never advance), so the TSC rate,
+                // which under TCG is the host's, is given outright.
+                cmdline.push_str(" no_timer_check lpj=2000000 tsc=reliable");
+                if let Some(khz) = host_tsc_khz() {
+                    cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+                }
+                command.args(["-cpu", "max"]);
+                "tcg"
+            }
+        };
+        if spec.image.rootfs.is_some() {
+            cmdline.push_str(" firerunner.root=/dev/vda");
+        }
+        if spec.network == Network::Nat {
+            // QEMU's user-mode network: the guest is 10.0.2.15, the host's
+            // loopback is reachable as 10.0.2.2, and 10.0.2.3 resolves names.
+            cmdline.push_str(" firerunner.net=10.0.2.15/24,10.0.2.2,10.0.2.3");
+        }
+        if !spec.image.kernel_cmdline.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(&spec.image.kernel_cmdline);
+        }
+        command
+            .args(["-M", "microvm,isa-serial=on,rtc=on", "-accel", accel])
+            .args(["-smp", &spec.vcpus.to_string()])
+            .args(["-m", &format!("{}M", spec.memory_mib)])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+            ])
+            .arg("-kernel")
+            .arg(&spec.image.kernel)
+            .arg("-initrd")
+            .arg(&spec.image.initrd)
+            .args(["-append", &cmdline])
+            .arg("-serial")
+            .arg(format!("file:{}", dir.join("console.log").display()))
+            .arg("-qmp")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                dir.join("qmp.sock").display()
+            ))
+            .args(["-device", "virtio-serial-device"])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                dir.join("agent.sock").display()
+            ))
+            .args([
+                "-device",
+                &format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}"),
+            ]);
+        if spec.image.rootfs.is_some() {
+            command
+                .arg("-drive")
+                .arg(format!(
+                    "id=root,file={},format=qcow2,if=none,cache=unsafe",
+                    dir.join("disk.qcow2").display()
+                ))
+                .args(["-device", "virtio-blk-device,drive=root"]);
+        }
+        if spec.network == Network::Nat {
+            command
+                .args(["-netdev", "user,id=net0"])
+                .args(["-device", "virtio-net-device,netdev=net0"]);
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("qemu.log")).unwrap_or_else(|_| {
+                    std::fs::File::create("/dev/null").expect("/dev/null opens")
+                }),
+            ))
+            .kill_on_drop(true);
+        // If the host process dies without destroying the VM (a crash, a
+        // SIGKILL), the kernel ends QEMU too; the reaper then removes the
+        // VM's directory at the next start-up.
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command
+    }
+
+    async fn launch(
+        &self,
+        spec: &MachineSpec,
+        dir: VmDir,
+        incoming: Option<&Path>,
+    ) -> Result<QemuVm, VmError> {
+        let mut command = self.command(spec, &dir);
+        if let Some(memory) = incoming {
+            command
+                .arg("-incoming")
+                .arg(format!("exec:cat {}", shell_quote(memory)));
+        }
+        let child = command.spawn().map_err(|source| VmError::Spawn {
+            program: self.binary.display().to_string(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or_default();
+        dir.record_process("qemu", pid)?;
+        let mut vm = QemuVm {
+            dir,
+            child,
+            pid,
+            qmp: None,
+            spec: spec.clone(),
+        };
+        match Qmp::connect(
+            &vm.dir.join("qmp.sock"),
+            ProcessId::of(pid),
+            Duration::from_secs(10),
+        )
+        .await
+        {
+            Ok(qmp) => vm.qmp = Some(qmp),
+            Err(err) => return Err(vm.exit_error().await.unwrap_or(err)),
+        }
+        Ok(vm)
+    }
+}
+
+/// What identifies a machine so that a snapshot restores into an identical one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct MachineSpec {
+    image: GuestImage,
+    vcpus: u8,
+    memory_mib: u32,
+    network: Network,
+}
+
+impl MachineSpec {
+    fn of(spec: &VmSpec) -> Self {
+        Self {
+            image: spec.image.clone(),
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+            network: spec.network,
+        }
+    }
+}
+
+impl VmBackend for QemuBackend {
+    type Vm = QemuVm;
+
+    fn kind(&self) -> BackendKind {
+        BackendKind::Qemu
+    }
+
+    async fn boot(&self, spec: &VmSpec, dir: VmDir) -> Result<QemuVm, VmError> {
+        if let Some(rootfs) = &spec.image.rootfs {
+            create_overlay(rootfs, "raw", &dir.join("disk.qcow2")).await?;
+        }
+        self.launch(&MachineSpec::of(spec), dir, None).await
+    }
+
+    async fn restore(
+        &self,
+        snapshot: &Snapshot,
+        _spec: &VmSpec,
+        dir: VmDir,
+    ) -> Result<QemuVm, VmError> {
+        if snapshot.backend != BackendKind::Qemu {
+            return Err(VmError::BadSnapshot(
+                snapshot.dir.clone(),
+                format!("written by {:?}, not QEMU", snapshot.backend),
+            ));
+        }
+        let manifest = snapshot.dir.join("machine.json");
+        let machine: MachineSpec = std::fs::read_to_string(&manifest)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .ok_or_else(|| {
+                VmError::BadSnapshot(
+                    snapshot.dir.clone(),
+                    "machine.json is missing or unreadable".into(),
+                )
+            })?;
+        let disk = snapshot.dir.join("disk.qcow2");
+        if machine.image.rootfs.is_some() {
+            create_overlay(&disk, "qcow2", &dir.join("disk.qcow2")).await?;
+        }
+        let mut vm = self
+            .launch(&machine, dir, Some(&snapshot.dir.join("memory")))
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = vm.qmp()?.status().await?;
+            match status.as_str() {
+                "inmigrate" if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                "running" => break,
+                "paused" | "postmigrate" | "prelaunch" => {
+                    vm.qmp()?.execute("cont", None).await?;
+                    break;
+                }
+                other => {
+                    return Err(VmError::BadSnapshot(
+                        snapshot.dir.clone(),
+                        format!("QEMU is {other:?} after loading it"),
+                    ))
+                }
+            }
+        }
+        Ok(vm)
+    }
+}
+
+/// A running QEMU VM.
+pub struct QemuVm {
+    dir: VmDir,
+    child: Child,
+    pid: u32,
+    qmp: Option<Qmp>,
+    spec: MachineSpec,
+}
+
+impl QemuVm {
+    fn qmp(&mut self) -> Result<&mut Qmp, VmError> {
+        self.qmp.as_mut().ok_or_else(|| VmError::Api {
+            api: "QMP",
+            request: "connect".into(),
+            message: "not connected".into(),
+        })
+    }
+
+    /// The guest's serial console log.
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+
+    /// If QEMU has exited, an error saying how, with the console's last lines.
+    async fn exit_error(&mut self) -> Option<VmError> {
+        let status = match self.child.try_wait() {
+            Ok(Some(status)) => status,
+            _ => return None,
+        };
+        let qemu_log = std::fs::read_to_string(self.dir.join("qemu.log")).unwrap_or_default();
+        Some(VmError::HypervisorExited {
+            status: match qemu_log.trim() {
+                "" => status.to_string(),
+                log => format!("{status}; {log}"),
+            },
+            console_tail: crate::runtime::console_tail(&self.console_log(), 20),
+        })
+    }
+}
+
+impl VmInstance for QemuVm {
+    fn dir(&self) -> &VmDir {
+        &self.dir
+    }
+
+    fn agent_endpoint(&self) -> AgentEndpoint {
+        AgentEndpoint::Unix(self.dir.join("agent.sock"))
+    }
+
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    async fn pause(&mut self) -> Result<(), VmError> {
+        self.qmp()?.execute("stop", None).await.map(drop)
+    }
+
+    async fn resume(&mut self) -> Result<(), VmError> {
+        self.qmp()?.execute("cont", None).await.map(drop)
+    }
+
+    async fn snapshot(&mut self, dest: PathBuf) -> Result<Snapshot, VmError> {
+        std::fs::create_dir_all(&dest)
+            .map_err(|err| VmError::io(dest.display().to_string(), err))?;
+        self.pause().await?;
+        let memory = dest.join("memory");
+        let uri = format!("exec:cat > {}", shell_quote(&memory));
+        self.qmp()?
+            .execute("migrate", Some(json!({ "uri": uri })))
+            .await?;
+        loop {
+            let state = self.qmp()?.execute("query-migrate", None).await?;
+            match state
+                .get("status")
+                .and_then(|s| s.as_str())
+                .unwrap_or_default()
+            {
+                "completed" => break,
+                "failed" | "cancelled" => {
+                    return Err(VmError::Api {
+                        api: "QMP",
+                        request: "migrate".into(),
+                        message: state
+                            .get("error-desc")
+                            .and_then(|s| s.as_str())
+                            .unwrap_or("migration failed")
+                            .to_string(),
+                    })
+                }
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        if self.spec.image.rootfs.is_some() {
+            let disk = dest.join("disk.qcow2");
+            std::fs::copy(self.dir.join("disk.qcow2"), &disk)
+                .map_err(|err| VmError::io(disk.display().to_string(), err))?;
+        }
+        let machine = serde_json::to_string_pretty(&self.spec).expect("machine serialises");
+        let manifest = dest.join("machine.json");
+        std::fs::write(&manifest, machine)
+            .map_err(|err| VmError::io(manifest.display().to_string(), err))?;
+        Ok(Snapshot {
+            backend: BackendKind::Qemu,
+            dir: dest,
+            memory_mib: self.spec.memory_mib,
+            vcpus: self.spec.vcpus,
+        })
+    }
+
+    async fn destroy(mut self) -> Result<(), VmError> {
+        if let Some(mut qmp) = self.qmp.take() {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(500), qmp.execute("quit", None)).await;
+        }
+        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        self.dir.clone().remove()?;
+        Ok(())
+    }
+}
+
+/// Creates a qcow2 overlay at `overlay` over the read-only `backing` file.
+async fn create_overlay(
+    backing: &Path,
+    backing_format: &str,
+    overlay: &Path,
+) -> Result<(), VmError> {
+    let output = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"])
+        .arg(backing)
+        .arg(overlay)
+        .output()
+        .await
+        .map_err(|source| VmError::Spawn {
+            program: "qemu-img".into(),
+            source,
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(VmError::Api {
+            api: "qemu-img",
+            request: format!("create overlay over {}", backing.display()),
+            message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// The host's TSC rate in kHz, from `/proc/cpuinfo`.
+fn host_tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0) as u64)
+}
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+/// Whether KVM can run guests at a useful speed here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvmProbe {
+    /// A tiny guest finished in this time.
+    Usable(Duration),
+    /// Why KVM will not be used.
+    Unusable(String),
+}
+
+/// A 512-byte boot sector: counts `ecx` down from 20 million, then writes 0
+/// to port 0xf4 (an `isa-debug-exit` device), which ends QEMU with status 1.
+fn probe_boot_sector() -> [u8; 512] {
+    let mut sector = [0u8; 512];
+    let code: &[u8] = &[
+        0x66, 0xB9, 0x00, 0x2D, 0x31, 0x01, // mov ecx, 20_000_000
+        0x66, 0x49, // dec ecx
+        0x75, 0xFC, // jnz dec
+        0xB0, 0x00, // mov al, 0
+        0xE6, 0xF4, // out 0xf4, al
+        0xF4, // hlt
+        0xEB, 0xFD, // jmp hlt
+    ];
+    sector[..code.len()].copy_from_slice(code);
+    sector[510] = 0x55;
+    sector[511] = 0xAA;
+    sector
+}
+
+/// How long the KVM probe guest may take before KVM counts as unusable: on
+/// hardware KVM it finishes in well under a second; nested KVM is ~1000x slower.
+const KVM_PROBE_LIMIT: Duration = Duration::from_secs(3);
+
+/// Times a tiny guest under KVM to decide whether KVM is usable.
+pub async fn probe_kvm(binary: &Path) -> KvmProbe {
+    if let Err(err) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        return KvmProbe::Unusable(format!("/dev/kvm: {err}"));
+    }
+    run_probe_guest(binary, "kvm", KVM_PROBE_LIMIT).await
+}
+
+/// Runs the probe boot sector under `accel` and times it.
+pub async fn run_probe_guest(binary: &Path, accel: &str, limit: Duration) -> KvmProbe {
+    let dir = std::env::temp_dir().join(format!("firerunner-probe-{}-{accel}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let image = dir.join("probe.img");
+    if let Err(err) = std::fs::write(&image, probe_boot_sector()) {
+        return KvmProbe::Unusable(format!("{}: {err}", image.display()));
+    }
+    let started = Instant::now();
+    let run = Command::new(binary)
+        .args([
+            "-M",
+            "pc",
+            "-accel",
+            accel,
+            "-nodefaults",
+            "-no-user-config",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+        ])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=ide", image.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let result = match tokio::time::timeout(limit, run).await {
+        Err(_) => KvmProbe::Unusable(format!(
+            "a tiny {accel} guest did not finish within {limit:?} (nested or emulated)"
+        )),
+        Ok(Err(err)) => KvmProbe::Unusable(format!("{}: {err}", binary.display())),
+        Ok(Ok(output)) if output.status.code() == Some(1) => KvmProbe::Usable(started.elapsed()),
+        Ok(Ok(output)) => KvmProbe::Unusable(format!(
+            "the probe guest ended with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}

@@ -1,0 +1,281 @@
+//! Per-VM runtime directories: the record of everything a VM owns.
+//!
+//! Each VM gets `<root>/vms/<id>/`. The directory holds the VM's sockets, its
+//! writable disk and console log, and small text files that name its owner
+//! and the resources to free:
+//!
+//! - `owner`: `<pid> <start-time>` of the host process that created the VM;
+//! - `proc.<role>`: `<pid> <start-time>` of each process started for it
+//!   (the hypervisor, a jailer, a helper);
+//! - `tap.<name>`: a tap device created for it.
+//!
+//! Start times (field 22 of `/proc/<pid>/stat`) guard against a recycled pid
+//! being mistaken for the original process.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Errors managing runtime directories.
+#[derive(Debug, thiserror::Error)]
+pub enum VmDirError {
+    /// A file or directory operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// A VM id that cannot be a directory name.
+    #[error("invalid VM id {0:?}: use letters, digits, '-' and '_' only")]
+    InvalidId(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> VmDirError + '_ {
+    move |source| VmDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A process identity that survives pid reuse: pid plus kernel start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId {
+    /// The process id.
+    pub pid: u32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22).
+    pub start_time: u64,
+}
+
+impl ProcessId {
+    /// Identifies a live process, or `None` if it does not exist or has
+    /// already exited and only waits to be reaped (a zombie).
+    pub fn of(pid: u32) -> Option<Self> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        if rest.starts_with(['Z', 'X']) {
+            return None;
+        }
+        let start_time = rest.split_ascii_whitespace().nth(19)?.parse().ok()?;
+        Some(Self { pid, start_time })
+    }
+
+    /// The calling process.
+    pub fn current() -> Self {
+        Self::of(std::process::id()).expect("/proc/self/stat is readable")
+    }
+
+    /// Whether this very process (not a later one with the same pid) is still alive.
+    pub fn is_alive(&self) -> bool {
+        Self::of(self.pid).is_some_and(|now| now.start_time == self.start_time)
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split_ascii_whitespace();
+        Some(Self {
+            pid: parts.next()?.parse().ok()?,
+            start_time: parts.next()?.parse().ok()?,
+        })
+    }
+
+    fn render(&self) -> String {
+        format!("{} {}\n", self.pid, self.start_time)
+    }
+}
+
+/// The default root for runtime directories: `$FIRERUNNER_RUNTIME_DIR`, else
+/// `$XDG_RUNTIME_DIR/firerunner`, else `/run/firerunner` for root and
+/// `/tmp/firerunner-<uid>` for others.
+pub fn default_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FIRERUNNER_RUNTIME_DIR") {
+        return dir.into();
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return PathBuf::from(dir).join("firerunner");
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if uid == 0 {
+        PathBuf::from("/run/firerunner")
+    } else {
+        PathBuf::from(format!("/tmp/firerunner-{uid}"))
+    }
+}
+
+/// One VM's runtime directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmDir {
+    id: String,
+    path: PathBuf,
+}
+
+impl VmDir {
+    /// Creates `<root>/vms/<id>/` and records the calling process as its owner.
+    pub fn create(root: &Path, id: &str) -> Result<Self, VmDirError> {
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(VmDirError::InvalidId(id.to_string()));
+        }
+        let path = root.join("vms").join(id);
+        fs::create_dir_all(&path).map_err(io_at(&path))?;
+        let dir = Self {
+            id: id.to_string(),
+            path,
+        };
+        dir.write("owner", &ProcessId::current().render())?;
+        Ok(dir)
+    }
+
+    /// Opens an existing directory (for listing and reaping).
+    pub fn open(path: PathBuf) -> Option<Self> {
+        let id = path.file_name()?.to_str()?.to_string();
+        path.is_dir().then_some(Self { id, path })
+    }
+
+    /// Lists the VM directories under `root`, sorted by id.
+    pub fn list(root: &Path) -> Result<Vec<Self>, VmDirError> {
+        let vms = root.join("vms");
+        let entries = match fs::read_dir(&vms) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(io_at(&vms)(err)),
+        };
+        let mut dirs: Vec<Self> = entries
+            .filter_map(|entry| Self::open(entry.ok()?.path()))
+            .collect();
+        dirs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(dirs)
+    }
+
+    /// The VM's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// The process that owns the VM, if recorded.
+    pub fn owner(&self) -> Option<ProcessId> {
+        ProcessId::parse(&fs::read_to_string(self.join("owner")).ok()?)
+    }
+
+    /// Records a process started for this VM under `role` (e.g. `qemu`).
+    pub fn record_process(&self, role: &str, pid: u32) -> Result<(), VmDirError> {
+        let id = ProcessId::of(pid).unwrap_or(ProcessId { pid, start_time: 0 });
+        self.write(&format!("proc.{role}"), &id.render())
+    }
+
+    /// The processes recorded for this VM, by role.
+    pub fn processes(&self) -> Vec<(String, ProcessId)> {
+        self.records("proc.")
+            .into_iter()
+            .filter_map(|(role, text)| Some((role, ProcessId::parse(&text)?)))
+            .collect()
+    }
+
+    /// Records a tap device created for this VM.
+    pub fn record_tap(&self, name: &str) -> Result<(), VmDirError> {
+        self.write(&format!("tap.{name}"), "")
+    }
+
+    /// The tap devices recorded for this VM.
+    pub fn taps(&self) -> Vec<String> {
+        self.records("tap.")
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Deletes the directory and everything in it.
+    pub fn remove(self) -> Result<(), VmDirError> {
+        match fs::remove_dir_all(&self.path) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(io_at(&self.path)(err)),
+            _ => Ok(()),
+        }
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<(), VmDirError> {
+        let path = self.join(name);
+        fs::write(&path, text).map_err(io_at(&path))
+    }
+
+    fn records(&self, prefix: &str) -> Vec<(String, String)> {
+        let Ok(entries) = fs::read_dir(&self.path) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(String, String)> = entries
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
+                let name = entry.file_name().into_string().ok()?;
+                let key = name.strip_prefix(prefix)?.to_string();
+                Some((key, fs::read_to_string(entry.path()).unwrap_or_default()))
+            })
+            .collect();
+        found.sort();
+        found
+    }
+}
+
+/// The last `lines` lines of a console log.
+pub fn console_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_owner_processes_and_taps() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = VmDir::create(root.path(), "vm-1").unwrap();
+        assert_eq!(dir.owner(), Some(ProcessId::current()));
+        assert!(dir.owner().unwrap().is_alive());
+        dir.record_process("qemu", std::process::id()).unwrap();
+        dir.record_tap("frtap0").unwrap();
+        assert_eq!(
+            dir.processes(),
+            vec![("qemu".to_string(), ProcessId::current())]
+        );
+        assert_eq!(dir.taps(), vec!["frtap0".to_string()]);
+        assert_eq!(VmDir::list(root.path()).unwrap(), vec![dir.clone()]);
+        dir.remove().unwrap();
+        assert!(VmDir::list(root.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn rejects_ids_that_are_not_plain_names() {
+        let root = tempfile::tempdir().unwrap();
+        for bad in ["", "../x", "a/b", "a b"] {
+            assert!(matches!(
+                VmDir::create(root.path(), bad),
+                Err(VmDirError::InvalidId(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_recycled_pid_is_not_the_same_process() {
+        let me = ProcessId::current();
+        let impostor = ProcessId {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(!impostor.is_alive());
+    }
+}
