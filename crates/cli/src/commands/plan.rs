@@ -38,13 +38,13 @@ pub struct Args {
     inputs: Vec<(String, String)>,
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("expected KEY=VALUE, got '{s}'"))
 }
 
-fn current_ref() -> String {
+pub(crate) fn current_ref() -> String {
     Command::new("git")
         .args(["symbolic-ref", "-q", "HEAD"])
         .output()
@@ -56,7 +56,7 @@ fn current_ref() -> String {
         .unwrap_or_else(|| "refs/heads/main".to_owned())
 }
 
-fn default_payload(event: &str, git_ref: &str, base: &str) -> serde_json::Value {
+pub(crate) fn default_payload(event: &str, git_ref: &str, base: &str) -> serde_json::Value {
     let branch = git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref);
     match event {
         "push" => json!({ "ref": git_ref }),
@@ -190,18 +190,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     })
 }
 
-/// `workflow_dispatch` inputs: declared defaults, then `--input` values.
-fn dispatch_inputs(workflow: &ParsedWorkflow, given: &[(String, String)]) -> Object {
-    let mut inputs = Object::new();
-    if let Some(dispatch) = &workflow.on.workflow_dispatch {
-        for (name, input) in &dispatch.inputs {
-            inputs.insert(name.clone(), input.default.clone().unwrap_or(Value::Null));
-        }
-    }
-    for (k, v) in given {
-        inputs.insert(k.clone(), Value::from(v.as_str()));
-    }
-    inputs
+/// `workflow_dispatch` inputs: declared defaults, then `--input` values, typed.
+pub(crate) fn dispatch_inputs(workflow: &ParsedWorkflow, given: &[(String, String)]) -> Object {
+    firerunner_engine::run_context::dispatch_inputs(workflow, given).0
 }
 
 /// Inputs of a called workflow: its declared defaults, then the caller's
@@ -225,24 +216,8 @@ fn call_inputs(caller: &ParsedWorkflow, job_id: &str, callee: &ParsedWorkflow) -
 
 /// The contexts known at planning time: `github` from the event, the given
 /// `inputs`, and empty `vars`.
-fn plan_context(event: &Event, git_ref: &str, inputs: &Object) -> PlanContext {
-    let mut github = Object::new();
-    let event_ref = event
-        .payload
-        .get("ref")
-        .and_then(|r| r.as_str())
-        .unwrap_or(git_ref);
-    github.insert("event_name", Value::from(event.name.as_str()));
-    github.insert("event", Value::from(event.payload.clone()));
-    github.insert("ref", Value::from(event_ref));
-    let ref_name = event_ref
-        .rsplit_once("refs/heads/")
-        .or_else(|| event_ref.rsplit_once("refs/tags/"))
-        .map_or(event_ref, |(_, n)| n);
-    github.insert("ref_name", Value::from(ref_name));
-    let mut contexts = Object::new();
-    contexts.insert("github", Value::Object(github));
-    contexts.insert("inputs", Value::Object(inputs.clone()));
-    contexts.insert("vars", Value::Object(Object::new()));
-    PlanContext { contexts }
+pub(crate) fn plan_context(event: &Event, git_ref: &str, inputs: &Object) -> PlanContext {
+    PlanContext {
+        contexts: firerunner_engine::run_context::event_contexts(event, git_ref, inputs),
+    }
 }

@@ -1,0 +1,35 @@
+//! Runs planned GitHub Actions workflows in firerunner's microVMs.
+//!
+//! - [`cache`]: the host-side store behind `actions/cache`, with GitHub's
+//!   key matching, branch scopes, immutability and eviction.
+//! - [`orchestrator`]: runs a planned workflow's jobs as soon as their needs
+//!   finish, with matrix fan-out, `max-parallel`, `fail-fast` and limits.
+//! - [`logs`]: step output split into stamped lines, stored per job and
+//!   streamed live.
+//! - [`checkout`]: native `actions/checkout`, prepared on the host with git.
+//! - [`dotenv`]: act's `.secrets`/`.vars`/`.env` file format.
+//! - [`sandbox`]: a job's view of its VM: processes with live lines,
+//!   timeouts and cancellation, files.
+//! - [`job`]: runs the steps of one job instance in its sandbox.
+//! - [`vm_executor`]: the executor that gives each job instance a fresh microVM.
+//! - [`native_actions`]: upload/download-artifact and cache served by the host.
+//! - [`run_context`]: the `github` context and default variables of a run.
+//! - [`remote_actions`]: `owner/repo@ref` actions fetched on the host with git.
+//! - [`artifacts`]: the host-side store behind `actions/upload-artifact` and
+//!   `actions/download-artifact`, with retention.
+#![warn(missing_docs)]
+
+pub mod artifacts;
+pub mod cache;
+pub mod checkout;
+pub mod dotenv;
+pub mod job;
+pub mod logs;
+pub mod native_actions;
+pub mod orchestrator;
+pub mod remote_actions;
+pub mod run_context;
+pub mod runner_text;
+pub mod sandbox;
+mod store;
+pub mod vm_executor;

@@ -1,0 +1,227 @@
+//! A job's view of its VM: run a step's command with live output,
+//! timeouts and cancellation that reach the process, and move files.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use firerunner_agent_proto::message::{Command, ErrorKind, ExecRequest, Stream};
+use firerunner_agent_proto::{Client, ClientError, ExecEvent};
+use tokio_util::sync::CancellationToken;
+
+use crate::logs::{LineSplitter, LogStream};
+
+/// How long a cancelled or timed-out process gets after SIGINT before
+/// SIGTERM, and after SIGTERM before SIGKILL (as GitHub's runner does).
+pub const GRACE_AFTER_SIGINT: Duration = Duration::from_millis(7500);
+/// See [`GRACE_AFTER_SIGINT`].
+pub const GRACE_AFTER_SIGTERM: Duration = Duration::from_millis(2500);
+
+/// Errors talking to the sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The agent connection failed.
+    #[error("sandbox: {0}")]
+    Agent(#[from] ClientError),
+}
+
+/// A command to run in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// The whole environment of the process.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub cwd: Option<String>,
+    /// Ends the process (SIGINT, SIGTERM, SIGKILL) after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessEnd {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal it did not ask for ended it.
+    Signalled(i32),
+    /// Its timeout ended it.
+    TimedOut,
+    /// Cancellation ended it.
+    Cancelled,
+}
+
+impl ProcessEnd {
+    /// Whether it exited with code 0.
+    pub fn succeeded(self) -> bool {
+        self == ProcessEnd::Exited(0)
+    }
+}
+
+/// A connected guest.
+#[derive(Clone)]
+pub struct Sandbox {
+    client: Client,
+    grace: (Duration, Duration),
+}
+
+impl Sandbox {
+    /// Wraps a handshaken agent connection.
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            grace: (GRACE_AFTER_SIGINT, GRACE_AFTER_SIGTERM),
+        }
+    }
+
+    /// Uses other grace periods after SIGINT and after SIGTERM.
+    pub fn with_grace(mut self, after_sigint: Duration, after_sigterm: Duration) -> Self {
+        self.grace = (after_sigint, after_sigterm);
+        self
+    }
+
+    /// The agent connection.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Runs a process, handing each output line to `on_line` as it arrives;
+    /// ends it on timeout or cancellation, politely first.
+    pub async fn run(
+        &self,
+        spec: ProcessSpec,
+        cancel: &CancellationToken,
+        on_line: &mut (dyn FnMut(LogStream, String) + Send),
+    ) -> Result<ProcessEnd, SandboxError> {
+        self.run_timed(spec, cancel, on_line)
+            .await
+            .map(|(end, _)| end)
+    }
+
+    /// [`Sandbox::run`], also returning how long the process ran as the
+    /// guest measured it (the command's own time, without the engine's).
+    pub async fn run_timed(
+        &self,
+        spec: ProcessSpec,
+        cancel: &CancellationToken,
+        on_line: &mut (dyn FnMut(LogStream, String) + Send),
+    ) -> Result<(ProcessEnd, Duration), SandboxError> {
+        let request = ExecRequest {
+            command: Command::Argv(spec.argv),
+            env: spec.env,
+            clear_env: true,
+            cwd: spec.cwd,
+            timeout_ms: None,
+            stdin: Vec::new(),
+            stdin_streamed: false,
+        };
+        let mut handle = self.client.exec(request).await?;
+        let mut stdout = LineSplitter::default();
+        let mut stderr = LineSplitter::default();
+        let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut stopping: Option<(ProcessEnd, tokio::time::Instant, i32)> = None;
+        loop {
+            let next_signal_at = stopping.map(|(_, at, _)| at);
+            let event = tokio::select! {
+                event = handle.next_event() => event?,
+                _ = cancel.cancelled(), if stopping.is_none() => {
+                    handle.kill(libc_signal::SIGINT).await?;
+                    stopping = Some((ProcessEnd::Cancelled, tokio::time::Instant::now() + self.grace.0, libc_signal::SIGTERM));
+                    continue;
+                }
+                _ = sleep_until(deadline), if stopping.is_none() && deadline.is_some() => {
+                    handle.kill(libc_signal::SIGINT).await?;
+                    stopping = Some((ProcessEnd::TimedOut, tokio::time::Instant::now() + self.grace.0, libc_signal::SIGTERM));
+                    continue;
+                }
+                _ = sleep_until(next_signal_at), if next_signal_at.is_some() => {
+                    let (why, _, signal) = stopping.expect("stopping");
+                    handle.kill(signal).await?;
+                    stopping = Some((why, tokio::time::Instant::now() + self.grace.1, libc_signal::SIGKILL));
+                    continue;
+                }
+            };
+            match event {
+                Some(ExecEvent::Output { stream, data, .. }) => {
+                    let (splitter, kind) = match stream {
+                        Stream::Stdout => (&mut stdout, LogStream::Stdout),
+                        Stream::Stderr => (&mut stderr, LogStream::Stderr),
+                    };
+                    for line in splitter.push(&data) {
+                        on_line(kind, line);
+                    }
+                }
+                Some(ExecEvent::Exit(status)) => {
+                    if let Some(line) = stdout.finish() {
+                        on_line(LogStream::Stdout, line);
+                    }
+                    if let Some(line) = stderr.finish() {
+                        on_line(LogStream::Stderr, line);
+                    }
+                    let ran = Duration::from_millis(status.duration_ms);
+                    if let Some((why, _, _)) = stopping {
+                        return Ok((why, ran));
+                    }
+                    let end = match (status.code, status.signal) {
+                        (Some(code), _) => ProcessEnd::Exited(code),
+                        (None, Some(signal)) => ProcessEnd::Signalled(signal),
+                        (None, None) => ProcessEnd::Exited(-1),
+                    };
+                    return Ok((end, ran));
+                }
+                Some(ExecEvent::Started(_)) => {}
+                None => return Err(SandboxError::Agent(ClientError::Closed)),
+            }
+        }
+    }
+
+    /// Writes a guest file (parents must exist).
+    pub async fn write_file(&self, path: &str, mode: u32, data: &[u8]) -> Result<(), SandboxError> {
+        Ok(self.client.put_file(path, mode, data).await?)
+    }
+
+    /// Reads a guest file; `None` when it does not exist.
+    pub async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, SandboxError> {
+        match self.client.get_file(path).await {
+            Ok((data, _)) => Ok(Some(data)),
+            Err(ClientError::Agent {
+                kind: ErrorKind::NotFound,
+                ..
+            }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Creates guest directories (with parents).
+    pub async fn create_dirs(&self, paths: &[&str]) -> Result<(), SandboxError> {
+        let mut argv = vec!["mkdir".to_string(), "-p".to_string()];
+        argv.extend(paths.iter().map(|p| p.to_string()));
+        let mut request = ExecRequest::argv(argv);
+        request.timeout_ms = Some(30_000);
+        let (_, stderr, status) = self.client.exec(request).await?.wait().await?;
+        if status.code != Some(0) {
+            return Err(SandboxError::Agent(ClientError::Agent {
+                kind: ErrorKind::Io,
+                message: format!(
+                    "mkdir -p {}: {}",
+                    paths.join(" "),
+                    String::from_utf8_lossy(&stderr).trim()
+                ),
+            }));
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Signal numbers on Linux guests.
+mod libc_signal {
+    pub const SIGINT: i32 = 2;
+    pub const SIGKILL: i32 = 9;
+    pub const SIGTERM: i32 = 15;
+}

@@ -1,0 +1,123 @@
+//! The [`JobExecutor`] that gives every job instance its own microVM, taken
+//! from a [`SessionManager`] (a warm pool when it has one, else a fresh boot)
+//! and released (destroyed) when the job ends.
+
+use std::sync::{Arc, Mutex};
+
+use firerunner_vm::session::SessionManager;
+use firerunner_vm::{VmBackend, VmSpec};
+use firerunner_workflow::plan::JobResult;
+use firerunner_workflow::Object;
+use tokio_util::sync::CancellationToken;
+
+use crate::job::{run_job, JobEnvironment, JobReport, JobToRun};
+use crate::logs::{LogHub, LogLine, LogStream};
+use crate::orchestrator::{InstanceOutcome, JobExecutor, JobInstance};
+use crate::sandbox::Sandbox;
+
+/// Runs each job instance in its own VM from a session manager.
+pub struct VmJobExecutor<B: VmBackend> {
+    sessions: SessionManager<B>,
+    spec: VmSpec,
+    environment: JobEnvironment,
+    logs: Arc<LogHub>,
+    reports: Mutex<Vec<(String, JobReport)>>,
+}
+
+impl<B: VmBackend> VmJobExecutor<B> {
+    /// An executor running jobs in VMs for `spec` from `sessions`.
+    pub fn new(
+        sessions: SessionManager<B>,
+        spec: VmSpec,
+        environment: JobEnvironment,
+        logs: Arc<LogHub>,
+    ) -> Self {
+        Self {
+            sessions,
+            spec,
+            environment,
+            logs,
+            reports: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The step-level reports of every finished instance, by display name.
+    pub fn reports(&self) -> Vec<(String, JobReport)> {
+        self.reports.lock().expect("reports").clone()
+    }
+}
+
+impl<B: VmBackend> JobExecutor for VmJobExecutor<B> {
+    async fn run(&self, instance: JobInstance, cancel: CancellationToken) -> InstanceOutcome {
+        let failure = InstanceOutcome {
+            result: JobResult::Failure,
+            outputs: Object::new(),
+        };
+        let run_id = &self.environment.run_id;
+        let mut log = match self.logs.job_writer(run_id, &instance.name) {
+            Ok(log) => log,
+            Err(_) => return failure,
+        };
+        let note = |log: &mut crate::logs::JobLogWriter, text: String| {
+            let _ = log.write(LogLine::now(
+                run_id,
+                &instance.name,
+                0,
+                LogStream::Runner,
+                text,
+            ));
+        };
+        let acquired = tokio::select! {
+            acquired = self.sessions.acquire(&self.spec) => acquired,
+            _ = cancel.cancelled() => {
+                return InstanceOutcome { result: JobResult::Cancelled, outputs: Object::new() };
+            }
+        };
+        let mut session = match acquired {
+            Ok(session) => session,
+            Err(err) => {
+                note(&mut log, format!("error: no VM for this job: {err}"));
+                return failure;
+            }
+        };
+        let _ = session.mark_executing();
+        let sandbox = Sandbox::new(session.client().clone());
+        let secrets = instance
+            .secrets
+            .clone()
+            .unwrap_or_else(|| Arc::new(self.environment.secrets.clone()));
+        let to_run = JobToRun {
+            workflow: &instance.workflow,
+            secrets: &secrets,
+        };
+        let report = run_job(
+            &sandbox,
+            &self.environment,
+            to_run,
+            &instance.job_id,
+            &instance.name,
+            &instance.contexts,
+            &mut log,
+            &cancel,
+        )
+        .await;
+        drop(sandbox);
+        let _ = if report.result == JobResult::Success {
+            session.mark_complete()
+        } else {
+            session.mark_failed()
+        };
+        if let Err(err) = session.release().await {
+            note(&mut log, format!("warning: releasing the VM: {err}"));
+        }
+        let outcome = InstanceOutcome {
+            result: report.result,
+            outputs: report.outputs.clone(),
+        };
+        self.reports
+            .lock()
+            .expect("reports")
+            .push((instance.name, report));
+        outcome
+    }
+}

@@ -1,0 +1,511 @@
+//! The orchestrator against a scripted executor: what starts when, and
+//! which results and outputs flow where.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use firerunner_engine::orchestrator::{
+    run_workflow, InstanceOutcome, JobExecutor, JobInstance, RunLimits, RunReport, RunScope,
+};
+use firerunner_workflow::load::parse_workflow;
+use firerunner_workflow::plan::{plan_workflow, JobResult, PlanContext};
+use firerunner_workflow::{Object, Value};
+use tokio_util::sync::CancellationToken;
+
+/// What a scripted instance does: sleep, then end with a result and outputs.
+#[derive(Clone)]
+struct Script {
+    millis: u64,
+    result: JobResult,
+    outputs: Vec<(&'static str, &'static str)>,
+}
+
+type LogEntry = (String, Instant, Instant, JobResult);
+
+#[derive(Default)]
+struct Scripted {
+    scripts: HashMap<String, Script>,
+    log: Mutex<Vec<LogEntry>>,
+    seen: Mutex<HashMap<String, Object>>,
+}
+
+impl JobExecutor for Scripted {
+    async fn run(&self, instance: JobInstance, cancel: CancellationToken) -> InstanceOutcome {
+        let script = self
+            .scripts
+            .get(&instance.name)
+            .or_else(|| self.scripts.get(&instance.job_id))
+            .cloned()
+            .unwrap_or_else(|| script(20, JobResult::Success));
+        self.seen
+            .lock()
+            .unwrap()
+            .insert(instance.name.clone(), instance.contexts.clone());
+        let start = Instant::now();
+        let result = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(script.millis)) => script.result,
+            _ = cancel.cancelled() => JobResult::Cancelled,
+        };
+        self.log
+            .lock()
+            .unwrap()
+            .push((instance.name.clone(), start, Instant::now(), result));
+        let outputs = script
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        InstanceOutcome { result, outputs }
+    }
+}
+
+fn script(millis: u64, result: JobResult) -> Script {
+    Script {
+        millis,
+        result,
+        outputs: vec![],
+    }
+}
+
+async fn run_with(
+    yaml: &str,
+    contexts: Object,
+    executor: Arc<Scripted>,
+    limits: RunLimits,
+    cancel: CancellationToken,
+) -> RunReport {
+    let workflow = parse_workflow("w.yml", yaml).unwrap_or_else(|d| panic!("{d}"));
+    let plan = plan_workflow(&workflow, &PlanContext::default()).unwrap();
+    run_workflow(
+        Arc::new(workflow),
+        &plan,
+        &contexts,
+        executor,
+        limits,
+        RunScope::default(),
+        cancel,
+    )
+    .await
+}
+
+async fn run(
+    yaml: &str,
+    scripts: Vec<(&str, Script)>,
+    limits: RunLimits,
+) -> (RunReport, Arc<Scripted>) {
+    let executor = Arc::new(Scripted {
+        scripts: scripts
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        ..Scripted::default()
+    });
+    let report = run_with(
+        yaml,
+        Object::new(),
+        executor.clone(),
+        limits,
+        CancellationToken::new(),
+    )
+    .await;
+    (report, executor)
+}
+
+fn span(executor: &Scripted, name: &str) -> (Instant, Instant) {
+    let log = executor.log.lock().unwrap();
+    let entry = log
+        .iter()
+        .find(|e| e.0 == name)
+        .unwrap_or_else(|| panic!("{name} did not run"));
+    (entry.1, entry.2)
+}
+
+fn result(report: &RunReport, name: &str) -> JobResult {
+    report
+        .instances
+        .iter()
+        .find(|i| i.name == name)
+        .unwrap_or_else(|| panic!("no instance {name}: {:?}", report.instances))
+        .result
+}
+
+const STEP: &str = "    runs-on: ubuntu-latest\n    steps:\n      - run: true\n";
+
+fn jobs(spec: &[(&str, &str)]) -> String {
+    let mut yaml = String::from("on: push\njobs:\n");
+    for (id, extra) in spec {
+        yaml.push_str(&format!("  {id}:\n{extra}{STEP}"));
+    }
+    yaml
+}
+
+#[tokio::test]
+async fn a_job_starts_when_its_own_needs_finish_not_in_stages() {
+    let yaml = jobs(&[
+        ("slow", ""),
+        ("quick", ""),
+        ("after_quick", "    needs: quick\n"),
+    ]);
+    let (report, executor) = run(
+        &yaml,
+        vec![
+            ("slow", script(400, JobResult::Success)),
+            ("quick", script(20, JobResult::Success)),
+        ],
+        RunLimits::default(),
+    )
+    .await;
+    assert_eq!(report.conclusion, JobResult::Success);
+    let (_, slow_end) = span(&executor, "slow");
+    let (after_start, _) = span(&executor, "after_quick");
+    let (_, quick_end) = span(&executor, "quick");
+    assert!(after_start >= quick_end);
+    assert!(
+        after_start < slow_end,
+        "after_quick waited for an unrelated job"
+    );
+}
+
+#[tokio::test]
+async fn a_diamond_runs_its_middle_in_parallel_and_joins() {
+    let yaml = jobs(&[
+        ("a", ""),
+        ("b", "    needs: a\n"),
+        ("c", "    needs: a\n"),
+        ("d", "    needs: [b, c]\n"),
+    ]);
+    let (report, executor) = run(
+        &yaml,
+        vec![
+            ("b", script(200, JobResult::Success)),
+            ("c", script(200, JobResult::Success)),
+        ],
+        RunLimits::default(),
+    )
+    .await;
+    assert_eq!(report.conclusion, JobResult::Success);
+    let (b_start, b_end) = span(&executor, "b");
+    let (c_start, c_end) = span(&executor, "c");
+    let (d_start, _) = span(&executor, "d");
+    assert!(b_start < c_end && c_start < b_end, "b and c overlap");
+    assert!(d_start >= b_end && d_start >= c_end);
+}
+
+#[tokio::test]
+async fn failures_skip_dependents_unless_their_if_asks_for_it() {
+    let yaml = jobs(&[
+        ("build", ""),
+        ("test", "    needs: build\n"),
+        ("deploy", "    needs: test\n"),
+        ("report_failure", "    needs: test\n    if: failure()\n"),
+        ("cleanup", "    needs: deploy\n    if: always()\n"),
+        ("on_success", "    needs: build\n    if: success()\n"),
+    ]);
+    let (report, executor) = run(
+        &yaml,
+        vec![("build", script(10, JobResult::Failure))],
+        RunLimits::default(),
+    )
+    .await;
+    assert_eq!(report.conclusion, JobResult::Failure);
+    assert_eq!(result(&report, "test"), JobResult::Skipped);
+    assert_eq!(result(&report, "deploy"), JobResult::Skipped);
+    assert_eq!(result(&report, "on_success"), JobResult::Skipped);
+    assert_eq!(
+        result(&report, "report_failure"),
+        JobResult::Success,
+        "failure() sees an ancestor's failure"
+    );
+    assert_eq!(result(&report, "cleanup"), JobResult::Success);
+    let seen = executor.seen.lock().unwrap();
+    let needs = seen["cleanup"].get("needs").unwrap();
+    let expected: Value =
+        serde_json::json!({"deploy": {"result": "skipped", "outputs": {}}}).into();
+    assert!(needs.same_value(&expected), "{needs:?}");
+}
+
+const MATRIX_123: &str = "on: push\njobs:\n  test:\n    strategy:\n      matrix:\n        n: [1, 2, 3]\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n";
+
+#[tokio::test]
+async fn fail_fast_cancels_the_other_instances_of_a_matrix() {
+    let (report, _) = run(
+        MATRIX_123,
+        vec![
+            ("test (1)", script(20, JobResult::Failure)),
+            ("test (2)", script(2000, JobResult::Success)),
+            ("test (3)", script(2000, JobResult::Success)),
+        ],
+        RunLimits::default(),
+    )
+    .await;
+    assert_eq!(result(&report, "test (1)"), JobResult::Failure);
+    assert_eq!(result(&report, "test (2)"), JobResult::Cancelled);
+    assert_eq!(result(&report, "test (3)"), JobResult::Cancelled);
+    assert_eq!(report.jobs["test"], JobResult::Failure);
+}
+
+/// Instances take slots in matrix order even when the runtime polls their
+/// tasks in another order, so a failing first leg cancels the later ones
+/// before they start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_take_slots_in_matrix_order() {
+    let yaml = MATRIX_123.replace("[1, 2, 3]", "[1, 2, 3, 4, 5, 6, 7, 8]");
+    for _ in 0..20 {
+        let (report, executor) = run(
+            &yaml,
+            vec![],
+            RunLimits {
+                max_parallel_jobs: 1,
+            },
+        )
+        .await;
+        assert_eq!(report.conclusion, JobResult::Success);
+        let order: Vec<String> = executor
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.0.clone())
+            .collect();
+        let expected: Vec<String> = (1..=8).map(|n| format!("test ({n})")).collect();
+        assert_eq!(order, expected);
+    }
+    let (report, executor) = run(
+        &MATRIX_123,
+        vec![
+            ("test (1)", script(20, JobResult::Failure)),
+            ("test (2)", script(2000, JobResult::Success)),
+            ("test (3)", script(2000, JobResult::Success)),
+        ],
+        RunLimits {
+            max_parallel_jobs: 2,
+        },
+    )
+    .await;
+    assert_eq!(result(&report, "test (1)"), JobResult::Failure);
+    assert_eq!(result(&report, "test (2)"), JobResult::Cancelled);
+    assert_eq!(result(&report, "test (3)"), JobResult::Cancelled);
+    let started: Vec<String> = executor
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.0.clone())
+        .collect();
+    assert!(
+        !started.contains(&"test (3)".to_string()),
+        "test (3) never started: {started:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_fail_fast_the_other_instances_finish() {
+    let yaml = MATRIX_123.replace("      matrix:", "      fail-fast: false\n      matrix:");
+    let (report, _) = run(
+        &yaml,
+        vec![
+            ("test (1)", script(10, JobResult::Failure)),
+            ("test (2)", script(200, JobResult::Success)),
+        ],
+        RunLimits::default(),
+    )
+    .await;
+    assert_eq!(result(&report, "test (2)"), JobResult::Success);
+    assert_eq!(result(&report, "test (3)"), JobResult::Success);
+    assert_eq!(report.conclusion, JobResult::Failure);
+}
+
+#[tokio::test]
+async fn max_parallel_and_the_global_limit_bound_concurrency() {
+    let mut yaml = MATRIX_123.replace("      matrix:", "      max-parallel: 1\n      matrix:");
+    yaml.push_str("  other:\n    strategy:\n      matrix:\n        n: [1, 2, 3, 4]\n");
+    yaml.push_str(STEP);
+    let (report, executor) = run(
+        &yaml,
+        vec![],
+        RunLimits {
+            max_parallel_jobs: 2,
+        },
+    )
+    .await;
+    assert_eq!(report.conclusion, JobResult::Success);
+    let log = executor.log.lock().unwrap();
+    let overlap = |filter: &dyn Fn(&str) -> bool| {
+        let spans: Vec<_> = log
+            .iter()
+            .filter(|e| filter(&e.0))
+            .map(|e| (e.1, e.2))
+            .collect();
+        spans
+            .iter()
+            .map(|(start, _)| {
+                spans
+                    .iter()
+                    .filter(|(s, e)| s <= start && start < e)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    assert_eq!(overlap(&|n| n.starts_with("test")), 1, "max-parallel: 1");
+    assert!(overlap(&|_| true) <= 2, "at most 2 jobs at once");
+    assert_eq!(log.len(), 7);
+}
+
+#[tokio::test]
+async fn outputs_flow_to_needs_and_a_matrix_made_from_them() {
+    let yaml = "on: push\njobs:\n  setup:\n    runs-on: ubuntu-latest\n    outputs:\n      list: ${{ steps.x.outputs.list }}\n    steps:\n      - id: x\n        run: true\n  use:\n    needs: setup\n    strategy:\n      matrix:\n        v: ${{ fromJSON(needs.setup.outputs.list) }}\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n";
+    let (report, executor) = run(
+        yaml,
+        vec![(
+            "setup",
+            Script {
+                millis: 10,
+                result: JobResult::Success,
+                outputs: vec![("list", "[\"a\",\"b\"]")],
+            },
+        )],
+        RunLimits::default(),
+    )
+    .await;
+    assert_eq!(report.conclusion, JobResult::Success, "{:?}", report.errors);
+    assert_eq!(result(&report, "use (a)"), JobResult::Success);
+    assert_eq!(result(&report, "use (b)"), JobResult::Success);
+    let seen = executor.seen.lock().unwrap();
+    let strategy = seen["use (b)"].get("strategy").unwrap();
+    let expected: Value =
+        serde_json::json!({"fail-fast": true, "job-index": 1, "job-total": 2, "max-parallel": 2})
+            .into();
+    assert!(strategy.same_value(&expected), "{strategy:?}");
+}
+
+#[tokio::test]
+async fn a_continue_on_error_job_fails_without_failing_the_run() {
+    let yaml = jobs(&[
+        ("flaky", "    continue-on-error: true\n"),
+        ("next", "    needs: flaky\n"),
+    ]);
+    let (report, _) = run(
+        &yaml,
+        vec![("flaky", script(10, JobResult::Failure))],
+        RunLimits::default(),
+    )
+    .await;
+    assert_eq!(result(&report, "flaky"), JobResult::Failure);
+    assert_eq!(result(&report, "next"), JobResult::Success);
+    assert_eq!(report.conclusion, JobResult::Success);
+}
+
+#[tokio::test]
+async fn a_job_if_reads_github_and_a_bad_matrix_is_an_error_not_a_crash() {
+    let yaml = "on: push\njobs:\n  only_pr:\n    if: github.event_name == 'pull_request'\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n  bad:\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n  uses_bad:\n    needs: bad\n    strategy:\n      matrix:\n        v: ${{ fromJSON(needs.bad.outputs.missing) }}\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n";
+    let mut contexts = Object::new();
+    contexts.insert("github", serde_json::json!({"event_name": "push"}).into());
+    let report = run_with(
+        yaml,
+        contexts,
+        Arc::new(Scripted::default()),
+        RunLimits::default(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(result(&report, "only_pr"), JobResult::Skipped);
+    assert_eq!(result(&report, "uses_bad"), JobResult::Failure);
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(
+        report.errors[0].contains("jobs.uses_bad.strategy.matrix"),
+        "{}",
+        report.errors[0]
+    );
+    assert_eq!(report.conclusion, JobResult::Failure);
+}
+
+#[tokio::test]
+async fn cancelling_the_run_cancels_running_jobs_and_skips_the_rest() {
+    let yaml = jobs(&[
+        ("long", ""),
+        ("after", "    needs: long\n"),
+        ("always", "    needs: long\n    if: always()\n"),
+    ]);
+    let executor = Arc::new(Scripted {
+        scripts: [("long".to_string(), script(5000, JobResult::Success))]
+            .into_iter()
+            .collect(),
+        ..Scripted::default()
+    });
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let report = run_with(&yaml, Object::new(), executor, RunLimits::default(), cancel).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(result(&report, "long"), JobResult::Cancelled);
+    assert_eq!(result(&report, "after"), JobResult::Skipped);
+    assert_eq!(
+        result(&report, "always"),
+        JobResult::Cancelled,
+        "always() jobs start, but under a cancelled run they are cancelled at once"
+    );
+    assert_eq!(report.conclusion, JobResult::Cancelled);
+}
+
+#[tokio::test]
+async fn a_local_reusable_workflow_runs_its_jobs_with_inputs_secrets_and_outputs() {
+    let caller = "on: push\njobs:\n  call:\n    uses: ./.github/workflows/called.yml\n    with:\n      word: hi\n    secrets:\n      token: ${{ secrets.TOKEN }}\n  after:\n    needs: call\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n";
+    let called = "on:\n  workflow_call:\n    inputs:\n      word:\n        type: string\n      count:\n        type: number\n        default: 2\n    secrets:\n      token:\n        required: true\n    outputs:\n      said:\n        value: ${{ jobs.inner.outputs.said }}\njobs:\n  inner:\n    runs-on: ubuntu-latest\n    outputs:\n      said: ${{ steps.x.outputs.said }}\n    steps:\n      - id: x\n        run: true\n";
+    let workflow = Arc::new(parse_workflow("caller.yml", caller).unwrap_or_else(|d| panic!("{d}")));
+    let callee = Arc::new(parse_workflow("called.yml", called).unwrap_or_else(|d| panic!("{d}")));
+    let plan = plan_workflow(&workflow, &PlanContext::default()).unwrap();
+    let executor = Arc::new(Scripted {
+        scripts: [(
+            "call / inner".to_string(),
+            Script {
+                millis: 10,
+                result: JobResult::Success,
+                outputs: vec![("said", "hello")],
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..Scripted::default()
+    });
+    let scope = RunScope::new(
+        [("./.github/workflows/called.yml".to_string(), callee)]
+            .into_iter()
+            .collect(),
+        Some(Arc::new(
+            [("TOKEN".to_string(), "t0k".to_string())]
+                .into_iter()
+                .collect(),
+        )),
+    );
+    let report = run_workflow(
+        workflow,
+        &plan,
+        &Object::new(),
+        executor.clone(),
+        RunLimits::default(),
+        scope,
+        CancellationToken::new(),
+    )
+    .await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(result(&report, "call / inner"), JobResult::Success);
+    assert_eq!(report.jobs["call"], JobResult::Success);
+    assert_eq!(
+        report.job_outputs["call"].get("said"),
+        Some(&Value::from("hello"))
+    );
+    let seen = executor.seen.lock().unwrap();
+    let inputs = seen["call / inner"].get("inputs").unwrap();
+    let expected: Value = serde_json::json!({"word": "hi", "count": 2}).into();
+    assert!(inputs.same_value(&expected), "{inputs:?}");
+    let needs = seen["after"].get("needs").unwrap();
+    let expected: Value =
+        serde_json::json!({"call": {"result": "success", "outputs": {"said": "hello"}}}).into();
+    assert!(needs.same_value(&expected), "{needs:?}");
+}

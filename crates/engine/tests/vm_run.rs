@@ -1,0 +1,293 @@
+//! A whole workflow in real QEMU/TCG guests (the busybox test image).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+
+use firerunner_engine::artifacts::ArtifactStore;
+use firerunner_engine::cache::{CacheLimits, CacheStore};
+use firerunner_engine::checkout::CheckoutSource;
+use firerunner_engine::job::{GuestLayout, JobEnvironment, StepResult};
+use firerunner_engine::logs::LogHub;
+use firerunner_engine::native_actions::CacheScope;
+use firerunner_engine::orchestrator::{run_workflow, RunLimits, RunScope};
+use firerunner_engine::vm_executor::VmJobExecutor;
+use firerunner_vm::testing;
+use firerunner_workflow::load::parse_workflow;
+use firerunner_workflow::plan::{plan_workflow, JobResult, PlanContext};
+use firerunner_workflow::Object;
+use tokio_util::sync::CancellationToken;
+
+const WORKFLOW: &str = r#"
+on: push
+env:
+  GREETING: hello
+jobs:
+  setup:
+    runs-on: ubuntu-latest
+    outputs:
+      list: ${{ steps.make.outputs.list }}
+      token_length: ${{ steps.secret.outputs.length }}
+    steps:
+      - uses: actions/checkout@v4
+      - name: files from the checkout
+        run: test "$(cat data.txt)" = "from the repo"
+      - id: greet
+        uses: ./.github/actions/greet
+        with:
+          who: world
+      - run: test "${{ steps.greet.outputs.said }}" = "hello world"
+      - id: shout
+        uses: octo/hello@v1
+        with:
+          text: quiet
+      - run: test "${{ steps.shout.outputs.loud }}" = QUIET
+      - id: missing
+        continue-on-error: true
+        uses: octo/absent@v1
+      - run: test "${{ steps.missing.outcome }}" = failure
+      - id: make
+        run: |
+          echo 'list=["a","b"]' >> "$GITHUB_OUTPUT"
+          echo "FROM_ENV_FILE=yes" >> "$GITHUB_ENV"
+          echo "::set-output name=legacy::old way"
+      - name: env file applies to later steps
+        run: test "$FROM_ENV_FILE" = yes && test "${{ steps.make.outputs.legacy }}" = "old way"
+      - name: secret masked
+        id: secret
+        env:
+          TOKEN: ${{ secrets.TOKEN }}
+        run: |
+          echo "the token is $TOKEN"
+          echo "length=${#TOKEN}" >> "$GITHUB_OUTPUT"
+      - name: allowed to fail
+        id: soft
+        continue-on-error: true
+        run: exit 3
+      - name: outcome and conclusion
+        run: test "${{ steps.soft.outcome }}/${{ steps.soft.conclusion }}" = failure/success
+      - id: deps
+        uses: actions/cache@v4
+        with:
+          path: deps
+          key: deps-${{ runner.os }}-v1
+      - run: test "${{ steps.deps.outputs.cache-hit }}" = false && mkdir -p deps && echo cached > deps/file
+      - run: mkdir -p out/sub && echo one > out/a.txt && echo two > out/sub/b.txt && echo skip > out/skip.log
+      - uses: actions/upload-artifact@v4
+        with:
+          name: bundle
+          path: |
+            out/
+            !out/*.log
+  use:
+    needs: setup
+    strategy:
+      matrix:
+        v: ${{ fromJSON(needs.setup.outputs.list) }}
+    runs-on: ubuntu-latest
+    steps:
+      - run: test "${{ matrix.v }}" = a -o "${{ matrix.v }}" = b
+      - run: test "$GREETING" = hello
+      - run: test "${{ needs.setup.outputs.token_length }}" = 6
+      - uses: actions/download-artifact@v4
+        with:
+          name: bundle
+          path: got
+      - run: test "$(cat got/a.txt)" = one && test "$(cat got/sub/b.txt)" = two && test ! -e got/skip.log
+      - id: deps
+        uses: actions/cache@v4
+        with:
+          path: deps
+          key: deps-${{ runner.os }}-v1
+      - run: test "${{ steps.deps.outputs.cache-hit }}" = true && test "$(cat deps/file)" = cached
+  fails:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo before; exit 1
+      - run: echo never
+      - if: failure()
+        run: echo recovered
+"#;
+
+const REMOTE_ACTION: &str = r#"
+name: Shout
+inputs:
+  text:
+    required: true
+outputs:
+  loud:
+    value: ${{ steps.run.outputs.loud }}
+runs:
+  using: composite
+  steps:
+    - id: run
+      shell: sh
+      run: echo "loud=$(sh "$GITHUB_ACTION_PATH/shout.sh" "${{ inputs.text }}")" >> "$GITHUB_OUTPUT"
+"#;
+
+const GREET_ACTION: &str = r#"
+name: Greet
+inputs:
+  who:
+    required: true
+  greeting:
+    default: hello
+outputs:
+  said:
+    value: ${{ steps.say.outputs.text }}
+runs:
+  using: composite
+  steps:
+    - id: say
+      shell: sh
+      run: echo "text=${{ inputs.greeting }} ${{ inputs.who }}" >> "$GITHUB_OUTPUT"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_runs_in_microvms_with_needs_matrix_outputs_and_masking() {
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        assert!(Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
+            .args(args)
+            .status()
+            .unwrap()
+            .success());
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(repo.path().join("data.txt"), "from the repo\n").unwrap();
+    let action_dir = repo.path().join(".github/actions/greet");
+    std::fs::create_dir_all(&action_dir).unwrap();
+    std::fs::write(action_dir.join("action.yml"), GREET_ACTION).unwrap();
+    git(&["add", "."]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "commit",
+        "-q",
+        "-m",
+        "init",
+    ]);
+
+    let workflow = Arc::new(parse_workflow("ci.yml", WORKFLOW).unwrap_or_else(|d| panic!("{d}")));
+    let plan = plan_workflow(&workflow, &PlanContext::default()).unwrap();
+    let stores = tempfile::tempdir().unwrap();
+    let remotes = tempfile::tempdir().unwrap();
+    let remote = remotes.path().join("octo/hello");
+    std::fs::create_dir_all(&remote).unwrap();
+    std::fs::write(remote.join("action.yml"), REMOTE_ACTION).unwrap();
+    std::fs::write(remote.join("shout.sh"), "echo \"$1\" | tr a-z A-Z\n").unwrap();
+    let git_in = |dir: &std::path::Path, args: &[&str]| {
+        assert!(Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .status()
+            .unwrap()
+            .success());
+    };
+    git_in(&remote, &["init", "-q", "-b", "main"]);
+    git_in(&remote, &["add", "."]);
+    git_in(
+        &remote,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "v1",
+        ],
+    );
+    git_in(&remote, &["tag", "v1"]);
+    let layout = GuestLayout::for_repository("octo/demo");
+    let default_env = BTreeMap::from([
+        ("CI".to_string(), "true".to_string()),
+        ("GITHUB_WORKSPACE".to_string(), layout.workspace.clone()),
+        ("HOME".to_string(), layout.home.clone()),
+    ]);
+    let environment = JobEnvironment {
+        run_id: "run-1".into(),
+        secrets: BTreeMap::from([("TOKEN".to_string(), "s3cret".to_string())]),
+        layout,
+        default_env,
+        checkout: Some(CheckoutSource::WorkingTree(repo.path().to_path_buf())),
+        artifacts: Some(Arc::new(
+            ArtifactStore::open(&stores.path().join("artifacts")).unwrap(),
+        )),
+        cache: Some((
+            Arc::new(
+                CacheStore::open(&stores.path().join("cache"), CacheLimits::default()).unwrap(),
+            ),
+            CacheScope {
+                repository: "octo/demo".into(),
+                scopes: vec!["refs/heads/main".into()],
+            },
+        )),
+        actions_base_url: format!("file://{}", remotes.path().display()),
+        actions_cache_dir: stores.path().join("actions"),
+    };
+    let logs_dir = tempfile::tempdir().unwrap();
+    let logs = Arc::new(LogHub::new(logs_dir.path()));
+    let runtime = tempfile::tempdir().unwrap();
+    let spec = testing::test_spec();
+    let sessions = testing::sessions(runtime.path(), &spec, 0).await;
+    let executor = Arc::new(VmJobExecutor::new(
+        sessions,
+        spec,
+        environment,
+        logs.clone(),
+    ));
+    let report = run_workflow(
+        workflow.clone(),
+        &plan,
+        &Object::new(),
+        executor.clone(),
+        RunLimits {
+            max_parallel_jobs: 2,
+        },
+        RunScope::default(),
+        CancellationToken::new(),
+    )
+    .await;
+
+    let all_logs: Vec<String> = report
+        .instances
+        .iter()
+        .flat_map(|i| logs.read("run-1", &i.name).unwrap_or_default())
+        .map(|l| l.text)
+        .collect();
+    let dump = all_logs.join("\n");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.jobs["setup"], JobResult::Success, "{dump}");
+    assert_eq!(report.jobs["use"], JobResult::Success, "{dump}");
+    assert_eq!(report.jobs["fails"], JobResult::Failure, "{dump}");
+    assert_eq!(report.conclusion, JobResult::Failure);
+    assert!(all_logs.iter().any(|l| l == "the token is ***"), "{dump}");
+    assert!(!dump.contains("s3cret"), "the secret leaked:\n{dump}");
+    assert!(all_logs.iter().any(|l| l == "recovered"), "{dump}");
+    assert!(!all_logs.iter().any(|l| l == "never"), "{dump}");
+
+    let reports = executor.reports();
+    let (_, fails) = reports.iter().find(|(name, _)| name == "fails").unwrap();
+    let results: Vec<StepResult> = fails.steps.iter().map(|s| s.conclusion).collect();
+    assert_eq!(
+        results,
+        [
+            StepResult::Failure,
+            StepResult::Skipped,
+            StepResult::Success
+        ]
+    );
+    assert!(
+        firerunner_vm::VmDir::list(runtime.path())
+            .unwrap()
+            .is_empty(),
+        "no VM left behind"
+    );
+}

@@ -1,0 +1,1 @@
+console.log(`post step saw state greeted=${process.env.STATE_greeted}`);
