@@ -1,0 +1,18 @@
+//! firerunner's link to GitHub: verifying and parsing webhook deliveries ([`webhook`]) and
+//! calling GitHub's REST API ([`api`]). With the `testing` feature, `testing::MockGitHub`
+//! serves the same endpoints locally for tests.
+#![warn(missing_docs)]
+
+pub mod api;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod time;
+pub mod webhook;
+
+pub use api::{
+    ApiConfig, ApiError, Auth, CommitStatus, GitHubClient, RepoRef, RetryPolicy, StatusState,
+};
+pub use webhook::{
+    verify_signature, PayloadError, PingEvent, PullRequestEvent, PushCommit, PushEvent, Repository,
+    SignatureError, WebhookEvent, WorkflowDispatchEvent,
+};
