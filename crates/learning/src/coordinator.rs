@@ -1,0 +1,674 @@
+//! The learning coordinator: records steps, keeps totals, finds lessons and flaky steps.
+//!
+//! # Durability
+//! [`LearningCoordinator::record_step`] updates the in-memory state at once and queues the step's
+//! rows on a bounded channel; a background writer task drains the queue and writes up to
+//! [`LearningConfig::batch_size`] steps per transaction (each step's rows always land together).
+//! When the queue is full, `record_step` waits for the writer (back-pressure). A crash loses at
+//! most the queued steps; [`LearningCoordinator::flush`] waits until everything recorded before it
+//! is committed and reports a writer failure, and [`LearningCoordinator::close`] flushes and stops.
+
+use crate::graph::{CommandKnowledgeGraph, Prediction, PredictionContext};
+use crate::normalize::normalize_command;
+use crate::signature::{signature_from_log, ErrorSignature, DEFAULT_TAIL_LINES};
+use crate::store::{to_millis, LearningStore, StepRow, StepWrite};
+use crate::LearningError;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Tuning of the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearningConfig {
+    /// Failures with the same signature at the same step before a lesson is reported (default 3).
+    pub lesson_threshold: u64,
+    /// Log lines looked at for a failure signature (default 50).
+    pub log_tail_lines: usize,
+    /// Capacity of the write-behind queue, in steps (default 4096).
+    pub queue_capacity: usize,
+    /// Most steps written per transaction (default 256).
+    pub batch_size: usize,
+    /// Jobs whose last step is remembered to link sequences (default 4096, oldest forgotten first).
+    pub tracked_jobs: usize,
+}
+
+impl Default for LearningConfig {
+    fn default() -> Self {
+        LearningConfig {
+            lesson_threshold: 3,
+            log_tail_lines: DEFAULT_TAIL_LINES,
+            queue_capacity: 4096,
+            batch_size: 256,
+            tracked_jobs: 4096,
+        }
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The step succeeded.
+    Success,
+    /// The step failed.
+    Failure,
+}
+
+/// One executed step, as reported by the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    /// Identifier of the workflow run.
+    pub run_id: String,
+    /// Repository (`owner/name`).
+    pub repository: String,
+    /// Commit the run built.
+    pub commit_sha: String,
+    /// Workflow name or file.
+    pub workflow: String,
+    /// Job id (with its matrix values when it has some).
+    pub job: String,
+    /// Step name.
+    pub step_name: String,
+    /// The step's command or script.
+    pub command: String,
+    /// Outcome.
+    pub outcome: StepOutcome,
+    /// Exit code when the step was a process.
+    pub exit_code: Option<i32>,
+    /// How long the step took.
+    pub duration: Duration,
+    /// The end of the step's log.
+    pub log_tail: String,
+    /// When the step finished.
+    pub timestamp: SystemTime,
+}
+
+impl StepRecord {
+    fn location(&self) -> StepLocation {
+        StepLocation {
+            repository: self.repository.clone(),
+            workflow: self.workflow.clone(),
+            job: self.job.clone(),
+            step_name: self.step_name.clone(),
+        }
+    }
+}
+
+/// Where a step runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StepLocation {
+    /// Repository.
+    pub repository: String,
+    /// Workflow.
+    pub workflow: String,
+    /// Job.
+    pub job: String,
+    /// Step name.
+    pub step_name: String,
+}
+
+/// The change after which a failing step passed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedBy {
+    /// The first commit at which the step passed after failing.
+    pub commit_sha: String,
+    /// The step's new normalised command, when the command changed too.
+    pub command: Option<String>,
+}
+
+/// A repeated failure: one signature at one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lesson {
+    /// The error signature.
+    pub signature: ErrorSignature,
+    /// Where it failed.
+    pub location: StepLocation,
+    /// Normalised command of the latest failure.
+    pub command: String,
+    /// How many failures carried the signature there.
+    pub count: u64,
+    /// First failure.
+    pub first_seen: SystemTime,
+    /// Latest failure.
+    pub last_seen: SystemTime,
+    /// Commit of the latest failure.
+    pub last_commit_sha: String,
+    /// True until the step passes at a later commit.
+    pub still_failing: bool,
+    /// What fixed it, when known.
+    pub fixed_by: Option<FixedBy>,
+}
+
+/// A step that both passed and failed at the same commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlakyStep {
+    /// Where (the step name is the latest seen).
+    pub location: StepLocation,
+    /// Normalised command.
+    pub command: String,
+    /// Commits at which it both passed and failed.
+    pub flaky_commits: u64,
+    /// The latest such commit.
+    pub last_commit_sha: String,
+    /// When it was first seen flaky.
+    pub first_detected: SystemTime,
+    /// When it was last seen flaky.
+    pub last_detected: SystemTime,
+}
+
+/// A hint for a failing step (for a PR comment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hint {
+    /// The failure matches a lesson (same signature; at this step or elsewhere).
+    KnownFailure {
+        /// The lesson.
+        lesson: Lesson,
+        /// Whether the lesson was learnt at this very step.
+        same_step: bool,
+    },
+    /// The step is known to be flaky.
+    Flaky(FlakyStep),
+}
+
+/// Totals and pattern counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LearningStats {
+    /// Successful steps recorded.
+    pub successes: u64,
+    /// Failed steps recorded.
+    pub failures: u64,
+    /// Distinct normalised commands that succeeded at least once.
+    pub unique_success_patterns: u64,
+    /// Distinct (normalised command, error signature) failure pairs.
+    pub unique_failure_patterns: u64,
+    /// Lessons reported by [`LearningCoordinator::lessons`].
+    pub lessons: u64,
+    /// Flaky steps.
+    pub flaky_steps: u64,
+}
+
+/// What recording a step found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedStep {
+    /// The normalised command.
+    pub command_key: String,
+    /// The failure signature, for a failed step with a log.
+    pub signature: Option<ErrorSignature>,
+    /// The step's lesson reached the threshold with this failure.
+    pub new_lesson: bool,
+    /// This step made its commit a flaky one.
+    pub became_flaky: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct OutcomeKey {
+    repository: String,
+    workflow: String,
+    job: String,
+    command: String,
+    commit_sha: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FlakyKey {
+    repository: String,
+    workflow: String,
+    job: String,
+    command: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    graph: CommandKnowledgeGraph,
+    successes: u64,
+    failures: u64,
+    outcomes: HashMap<OutcomeKey, (u64, u64)>,
+    flaky: HashMap<FlakyKey, FlakyStep>,
+    lessons: HashMap<(String, StepLocation), Lesson>,
+    lessons_by_location: HashMap<StepLocation, HashSet<String>>,
+    last_in_job: HashMap<(String, String), (String, bool)>,
+    job_order: VecDeque<(String, String)>,
+}
+
+impl State {
+    fn is_flaky(&self, location: &StepLocation, command: &str) -> bool {
+        self.flaky.contains_key(&FlakyKey {
+            repository: location.repository.clone(),
+            workflow: location.workflow.clone(),
+            job: location.job.clone(),
+            command: command.to_string(),
+        })
+    }
+
+    fn insert_lesson(&mut self, lesson: Lesson) {
+        self.lessons_by_location
+            .entry(lesson.location.clone())
+            .or_default()
+            .insert(lesson.signature.hash.clone());
+        self.lessons.insert(
+            (lesson.signature.hash.clone(), lesson.location.clone()),
+            lesson,
+        );
+    }
+}
+
+enum WriterMessage {
+    Step(Box<StepWrite>),
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
+/// Records steps and answers questions about them (see the module docs for durability).
+#[derive(Debug)]
+pub struct LearningCoordinator {
+    config: LearningConfig,
+    state: Arc<Mutex<State>>,
+    sender: mpsc::Sender<WriterMessage>,
+    writer: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for WriterMessage {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriterMessage::Step(_) => formatter.write_str("Step"),
+            WriterMessage::Flush(_) => formatter.write_str("Flush"),
+        }
+    }
+}
+
+impl LearningCoordinator {
+    /// Loads the state from `store` and starts the background writer (needs a tokio runtime).
+    pub async fn open(store: LearningStore, config: LearningConfig) -> Result<Self, LearningError> {
+        let snapshot = store.load().await?;
+        let mut state = State::default();
+        for (key, repository, successes, failures) in snapshot.node_stats {
+            state
+                .graph
+                .add_counts(&key, &repository, successes, failures);
+            state.successes += successes;
+            state.failures += failures;
+        }
+        for (from, to, count) in snapshot.edges {
+            state.graph.add_sequence(&from, &to, count);
+        }
+        for (key, signature, count) in snapshot.signatures {
+            state.graph.add_signature(&key, &signature, count);
+        }
+        for (location, command, commit_sha, passes, failures) in snapshot.outcomes {
+            state.outcomes.insert(
+                OutcomeKey {
+                    repository: location.repository,
+                    workflow: location.workflow,
+                    job: location.job,
+                    command,
+                    commit_sha,
+                },
+                (passes, failures),
+            );
+        }
+        for lesson in snapshot.lessons {
+            state.insert_lesson(lesson);
+        }
+        for flaky in snapshot.flaky {
+            state.flaky.insert(
+                FlakyKey {
+                    repository: flaky.location.repository.clone(),
+                    workflow: flaky.location.workflow.clone(),
+                    job: flaky.location.job.clone(),
+                    command: flaky.command.clone(),
+                },
+                flaky,
+            );
+        }
+        let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let writer = tokio::spawn(run_writer(store, receiver, config.batch_size.max(1)));
+        Ok(LearningCoordinator {
+            config,
+            state: Arc::new(Mutex::new(state)),
+            sender,
+            writer,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records one step: updates the graph, totals, lessons and flaky steps in memory, then queues
+    /// its rows for the store.
+    pub async fn record_step(&self, step: StepRecord) -> Result<RecordedStep, LearningError> {
+        let (recorded, write) = self.apply(step);
+        self.sender
+            .send(WriterMessage::Step(Box::new(write)))
+            .await
+            .map_err(|_| LearningError::WriterStopped)?;
+        Ok(recorded)
+    }
+
+    fn apply(&self, step: StepRecord) -> (RecordedStep, StepWrite) {
+        let key = normalize_command(&step.command);
+        let success = step.outcome == StepOutcome::Success;
+        let signature = if success {
+            None
+        } else {
+            signature_from_log(&step.log_tail, self.config.log_tail_lines)
+        };
+        let location = step.location();
+        let mut state = self.state();
+        let state = &mut *state;
+
+        state
+            .graph
+            .observe(&key, &step.repository, success, signature.as_ref());
+        if success {
+            state.successes += 1;
+        } else {
+            state.failures += 1;
+        }
+
+        let job_key = (step.run_id.clone(), step.job.clone());
+        let previous = state
+            .last_in_job
+            .insert(job_key.clone(), (key.clone(), success));
+        if previous.is_none() {
+            state.job_order.push_back(job_key);
+            while state.job_order.len() > self.config.tracked_jobs.max(1) {
+                if let Some(oldest) = state.job_order.pop_front() {
+                    state.last_in_job.remove(&oldest);
+                }
+            }
+        }
+        let sequence_from = match previous {
+            Some((previous_key, true)) if success => {
+                state.graph.add_sequence(&previous_key, &key, 1);
+                Some(previous_key)
+            }
+            _ => None,
+        };
+
+        let outcome = state
+            .outcomes
+            .entry(OutcomeKey {
+                repository: step.repository.clone(),
+                workflow: step.workflow.clone(),
+                job: step.job.clone(),
+                command: key.clone(),
+                commit_sha: step.commit_sha.clone(),
+            })
+            .or_default();
+        let was_flaky_commit = outcome.0 > 0 && outcome.1 > 0;
+        if success {
+            outcome.0 += 1;
+        } else {
+            outcome.1 += 1;
+        }
+        let became_flaky = !was_flaky_commit && outcome.0 > 0 && outcome.1 > 0;
+        let mut flaky_write = None;
+        if became_flaky {
+            let flaky = state
+                .flaky
+                .entry(FlakyKey {
+                    repository: step.repository.clone(),
+                    workflow: step.workflow.clone(),
+                    job: step.job.clone(),
+                    command: key.clone(),
+                })
+                .or_insert_with(|| FlakyStep {
+                    location: location.clone(),
+                    command: key.clone(),
+                    flaky_commits: 0,
+                    last_commit_sha: String::new(),
+                    first_detected: step.timestamp,
+                    last_detected: step.timestamp,
+                });
+            flaky.flaky_commits += 1;
+            flaky.location = location.clone();
+            flaky.last_commit_sha = step.commit_sha.clone();
+            flaky.last_detected = step.timestamp;
+            flaky_write = Some(flaky.clone());
+        }
+
+        let mut lesson_writes = Vec::new();
+        let mut new_lesson = false;
+        if let Some(signature) = signature.as_ref().filter(|_| !success) {
+            let lesson_key = (signature.hash.clone(), location.clone());
+            let lesson = match state.lessons.get_mut(&lesson_key) {
+                Some(lesson) => {
+                    lesson.count += 1;
+                    lesson.command = key.clone();
+                    lesson.last_seen = step.timestamp;
+                    lesson.last_commit_sha = step.commit_sha.clone();
+                    lesson.still_failing = true;
+                    lesson.fixed_by = None;
+                    lesson.clone()
+                }
+                None => {
+                    let lesson = Lesson {
+                        signature: signature.clone(),
+                        location: location.clone(),
+                        command: key.clone(),
+                        count: 1,
+                        first_seen: step.timestamp,
+                        last_seen: step.timestamp,
+                        last_commit_sha: step.commit_sha.clone(),
+                        still_failing: true,
+                        fixed_by: None,
+                    };
+                    state.insert_lesson(lesson.clone());
+                    lesson
+                }
+            };
+            new_lesson = lesson.count == self.config.lesson_threshold;
+            lesson_writes.push(lesson);
+        } else if success {
+            if let Some(hashes) = state.lessons_by_location.get(&location) {
+                for hash in hashes {
+                    let Some(lesson) = state.lessons.get_mut(&(hash.clone(), location.clone()))
+                    else {
+                        continue;
+                    };
+                    if lesson.still_failing && lesson.last_commit_sha != step.commit_sha {
+                        lesson.still_failing = false;
+                        lesson.fixed_by = Some(FixedBy {
+                            commit_sha: step.commit_sha.clone(),
+                            command: (lesson.command != key).then(|| key.clone()),
+                        });
+                        lesson_writes.push(lesson.clone());
+                    }
+                }
+            }
+        }
+
+        let write = StepWrite {
+            row: StepRow {
+                run_id: step.run_id,
+                repository: step.repository,
+                commit_sha: step.commit_sha,
+                workflow: step.workflow,
+                job: step.job,
+                step_name: step.step_name,
+                command: step.command,
+                command_key: key.clone(),
+                success,
+                exit_code: step.exit_code,
+                duration_ms: i64::try_from(step.duration.as_millis()).unwrap_or(i64::MAX),
+                signature: signature.clone(),
+                recorded_at_ms: to_millis(step.timestamp),
+            },
+            sequence_from,
+            lessons: lesson_writes,
+            flaky: flaky_write,
+        };
+        let recorded = RecordedStep {
+            command_key: key,
+            signature,
+            new_lesson,
+            became_flaky,
+        };
+        (recorded, write)
+    }
+
+    /// Totals and pattern counts.
+    pub fn stats(&self) -> LearningStats {
+        let state = self.state();
+        let unique_success_patterns = state
+            .graph
+            .nodes()
+            .filter(|node| node.successes > 0)
+            .count() as u64;
+        let unique_failure_patterns = state
+            .graph
+            .nodes()
+            .map(|node| node.signatures.len() as u64)
+            .sum();
+        let lessons = self.lessons_in(&state).len() as u64;
+        LearningStats {
+            successes: state.successes,
+            failures: state.failures,
+            unique_success_patterns,
+            unique_failure_patterns,
+            lessons,
+            flaky_steps: state.flaky.len() as u64,
+        }
+    }
+
+    fn lessons_in(&self, state: &State) -> Vec<Lesson> {
+        let mut lessons: Vec<Lesson> = state
+            .lessons
+            .values()
+            .filter(|lesson| lesson.count >= self.config.lesson_threshold)
+            .filter(|lesson| !state.is_flaky(&lesson.location, &lesson.command))
+            .cloned()
+            .collect();
+        lessons.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.location.cmp(&b.location))
+                .then_with(|| a.signature.text.cmp(&b.signature.text))
+        });
+        lessons
+    }
+
+    /// Lessons: signatures that failed at least `lesson_threshold` times at one step, most frequent
+    /// first. Failures of a step known to be flaky are explained by the flakiness and are left out.
+    pub fn lessons(&self) -> Vec<Lesson> {
+        self.lessons_in(&self.state())
+    }
+
+    /// Steps that both passed and failed at one commit.
+    pub fn flaky_steps(&self) -> Vec<FlakyStep> {
+        let mut flaky: Vec<FlakyStep> = self.state().flaky.values().cloned().collect();
+        flaky.sort_by(|a, b| {
+            b.flaky_commits
+                .cmp(&a.flaky_commits)
+                .then_with(|| a.location.cmp(&b.location))
+                .then_with(|| a.command.cmp(&b.command))
+        });
+        flaky
+    }
+
+    /// Hints for a failed step: the step is flaky, and lessons with the same signature (those of
+    /// this very step first).
+    pub fn hints_for_failure(&self, step: &StepRecord) -> Vec<Hint> {
+        let key = normalize_command(&step.command);
+        let location = step.location();
+        let state = self.state();
+        let mut hints = Vec::new();
+        if let Some(flaky) = state.flaky.get(&FlakyKey {
+            repository: step.repository.clone(),
+            workflow: step.workflow.clone(),
+            job: step.job.clone(),
+            command: key,
+        }) {
+            hints.push(Hint::Flaky(flaky.clone()));
+        }
+        if let Some(signature) = signature_from_log(&step.log_tail, self.config.log_tail_lines) {
+            let mut matching: Vec<(bool, Lesson)> = self
+                .lessons_in(&state)
+                .into_iter()
+                .filter(|lesson| lesson.signature.hash == signature.hash)
+                .map(|lesson| (lesson.location == location, lesson))
+                .collect();
+            matching.sort_by_key(|(same_step, _)| !*same_step);
+            hints.extend(
+                matching
+                    .into_iter()
+                    .map(|(same_step, lesson)| Hint::KnownFailure { lesson, same_step }),
+            );
+        }
+        hints
+    }
+
+    /// Success probability of `command` (see [`CommandKnowledgeGraph::predict_success`]).
+    pub fn predict_success(&self, command: &str, context: &PredictionContext) -> Prediction {
+        self.state().graph.predict_success(command, context)
+    }
+
+    /// Runs `query` on the knowledge graph.
+    pub fn with_graph<T>(&self, query: impl FnOnce(&CommandKnowledgeGraph) -> T) -> T {
+        query(&self.state().graph)
+    }
+
+    /// Waits until every step recorded before this call is committed; reports a writer failure
+    /// that happened since the previous flush.
+    pub async fn flush(&self) -> Result<(), LearningError> {
+        let (reply, done) = oneshot::channel();
+        self.sender
+            .send(WriterMessage::Flush(reply))
+            .await
+            .map_err(|_| LearningError::WriterStopped)?;
+        done.await
+            .map_err(|_| LearningError::WriterStopped)?
+            .map_err(LearningError::WriterFailed)
+    }
+
+    /// Flushes and stops the writer.
+    pub async fn close(self) -> Result<(), LearningError> {
+        let flushed = self.flush().await;
+        drop(self.sender);
+        self.writer
+            .await
+            .map_err(|error| LearningError::WriterFailed(error.to_string()))?;
+        flushed
+    }
+}
+
+async fn run_writer(
+    store: LearningStore,
+    mut receiver: mpsc::Receiver<WriterMessage>,
+    batch_size: usize,
+) {
+    let mut failure: Option<String> = None;
+    let mut batch: Vec<StepWrite> = Vec::with_capacity(batch_size);
+    while let Some(first) = receiver.recv().await {
+        let mut flushes = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                WriterMessage::Step(write) => batch.push(*write),
+                WriterMessage::Flush(reply) => {
+                    flushes.push(reply);
+                    break;
+                }
+            }
+            if batch.len() >= batch_size {
+                break;
+            }
+            next = receiver.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            if let Err(error) = store.write_batch(&batch).await {
+                failure.get_or_insert_with(|| error.to_string());
+            }
+            batch.clear();
+        }
+        for reply in flushes {
+            let _ = reply.send(match failure.take() {
+                Some(error) => Err(error),
+                None => Ok(()),
+            });
+        }
+    }
+}
