@@ -26,6 +26,18 @@ enum Command {
     Validate(commands::validate::Args),
     /// Show which workflows and jobs an event would run, in order, with matrix values.
     Plan(commands::plan::Args),
+    /// Build guest images for the microVMs.
+    Image(commands::image::Args),
+    /// Run a local checkout's workflows in microVMs (like act).
+    Run(commands::run::Args),
+    /// Run a command in a throw-away microVM; list and remove VMs.
+    Vm(commands::vm::Args),
+    /// Serve webhooks, the dashboard, the API and metrics, and run jobs.
+    Serve(commands::serve::Args),
+    /// Only run jobs, taken from the store shared with `serve` (several hosts).
+    Worker(commands::serve::Args),
+    /// Show the service's hosts, capacity, queue and running jobs.
+    Status(commands::status::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +45,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => commands::validate::run(args),
         Command::Plan(args) => commands::plan::run(args),
+        Command::Image(args) => commands::image::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::Vm(args) => commands::vm::run(args),
+        Command::Serve(args) => commands::serve::run(args, false),
+        Command::Worker(args) => commands::serve::run(args, true),
+        Command::Status(args) => commands::status::run(args),
     };
     match result {
         Ok(code) => code,

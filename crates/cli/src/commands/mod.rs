@@ -1,4 +1,9 @@
 //! One module per subcommand.
 
+pub mod image;
 pub mod plan;
+pub mod run;
+pub mod serve;
+pub mod status;
 pub mod validate;
+pub mod vm;

@@ -1,0 +1,575 @@
+//! The operator's configuration: a TOML file, then `FIRERUNNER_*`
+//! environment overrides, then secrets read from `*_FILE` paths.
+//!
+//! Every key of the file can be overridden by an environment variable named
+//! after its path: `listen` by `FIRERUNNER_LISTEN`, `limits.max_vms` by
+//! `FIRERUNNER_LIMITS_MAX_VMS`. A value is read as TOML when it parses
+//! (`4`, `true`, `["a", "b"]`) and as a plain string otherwise. Any
+//! variable ending in `_FILE` names a file whose content (without its final
+//! newline) is the value: `FIRERUNNER_GITHUB_TOKEN_FILE=/run/secrets/token`.
+//! In the file, a secret key can likewise be given as `<key>_file`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has wrong keys or types.
+    #[error("{path}:{line}:{col}: {message}")]
+    Invalid {
+        /// The file (or `environment` for an override).
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is present but unusable.
+    #[error("config key {key}: {message}")]
+    Value {
+        /// The key, dotted.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration of `firerunner serve` / `firerunner worker`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// The public URL of this service (links in statuses and comments).
+    pub public_url: String,
+    /// Database URL: `sqlite://...` (default, in the data dir) or `postgres://...`.
+    pub database_url: String,
+    /// Where logs, artifacts and caches are kept.
+    pub data_dir: PathBuf,
+    /// The webhook secret set on GitHub (required to accept webhooks).
+    pub webhook_secret: String,
+    /// Bearer token of the JSON API (the API is off when empty).
+    pub api_token: String,
+    /// Largest webhook body accepted, in bytes (GitHub caps payloads at 25 MiB).
+    pub max_body_bytes: usize,
+    /// How to reach GitHub.
+    pub github: GitHubConfig,
+    /// Which repositories and workflows may run.
+    pub allow: AllowConfig,
+    /// Capacity of this host.
+    pub limits: LimitsConfig,
+    /// This host's worker.
+    pub worker: WorkerConfig,
+    /// The microVMs.
+    pub vm: VmConfig,
+}
+
+/// How to reach GitHub's API and git.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitHubConfig {
+    /// REST API base (`https://HOST/api/v3` for GitHub Enterprise Server).
+    pub api_url: String,
+    /// Base of clone URLs (`https://HOST` for GitHub Enterprise Server).
+    pub git_url: String,
+    /// A token (personal access token or fine-grained token).
+    pub token: String,
+    /// GitHub App id (with `private_key`, instead of `token`).
+    pub app_id: u64,
+    /// The GitHub App's private key (PEM).
+    pub private_key: String,
+    /// Commit status context prefix.
+    pub status_context: String,
+}
+
+/// Allow-lists (empty: everything allowed).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllowConfig {
+    /// `owner/name` patterns (`*` matches within a segment: `octo/*`).
+    pub repositories: Vec<String>,
+    /// Workflow file names or paths (`ci.yml`, `.github/workflows/ci.yml`, `*.yml`).
+    pub workflows: Vec<String>,
+}
+
+/// Capacity limits of this host.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Workflow runs executing at once.
+    pub concurrent_runs: usize,
+    /// Jobs (VM sessions) executing at once.
+    pub max_sessions: usize,
+    /// VMs running at once, warm pool included.
+    pub max_vms: usize,
+    /// VMs kept booted (restored from a snapshot) and waiting.
+    pub warm_vms: usize,
+    /// Dispatch attempts for a delivery when GitHub fails transiently.
+    pub dispatch_attempts: u32,
+}
+
+/// This host's worker.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Whether `serve` also runs jobs (a `worker` process always does).
+    pub enabled: bool,
+    /// Stable id of this worker (default: the host name); a restart with
+    /// the same id re-queues the runs it held.
+    pub id: String,
+    /// Lease of a claimed run; a worker that stops heartbeating loses its
+    /// runs after this long.
+    pub lease_seconds: u64,
+}
+
+/// The microVMs jobs run in.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmConfig {
+    /// `qemu` or `firecracker`.
+    pub backend: String,
+    /// QEMU acceleration: `auto`, `kvm` or `tcg`.
+    pub accel: String,
+    /// `debian`, `test` or an image directory.
+    pub image: String,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Guest vCPUs.
+    pub vcpus: u8,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let data_dir = default_data_dir();
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            database_url: format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("firerunner.db").display()
+            ),
+            data_dir,
+            webhook_secret: String::new(),
+            api_token: String::new(),
+            max_body_bytes: 25 * 1024 * 1024,
+            github: GitHubConfig::default(),
+            allow: AllowConfig::default(),
+            limits: LimitsConfig::default(),
+            worker: WorkerConfig::default(),
+            vm: VmConfig::default(),
+        }
+    }
+}
+
+impl Default for GitHubConfig {
+    fn default() -> Self {
+        Self {
+            api_url: "https://api.github.com".into(),
+            git_url: "https://github.com".into(),
+            token: String::new(),
+            app_id: 0,
+            private_key: String::new(),
+            status_context: "firerunner".into(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            concurrent_runs: 2,
+            max_sessions: 2,
+            max_vms: 3,
+            warm_vms: 1,
+            dispatch_attempts: 6,
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            id: host_name(),
+            lease_seconds: 60,
+        }
+    }
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self {
+            backend: "qemu".into(),
+            accel: "auto".into(),
+            image: "debian".into(),
+            memory_mib: 1024,
+            vcpus: 1,
+        }
+    }
+}
+
+/// The data directory: `$FIRERUNNER_DATA_DIR`, else `$XDG_DATA_HOME/firerunner`,
+/// else `$HOME/.local/share/firerunner`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FIRERUNNER_DATA_DIR") {
+        return dir.into();
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("firerunner");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".local/share/firerunner")
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Keys that hold secrets, which may also come from `<key>_file` / `*_FILE`.
+const SECRET_KEYS: [&str; 4] = [
+    "webhook_secret",
+    "api_token",
+    "github.token",
+    "github.private_key",
+];
+
+impl Config {
+    /// Reads `path` (when given) and applies the environment's overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (name, text) = match path {
+            Some(path) => (
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            ),
+            None => ("(defaults)".to_string(), String::new()),
+        };
+        Self::from_parts(&name, &text, std::env::vars())
+    }
+
+    /// Builds the configuration from a file's text and environment variables.
+    pub fn from_parts(
+        name: &str,
+        text: &str,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|err| invalid(name, text, &err))?;
+        for (key, value) in environment {
+            let Some(rest) = key.strip_prefix("FIRERUNNER_") else {
+                continue;
+            };
+            let (rest, from_file) = match rest.strip_suffix("_FILE") {
+                Some(rest) => (rest, true),
+                None => (rest, false),
+            };
+            let Some(path) = config_path(rest) else {
+                continue;
+            };
+            let value = if from_file {
+                toml::Value::String(read_secret(&path.join("."), Path::new(&value))?)
+            } else {
+                parse_override(&value)
+            };
+            set_path(&mut table, &path, value);
+        }
+        for key in SECRET_KEYS {
+            let file_key = format!("{key}_file");
+            let path: Vec<String> = file_key.split('.').map(str::to_string).collect();
+            if let Some(toml::Value::String(file)) = take_path(&mut table, &path) {
+                let secret = read_secret(key, Path::new(&file))?;
+                let path: Vec<String> = key.split('.').map(str::to_string).collect();
+                set_path(&mut table, &path, toml::Value::String(secret));
+            }
+        }
+        let rendered = toml::to_string(&table).map_err(|err| ConfigError::Value {
+            key: "(all)".into(),
+            message: err.to_string(),
+        })?;
+        let config: Config = toml::from_str(&rendered).map_err(|err| {
+            // Errors of the merged table name the key; point into the file when it is there.
+            let located = toml::from_str::<Config>(text).err();
+            match located {
+                Some(err) => invalid(name, text, &err),
+                None => ConfigError::Value {
+                    key: "environment override".into(),
+                    message: err.message().to_string(),
+                },
+            }
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| {
+            Err(ConfigError::Value {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("listen", "must be an address like 127.0.0.1:8080");
+        }
+        if self.limits.concurrent_runs == 0 || self.limits.max_sessions == 0 {
+            return bad(
+                "limits",
+                "concurrent_runs and max_sessions must be at least 1",
+            );
+        }
+        if self.limits.max_vms < self.limits.max_sessions {
+            return bad("limits.max_vms", "must be at least limits.max_sessions");
+        }
+        if !["qemu", "firecracker"].contains(&self.vm.backend.as_str()) {
+            return bad("vm.backend", "must be qemu or firecracker");
+        }
+        if !["auto", "kvm", "tcg"].contains(&self.vm.accel.as_str()) {
+            return bad("vm.accel", "must be auto, kvm or tcg");
+        }
+        if self.github.app_id != 0 && self.github.private_key.is_empty() {
+            return bad("github.private_key", "a GitHub App needs its private key");
+        }
+        if self.worker.lease_seconds < 5 {
+            return bad("worker.lease_seconds", "must be at least 5");
+        }
+        Ok(())
+    }
+
+    /// Whether `full_name` may run here.
+    pub fn repository_allowed(&self, full_name: &str) -> bool {
+        self.allow.repositories.is_empty()
+            || self
+                .allow
+                .repositories
+                .iter()
+                .any(|pattern| wildcard_match(pattern, full_name))
+    }
+
+    /// Whether the workflow file `path` (`.github/workflows/ci.yml`) may run here.
+    pub fn workflow_allowed(&self, path: &str) -> bool {
+        let file = path.rsplit('/').next().unwrap_or(path);
+        self.allow.workflows.is_empty()
+            || self.allow.workflows.iter().any(|pattern| {
+                let subject = if pattern.contains('/') { path } else { file };
+                wildcard_match(pattern, subject)
+            })
+    }
+}
+
+/// `*` matches any run of characters other than `/`; everything else literally.
+fn wildcard_match(pattern: &str, subject: &str) -> bool {
+    fn go(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len())
+                .take_while(|&i| i == 0 || s[i - 1] != b'/')
+                .any(|i| go(rest, &s[i..])),
+            Some((c, rest)) => s.first() == Some(c) && go(rest, &s[1..]),
+        }
+    }
+    go(pattern.as_bytes(), subject.as_bytes())
+}
+
+fn invalid(name: &str, text: &str, err: &toml::de::Error) -> ConfigError {
+    let (line, col) = err
+        .span()
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            (line, col)
+        })
+        .unwrap_or((1, 1));
+    ConfigError::Invalid {
+        path: name.into(),
+        line,
+        col,
+        message: err.message().to_string(),
+    }
+}
+
+fn read_secret(key: &str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Value {
+        key: key.into(),
+        message: format!("cannot read {}: {err}", path.display()),
+    })?;
+    Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+}
+
+/// The dotted path of an override's name (`LIMITS_MAX_VMS` -> `limits.max_vms`).
+fn config_path(name: &str) -> Option<Vec<String>> {
+    const SECTIONS: [&str; 5] = ["github", "allow", "limits", "worker", "vm"];
+    let lower = name.to_ascii_lowercase();
+    for section in SECTIONS {
+        if let Some(key) = lower.strip_prefix(&format!("{section}_")) {
+            return Some(vec![section.to_string(), key.to_string()]);
+        }
+    }
+    const TOP: [&str; 7] = [
+        "listen",
+        "public_url",
+        "database_url",
+        "data_dir",
+        "webhook_secret",
+        "api_token",
+        "max_body_bytes",
+    ];
+    TOP.contains(&lower.as_str()).then(|| vec![lower])
+}
+
+fn parse_override(value: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut table| table.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [] => {}
+        [key] => {
+            table.insert(key.clone(), value);
+        }
+        [section, rest @ ..] => {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(inner) = entry {
+                set_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+fn take_path(table: &mut toml::Table, path: &[String]) -> Option<toml::Value> {
+    match path {
+        [] => None,
+        [key] => table.remove(key),
+        [section, rest @ ..] => match table.get_mut(section) {
+            Some(toml::Value::Table(inner)) => take_path(inner, rest),
+            _ => None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_file_and_environment_layer_in_that_order() {
+        let config = Config::from_parts(
+            "firerunner.toml",
+            "listen = \"0.0.0.0:9000\"\n[limits]\nmax_vms = 8\nmax_sessions = 4\n",
+            env(&[
+                ("FIRERUNNER_LIMITS_MAX_VMS", "12"),
+                ("FIRERUNNER_ALLOW_REPOSITORIES", "[\"octo/*\"]"),
+                ("FIRERUNNER_GITHUB_API_URL", "http://127.0.0.1:1/api/v3"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000");
+        assert_eq!(config.limits.max_vms, 12);
+        assert_eq!(config.limits.max_sessions, 4);
+        assert_eq!(config.limits.concurrent_runs, 2, "default kept");
+        assert_eq!(config.github.api_url, "http://127.0.0.1:1/api/v3");
+        assert!(config.repository_allowed("octo/app"));
+        assert!(!config.repository_allowed("octo/app/x"));
+        assert!(!config.repository_allowed("evil/app"));
+    }
+
+    #[test]
+    fn secrets_come_from_files_named_in_the_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+        std::fs::write(dir.path().join("token"), "ghp_x").unwrap();
+        let text = format!(
+            "webhook_secret_file = \"{}\"\n",
+            dir.path().join("secret").display()
+        );
+        let token_file = dir.path().join("token").display().to_string();
+        let config = Config::from_parts(
+            "c.toml",
+            &text,
+            env(&[("FIRERUNNER_GITHUB_TOKEN_FILE", token_file.as_str())]),
+        )
+        .unwrap();
+        assert_eq!(config.webhook_secret, "s3cret");
+        assert_eq!(config.github.token, "ghp_x");
+        let missing = Config::from_parts("c.toml", "api_token_file = \"/nonexistent/x\"", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("api_token") && missing.contains("/nonexistent/x"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn errors_point_at_the_line_and_column_or_name_the_key() {
+        let err = Config::from_parts(
+            "c.toml",
+            "listen = \"x:1\"\n[limits]\nmax_vmz = 3\n",
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("c.toml:3:1: "), "{err}");
+        assert!(err.contains("max_vmz"), "{err}");
+        let err = Config::from_parts("c.toml", "[limits]\nmax_vms = \"many\"\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.toml:2:11: "), "{err}");
+        let err = Config::from_parts("c.toml", "listen = \"nowhere\"\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config key listen: must be an address like 127.0.0.1:8080"
+        );
+        let err = Config::from_parts("c.toml", "", env(&[("FIRERUNNER_LIMITS_MAX_VMS", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("environment override"), "{err}");
+    }
+
+    #[test]
+    fn workflow_allow_list_matches_names_or_paths() {
+        let mut config = Config::default();
+        assert!(config.workflow_allowed(".github/workflows/anything.yml"));
+        config.allow.workflows = vec!["ci.yml".into(), ".github/workflows/release-*.yaml".into()];
+        assert!(config.workflow_allowed(".github/workflows/ci.yml"));
+        assert!(config.workflow_allowed(".github/workflows/release-1.yaml"));
+        assert!(!config.workflow_allowed(".github/workflows/deploy.yml"));
+    }
+}

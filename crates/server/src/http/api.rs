@@ -1,0 +1,271 @@
+//! `/api`: the operators' JSON API, behind a bearer token (off when no
+//! token is configured). Runs, jobs, logs, deliveries, workers, and VMs an
+//! operator can create, exec in and delete.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::state::AppState;
+
+/// A boxed future, for the object-safe [`VmOperations`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A VM an operator holds, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VmInfo {
+    /// Its id.
+    pub id: String,
+    /// Who holds it: `operator` or `job`.
+    pub holder: String,
+}
+
+/// A command to run in an operator's VM.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecInput {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Working directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Kill after this many seconds.
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecOutput {
+    /// Its standard output (lossy UTF-8).
+    pub stdout: String,
+    /// Its standard error (lossy UTF-8).
+    pub stderr: String,
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Signal, when it was killed.
+    pub signal: Option<i32>,
+    /// Run time.
+    pub duration_ms: u64,
+}
+
+/// VM operations the API offers operators (implemented over the worker's
+/// session manager, so operator VMs count against the same limits).
+pub trait VmOperations: Send + Sync + 'static {
+    /// VMs held through the API.
+    fn list(&self) -> Vec<VmInfo>;
+    /// Boots (or takes from the warm pool) a VM and holds it.
+    fn create(&self) -> BoxFuture<'_, Result<VmInfo, String>>;
+    /// Runs a command in a held VM.
+    fn exec<'a>(
+        &'a self,
+        id: &'a str,
+        input: ExecInput,
+    ) -> BoxFuture<'a, Result<ExecOutput, String>>;
+    /// Destroys a held VM.
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), String>>;
+}
+
+pub(super) fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/status", get(status))
+        .route("/runs", get(runs))
+        .route("/runs/{id}", get(run))
+        .route("/runs/{id}/jobs/{job}/log", get(log))
+        .route("/deliveries", get(deliveries))
+        .route("/workers", get(workers))
+        .route("/errors", get(errors))
+        .route("/vms", get(vms).post(create_vm))
+        .route("/vms/{id}", axum::routing::delete(remove_vm))
+        .route("/vms/{id}/exec", post(exec_vm))
+        .layer(middleware::from_fn_with_state(state, require_token))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Lets a request through only with `Authorization: Bearer <api_token>`.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let expected = state.config.api_token.as_bytes();
+    if expected.is_empty() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the API is off: set api_token in the config",
+        );
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .as_bytes();
+    // Constant time in the token's content.
+    let same = given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    next.run(request).await
+}
+
+fn store_error(err: crate::store::StoreError) -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+}
+
+/// The limit of a listing.
+#[derive(Debug, Deserialize)]
+struct Limit {
+    limit: Option<i64>,
+}
+
+impl Limit {
+    fn get(&self) -> i64 {
+        self.limit.unwrap_or(50).clamp(1, 1000)
+    }
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    let counts = match state.store.counts().await {
+        Ok(counts) => counts,
+        Err(err) => return store_error(err),
+    };
+    let workers = state.store.workers().await.unwrap_or_default();
+    let deliveries = state.store.delivery_counts().await.unwrap_or_default();
+    let running_jobs = state.store.running_jobs().await.unwrap_or_default();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "database": if state.store.is_postgres() { "postgres" } else { "sqlite" },
+        "runs": counts,
+        "deliveries": deliveries.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "capacity": state.capacity(),
+        "workers": workers,
+        "running_jobs": running_jobs,
+        "now_ms": crate::store::now_ms(),
+    }))
+    .into_response()
+}
+
+async fn runs(State(state): State<AppState>, Query(limit): Query<Limit>) -> Response {
+    match state.store.recent_runs(limit.get()).await {
+        Ok(runs) => Json(runs).into_response(),
+        Err(err) => store_error(err),
+    }
+}
+
+async fn run(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match (state.store.run(&id).await, state.store.jobs(&id).await) {
+        (Ok(Some(run)), Ok(jobs)) => Json(json!({ "run": run, "jobs": jobs })).into_response(),
+        (Ok(None), _) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
+        (Err(err), _) | (_, Err(err)) => store_error(err),
+    }
+}
+
+async fn log(State(state): State<AppState>, Path((id, job)): Path<(String, String)>) -> Response {
+    match state.logs.read(&id, &job) {
+        Ok(lines) => Json(lines).into_response(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => error(
+            StatusCode::NOT_FOUND,
+            format!("no log for job {job:?} of run {id} on this host"),
+        ),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+async fn deliveries(State(state): State<AppState>, Query(limit): Query<Limit>) -> Response {
+    match state.store.recent_deliveries(limit.get()).await {
+        Ok(list) => Json(list).into_response(),
+        Err(err) => store_error(err),
+    }
+}
+
+async fn workers(State(state): State<AppState>) -> Response {
+    match state.store.workers().await {
+        Ok(list) => Json(list).into_response(),
+        Err(err) => store_error(err),
+    }
+}
+
+async fn errors(State(state): State<AppState>, Query(limit): Query<Limit>) -> Response {
+    match state.store.recent_errors(limit.get()).await {
+        Ok(list) => Json(list).into_response(),
+        Err(err) => store_error(err),
+    }
+}
+
+fn vm_operations(state: &AppState) -> Result<&dyn VmOperations, Box<Response>> {
+    state.vms.as_deref().ok_or_else(|| {
+        Box::new(error(
+            StatusCode::NOT_IMPLEMENTED,
+            "this process runs no VMs (worker disabled)",
+        ))
+    })
+}
+
+async fn vms(State(state): State<AppState>) -> Response {
+    match vm_operations(&state) {
+        Ok(ops) => Json(ops.list()).into_response(),
+        Err(response) => *response,
+    }
+}
+
+async fn create_vm(State(state): State<AppState>) -> Response {
+    let ops = match vm_operations(&state) {
+        Ok(ops) => ops,
+        Err(response) => return *response,
+    };
+    match ops.create().await {
+        Ok(info) => (StatusCode::CREATED, Json(info)).into_response(),
+        Err(message) => error(StatusCode::SERVICE_UNAVAILABLE, message),
+    }
+}
+
+async fn remove_vm(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let ops = match vm_operations(&state) {
+        Ok(ops) => ops,
+        Err(response) => return *response,
+    };
+    match ops.remove(&id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(message) => error(StatusCode::NOT_FOUND, message),
+    }
+}
+
+async fn exec_vm(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    input: Result<Json<ExecInput>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let ops = match vm_operations(&state) {
+        Ok(ops) => ops,
+        Err(response) => return *response,
+    };
+    let Json(input) = match input {
+        Ok(input) => input,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    if input.argv.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "field argv: must name a program");
+    }
+    match ops.exec(&id, input).await {
+        Ok(output) => Json(output).into_response(),
+        Err(message) => error(StatusCode::NOT_FOUND, message),
+    }
+}

@@ -1,0 +1,177 @@
+//! `POST /webhook`: check, store, answer. Nothing slow happens here: the
+//! delivery is stored durably and the dispatcher is woken; discovery and
+//! runs happen in the background.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use firerunner_github::webhook::{verify_signature, WebhookEvent};
+use serde_json::json;
+
+use crate::live::LiveEvent;
+use crate::state::AppState;
+use crate::store::{now_ms, DeliveryRecord};
+
+/// How a webhook request ended, for the answer, the log and the metrics.
+struct Verdict {
+    status: StatusCode,
+    result: &'static str,
+    message: String,
+}
+
+impl Verdict {
+    fn new(status: StatusCode, result: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            result,
+            message: message.into(),
+        }
+    }
+}
+
+/// Handles one webhook delivery.
+pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let delivery = header(&headers, "x-github-delivery")
+        .unwrap_or("-")
+        .to_string();
+    let verdict = accept(&state, &headers, body).await;
+    metrics::counter!("firerunner_webhooks_total", "result" => verdict.result).increment(1);
+    metrics::histogram!("firerunner_webhook_seconds").record(started.elapsed().as_secs_f64());
+    if verdict.status.is_client_error() || verdict.status.is_server_error() {
+        tracing::warn!(
+            delivery,
+            result = verdict.result,
+            "webhook refused: {}",
+            verdict.message
+        );
+    } else {
+        tracing::debug!(
+            delivery,
+            result = verdict.result,
+            "webhook {}",
+            verdict.message
+        );
+    }
+    (
+        verdict.status,
+        Json(json!({ "result": verdict.result, "message": verdict.message })),
+    )
+        .into_response()
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Verdict {
+    let limit = state.config.max_body_bytes;
+    let declared = header(headers, "content-length").and_then(|n| n.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Verdict::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body larger than {limit} bytes"),
+        );
+    }
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(err) => {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                Verdict::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("body larger than {limit} bytes"),
+                )
+            } else {
+                Verdict::new(StatusCode::BAD_REQUEST, "truncated", format!("body: {err}"))
+            };
+        }
+    };
+    if state.config.webhook_secret.is_empty() {
+        return Verdict::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this server has no webhook secret configured and accepts no webhooks",
+        );
+    }
+    if let Err(err) = verify_signature(
+        state.config.webhook_secret.as_bytes(),
+        &body,
+        header(headers, "x-hub-signature-256"),
+    ) {
+        return Verdict::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string());
+    }
+    let Some(event_name) = header(headers, "x-github-event") else {
+        return Verdict::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "missing X-GitHub-Event header",
+        );
+    };
+    let Some(delivery_id) = header(headers, "x-github-delivery").filter(|id| !id.is_empty()) else {
+        return Verdict::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "missing X-GitHub-Delivery header",
+        );
+    };
+    if delivery_id.len() > 200 {
+        return Verdict::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "X-GitHub-Delivery is too long",
+        );
+    }
+    let event = match WebhookEvent::parse(event_name, &body) {
+        Ok(event) => event,
+        Err(err) => return Verdict::new(StatusCode::BAD_REQUEST, "malformed", err.to_string()),
+    };
+    // Valid JSON is valid UTF-8.
+    let payload = String::from_utf8_lossy(&body);
+    let repository = event.repository().map(|r| r.full_name.clone());
+    match state
+        .store
+        .record_delivery(delivery_id, event_name, repository.as_deref(), &payload)
+        .await
+    {
+        Ok(true) => {
+            state.live.publish(LiveEvent::Delivery(DeliveryRecord {
+                delivery_id: delivery_id.to_string(),
+                event: event_name.to_string(),
+                repository,
+                received_at: now_ms(),
+                state: "received".into(),
+                note: None,
+                attempts: 0,
+            }));
+            state.wake_dispatcher.notify_one();
+            Verdict::new(
+                StatusCode::ACCEPTED,
+                "accepted",
+                format!("{event_name} delivery stored"),
+            )
+        }
+        Ok(false) => Verdict::new(
+            StatusCode::OK,
+            "duplicate",
+            format!("delivery {delivery_id} was already received"),
+        ),
+        Err(err) => {
+            state
+                .report_error("webhook", &format!("storing delivery {delivery_id}: {err}"))
+                .await;
+            Verdict::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_error",
+                "the delivery could not be stored; GitHub may redeliver it",
+            )
+        }
+    }
+}

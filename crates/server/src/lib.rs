@@ -1,0 +1,111 @@
+//! firerunner's service: signed webhooks in, a durable queue, runs in
+//! microVMs, commit statuses and one pull request comment out, with a live
+//! dashboard, a JSON API and Prometheus metrics.
+//!
+//! The data flows through rooms in this order: [`http`] receives and stores
+//! a delivery; [`dispatch`] turns it into queued runs; [`worker`] claims
+//! runs (leases in the [`store`], shared by every host on PostgreSQL) and
+//! hands them to a [`executor::RunExecutor`]; [`report`] writes back to
+//! GitHub; [`live`] feeds the dashboard.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod dispatch;
+pub mod executor;
+pub mod http;
+pub mod live;
+pub mod report;
+pub mod state;
+pub mod store;
+pub mod vm_ops;
+pub mod worker;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use executor::{RunExecutor, VmRunExecutor};
+pub use state::AppState;
+pub use store::{
+    ClaimedRun, Concurrency, DeliveryRecord, Enqueued, ErrorRecord, JobRecord, NewRun, RunCounts,
+    RunRecord, Store, StoreError, WorkerRecord,
+};
+
+/// What a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Accept webhooks, serve the dashboard and API, dispatch deliveries.
+    pub http: bool,
+    /// Claim and run queued runs.
+    pub worker: bool,
+}
+
+/// Runs the service until `shutdown` fires: the HTTP server on `listener`
+/// (when `roles.http`), the dispatcher, the worker with `executor` (when
+/// `roles.worker`), and the forwarding of live log lines to the dashboard.
+/// On shutdown the HTTP server finishes its requests and the worker puts
+/// the runs it was executing back in the queue.
+pub async fn serve<E: RunExecutor>(
+    state: AppState,
+    roles: Roles,
+    listener: Option<TcpListener>,
+    executor: Option<Arc<E>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut tasks = JoinSet::new();
+    {
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        let mut lines = state.logs.subscribe();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    line = lines.recv() => match line {
+                        Ok(line) => state.live.publish(live::LiveEvent::Log {
+                            run_id: line.run_id,
+                            job: line.job,
+                            stream: match line.stream {
+                                firerunner_engine::logs::LogStream::Stdout => "stdout",
+                                firerunner_engine::logs::LogStream::Stderr => "stderr",
+                                firerunner_engine::logs::LogStream::Runner => "runner",
+                            },
+                            text: line.text,
+                        }),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+    if roles.http {
+        tasks.spawn(dispatch::run_dispatcher(state.clone(), shutdown.clone()));
+    }
+    if let (true, Some(executor)) = (roles.worker, executor) {
+        tasks.spawn(worker::run_worker(
+            state.clone(),
+            executor,
+            shutdown.clone(),
+        ));
+    }
+    let served = match (roles.http, listener) {
+        (true, Some(listener)) => {
+            let app = http::router(state.clone());
+            let stop = shutdown.clone();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+        _ => {
+            shutdown.cancelled().await;
+            Ok(())
+        }
+    };
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    served
+}

@@ -1,0 +1,173 @@
+//! The one shared state every handler and background task works with.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use firerunner_engine::logs::LogHub;
+use firerunner_github::api::{ApiConfig, Auth, GitHubClient, RetryPolicy};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::http::VmOperations;
+use crate::live::{Capacity, LiveEvent, LiveHub};
+use crate::store::Store;
+
+/// Everything the service shares, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration it started with.
+    pub config: Arc<Config>,
+    /// Deliveries, runs, jobs, workers.
+    pub store: Store,
+    /// Live events for the dashboard.
+    pub live: LiveHub,
+    /// GitHub's API, when credentials are configured.
+    pub github: Option<GitHubClient>,
+    /// Job logs (stored per run and job, streamed live).
+    pub logs: Arc<LogHub>,
+    /// Wakes the dispatcher when a delivery arrives.
+    pub wake_dispatcher: Arc<Notify>,
+    /// Wakes the workers when a run is queued.
+    pub wake_workers: Arc<Notify>,
+    /// This host's VM and session use.
+    capacity: Arc<Mutex<Capacity>>,
+    /// When the service started.
+    pub started: Instant,
+    /// VMs operators drive through the API (when this process runs VMs).
+    pub vms: Option<Arc<dyn VmOperations>>,
+}
+
+/// Errors building the state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The GitHub client could not be built.
+    #[error("GitHub client: {0}")]
+    GitHub(String),
+    /// The data directory could not be created.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl AppState {
+    /// Opens the store and builds the GitHub client from `config`.
+    pub async fn open(config: Config) -> Result<Self, StateError> {
+        // Metrics recorded from here on are exported at /metrics.
+        prometheus();
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StateError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let store = Store::connect(&config.database_url).await?;
+        let github = github_client(&config)?;
+        let logs = Arc::new(LogHub::new(&config.data_dir.join("logs")));
+        let capacity = Capacity {
+            max_vms: config.limits.max_vms,
+            max_sessions: config.limits.max_sessions,
+            max_runs: config.limits.concurrent_runs,
+            ..Capacity::default()
+        };
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            live: LiveHub::default(),
+            github,
+            logs,
+            wake_dispatcher: Arc::new(Notify::new()),
+            wake_workers: Arc::new(Notify::new()),
+            capacity: Arc::new(Mutex::new(capacity)),
+            started: Instant::now(),
+            vms: None,
+        })
+    }
+
+    /// The same state with VM operations for the API.
+    pub fn with_vm_operations(mut self, vms: Arc<dyn VmOperations>) -> Self {
+        self.vms = Some(vms);
+        self
+    }
+
+    /// This host's VM and session use now.
+    pub fn capacity(&self) -> Capacity {
+        *self.capacity.lock().expect("capacity")
+    }
+
+    /// Updates this host's use and tells the dashboard when it changed.
+    pub fn update_capacity(&self, update: impl FnOnce(&mut Capacity)) {
+        let changed = {
+            let mut capacity = self.capacity.lock().expect("capacity");
+            let before = *capacity;
+            update(&mut capacity);
+            (*capacity != before).then_some(*capacity)
+        };
+        if let Some(capacity) = changed {
+            metrics::gauge!("firerunner_vms_running").set(capacity.vms_running as f64);
+            metrics::gauge!("firerunner_sessions").set(capacity.sessions as f64);
+            self.live.publish(LiveEvent::Capacity(capacity));
+        }
+    }
+
+    /// Records an error in the store (for the dashboard) and the log.
+    pub async fn report_error(&self, source: &str, message: &str) {
+        tracing::error!(source, "{message}");
+        metrics::counter!("firerunner_errors_total", "source" => source.to_string()).increment(1);
+        if let Err(err) = self.store.record_error(source, message).await {
+            tracing::error!("could not record an error: {err}");
+        }
+        self.live
+            .publish(LiveEvent::Error(crate::store::ErrorRecord {
+                at: crate::store::now_ms(),
+                source: source.into(),
+                message: message.into(),
+            }));
+    }
+}
+
+fn github_client(config: &Config) -> Result<Option<GitHubClient>, StateError> {
+    let github = &config.github;
+    let auth = if github.app_id != 0 {
+        Auth::App {
+            app_id: github.app_id,
+            private_key_pem: github.private_key.clone(),
+        }
+    } else if !github.token.is_empty() {
+        Auth::Token(github.token.clone())
+    } else {
+        return Ok(None);
+    };
+    GitHubClient::new(ApiConfig {
+        base_url: github.api_url.clone(),
+        auth,
+        user_agent: format!("firerunner/{}", env!("CARGO_PKG_VERSION")),
+        retry: RetryPolicy::default(),
+    })
+    .map(Some)
+    .map_err(|err| StateError::GitHub(err.to_string()))
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0, 300.0, 1800.0,
+            ])
+            .expect("bucket list is not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a test harness); then
+        // this handle still renders, just without the others' metrics.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}

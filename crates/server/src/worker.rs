@@ -1,0 +1,424 @@
+//! The worker: claims queued runs (a lease, renewed while it works), runs
+//! them through a [`RunExecutor`] within this host's limits, and reports
+//! every job to the store, the dashboard and GitHub.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use firerunner_github::api::RepoRef;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{JobEvent, RunExecutor, RunRequest};
+use crate::live::LiveEvent;
+use crate::report::{post_job_status, update_pull_request_comment};
+use crate::state::AppState;
+use crate::store::{now_ms, ClaimedRun, JobRecord, WorkerRecord};
+
+/// Runs the worker until `shutdown` fires. Runs still executing then are
+/// stopped and put back in the queue (another worker, or this one after a
+/// restart, runs them again).
+pub async fn run_worker<E: RunExecutor>(
+    state: AppState,
+    executor: Arc<E>,
+    shutdown: CancellationToken,
+) {
+    let id = state.config.worker.id.clone();
+    match state.store.requeue_interrupted(&id).await {
+        Ok(requeued) if !requeued.is_empty() => {
+            tracing::warn!(
+                "worker {id}: {} run(s) interrupted by the last stop are queued again",
+                requeued.len()
+            );
+        }
+        Ok(_) => {}
+        Err(err) => {
+            state
+                .report_error("worker", &format!("requeue: {err}"))
+                .await
+        }
+    }
+    let lease = Duration::from_secs(state.config.worker.lease_seconds);
+    let slots = Arc::new(Semaphore::new(state.config.limits.concurrent_runs));
+    let started_at = now_ms();
+    let host_beat = {
+        let state = state.clone();
+        let slots = slots.clone();
+        let id = id.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let max_runs = state.config.limits.concurrent_runs;
+                let running = max_runs - slots.available_permits();
+                let record = WorkerRecord {
+                    id: id.clone(),
+                    host: crate::config::host_name(),
+                    started_at,
+                    heartbeat_at: now_ms(),
+                    max_runs: max_runs as i64,
+                    max_vms: state.config.limits.max_vms as i64,
+                    running: running as i64,
+                };
+                if let Err(err) = state.store.worker_heartbeat(&record).await {
+                    tracing::warn!("worker heartbeat: {err}");
+                }
+                state.update_capacity(|c| c.runs = running);
+                tokio::select! {
+                    _ = tokio::time::sleep(lease / 4) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        })
+    };
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.cancelled() => break,
+        };
+        match state.store.claim(&id, lease).await {
+            Ok(Some(claimed)) => {
+                let state = state.clone();
+                let executor = executor.clone();
+                let stop = shutdown.child_token();
+                let id = id.clone();
+                running.spawn(async move {
+                    execute_claimed(&state, executor.as_ref(), claimed, &id, lease, stop).await;
+                    drop(permit);
+                });
+            }
+            Ok(None) => {
+                drop(permit);
+                tokio::select! {
+                    _ = state.wake_workers.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            Err(err) => {
+                drop(permit);
+                state.report_error("worker", &format!("claim: {err}")).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        while running.try_join_next().is_some() {}
+    }
+    while running.join_next().await.is_some() {}
+    host_beat.abort();
+    if let Ok(requeued) = state.store.requeue_interrupted(&id).await {
+        if !requeued.is_empty() {
+            tracing::info!(
+                "worker {id}: {} run(s) put back in the queue",
+                requeued.len()
+            );
+        }
+    }
+}
+
+/// Why a run stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The service is shutting down: the run goes back to the queue.
+    Shutdown,
+    /// Another worker took the run over (this one stopped heartbeating in time).
+    LeaseLost,
+    /// A newer run of its concurrency group cancelled it.
+    Superseded,
+}
+
+async fn execute_claimed<E: RunExecutor>(
+    state: &AppState,
+    executor: &E,
+    claimed: ClaimedRun,
+    worker: &str,
+    lease: Duration,
+    shutdown: CancellationToken,
+) {
+    let run = claimed.run;
+    let run_id = run.id.clone();
+    tracing::info!(
+        run = run_id,
+        attempt = claimed.attempt,
+        "running {} of {}",
+        run.workflow_file,
+        run.repository
+    );
+    let _ = state.store.clear_jobs(&run_id).await;
+    if let Ok(Some(record)) = state.store.run(&run_id).await {
+        state.live.publish(LiveEvent::Run(record));
+    }
+    let cancel = CancellationToken::new();
+    let stop = Arc::new(std::sync::Mutex::new(None::<Stop>));
+    let beat = {
+        let state = state.clone();
+        let cancel = cancel.clone();
+        let stop = stop.clone();
+        let run_id = run_id.clone();
+        let worker = worker.to_string();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(lease / 4) => {}
+                    _ = shutdown.cancelled() => {
+                        stop.lock().expect("stop").get_or_insert(Stop::Shutdown);
+                        cancel.cancel();
+                        return;
+                    }
+                }
+                match state.store.heartbeat(&run_id, &worker, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        stop.lock().expect("stop").get_or_insert(Stop::LeaseLost);
+                        cancel.cancel();
+                        return;
+                    }
+                    Err(err) => tracing::warn!(run = run_id, "heartbeat: {err}"),
+                }
+                if state.store.cancel_requested(&run_id).await.unwrap_or(false) {
+                    stop.lock().expect("stop").get_or_insert(Stop::Superseded);
+                    cancel.cancel();
+                    return;
+                }
+            }
+        })
+    };
+
+    let request = match gather(state, &run).await {
+        Ok(request) => request,
+        Err(message) => {
+            beat.abort();
+            state
+                .report_error("worker", &format!("run {run_id}: {message}"))
+                .await;
+            conclude(
+                state,
+                &run_id,
+                worker,
+                "failure",
+                Some(&message),
+                &[],
+                run.installation_id,
+            )
+            .await;
+            return;
+        }
+    };
+    let (events, mut received) = mpsc::unbounded_channel();
+    let reporter = {
+        let state = state.clone();
+        let run_id = run_id.clone();
+        let worker = worker.to_string();
+        let installation = run.installation_id;
+        tokio::spawn(async move {
+            while let Some(event) = received.recv().await {
+                on_job_event(&state, &run_id, &worker, installation, event).await;
+            }
+        })
+    };
+    let outcome = executor.execute(request, events, cancel.clone()).await;
+    let _ = reporter.await;
+    beat.abort();
+    let stopped = *stop.lock().expect("stop");
+    match stopped {
+        Some(Stop::Shutdown) => {
+            tracing::info!(run = run_id, "stopped by shutdown; it will run again");
+        }
+        Some(Stop::LeaseLost) => {
+            tracing::warn!(
+                run = run_id,
+                "lease lost to another worker; its result is theirs"
+            );
+        }
+        Some(Stop::Superseded) | None => {
+            let conclusion = if stopped == Some(Stop::Superseded) {
+                "cancelled"
+            } else {
+                outcome.conclusion.as_str()
+            };
+            let note = (!outcome.errors.is_empty()).then(|| outcome.errors.join("; "));
+            conclude(
+                state,
+                &run_id,
+                worker,
+                conclusion,
+                note.as_deref(),
+                &outcome.never_ran,
+                run.installation_id,
+            )
+            .await;
+        }
+    }
+}
+
+/// Collects what the executor needs: payload, workflow files, clone URL, token.
+async fn gather(state: &AppState, run: &crate::store::NewRun) -> Result<RunRequest, String> {
+    let payload = state
+        .store
+        .delivery_payload(&run.delivery_id)
+        .await
+        .map_err(|err| err.to_string())?
+        .ok_or_else(|| format!("delivery {} is not in the store", run.delivery_id))?;
+    let payload: serde_json::Value =
+        serde_json::from_str(&payload).map_err(|err| format!("stored payload: {err}"))?;
+    let github = state
+        .github
+        .as_ref()
+        .ok_or("no GitHub credentials are configured (github.token or github.app_id)")?;
+    let repo = RepoRef::parse(&run.repository, run.installation_id.map(|id| id as u64))
+        .ok_or_else(|| format!("{} is not owner/name", run.repository))?;
+    let workflows = github
+        .workflow_files(&repo, &run.sha)
+        .await
+        .map_err(|err| format!("workflow files at {}: {err}", run.sha))?;
+    let token = github
+        .git_credentials(&repo)
+        .await
+        .map_err(|err| format!("git credentials: {err}"))?;
+    Ok(RunRequest {
+        run: run.clone(),
+        payload,
+        workflows,
+        clone_url: format!(
+            "{}/{}.git",
+            state.config.github.git_url.trim_end_matches('/'),
+            run.repository
+        ),
+        token,
+    })
+}
+
+async fn on_job_event(
+    state: &AppState,
+    run_id: &str,
+    worker: &str,
+    installation: Option<i64>,
+    event: JobEvent,
+) {
+    let Ok(Some(run)) = state.store.run(run_id).await else {
+        return;
+    };
+    match event {
+        JobEvent::Started { name } => {
+            let job = JobRecord {
+                run_id: run_id.into(),
+                name: name.clone(),
+                state: "running".into(),
+                conclusion: None,
+                worker: Some(worker.into()),
+                started_at: Some(now_ms()),
+                finished_at: None,
+                steps: "[]".into(),
+                summary: String::new(),
+                log_tail: String::new(),
+            };
+            save(state, &job).await;
+            post_job_status(state, &run, installation, &name, None, None).await;
+        }
+        JobEvent::Finished {
+            name,
+            conclusion,
+            duration,
+            steps,
+            summary,
+            log_tail,
+        } => {
+            let finished = now_ms();
+            for step in &steps {
+                metrics::histogram!("firerunner_step_duration_seconds", "conclusion" => step.conclusion.clone())
+                    .record(step.duration_ms as f64 / 1000.0);
+            }
+            metrics::counter!("firerunner_jobs_total", "conclusion" => conclusion.clone())
+                .increment(1);
+            let job = JobRecord {
+                run_id: run_id.into(),
+                name: name.clone(),
+                state: "completed".into(),
+                conclusion: Some(conclusion.clone()),
+                worker: Some(worker.into()),
+                started_at: Some(finished - duration.as_millis() as i64),
+                finished_at: Some(finished),
+                steps: serde_json::to_string(&steps).unwrap_or_else(|_| "[]".into()),
+                summary,
+                log_tail: if conclusion == "success" {
+                    String::new()
+                } else {
+                    log_tail
+                },
+            };
+            save(state, &job).await;
+            post_job_status(
+                state,
+                &run,
+                installation,
+                &name,
+                Some(&conclusion),
+                Some(duration),
+            )
+            .await;
+            update_pull_request_comment(state, &run, installation, &[]).await;
+        }
+    }
+}
+
+async fn save(state: &AppState, job: &JobRecord) {
+    if let Err(err) = state.store.save_job(job).await {
+        state
+            .report_error("worker", &format!("saving job {}: {err}", job.name))
+            .await;
+    }
+    state.live.publish(LiveEvent::Job(job.clone()));
+}
+
+/// Writes the run's conclusion once and reports the jobs that never ran.
+async fn conclude(
+    state: &AppState,
+    run_id: &str,
+    worker: &str,
+    conclusion: &str,
+    note: Option<&str>,
+    never_ran: &[(String, String)],
+    installation: Option<i64>,
+) {
+    match state
+        .store
+        .finish_with_note(run_id, worker, conclusion, note)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(
+                run = run_id,
+                "another worker holds this run now; its result is kept"
+            );
+            return;
+        }
+        Err(err) => {
+            state
+                .report_error("worker", &format!("finishing run {run_id}: {err}"))
+                .await;
+            return;
+        }
+    }
+    metrics::counter!("firerunner_runs_total", "conclusion" => conclusion.to_string()).increment(1);
+    let Ok(Some(run)) = state.store.run(run_id).await else {
+        return;
+    };
+    for (name, result) in never_ran {
+        let job = JobRecord {
+            run_id: run_id.into(),
+            name: name.clone(),
+            state: "completed".into(),
+            conclusion: Some(result.clone()),
+            worker: None,
+            started_at: None,
+            finished_at: None,
+            steps: "[]".into(),
+            summary: String::new(),
+            log_tail: String::new(),
+        };
+        save(state, &job).await;
+        post_job_status(state, &run, installation, name, Some(result), None).await;
+    }
+    update_pull_request_comment(state, &run, installation, &[]).await;
+    state.live.publish(LiveEvent::Run(run));
+}

@@ -1,0 +1,329 @@
+//! A whole service on loopback for tests: a temporary store, a mock GitHub
+//! recording what it is sent, and a scripted executor standing in for the
+//! microVMs (the engine has its own VM tests), driven through real HTTP.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use firerunner_github::testing::MockGitHub;
+use firerunner_server::executor::{JobEvent, RunExecutor, RunOutcome, RunRequest};
+use firerunner_server::report::StepRecord;
+use firerunner_server::{serve, AppState, Config, Roles};
+use firerunner_workflow::load::parse_workflow;
+use firerunner_workflow::plan::{plan_workflow, PlanContext};
+use firerunner_workflow::trigger::Event;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+/// The webhook secret of test services.
+pub const SECRET: &str = "it's a secret to everybody";
+/// The API token of test services.
+pub const API_TOKEN: &str = "operator-token";
+/// The repository of the fixtures.
+pub const REPO: &str = "octo-org/widgets";
+
+/// `sha256=<hex>` of `body` with `secret`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A fixture payload from crates/github/testdata/payloads, as JSON.
+pub fn fixture(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../github/testdata/payloads")
+        .join(format!("{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A job runner that plans the workflow for real and then pretends: a job
+/// whose name contains `fail` fails, one containing `wait` runs until
+/// cancelled, others succeed.
+#[derive(Default)]
+pub struct ScriptedExecutor {
+    /// Every run executed, in order (a run twice means it ran twice).
+    pub executed: Mutex<Vec<String>>,
+    /// Runs executing now.
+    pub running: Mutex<Vec<String>>,
+}
+
+impl RunExecutor for ScriptedExecutor {
+    async fn execute(
+        &self,
+        request: RunRequest,
+        events: UnboundedSender<JobEvent>,
+        cancel: CancellationToken,
+    ) -> RunOutcome {
+        let run_id = request.run.id.clone();
+        self.executed.lock().unwrap().push(run_id.clone());
+        self.running.lock().unwrap().push(run_id.clone());
+        let (_, text) = request
+            .workflows
+            .iter()
+            .find(|(path, _)| *path == request.run.workflow_file)
+            .expect("the run's workflow is among the files");
+        let workflow = parse_workflow(&request.run.workflow_file, text).unwrap();
+        let event = Event::new(request.run.event.clone(), request.payload.clone());
+        let contexts = firerunner_engine::run_context::event_contexts(
+            &event,
+            &request.run.git_ref,
+            &Default::default(),
+        );
+        let plan = plan_workflow(&workflow, &PlanContext { contexts }).unwrap();
+        let mut conclusion = "success";
+        for job in &plan.jobs {
+            for name in job.instance_names() {
+                let _ = events.send(JobEvent::Started { name: name.clone() });
+                let started = Instant::now();
+                let (result, steps) = if name.contains("wait") {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    }
+                    ("cancelled", vec![])
+                } else if name.contains("fail") {
+                    (
+                        "failure",
+                        vec![
+                            StepRecord {
+                                name: "Set up job".into(),
+                                conclusion: "success".into(),
+                                duration_ms: 3,
+                            },
+                            StepRecord {
+                                name: "Run tests".into(),
+                                conclusion: "failure".into(),
+                                duration_ms: 40,
+                            },
+                        ],
+                    )
+                } else {
+                    (
+                        "success",
+                        vec![StepRecord {
+                            name: "Run build".into(),
+                            conclusion: "success".into(),
+                            duration_ms: 12,
+                        }],
+                    )
+                };
+                if result != "success" {
+                    conclusion = if result == "cancelled" {
+                        "cancelled"
+                    } else {
+                        "failure"
+                    };
+                }
+                let _ = events.send(JobEvent::Finished {
+                    name: name.clone(),
+                    conclusion: result.into(),
+                    duration: started.elapsed(),
+                    steps,
+                    summary: format!("### {name} summary"),
+                    log_tail: format!("error: {name} went wrong\nexit 1"),
+                });
+                if cancel.is_cancelled() {
+                    break;
+                }
+            }
+        }
+        self.running.lock().unwrap().retain(|id| *id != run_id);
+        RunOutcome {
+            conclusion: if cancel.is_cancelled() {
+                "cancelled".into()
+            } else {
+                conclusion.into()
+            },
+            errors: vec![],
+            never_ran: vec![],
+        }
+    }
+}
+
+/// A running test service.
+pub struct Service {
+    /// Its base URL.
+    pub url: String,
+    /// The mock GitHub it talks to.
+    pub github: MockGitHub,
+    /// Its shared state (store included).
+    pub state: AppState,
+    /// The executor standing in for VMs.
+    pub executor: Arc<ScriptedExecutor>,
+    /// Its data directory (store, logs).
+    pub dir: Arc<tempfile::TempDir>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Service {
+    /// Starts a service with a worker; `tweak` adjusts its configuration.
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+        let github = MockGitHub::start().await;
+        Self::start_with(
+            github,
+            Arc::new(tempfile::tempdir().unwrap()),
+            Arc::new(ScriptedExecutor::default()),
+            tweak,
+        )
+        .await
+    }
+
+    /// Starts a service on an existing data directory and mock GitHub (a restart).
+    pub async fn start_with(
+        github: MockGitHub,
+        dir: Arc<tempfile::TempDir>,
+        executor: Arc<ScriptedExecutor>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = Config::from_parts("test", "", Vec::new()).unwrap();
+        config.public_url = url.clone();
+        config.data_dir = dir.path().to_path_buf();
+        config.database_url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("store.db").display()
+        );
+        config.webhook_secret = SECRET.into();
+        config.api_token = API_TOKEN.into();
+        config.max_body_bytes = 256 * 1024;
+        config.github.api_url = github.url();
+        config.github.token = "ghs_testtoken".into();
+        config.github.git_url = "file:///nonexistent".into();
+        config.worker.id = "test-worker".into();
+        config.worker.lease_seconds = 5;
+        config.limits.concurrent_runs = 4;
+        tweak(&mut config);
+        let roles = Roles {
+            http: true,
+            worker: config.worker.enabled,
+        };
+        let state = AppState::open(config).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(
+            state.clone(),
+            roles,
+            Some(listener),
+            roles.worker.then(|| executor.clone()),
+            shutdown.clone(),
+        ));
+        Self {
+            url,
+            github,
+            state,
+            executor,
+            dir,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Stops it (runs executing go back to the queue) and returns what a
+    /// restart needs.
+    pub async fn stop(self) -> (MockGitHub, Arc<tempfile::TempDir>, Arc<ScriptedExecutor>) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+        (self.github, self.dir, self.executor)
+    }
+
+    /// Posts a signed webhook; returns the status code and the JSON answer.
+    pub async fn webhook(&self, event: &str, delivery: &str, payload: &Value) -> (u16, Value) {
+        let body = serde_json::to_vec(payload).unwrap();
+        let signature = sign(SECRET, &body);
+        self.post_raw(event, delivery, body, Some(&signature)).await
+    }
+
+    /// Posts any body with any signature.
+    pub async fn post_raw(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: Vec<u8>,
+        signature: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/webhook", self.url))
+            .header("X-GitHub-Event", event)
+            .header("X-GitHub-Delivery", delivery)
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("X-Hub-Signature-256", signature);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs a path with the API token; returns the status and the body text.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// Waits until `check` holds for the store's runs, by id.
+    pub async fn wait_for_runs(
+        &self,
+        what: &str,
+        check: impl Fn(&HashMap<String, firerunner_server::RunRecord>) -> bool,
+    ) -> HashMap<String, firerunner_server::RunRecord> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let runs: HashMap<_, _> = self
+                .state
+                .store
+                .recent_runs(1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|run| (run.id.clone(), run))
+                .collect();
+            if check(&runs) {
+                return runs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {runs:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the delivery is settled and returns (state, note).
+    pub async fn settled(&self, delivery: &str) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self
+                .state
+                .store
+                .recent_deliveries(1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|d| d.delivery_id == delivery);
+            if let Some(d) =
+                found.filter(|d| !["received", "dispatching"].contains(&d.state.as_str()))
+            {
+                return (d.state, d.note.unwrap_or_default());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delivery {delivery} was never settled"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
