@@ -272,7 +272,7 @@ async fn instances_take_slots_in_matrix_order() {
         assert_eq!(order, expected);
     }
     let (report, executor) = run(
-        &MATRIX_123,
+        MATRIX_123,
         vec![
             ("test (1)", script(20, JobResult::Failure)),
             ("test (2)", script(2000, JobResult::Success)),

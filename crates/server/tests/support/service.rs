@@ -46,7 +46,7 @@ pub fn fixture(name: &str) -> Value {
 
 /// A job runner that plans the workflow for real and then pretends: a job
 /// whose name contains `fail` fails, one containing `wait` runs until
-/// cancelled, others succeed.
+/// cancelled, one containing `slow` takes three seconds, others succeed.
 #[derive(Default)]
 pub struct ScriptedExecutor {
     /// Every run executed, in order (a run twice means it ran twice).
@@ -83,6 +83,9 @@ impl RunExecutor for ScriptedExecutor {
             for name in job.instance_names() {
                 let _ = events.send(JobEvent::Started { name: name.clone() });
                 let started = Instant::now();
+                if name.contains("slow") {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
                 let (result, steps) = if name.contains("wait") {
                     tokio::select! {
                         _ = cancel.cancelled() => {}
@@ -148,6 +151,25 @@ impl RunExecutor for ScriptedExecutor {
     }
 }
 
+/// The configuration of a test service at `url` keeping its data in `dir`
+/// (SQLite there unless changed) and talking to the mock GitHub at `github`.
+pub fn test_config(url: &str, dir: &std::path::Path, github: &str) -> Config {
+    let mut config = Config::from_parts("test", "", Vec::new()).unwrap();
+    config.public_url = url.to_string();
+    config.data_dir = dir.to_path_buf();
+    config.database_url = format!("sqlite://{}?mode=rwc", dir.join("store.db").display());
+    config.webhook_secret = SECRET.into();
+    config.api_token = API_TOKEN.into();
+    config.max_body_bytes = 256 * 1024;
+    config.github.api_url = github.to_string();
+    config.github.token = "ghs_testtoken".into();
+    config.github.git_url = "file:///nonexistent".into();
+    config.worker.id = "test-worker".into();
+    config.worker.lease_seconds = 5;
+    config.limits.concurrent_runs = 4;
+    config
+}
+
 /// A running test service.
 pub struct Service {
     /// Its base URL.
@@ -186,22 +208,7 @@ impl Service {
     ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let mut config = Config::from_parts("test", "", Vec::new()).unwrap();
-        config.public_url = url.clone();
-        config.data_dir = dir.path().to_path_buf();
-        config.database_url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("store.db").display()
-        );
-        config.webhook_secret = SECRET.into();
-        config.api_token = API_TOKEN.into();
-        config.max_body_bytes = 256 * 1024;
-        config.github.api_url = github.url();
-        config.github.token = "ghs_testtoken".into();
-        config.github.git_url = "file:///nonexistent".into();
-        config.worker.id = "test-worker".into();
-        config.worker.lease_seconds = 5;
-        config.limits.concurrent_runs = 4;
+        let mut config = test_config(&url, dir.path(), &github.url());
         tweak(&mut config);
         let roles = Roles {
             http: true,
