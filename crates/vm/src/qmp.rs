@@ -94,6 +94,17 @@ impl Qmp {
             .to_string())
     }
 
+    /// Waits for the event `name` and returns it; events that arrived before
+    /// the call and were skipped by [`Qmp::execute`] are not seen.
+    pub async fn wait_event(&mut self, name: &str) -> Result<Value, VmError> {
+        loop {
+            let message = self.read_message().await?;
+            if message.get("event").and_then(Value::as_str) == Some(name) {
+                return Ok(message);
+            }
+        }
+    }
+
     async fn read_message(&mut self) -> Result<Value, VmError> {
         let mut line = String::new();
         let read = self
