@@ -34,7 +34,9 @@ impl Qmp {
                 {
                     return Err(VmError::io(format!("connect {}", socket.display()), err))
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                // QEMU makes the socket a few ms after it starts; a refused
+                // connect is cheap, so look often.
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
             }
         };
         let mut qmp = Self {
