@@ -5,7 +5,8 @@
 //!
 //! `cargo bench -p firerunner-vm --bench boot -- [RUNS]` (default 10): RUNS
 //! cold boots and restores, 10 x RUNS agent and reused-connection SSH round
-//! trips, 2 x RUNS new-connection SSH round trips.
+//! trips, 2 x RUNS new-connection SSH round trips. The machine these numbers
+//! come from is shared, so measures compared with each other alternate.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -141,6 +142,10 @@ async fn run_true(client: &Client) {
 /// right after, over a set of starts.
 #[derive(Default)]
 struct Starts {
+    /// `boot` or `restore` returned: QEMU runs (and has loaded the snapshot).
+    launched: Vec<Duration>,
+    /// The agent's handshake is done.
+    handshake: Vec<Duration>,
     ready: Vec<Duration>,
     first_command: Vec<Duration>,
     memory: Vec<Memory>,
@@ -148,12 +153,14 @@ struct Starts {
 }
 
 impl Starts {
-    /// Connects to the agent of a VM launched at `started` (setting its
+    /// Connects to the agent of a VM whose launch began at `started` (setting its
     /// clock first when `set_clock`, as the warm pool does after a restore),
     /// runs `true`, records the times and the memory, destroys the VM.
     async fn measure(&mut self, vm: QemuVm, started: Instant, set_clock: bool, what: &str) {
+        self.launched.push(started.elapsed());
         let connected = async {
             let client = connect(&vm, Duration::from_secs(20)).await?;
+            self.handshake.push(started.elapsed());
             if set_clock {
                 client.set_clock(now_ns()).await?;
             }
@@ -240,15 +247,8 @@ async fn main() {
     let key = ssh::client_key(&spec.image).expect("the SSH test image has a client key");
     let root = tempfile::tempdir().unwrap();
 
-    // (1) Cold boots.
-    let mut cold = Starts::default();
-    for i in 0..runs {
-        let dir = VmDir::create(root.path(), &format!("cold-{i}")).unwrap();
-        let started = Instant::now();
-        let vm = backend.boot(&spec, dir).await.unwrap();
-        cold.measure(vm, started, false, &format!("cold boot {i}"))
-            .await;
-    }
+    // The machine is shared and its load moves: measures that are compared
+    // with each other are taken in alternation, so that they see the same load.
 
     // (3) The agent against SSH, in one cold-booted guest.
     let mut base = backend
@@ -257,33 +257,11 @@ async fn main() {
         .unwrap();
     let client = connect(&base, Duration::from_secs(60)).await.unwrap();
     let port = base.forward_tcp(22).await.unwrap();
-    let mut agent_trips = Vec::new();
-    for _ in 0..runs * 10 {
-        let started = Instant::now();
-        run_true(&client).await;
-        agent_trips.push(started.elapsed());
-    }
-    let mut pings = Vec::new();
-    for _ in 0..runs * 10 {
-        let started = Instant::now();
-        client.ping().await.unwrap();
-        pings.push(started.elapsed());
-    }
     // Dropbear starts just before the agent; wait until it answers.
     let deadline = Instant::now() + Duration::from_secs(60);
     while let Err(err) = ssh_true(&key, port, &[]).await {
         assert!(Instant::now() < deadline, "SSH never answered: {err}");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let (mut ssh_fresh, mut ssh_fresh_failures) = (Vec::new(), 0);
-    for _ in 0..runs * 2 {
-        match ssh_true(&key, port, &[]).await {
-            Ok(took) => ssh_fresh.push(took),
-            Err(err) => {
-                ssh_fresh_failures += 1;
-                eprintln!("{err}");
-            }
-        }
     }
     let control = root.path().join("ssh-control");
     let control_args = vec![
@@ -308,8 +286,18 @@ async fn main() {
         assert!(Instant::now() < deadline, "the SSH master never connected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Warm up both paths (QEMU translates guest code on first use).
+    for _ in 0..3 {
+        run_true(&client).await;
+        ssh_true(&key, port, &control_args).await.unwrap();
+    }
+    let (mut agent_trips, mut pings) = (Vec::new(), Vec::new());
+    let (mut ssh_fresh, mut ssh_fresh_failures) = (Vec::new(), 0);
     let (mut ssh_reused, mut ssh_reused_failures) = (Vec::new(), 0);
-    for _ in 0..runs * 10 {
+    for round in 0..runs * 10 {
+        let started = Instant::now();
+        run_true(&client).await;
+        agent_trips.push(started.elapsed());
         match ssh_true(&key, port, &control_args).await {
             Ok(took) => ssh_reused.push(took),
             Err(err) => {
@@ -317,16 +305,35 @@ async fn main() {
                 eprintln!("{err}");
             }
         }
+        if round % 5 == 0 {
+            match ssh_true(&key, port, &[]).await {
+                Ok(took) => ssh_fresh.push(took),
+                Err(err) => {
+                    ssh_fresh_failures += 1;
+                    eprintln!("{err}");
+                }
+            }
+        }
+        let started = Instant::now();
+        client.ping().await.unwrap();
+        pings.push(started.elapsed());
     }
     drop(master);
 
-    // (2) Restores from a snapshot of that guest, idle.
+    // (1, 2) Cold boots and restores from a snapshot of that guest, idle,
+    // one after the other.
     drop(client);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let snapshot = base.snapshot(root.path().join("snapshot")).await.unwrap();
     base.destroy().await.unwrap();
+    let mut cold = Starts::default();
     let mut restored = Starts::default();
     for i in 0..runs {
+        let dir = VmDir::create(root.path(), &format!("cold-{i}")).unwrap();
+        let started = Instant::now();
+        let vm = backend.boot(&spec, dir).await.unwrap();
+        cold.measure(vm, started, false, &format!("cold boot {i}"))
+            .await;
         let dir = VmDir::create(root.path(), &format!("warm-{i}")).unwrap();
         let started = Instant::now();
         let vm = backend.restore(&snapshot, &spec, dir).await.unwrap();
@@ -396,6 +403,17 @@ async fn main() {
         ssh_reused_failures,
     );
     summary("agent ping round trip", pings, 0);
+    summary(
+        "restore, part: QEMU started, state loaded, resumed",
+        restored.launched.clone(),
+        0,
+    );
+    summary(
+        "restore, part: + agent handshake",
+        restored.handshake.clone(),
+        0,
+    );
+    summary("cold boot, part: QEMU started", cold.launched.clone(), 0);
     println!();
     println!(
         "restore vs cold boot (medians): {:.1}x to agent ready, {:.1}x to first command done",
