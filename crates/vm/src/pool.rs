@@ -177,8 +177,9 @@ pub fn same_machine(a: &VmSpec, b: &VmSpec) -> bool {
 }
 
 /// The name of the base snapshot for `spec` under `backend`: the SHA-256 of
-/// the backend, the machine shape, and each image file's path, size and
-/// modification time (a rebuilt image invalidates the snapshot).
+/// the backend (and its snapshot layout), the machine shape, and each image
+/// file's path, size and modification time (a rebuilt image invalidates the
+/// snapshot).
 pub fn snapshot_key<B: VmBackend>(backend: &B, spec: &VmSpec) -> String {
     let mut hash = Sha256::new();
     let image = &spec.image;
@@ -190,6 +191,12 @@ pub fn snapshot_key<B: VmBackend>(backend: &B, spec: &VmSpec) -> String {
         spec.network,
         image.kernel_cmdline
     ));
+    if backend.kind() == crate::BackendKind::Qemu {
+        // QEMU snapshots keep RAM in a file restores map (`ram` + `state`);
+        // older ones (one `memory` stream) still restore, but slower, so a
+        // pool makes a new one rather than reusing them.
+        hash.update(b"qemu snapshot layout 2: ram, state\n");
+    }
     for file in [
         Some(&image.kernel),
         Some(&image.initrd),

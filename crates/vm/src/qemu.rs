@@ -5,10 +5,19 @@
 //! port), `console.log` (the guest's serial console) and `disk.qcow2` (a
 //! copy-on-write overlay over the image's immutable root filesystem).
 //!
-//! Snapshots are QEMU migrations to a file: the VM is stopped, its state is
-//! streamed to `<snapshot>/memory` with QMP `migrate`, and its disk overlay
-//! is copied beside it. A restore starts a new QEMU with the same machine and
-//! `-incoming`, over a fresh overlay backed by the snapshot's disk.
+//! Snapshots are QEMU migrations, written so that a restore reads as little
+//! as possible. The VM is stopped and migrated over a Unix socket into a
+//! second, paused QEMU (the "saver") whose guest RAM is the file
+//! `<snapshot>/ram`, mapped shared, so the RAM lands in that file page by
+//! page. The saver then migrates again with the `x-ignore-shared`
+//! capability, which leaves that RAM out: `<snapshot>/state` holds only the
+//! devices and vCPUs (a few hundred KiB). The disk overlay is copied beside
+//! them. A restore starts a new QEMU whose RAM maps `<snapshot>/ram`
+//! privately (copy-on-write: pages are read from the page cache when the
+//! guest touches them, and are shared between VMs restored from the same
+//! snapshot until written), loads `state` from an inherited file descriptor
+//! and resumes. Snapshots of earlier versions (one `<snapshot>/memory`
+//! stream with the RAM in it) are still restored by loading that stream.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -27,6 +36,42 @@ use crate::runtime::{ProcessId, VmDir};
 
 /// The virtio-serial port name the guest agent looks for.
 pub const AGENT_PORT_NAME: &str = "org.firerunner.agent";
+
+/// The id of microvm's RAM backend when `-m` alone creates it; a file
+/// backend given the same id keeps the RAM block's name, so migration
+/// streams pass between anonymous and file-backed RAM.
+const RAM_ID: &str = "microvm.ram";
+
+/// The file descriptor a restoring QEMU reads the device state from.
+const STATE_FD: i32 = 3;
+
+/// How guest RAM is backed.
+#[derive(Debug, Clone, Copy)]
+enum Ram<'a> {
+    /// Anonymous memory (`-m`): cold boots, and restores of a full stream.
+    Anonymous,
+    /// The file is the RAM, shared: what the guest or a migration writes
+    /// lands in the file (the saver).
+    SharedFile(&'a Path),
+    /// Copy-on-write over the file: pages come from the file when touched,
+    /// writes stay private to this VM (restores).
+    PrivateFile(&'a Path),
+}
+
+/// How a QEMU starts.
+#[derive(Debug, Clone, Copy)]
+enum Start<'a> {
+    /// Boot the guest from its image.
+    Boot,
+    /// Load a full migration stream (RAM included) from this file.
+    Stream(&'a Path),
+    /// `-incoming defer`: wait for `migrate-incoming`, with `fd` (if any)
+    /// inherited as [`STATE_FD`], and stay paused after loading if `paused`.
+    Deferred {
+        fd: Option<&'a std::fs::File>,
+        paused: bool,
+    },
+}
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -104,7 +149,10 @@ impl QemuBackend {
         self.accel
     }
 
-    fn command(&self, spec: &MachineSpec, dir: &VmDir) -> Command {
+    /// The QEMU command for `spec`. Only a VM that `boots` gets the kernel,
+    /// initrd and command line: one that loads a migration never reads them
+    /// (reading them costs a restore about a third of QEMU's start-up).
+    fn command(&self, spec: &MachineSpec, dir: &VmDir, ram: Ram<'_>, boots: bool) -> Command {
         let mut command = Command::new(&self.binary);
         let mut cmdline = String::from("console=ttyS0 panic=-1 reboot=t");
         let accel = match self.accel {
@@ -138,8 +186,22 @@ impl QemuBackend {
             cmdline.push(' ');
             cmdline.push_str(&spec.image.kernel_cmdline);
         }
+        let mut machine = String::from("microvm,isa-serial=on,rtc=on");
+        if let Ram::SharedFile(path) | Ram::PrivateFile(path) = ram {
+            let share = if matches!(ram, Ram::SharedFile(_)) {
+                "on"
+            } else {
+                "off"
+            };
+            machine.push_str(&format!(",memory-backend={RAM_ID}"));
+            command.arg("-object").arg(format!(
+                "memory-backend-file,id={RAM_ID},size={}M,mem-path={},share={share}",
+                spec.memory_mib,
+                option_escape(path)
+            ));
+        }
         command
-            .args(["-M", "microvm,isa-serial=on,rtc=on", "-accel", accel])
+            .args(["-M", &machine, "-accel", accel])
             .args(["-smp", &spec.vcpus.to_string()])
             .args(["-m", &format!("{}M", spec.memory_mib)])
             .args([
@@ -148,12 +210,16 @@ impl QemuBackend {
                 "-display",
                 "none",
                 "-no-reboot",
-            ])
-            .arg("-kernel")
-            .arg(&spec.image.kernel)
-            .arg("-initrd")
-            .arg(&spec.image.initrd)
-            .args(["-append", &cmdline])
+            ]);
+        if boots {
+            command
+                .arg("-kernel")
+                .arg(&spec.image.kernel)
+                .arg("-initrd")
+                .arg(&spec.image.initrd)
+                .args(["-append", &cmdline]);
+        }
+        command
             .arg("-serial")
             .arg(format!("file:{}", dir.join("console.log").display()))
             .arg("-qmp")
@@ -213,13 +279,40 @@ impl QemuBackend {
         &self,
         spec: &MachineSpec,
         dir: VmDir,
-        incoming: Option<&Path>,
+        ram: Ram<'_>,
+        start: Start<'_>,
     ) -> Result<QemuVm, VmError> {
-        let mut command = self.command(spec, &dir);
-        if let Some(memory) = incoming {
-            command
-                .arg("-incoming")
-                .arg(format!("exec:cat {}", shell_quote(memory)));
+        let mut command = self.command(spec, &dir, ram, matches!(start, Start::Boot));
+        match start {
+            Start::Boot => {}
+            Start::Stream(memory) => {
+                command
+                    .arg("-incoming")
+                    .arg(format!("exec:cat {}", shell_quote(memory)));
+            }
+            Start::Deferred { fd, paused } => {
+                command.args(["-incoming", "defer"]);
+                if paused {
+                    command.arg("-S");
+                }
+                if let Some(file) = fd {
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+                    // SAFETY: dup2 and fcntl are async-signal-safe; `fd` is
+                    // open in the parent until spawn returns.
+                    unsafe {
+                        command.pre_exec(move || {
+                            if fd != STATE_FD && libc::dup2(fd, STATE_FD) < 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            // dup2 clears close-on-exec, but not when fd is already 3.
+                            if libc::fcntl(STATE_FD, libc::F_SETFD, 0) < 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            Ok(())
+                        });
+                    }
+                }
+            }
         }
         let child = command.spawn().map_err(|source| VmError::Spawn {
             program: self.binary.display().to_string(),
@@ -233,6 +326,7 @@ impl QemuBackend {
             pid,
             qmp: None,
             spec: spec.clone(),
+            backend: self.clone(),
         };
         match Qmp::connect(
             &vm.dir.join("qmp.sock"),
@@ -279,7 +373,8 @@ impl VmBackend for QemuBackend {
         if let Some(rootfs) = &spec.image.rootfs {
             create_overlay(rootfs, "raw", &dir.join("disk.qcow2")).await?;
         }
-        self.launch(&MachineSpec::of(spec), dir, None).await
+        self.launch(&MachineSpec::of(spec), dir, Ram::Anonymous, Start::Boot)
+            .await
     }
 
     async fn restore(
@@ -308,10 +403,53 @@ impl VmBackend for QemuBackend {
         if machine.image.rootfs.is_some() {
             create_overlay(&disk, "qcow2", &dir.join("disk.qcow2")).await?;
         }
-        let mut vm = self
-            .launch(&machine, dir, Some(&snapshot.dir.join("memory")))
-            .await?;
         let deadline = Instant::now() + Duration::from_secs(60);
+        let state = snapshot.dir.join("state");
+        let ram = snapshot.dir.join("ram");
+        if state.is_file() && ram.is_file() {
+            let file = std::fs::File::open(&state)
+                .map_err(|err| VmError::io(state.display().to_string(), err))?;
+            let mut vm = self
+                .launch(
+                    &machine,
+                    dir,
+                    Ram::PrivateFile(&ram),
+                    Start::Deferred {
+                        fd: Some(&file),
+                        paused: false,
+                    },
+                )
+                .await?;
+            drop(file);
+            let loaded = async {
+                let qmp = vm.qmp()?;
+                set_capabilities(qmp, &["x-ignore-shared", "events"]).await?;
+                qmp.execute(
+                    "migrate-incoming",
+                    Some(json!({ "uri": format!("fd:{STATE_FD}") })),
+                )
+                .await?;
+                wait_incoming(qmp, deadline).await?;
+                qmp.execute("cont", None).await.map(drop)
+            }
+            .await;
+            return match loaded {
+                Ok(()) => Ok(vm),
+                Err(err) => {
+                    let err = vm.exit_error().await.unwrap_or(err);
+                    let _ = vm.destroy().await;
+                    Err(err)
+                }
+            };
+        }
+        let mut vm = self
+            .launch(
+                &machine,
+                dir,
+                Ram::Anonymous,
+                Start::Stream(&snapshot.dir.join("memory")),
+            )
+            .await?;
         loop {
             let status = vm.qmp()?.status().await?;
             match status.as_str() {
@@ -342,6 +480,7 @@ pub struct QemuVm {
     pid: u32,
     qmp: Option<Qmp>,
     spec: MachineSpec,
+    backend: QemuBackend,
 }
 
 impl QemuVm {
@@ -356,6 +495,35 @@ impl QemuVm {
     /// The guest's serial console log.
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
+    }
+
+    /// Forwards a free TCP port on the host's loopback to `guest_port` of a
+    /// guest with [`Network::Nat`] (QEMU's user-mode network) and returns
+    /// the host port. The forward lasts as long as this QEMU.
+    pub async fn forward_tcp(&mut self, guest_port: u16) -> Result<u16, VmError> {
+        if self.spec.network != Network::Nat {
+            return Err(api_error(
+                "hostfwd_add",
+                "only a guest with the user-mode network has ports to forward",
+            ));
+        }
+        // The port is free now; QEMU binds it a moment later.
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|listener| listener.local_addr())
+            .map_err(|err| VmError::io("finding a free port", err))?
+            .port();
+        let command = format!("hostfwd_add net0 tcp:127.0.0.1:{port}-:{guest_port}");
+        let answer = self
+            .qmp()?
+            .execute(
+                "human-monitor-command",
+                Some(json!({ "command-line": command })),
+            )
+            .await?;
+        match answer.as_str().map(str::trim) {
+            Some("") | None => Ok(port),
+            Some(error) => Err(api_error("hostfwd_add", error)),
+        }
     }
 
     /// If QEMU has exited, an error saying how, with the console's last lines.
@@ -400,38 +568,30 @@ impl VmInstance for QemuVm {
         std::fs::create_dir_all(&dest)
             .map_err(|err| VmError::io(dest.display().to_string(), err))?;
         self.pause().await?;
-        let memory = dest.join("memory");
-        let uri = format!("exec:cat > {}", shell_quote(&memory));
-        self.qmp()?
-            .execute("migrate", Some(json!({ "uri": uri })))
-            .await?;
-        loop {
-            let state = self.qmp()?.execute("query-migrate", None).await?;
-            match state
-                .get("status")
-                .and_then(|s| s.as_str())
-                .unwrap_or_default()
-            {
-                "completed" => break,
-                "failed" | "cancelled" => {
-                    return Err(VmError::Api {
-                        api: "QMP",
-                        request: "migrate".into(),
-                        message: state
-                            .get("error-desc")
-                            .and_then(|s| s.as_str())
-                            .unwrap_or("migration failed")
-                            .to_string(),
-                    })
-                }
-                _ => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
         if self.spec.image.rootfs.is_some() {
             let disk = dest.join("disk.qcow2");
             std::fs::copy(self.dir.join("disk.qcow2"), &disk)
                 .map_err(|err| VmError::io(disk.display().to_string(), err))?;
         }
+        let root = self
+            .dir
+            .path()
+            .parent()
+            .and_then(Path::parent)
+            .ok_or_else(|| {
+                VmError::io(
+                    self.dir.path().display().to_string(),
+                    std::io::Error::other("a VM directory lies in <root>/vms/<id>"),
+                )
+            })?
+            .to_path_buf();
+        let saver_dir = VmDir::create(&root, &format!("{}-save", self.dir.id()))?;
+        let saver_path = saver_dir.path().to_path_buf();
+        let saved = self.save_through(saver_dir, &dest).await;
+        if let Some(dir) = VmDir::open(saver_path) {
+            let _ = crate::reaper::destroy_dir(dir);
+        }
+        saved?;
         let machine = serde_json::to_string_pretty(&self.spec).expect("machine serialises");
         let manifest = dest.join("machine.json");
         std::fs::write(&manifest, machine)
@@ -445,6 +605,15 @@ impl VmInstance for QemuVm {
     }
 
     async fn destroy(mut self) -> Result<(), VmError> {
+        self.stop().await;
+        self.dir.clone().remove()?;
+        Ok(())
+    }
+}
+
+impl QemuVm {
+    /// Asks QEMU to quit, and kills it if it does not within 2 s.
+    async fn stop(&mut self) {
         if let Some(mut qmp) = self.qmp.take() {
             let _ =
                 tokio::time::timeout(Duration::from_millis(500), qmp.execute("quit", None)).await;
@@ -455,9 +624,149 @@ impl VmInstance for QemuVm {
         {
             let _ = self.child.kill().await;
         }
-        self.dir.clone().remove()?;
-        Ok(())
     }
+
+    /// Moves the paused VM's RAM into `<dest>/ram` and its device state into
+    /// `<dest>/state` through a saver QEMU in `saver_dir` (see the module
+    /// documentation).
+    async fn save_through(&mut self, saver_dir: VmDir, dest: &Path) -> Result<(), VmError> {
+        if self.spec.image.rootfs.is_some() {
+            create_overlay(
+                &dest.join("disk.qcow2"),
+                "qcow2",
+                &saver_dir.join("disk.qcow2"),
+            )
+            .await?;
+        }
+        let ram = dest.join("ram");
+        let _ = std::fs::remove_file(&ram);
+        let socket = saver_dir.join("migrate.sock");
+        let mut saver = self
+            .backend
+            .launch(
+                &self.spec,
+                saver_dir,
+                Ram::SharedFile(&ram),
+                Start::Deferred {
+                    fd: None,
+                    paused: true,
+                },
+            )
+            .await?;
+        let result = async {
+            let uri = format!("unix:{}", socket.display());
+            saver
+                .qmp()?
+                .execute("migrate-incoming", Some(json!({ "uri": uri })))
+                .await?;
+            self.qmp()?
+                .execute("migrate", Some(json!({ "uri": uri })))
+                .await?;
+            wait_migrated(self.qmp()?).await?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while saver.qmp()?.status().await? == "inmigrate" {
+                if Instant::now() >= deadline {
+                    return Err(api_error(
+                        "migrate-incoming",
+                        "the saver never finished loading",
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let qmp = saver.qmp()?;
+            set_capabilities(qmp, &["x-ignore-shared"]).await?;
+            let uri = format!("exec:cat > {}", shell_quote(&dest.join("state")));
+            qmp.execute("migrate", Some(json!({ "uri": uri }))).await?;
+            wait_migrated(qmp).await
+        }
+        .await;
+        let result = match result {
+            Err(err) => Err(saver.exit_error().await.unwrap_or(err)),
+            ok => ok,
+        };
+        saver.stop().await;
+        result
+    }
+}
+
+fn api_error(request: &str, message: &str) -> VmError {
+    VmError::Api {
+        api: "QMP",
+        request: request.into(),
+        message: message.into(),
+    }
+}
+
+/// Turns on migration capabilities.
+async fn set_capabilities(qmp: &mut Qmp, names: &[&str]) -> Result<(), VmError> {
+    let capabilities: Vec<_> = names
+        .iter()
+        .map(|name| json!({ "capability": name, "state": true }))
+        .collect();
+    qmp.execute(
+        "migrate-set-capabilities",
+        Some(json!({ "capabilities": capabilities })),
+    )
+    .await
+    .map(drop)
+}
+
+/// Waits for an outgoing migration to complete.
+async fn wait_migrated(qmp: &mut Qmp) -> Result<(), VmError> {
+    loop {
+        let state = qmp.execute("query-migrate", None).await?;
+        match state
+            .get("status")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+        {
+            "completed" => return Ok(()),
+            "failed" | "cancelled" => {
+                return Err(api_error(
+                    "migrate",
+                    state
+                        .get("error-desc")
+                        .and_then(|s| s.as_str())
+                        .unwrap_or("migration failed"),
+                ))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Waits for an incoming migration (with the `events` capability on) to
+/// complete, by its `MIGRATION` events rather than by polling.
+async fn wait_incoming(qmp: &mut Qmp, deadline: Instant) -> Result<(), VmError> {
+    let wait = async {
+        loop {
+            let event = qmp.wait_event("MIGRATION").await?;
+            match event
+                .pointer("/data/status")
+                .and_then(|s| s.as_str())
+                .unwrap_or_default()
+            {
+                "completed" => return Ok(()),
+                "failed" | "cancelled" => {
+                    return Err(api_error("migrate-incoming", "loading the snapshot failed"))
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout_at(deadline.into(), wait)
+        .await
+        .unwrap_or_else(|_| {
+            Err(api_error(
+                "migrate-incoming",
+                "the snapshot did not load in time",
+            ))
+        })
+}
+
+/// Escapes a value for a QEMU `key=value,...` option (commas are doubled).
+fn option_escape(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 /// Creates a qcow2 overlay at `overlay` over the read-only `backing` file.

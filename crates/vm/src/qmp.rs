@@ -34,7 +34,9 @@ impl Qmp {
                 {
                     return Err(VmError::io(format!("connect {}", socket.display()), err))
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                // QEMU makes the socket a few ms after it starts; a refused
+                // connect is cheap, so look often.
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
             }
         };
         let mut qmp = Self {
@@ -92,6 +94,17 @@ impl Qmp {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string())
+    }
+
+    /// Waits for the event `name` and returns it; events that arrived before
+    /// the call and were skipped by [`Qmp::execute`] are not seen.
+    pub async fn wait_event(&mut self, name: &str) -> Result<Value, VmError> {
+        loop {
+            let message = self.read_message().await?;
+            if message.get("event").and_then(Value::as_str) == Some(name) {
+                return Ok(message);
+            }
+        }
     }
 
     async fn read_message(&mut self) -> Result<Value, VmError> {

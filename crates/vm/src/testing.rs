@@ -50,6 +50,22 @@ pub fn test_image() -> GuestImage {
         .clone()
 }
 
+/// The test image with Dropbear beside the agent (see [`crate::image::ssh`]),
+/// built once per process into the shared cache.
+pub fn ssh_test_image() -> GuestImage {
+    static IMAGE: OnceLock<GuestImage> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let recipe = ImageRecipe::test_ssh(agent_binary());
+            let (image, _) = image::build(&recipe, &image::default_cache_dir(), &mut |_| {})
+                .unwrap_or_else(|err| {
+                    panic!("building the SSH test image failed: {err} (run scripts/setup-vm.sh)")
+                });
+            image
+        })
+        .clone()
+}
+
 /// A spec for the test image: 1 vCPU, 256 MiB, no network.
 pub fn test_spec() -> VmSpec {
     VmSpec {

@@ -285,6 +285,60 @@ async fn only_a_nat_guest_reaches_the_host_network() {
     vm.destroy().await.unwrap();
 }
 
+/// The SSH variant of the test image runs Dropbear beside the agent: a
+/// forwarded port reaches it, and root logs in with the image's client key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssh_test_image_answers_ssh_beside_the_agent() {
+    let root = tempfile::tempdir().unwrap();
+    let backend = common::qemu().await;
+    let spec = firerunner_vm::VmSpec {
+        image: firerunner_vm::testing::ssh_test_image(),
+        network: firerunner_vm::Network::Nat,
+        ..common::test_spec()
+    };
+    let key = firerunner_vm::image::ssh::client_key(&spec.image).expect("a client key");
+    let (mut vm, client) =
+        firerunner_vm::agent_link::boot_and_connect(&backend, &spec, root.path(), "ssh", 2)
+            .await
+            .unwrap();
+    let port = vm.forward_tcp(22).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stdout = loop {
+        let output = tokio::process::Command::new("ssh")
+            .arg("-i")
+            .arg(&key)
+            .args(["-p", &port.to_string()])
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+            .args(["root@127.0.0.1", "echo", "over ssh;", "id", "-u"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("ssh runs (scripts/setup-vm.sh installs openssh-client)");
+        if output.status.success() {
+            break output.stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ssh never logged in: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The remote shell reads the words as one line: `;` separates the commands.
+    assert_eq!(String::from_utf8_lossy(&stdout), "over ssh\n0\n");
+    let (stdout, _, _) = client
+        .exec(exec(&["echo", "agent too"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(stdout, b"agent too\n");
+    drop(client);
+    vm.destroy().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_kvm_probe_guest_runs_to_its_exit_and_auto_decides() {
     let binary = std::path::Path::new("qemu-system-x86_64");

@@ -13,6 +13,7 @@
 
 mod cpio;
 mod kernel;
+pub mod ssh;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 pub use cpio::CpioWriter;
 pub use kernel::Kernel;
+pub use ssh::SshRecipe;
 
 /// The initramfs `/init`: loads the modules listed in `/etc/firerunner/modules`,
 /// then runs the agent as PID 1, switching to the ext4 root named by
@@ -99,6 +101,9 @@ pub struct ImageRecipe {
     pub agent: PathBuf,
     /// The root filesystem, for [`ImageKind::Debian`].
     pub rootfs: Option<crate::rootfs::RootfsRecipe>,
+    /// Dropbear beside the agent (test images only; see [`ssh`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshRecipe>,
 }
 
 impl ImageRecipe {
@@ -112,6 +117,16 @@ impl ImageRecipe {
             busybox: PathBuf::from("/bin/busybox"),
             agent,
             rootfs: None,
+            ssh: None,
+        }
+    }
+
+    /// The test image with an SSH server (Dropbear) beside the agent, for
+    /// benchmarks that compare the two.
+    pub fn test_ssh(agent: PathBuf) -> Self {
+        Self {
+            ssh: Some(SshRecipe::default()),
+            ..Self::test(agent)
         }
     }
 
@@ -233,11 +248,25 @@ pub fn build(
     let (package, version) = kernel::resolve(&recipe.kernel_package)?;
     let busybox = read_static(&recipe.busybox)?;
     let agent = read_static(&recipe.agent)?;
-    let key = recipe_key(recipe, &package, &version, &busybox, &agent);
-    let kind = serde_json::to_value(recipe.kind)
+    let ssh = match &recipe.ssh {
+        Some(_) if recipe.rootfs.is_some() => {
+            return Err(ImageError::Command {
+                command: "building an image with SSH".into(),
+                detail: "only the test image (no root filesystem) has an SSH variant".into(),
+            })
+        }
+        Some(ssh) => Some(ssh::SshBinaries::read(ssh)?),
+        None => None,
+    };
+    let mut key = recipe_key(recipe, &package, &version, &busybox, &agent);
+    let mut kind = serde_json::to_value(recipe.kind)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
+    if let Some(binaries) = &ssh {
+        key = ssh_key(&key, binaries);
+        kind.push_str("-ssh");
+    }
     let dir = cache.join("images").join(format!("{kind}-{}", &key[..16]));
     if let Ok(image) = GuestImage::load(&dir) {
         progress(BuildProgress::Cached(dir.clone()));
@@ -263,7 +292,21 @@ pub fn build(
     std::fs::copy(kernel.bzimage()?, &kernel_path)
         .map_err(|err| ImageError::io(&kernel_path, err))?;
     let initrd = work.join("initrd.cpio");
-    write_initramfs(&initrd, &kernel, &recipe.modules, &busybox, &agent)?;
+    let ssh = match (&recipe.ssh, ssh) {
+        (Some(ssh_recipe), Some(binaries)) => {
+            let (host_key, authorized_key) = ssh::make_keys(ssh_recipe, &work)?;
+            Some((binaries, host_key, authorized_key))
+        }
+        _ => None,
+    };
+    write_initramfs(
+        &initrd,
+        &kernel,
+        &recipe.modules,
+        &busybox,
+        &agent,
+        ssh.as_ref(),
+    )?;
     let rootfs = match &recipe.rootfs {
         None => None,
         Some(rootfs_recipe) => {
@@ -350,41 +393,73 @@ fn recipe_key(
         .collect()
 }
 
+/// The cache key of an image with SSH: the plain key, the wrapper script
+/// and every byte Dropbear brings.
+fn ssh_key(plain: &str, binaries: &ssh::SshBinaries) -> String {
+    let mut hash = Sha256::new();
+    hash.update(plain.as_bytes());
+    hash.update(ssh::AGENT_WRAPPER.as_bytes());
+    for (path, bytes) in &binaries.files {
+        hash.update(path.as_bytes());
+        hash.update(Sha256::digest(bytes));
+    }
+    hash.finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The directories every initramfs has.
+const INITRAMFS_DIRS: &[&str] = &[
+    "/bin",
+    "/sbin",
+    "/dev",
+    "/etc",
+    "/etc/firerunner",
+    "/lib",
+    "/lib/modules",
+    "/proc",
+    "/sys",
+    "/run",
+    "/tmp",
+    "/newroot",
+    "/usr",
+    "/usr/bin",
+    "/usr/sbin",
+];
+
 fn write_initramfs(
     path: &Path,
     kernel: &Kernel,
     modules: &[String],
     busybox: &[u8],
     agent: &[u8],
+    ssh: Option<&(ssh::SshBinaries, Vec<u8>, Vec<u8>)>,
 ) -> Result<(), ImageError> {
     let file = std::fs::File::create(path).map_err(|err| ImageError::io(path, err))?;
     let mut cpio = CpioWriter::new(std::io::BufWriter::new(file));
     let io = |err| ImageError::io(path, err);
-    for dir in [
-        "/bin",
-        "/sbin",
-        "/dev",
-        "/etc",
-        "/etc/firerunner",
-        "/lib",
-        "/lib/modules",
-        "/proc",
-        "/sys",
-        "/run",
-        "/tmp",
-        "/newroot",
-        "/usr",
-        "/usr/bin",
-        "/usr/sbin",
-    ] {
+    for dir in INITRAMFS_DIRS {
         cpio.directory(dir, 0o755).map_err(io)?;
     }
     cpio.char_device("/dev/console", 0o600, 5, 1).map_err(io)?;
     cpio.char_device("/dev/null", 0o666, 1, 3).map_err(io)?;
     cpio.file("/bin/busybox", 0o755, busybox).map_err(io)?;
     cpio.symlink("/bin/sh", "busybox").map_err(io)?;
-    cpio.file("/sbin/firerunner-agent", 0o755, agent)
-        .map_err(io)?;
+    match ssh {
+        None => cpio
+            .file("/sbin/firerunner-agent", 0o755, agent)
+            .map_err(io)?,
+        Some((binaries, host_key, authorized_key)) => ssh::add_to_initramfs(
+            &mut cpio,
+            binaries,
+            host_key,
+            authorized_key,
+            agent,
+            INITRAMFS_DIRS,
+        )
+        .map_err(io)?,
+    }
     cpio.file("/init", 0o755, INIT_SCRIPT.as_bytes())
         .map_err(io)?;
     let mut order = String::new();
