@@ -44,6 +44,15 @@ pub struct FinishedJob<'a> {
 /// successful one an empty tail. A step's timestamp is that of its last log
 /// line, else the job's end.
 pub fn step_records(job: &FinishedJob<'_>) -> Vec<StepRecord> {
+    indexed_step_records(job)
+        .into_iter()
+        .map(|(_, record)| record)
+        .collect()
+}
+
+/// [`step_records`], each with the index of its step in
+/// [`JobReport::steps`] (to show hints next to the step they are about).
+pub fn indexed_step_records(job: &FinishedJob<'_>) -> Vec<(usize, StepRecord)> {
     job.report
         .steps
         .iter()
@@ -69,20 +78,23 @@ pub fn step_records(job: &FinishedJob<'_>) -> Vec<StepRecord> {
             } else {
                 String::new()
             };
-            Some(StepRecord {
-                run_id: job.run_id.to_string(),
-                repository: job.repository.to_string(),
-                commit_sha: job.commit_sha.to_string(),
-                workflow: job.workflow.to_string(),
-                job: job.job.to_string(),
-                step_name: step.name.clone(),
-                command: step.command.clone(),
-                outcome,
-                exit_code: step.exit_code,
-                duration: step.duration,
-                log_tail,
-                timestamp,
-            })
+            Some((
+                position,
+                StepRecord {
+                    run_id: job.run_id.to_string(),
+                    repository: job.repository.to_string(),
+                    commit_sha: job.commit_sha.to_string(),
+                    workflow: job.workflow.to_string(),
+                    job: job.job.to_string(),
+                    step_name: step.name.clone(),
+                    command: step.command.clone(),
+                    outcome,
+                    exit_code: step.exit_code,
+                    duration: step.duration,
+                    log_tail,
+                    timestamp,
+                },
+            ))
         })
         .collect()
 }
@@ -213,6 +225,11 @@ mod tests {
         let records = step_records(&finished(&report, &log));
         let names: Vec<&str> = records.iter().map(|r| r.step_name.as_str()).collect();
         assert_eq!(names, ["Run actions/checkout@v4", "lint", "test"]);
+        let indices: Vec<usize> = indexed_step_records(&finished(&report, &log))
+            .iter()
+            .map(|(index, _)| *index)
+            .collect();
+        assert_eq!(indices, [0, 1, 2]);
 
         let checkout = &records[0];
         assert_eq!(checkout.command, "uses: actions/checkout@v4");
@@ -400,7 +417,7 @@ jobs:
             "{dump:?}"
         );
 
-        let records = step_records(&FinishedJob {
+        let finished = FinishedJob {
             run_id: "run-7",
             repository: "octo/app",
             commit_sha: "abc",
@@ -409,7 +426,13 @@ jobs:
             report: &report,
             log: &log,
             finished_at: SystemTime::now(),
-        });
+        };
+        let indices: Vec<usize> = indexed_step_records(&finished)
+            .iter()
+            .map(|(index, _)| *index)
+            .collect();
+        assert_eq!(indices, [0, 1, 2, 4], "the skipped step has no record");
+        let records = step_records(&finished);
         let outcomes: Vec<(&str, StepOutcome)> = records
             .iter()
             .map(|record| (record.step_name.as_str(), record.outcome))
