@@ -197,3 +197,80 @@ fn the_default_database_lives_in_the_data_dir() {
     assert_eq!(stats["steps"], 0);
     assert!(data.join("firerunner.db").is_file());
 }
+
+#[test]
+fn learn_new_writes_a_valid_workflow_without_an_llm() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_firerunner"))
+        .args([
+            "learn",
+            "new",
+            "run cargo test and if it passes build the release on push to main",
+        ])
+        .env("FIRERUNNER_DATA_DIR", dir.path())
+        .env_remove("FIRERUNNER_LLM_URL")
+        .env_remove("FIRERUNNER_LLM_MODEL")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    firerunner_workflow::load::parse_workflow("new.yml", &yaml)
+        .unwrap_or_else(|d| panic!("{d}\n{yaml}"));
+    assert!(yaml.contains("run: cargo test\n"), "{yaml}");
+    assert!(yaml.contains("run: cargo build --release\n"), "{yaml}");
+    assert!(yaml.contains("branches: ['main']"), "{yaml}");
+    assert!(
+        !dir.path().join("firerunner.db").exists(),
+        "writing a workflow needs no database"
+    );
+}
+
+#[test]
+fn learn_new_falls_back_to_the_parser_when_the_llm_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let output = Command::new(env!("CARGO_BIN_EXE_firerunner"))
+        .args(["learn", "new", "--json", "every night run `make soak`"])
+        .env("FIRERUNNER_DATA_DIR", dir.path())
+        .env("FIRERUNNER_LLM_URL", format!("http://{address}/v1"))
+        .env("FIRERUNNER_LLM_MODEL", "none")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("using the built-in phrase parser"),
+        "{stderr}"
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["source"], "patterns");
+    assert!(answer["llm_error"].as_str().unwrap().contains("failed"));
+    assert!(answer["yaml"]
+        .as_str()
+        .unwrap()
+        .contains("cron: '0 3 * * *'"));
+}
+
+#[test]
+fn learn_new_reports_what_it_cannot_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_firerunner"))
+        .args(["learn", "new", "deploy to the moon"])
+        .env("FIRERUNNER_DATA_DIR", dir.path())
+        .env_remove("FIRERUNNER_LLM_URL")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("\"deploy to the moon\""), "{stderr}");
+}

@@ -4,15 +4,15 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use firerunner_engine::job::JobReport;
 use firerunner_engine::learn::{indexed_step_records, FinishedJob};
 use firerunner_engine::logs::LogHub;
 use firerunner_learning::{
-    EvidenceLevel, FlakyStep, Hint, LearningConfig, LearningCoordinator, LearningStore, Lesson,
-    PredictionContext, StepLocation, StepOutcome,
+    workflow_from_text, EvidenceLevel, FlakyStep, Hint, LearningConfig, LearningCoordinator,
+    LearningStore, Lesson, LlmClient, LlmConfig, PredictionContext, StepLocation, StepOutcome,
 };
 use serde_json::{json, Value};
 
@@ -60,6 +60,26 @@ enum Query {
         /// The command.
         command: String,
     },
+    /// Write a workflow from a plain-English request, e.g. "run cargo test and if it
+    /// passes build the release on push to main". Uses the LLM when one is configured
+    /// (falling back to the built-in phrase parser if it fails), else the parser.
+    New {
+        /// What the workflow should do.
+        request: String,
+        /// Base URL of an OpenAI-compatible API (e.g. http://localhost:11434/v1 for Ollama,
+        /// https://openrouter.ai/api/v1).
+        #[arg(long, env = "FIRERUNNER_LLM_URL")]
+        llm_url: Option<String>,
+        /// The model to ask.
+        #[arg(long, env = "FIRERUNNER_LLM_MODEL")]
+        llm_model: Option<String>,
+        /// API key for the LLM, when it needs one.
+        #[arg(long, env = "FIRERUNNER_LLM_API_KEY", hide_env_values = true)]
+        llm_api_key: Option<String>,
+        /// Seconds to wait for each LLM answer.
+        #[arg(long, default_value_t = 60)]
+        llm_timeout: u64,
+    },
 }
 
 /// The default learning database: the service's SQLite file in the data dir
@@ -83,6 +103,27 @@ async fn open(url: &str) -> Result<LearningCoordinator> {
 
 /// Runs `firerunner learn`.
 pub fn run(args: Args) -> Result<ExitCode> {
+    if let Query::New {
+        request,
+        llm_url,
+        llm_model,
+        llm_api_key,
+        llm_timeout,
+    } = &args.query
+    {
+        let llm = match (llm_url, llm_model) {
+            (Some(url), Some(model)) if !url.is_empty() && !model.is_empty() => {
+                let mut config = LlmConfig::new(url.clone(), model.clone());
+                config.api_key = llm_api_key.clone().filter(|key| !key.is_empty());
+                config.timeout = Duration::from_secs((*llm_timeout).max(1));
+                Some(config)
+            }
+            _ => None,
+        };
+        let output = new_workflow(request, llm, args.json)?;
+        print!("{output}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let url = match &args.database {
         Some(url) => url.clone(),
         None => default_database_url()?,
@@ -111,7 +152,49 @@ fn answer(learning: &LearningCoordinator, query: &Query, as_json: bool) -> Strin
         } => predict(learning, command, repository.clone(), as_json),
         Query::Related { command, limit } => related(learning, command, *limit, as_json),
         Query::Next { command } => next(learning, command, as_json),
+        Query::New { .. } => unreachable!("`learn new` needs no database and is answered first"),
     }
+}
+
+/// A workflow for `request`: from the LLM when configured and it succeeds, else from the
+/// built-in phrase parser.
+fn new_workflow(request: &str, llm: Option<LlmConfig>, as_json: bool) -> Result<String> {
+    let mut llm_error = None;
+    if let Some(config) = llm {
+        let model = config.model.clone();
+        let generated = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async { LlmClient::new(config)?.workflow_from_request(request).await });
+        match generated {
+            Ok(generated) => {
+                return Ok(if as_json {
+                    to_json(&json!({
+                        "source": "llm",
+                        "model": model,
+                        "attempts": generated.attempts,
+                        "yaml": generated.yaml,
+                    }))
+                } else {
+                    generated.yaml
+                });
+            }
+            Err(error) => {
+                eprintln!("firerunner: warning: {error}; using the built-in phrase parser");
+                llm_error = Some(error.to_string());
+            }
+        }
+    }
+    let yaml = workflow_from_text(request).context("the built-in phrase parser failed")?;
+    Ok(if as_json {
+        to_json(&json!({
+            "source": "patterns",
+            "llm_error": llm_error,
+            "yaml": yaml,
+        }))
+    } else {
+        yaml
+    })
 }
 
 fn to_json(value: &Value) -> String {
