@@ -182,7 +182,7 @@ static DISPATCH: LazyLock<Regex> = LazyLock::new(|| {
 });
 static MATRIX: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)\b(?:on|with|for|across|using|against|in)\s+(node(?:\.?js)?|python|go(?:lang)?|java|jdk|ruby|rust)\s+(?:versions?\s+)?([\w.]+(?:(?:\s*,\s*|\s+and\s+|\s+or\s+|\s*,\s*(?:and|or)\s+)[\w.]+)*)",
+        r"(?i)\b(?:on|with|for|across|using|against|in)\s+(node(?:\.?js)?|python|go(?:lang)?|java|jdk|ruby|rust)\s+(?:versions?\s+)?((?:[\w.]*\d[\w.]*|stable|beta|nightly|latest|lts)\b(?:(?:\s*,\s*|\s+and\s+|\s+or\s+|\s*,\s*(?:and|or)\s+)(?:[\w.]*\d[\w.]*|stable|beta|nightly|latest|lts)\b)*)",
     )
     .expect("valid regex")
 });

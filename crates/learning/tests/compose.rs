@@ -205,3 +205,11 @@ fn unknown_work_without_an_ecosystem_is_an_error() {
         Err(ComposeError::NoSteps)
     );
 }
+
+#[test]
+fn a_matrix_stops_at_the_next_clause() {
+    let yaml = compose("lint and test on node 20, every night");
+    assert!(yaml.contains("node: ['20']"), "{yaml}");
+    assert!(yaml.contains("- cron: '0 3 * * *'"), "{yaml}");
+    assert_eq!(runs(&yaml), plain(&["npm run lint", "npm test"]));
+}
