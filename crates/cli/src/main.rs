@@ -38,6 +38,8 @@ enum Command {
     Worker(commands::serve::Args),
     /// Show the service's hosts, capacity, queue and running jobs.
     Status(commands::status::Args),
+    /// Ask what firerunner learned from the steps it ran (lessons, flaky steps, predictions).
+    Learn(commands::learn::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(args, false),
         Command::Worker(args) => commands::serve::run(args, true),
         Command::Status(args) => commands::status::run(args),
+        Command::Learn(args) => commands::learn::run(args),
     };
     match result {
         Ok(code) => code,

@@ -115,6 +115,14 @@ pub struct StepReport {
     /// How long its command ran as the guest measured it (zero for steps
     /// without a process, such as skipped or natively served ones).
     pub command_duration: Duration,
+    /// What the step ran: its evaluated `run:` script (secrets masked; the
+    /// unevaluated script when evaluation failed or the step did not run), or
+    /// `uses: owner/repo@ref` for an action step.
+    pub command: String,
+    /// Exit code of the step's last process, when one exited (`None` for
+    /// steps without a process and for processes killed by a signal, a
+    /// timeout or cancellation).
+    pub exit_code: Option<i32>,
 }
 
 /// The end of one job instance.
@@ -182,6 +190,8 @@ pub async fn run_job(
         stopped_commands: None,
         hash_snapshot: None,
         command_time: Duration::ZERO,
+        step_command: String::new(),
+        step_exit_code: None,
         legacy_outputs: Object::new(),
         pending_caches: Vec::new(),
         post_steps: Vec::new(),
@@ -287,6 +297,10 @@ struct JobRunner<'a> {
     /// A host copy of the workspace while a step that uses `hashFiles` is evaluated.
     hash_snapshot: Option<tempfile::TempDir>,
     command_time: Duration,
+    /// The running step's command, for its [`StepReport`].
+    step_command: String,
+    /// The exit code of the running step's last process.
+    step_exit_code: Option<i32>,
     legacy_outputs: Object,
     pending_caches: Vec<native_actions::PendingCacheSave>,
     /// `post:` scripts to run after the steps, in the order they were added.
@@ -511,6 +525,11 @@ impl JobRunner<'_> {
 
     async fn run_step(&mut self, step: &Step, cancel: &CancellationToken) -> StepReport {
         let started = Instant::now();
+        self.step_command = match &step.action {
+            StepAction::Run { script, .. } => script.value.clone(),
+            StepAction::Uses { uses, .. } => format!("uses: {}", uses.value),
+        };
+        self.step_exit_code = None;
         self.hash_snapshot = None;
         if mentions_hash_files(step) {
             // hashFiles reads the workspace as it is now: a host copy of it.
@@ -665,6 +684,8 @@ impl JobRunner<'_> {
             conclusion,
             duration: started.elapsed(),
             command_duration: std::mem::take(&mut self.command_time),
+            command: std::mem::take(&mut self.step_command),
+            exit_code: self.step_exit_code.take(),
         }
     }
 
@@ -680,6 +701,7 @@ impl JobRunner<'_> {
         cancel: &CancellationToken,
     ) -> Result<(StepResult, Object), String> {
         let source = self.template(&script.value, ctx)?;
+        self.step_command = self.masker.mask(&source);
         let shell = match shell.or(self.job.defaults.shell.as_ref()).or(self
             .workflow
             .defaults
@@ -775,6 +797,10 @@ impl JobRunner<'_> {
             .await
             .map_err(|e| e.to_string())?;
         self.command_time += ran;
+        self.step_exit_code = match end {
+            ProcessEnd::Exited(code) => Some(code),
+            _ => None,
+        };
         let mut outputs = std::mem::take(&mut self.legacy_outputs);
         let read = |path: &str| {
             let sandbox = self.sandbox;

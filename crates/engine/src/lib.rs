@@ -11,6 +11,7 @@
 //! - [`sandbox`]: a job's view of its VM: processes with live lines,
 //!   timeouts and cancellation, files.
 //! - [`job`]: runs the steps of one job instance in its sandbox.
+//! - [`learn`]: turns a finished job into step records for the learning layer.
 //! - [`vm_executor`]: the executor that gives each job instance a fresh microVM.
 //! - [`native_actions`]: upload/download-artifact and cache served by the host.
 //! - [`run_context`]: the `github` context and default variables of a run.
@@ -24,6 +25,7 @@ pub mod cache;
 pub mod checkout;
 pub mod dotenv;
 pub mod job;
+pub mod learn;
 pub mod logs;
 pub mod native_actions;
 pub mod orchestrator;

@@ -7,17 +7,22 @@
 //! - [`store`] persists everything in `learning_*` tables through sqlx's `Any` driver.
 //! - [`coordinator`] is the entry point: [`LearningCoordinator::record_step`], lessons, flaky
 //!   steps and hints.
+//! - [`compose`] turns common plain-English requests into a workflow without any model;
+//!   [`llm`] is an optional OpenAI-compatible client that writes workflows and explains failures.
 
 #![warn(missing_docs)]
 
+pub mod compose;
 pub mod concepts;
 pub mod coordinator;
 pub mod error;
 pub mod graph;
+pub mod llm;
 pub mod normalize;
 pub mod signature;
 pub mod store;
 
+pub use compose::{workflow_from_text, ComposeError};
 pub use concepts::{concepts_of, Concept};
 pub use coordinator::{
     FixedBy, FlakyStep, Hint, LearningConfig, LearningCoordinator, LearningStats, Lesson,
@@ -28,6 +33,7 @@ pub use graph::{
     CommandKnowledgeGraph, EvidenceLevel, FailingSignature, NodeStats, Prediction,
     PredictionContext, RelatedCommand,
 };
+pub use llm::{FailureToExplain, GeneratedWorkflow, LlmClient, LlmConfig, LlmError};
 pub use normalize::normalize_command;
 pub use signature::{signature_from_log, ErrorSignature};
 pub use store::LearningStore;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod image;
+pub mod learn;
 pub mod plan;
 pub mod run;
 pub mod serve;

@@ -99,6 +99,9 @@ pub struct Args {
     /// QEMU accelerator: auto, kvm or tcg.
     #[arg(long, default_value = "auto")]
     accel: String,
+    /// Do not record the steps in the learning store (see `firerunner learn`).
+    #[arg(long)]
+    no_learn: bool,
 }
 
 fn parse_matrix_filter(s: &str) -> Result<(String, String), String> {
@@ -440,6 +443,11 @@ async fn run_with<B: firerunner_vm::VmBackend>(
             }
         });
     }
+    let learning = if args.no_learn {
+        None
+    } else {
+        super::learn::Recorder::open(None).await
+    };
     let mut live = logs.subscribe();
     let printer = tokio::spawn(async move {
         while let Ok(line) = live.recv().await {
@@ -517,13 +525,29 @@ async fn run_with<B: firerunner_vm::VmBackend>(
         )
         .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        print_summary(&title, &report, &executor.reports());
+        let jobs = executor.reports();
+        let hints = match &learning {
+            Some(learning) => {
+                let run = super::learn::RunInfo {
+                    run_id: &run_id,
+                    repository: &repository,
+                    commit_sha: &sha,
+                    workflow: &title,
+                };
+                learning.record_jobs(&run, &jobs, &logs).await
+            }
+            None => super::learn::StepHints::new(),
+        };
+        print_summary(&title, &report, &jobs, &hints);
         if report.conclusion != JobResult::Success {
             all_ok = false;
         }
     }
     sessions.shutdown().await;
     printer.abort();
+    if let Some(learning) = learning {
+        learning.close().await;
+    }
     eprintln!("firerunner: logs in {}", state.join("logs").display());
     for artifact in artifacts.list(&run_id)? {
         let (files, _) = artifacts.files(&run_id, &artifact.name)?;
@@ -547,6 +571,7 @@ fn print_summary(
     title: &str,
     report: &orchestrator::RunReport,
     details: &[(String, firerunner_engine::job::JobReport)],
+    hints: &super::learn::StepHints,
 ) {
     println!();
     println!("{title}: {}", report.conclusion.as_str());
@@ -561,7 +586,7 @@ fn print_summary(
             instance.duration.as_secs_f64()
         );
         if let Some((_, job)) = details.iter().find(|(name, _)| *name == instance.name) {
-            for step in &job.steps {
+            for (index, step) in job.steps.iter().enumerate() {
                 let mark = match step.conclusion {
                     StepResult::Success if step.outcome == StepResult::Failure => {
                         "✓ (failed, continue-on-error)"
@@ -576,6 +601,13 @@ fn print_summary(
                     step.name,
                     step.duration.as_secs_f64()
                 );
+                for hint in hints
+                    .get(&(instance.name.clone(), index))
+                    .into_iter()
+                    .flatten()
+                {
+                    println!("          {hint}");
+                }
             }
         }
     }

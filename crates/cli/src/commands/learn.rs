@@ -1,0 +1,737 @@
+//! `firerunner learn`: ask what firerunner learned from the steps it ran, and
+//! the recorder `firerunner run` feeds every finished job to.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use firerunner_engine::job::JobReport;
+use firerunner_engine::learn::{indexed_step_records, FinishedJob};
+use firerunner_engine::logs::LogHub;
+use firerunner_learning::{
+    workflow_from_text, EvidenceLevel, FlakyStep, Hint, LearningConfig, LearningCoordinator,
+    LearningStore, Lesson, LlmClient, LlmConfig, PredictionContext, StepLocation, StepOutcome,
+};
+use serde_json::{json, Value};
+
+/// Arguments of `firerunner learn`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The learning database (default: `sqlite://<data dir>/firerunner.db`,
+    /// the data dir being $FIRERUNNER_DATA_DIR, else $XDG_DATA_HOME/firerunner,
+    /// else ~/.local/share/firerunner).
+    #[arg(long, global = true, env = "FIRERUNNER_LEARNING_DATABASE")]
+    database: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    query: Query,
+}
+
+#[derive(clap::Subcommand)]
+enum Query {
+    /// Steps recorded, distinct success and failure patterns, lessons, flaky steps.
+    Stats,
+    /// Repeated failures: one error signature failing again and again at one step.
+    Lessons,
+    /// Steps that both passed and failed at one commit.
+    Flaky,
+    /// The probability that a command succeeds, and the evidence it rests on.
+    Predict {
+        /// The command (as in a `run:` step).
+        command: String,
+        /// The repository (`owner/name`) it would run in.
+        #[arg(long)]
+        repository: Option<String>,
+    },
+    /// Commands related to one: run right before or after it, or doing the same kind of work.
+    Related {
+        /// The command.
+        command: String,
+        /// Most commands shown.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// The command most often run successfully right after one.
+    Next {
+        /// The command.
+        command: String,
+    },
+    /// Write a workflow from a plain-English request, e.g. "run cargo test and if it
+    /// passes build the release on push to main". Uses the LLM when one is configured
+    /// (falling back to the built-in phrase parser if it fails), else the parser.
+    New {
+        /// What the workflow should do.
+        request: String,
+        /// Base URL of an OpenAI-compatible API (e.g. http://localhost:11434/v1 for Ollama,
+        /// https://openrouter.ai/api/v1).
+        #[arg(long, env = "FIRERUNNER_LLM_URL")]
+        llm_url: Option<String>,
+        /// The model to ask.
+        #[arg(long, env = "FIRERUNNER_LLM_MODEL")]
+        llm_model: Option<String>,
+        /// API key for the LLM, when it needs one.
+        #[arg(long, env = "FIRERUNNER_LLM_API_KEY", hide_env_values = true)]
+        llm_api_key: Option<String>,
+        /// Seconds to wait for each LLM answer.
+        #[arg(long, default_value_t = 60)]
+        llm_timeout: u64,
+    },
+}
+
+/// The default learning database: the service's SQLite file in the data dir
+/// (created when missing).
+pub fn default_database_url() -> Result<String> {
+    let dir: PathBuf = firerunner_server::config::default_data_dir();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    Ok(format!(
+        "sqlite://{}?mode=rwc",
+        dir.join("firerunner.db").display()
+    ))
+}
+
+async fn open(url: &str) -> Result<LearningCoordinator> {
+    let store = LearningStore::connect(url)
+        .await
+        .with_context(|| format!("cannot open the learning database {url}"))?;
+    Ok(LearningCoordinator::open(store, LearningConfig::default()).await?)
+}
+
+/// Runs `firerunner learn`.
+pub fn run(args: Args) -> Result<ExitCode> {
+    if let Query::New {
+        request,
+        llm_url,
+        llm_model,
+        llm_api_key,
+        llm_timeout,
+    } = &args.query
+    {
+        let llm = match (llm_url, llm_model) {
+            (Some(url), Some(model)) if !url.is_empty() && !model.is_empty() => {
+                let mut config = LlmConfig::new(url.clone(), model.clone());
+                config.api_key = llm_api_key.clone().filter(|key| !key.is_empty());
+                config.timeout = Duration::from_secs((*llm_timeout).max(1));
+                Some(config)
+            }
+            _ => None,
+        };
+        let output = new_workflow(request, llm, args.json)?;
+        print!("{output}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let url = match &args.database {
+        Some(url) => url.clone(),
+        None => default_database_url()?,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let learning = open(&url).await?;
+        let output = answer(&learning, &args.query, args.json);
+        learning.close().await?;
+        print!("{output}");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The text (a table or JSON) answering `query`.
+fn answer(learning: &LearningCoordinator, query: &Query, as_json: bool) -> String {
+    match query {
+        Query::Stats => stats(learning, as_json),
+        Query::Lessons => lessons(&learning.lessons(), as_json),
+        Query::Flaky => flaky(&learning.flaky_steps(), as_json),
+        Query::Predict {
+            command,
+            repository,
+        } => predict(learning, command, repository.clone(), as_json),
+        Query::Related { command, limit } => related(learning, command, *limit, as_json),
+        Query::Next { command } => next(learning, command, as_json),
+        Query::New { .. } => unreachable!("`learn new` needs no database and is answered first"),
+    }
+}
+
+/// A workflow for `request`: from the LLM when configured and it succeeds, else from the
+/// built-in phrase parser.
+fn new_workflow(request: &str, llm: Option<LlmConfig>, as_json: bool) -> Result<String> {
+    let mut llm_error = None;
+    if let Some(config) = llm {
+        let model = config.model.clone();
+        let generated = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async { LlmClient::new(config)?.workflow_from_request(request).await });
+        match generated {
+            Ok(generated) => {
+                return Ok(if as_json {
+                    to_json(&json!({
+                        "source": "llm",
+                        "model": model,
+                        "attempts": generated.attempts,
+                        "yaml": generated.yaml,
+                    }))
+                } else {
+                    generated.yaml
+                });
+            }
+            Err(error) => {
+                eprintln!("firerunner: warning: {error}; using the built-in phrase parser");
+                llm_error = Some(error.to_string());
+            }
+        }
+    }
+    let yaml = workflow_from_text(request).context("the built-in phrase parser failed")?;
+    Ok(if as_json {
+        to_json(&json!({
+            "source": "patterns",
+            "llm_error": llm_error,
+            "yaml": yaml,
+        }))
+    } else {
+        yaml
+    })
+}
+
+fn to_json(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// A plain-text table: a header, a rule, then left-aligned columns.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (index, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if index + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(cell);
+                text.push_str(&" ".repeat(width - cell.chars().count() + 2));
+            }
+        }
+        text.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&line(rule.iter().map(String::as_str).collect()));
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `text` cut to `max` characters, with `…` when cut.
+fn shorten(text: &str, max: usize) -> String {
+    let single = text.replace('\n', " ⏎ ");
+    if single.chars().count() <= max {
+        single
+    } else {
+        let mut cut: String = single.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+fn short_sha(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn location_text(location: &StepLocation) -> String {
+    format!(
+        "{} {}/{}/{}",
+        location.repository, location.workflow, location.job, location.step_name
+    )
+}
+
+fn location_json(location: &StepLocation) -> Value {
+    json!({
+        "repository": location.repository,
+        "workflow": location.workflow,
+        "job": location.job,
+        "step": location.step_name,
+    })
+}
+
+fn stats(learning: &LearningCoordinator, as_json: bool) -> String {
+    let stats = learning.stats();
+    let (nodes, edges) = learning.with_graph(|graph| (graph.node_count(), graph.edge_count()));
+    if as_json {
+        return to_json(&json!({
+            "steps": stats.successes + stats.failures,
+            "successes": stats.successes,
+            "failures": stats.failures,
+            "unique_success_patterns": stats.unique_success_patterns,
+            "unique_failure_patterns": stats.unique_failure_patterns,
+            "lessons": stats.lessons,
+            "flaky_steps": stats.flaky_steps,
+            "commands": nodes,
+            "sequences": edges,
+        }));
+    }
+    let rows = [
+        ("steps recorded", stats.successes + stats.failures),
+        ("  succeeded", stats.successes),
+        ("  failed", stats.failures),
+        ("distinct commands", nodes as u64),
+        ("command sequences", edges as u64),
+        ("success patterns", stats.unique_success_patterns),
+        ("failure patterns", stats.unique_failure_patterns),
+        ("lessons", stats.lessons),
+        ("flaky steps", stats.flaky_steps),
+    ];
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(name, value)| vec![name.to_string(), value.to_string()])
+        .collect();
+    table(&["WHAT", "COUNT"], &rows)
+}
+
+fn lesson_status(lesson: &Lesson) -> String {
+    match (&lesson.fixed_by, lesson.still_failing) {
+        (_, true) => "failing".into(),
+        (Some(fixed), false) => format!("fixed in {}", short_sha(&fixed.commit_sha)),
+        (None, false) => "fixed".into(),
+    }
+}
+
+fn lessons(lessons: &[Lesson], as_json: bool) -> String {
+    if as_json {
+        let items: Vec<Value> = lessons
+            .iter()
+            .map(|lesson| {
+                json!({
+                    "count": lesson.count,
+                    "signature": lesson.signature.text,
+                    "signature_hash": lesson.signature.hash,
+                    "location": location_json(&lesson.location),
+                    "command": lesson.command,
+                    "first_seen_ms": millis(lesson.first_seen),
+                    "last_seen_ms": millis(lesson.last_seen),
+                    "last_commit": lesson.last_commit_sha,
+                    "still_failing": lesson.still_failing,
+                    "fixed_by": lesson.fixed_by.as_ref().map(|fixed| json!({
+                        "commit": fixed.commit_sha,
+                        "command": fixed.command,
+                    })),
+                })
+            })
+            .collect();
+        return to_json(&Value::Array(items));
+    }
+    if lessons.is_empty() {
+        return "no lessons yet: no error has repeated at one step often enough\n".into();
+    }
+    let rows: Vec<Vec<String>> = lessons
+        .iter()
+        .map(|lesson| {
+            vec![
+                lesson.count.to_string(),
+                lesson_status(lesson),
+                location_text(&lesson.location),
+                shorten(&lesson.signature.text, 90),
+            ]
+        })
+        .collect();
+    table(&["COUNT", "STATUS", "STEP", "ERROR"], &rows)
+}
+
+fn flaky(steps: &[FlakyStep], as_json: bool) -> String {
+    if as_json {
+        let items: Vec<Value> = steps
+            .iter()
+            .map(|step| {
+                json!({
+                    "flaky_commits": step.flaky_commits,
+                    "location": location_json(&step.location),
+                    "command": step.command,
+                    "last_commit": step.last_commit_sha,
+                    "first_detected_ms": millis(step.first_detected),
+                    "last_detected_ms": millis(step.last_detected),
+                })
+            })
+            .collect();
+        return to_json(&Value::Array(items));
+    }
+    if steps.is_empty() {
+        return "no flaky steps: no step both passed and failed at one commit\n".into();
+    }
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|step| {
+            vec![
+                step.flaky_commits.to_string(),
+                short_sha(&step.last_commit_sha).to_string(),
+                location_text(&step.location),
+                shorten(&step.command, 60),
+            ]
+        })
+        .collect();
+    table(&["COMMITS", "LAST", "STEP", "COMMAND"], &rows)
+}
+
+fn level_name(level: EvidenceLevel) -> &'static str {
+    match level {
+        EvidenceLevel::CommandInRepository => "command_in_repository",
+        EvidenceLevel::Command => "command",
+        EvidenceLevel::Concept => "concept",
+        EvidenceLevel::Prior => "prior",
+    }
+}
+
+fn predict(
+    learning: &LearningCoordinator,
+    command: &str,
+    repository: Option<String>,
+    as_json: bool,
+) -> String {
+    let context = PredictionContext {
+        repository: repository.clone(),
+    };
+    let prediction = learning.predict_success(command, &context);
+    let key = firerunner_learning::normalize_command(command);
+    let (concepts, mut signatures) = learning.with_graph(|graph| match graph.node(command) {
+        Some(node) => (
+            node.concepts.clone(),
+            node.signatures
+                .values()
+                .map(|entry| (entry.count, entry.signature.text.clone()))
+                .collect::<Vec<_>>(),
+        ),
+        None => (firerunner_learning::concepts_of(command), Vec::new()),
+    });
+    signatures.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    signatures.truncate(5);
+    let concept_names: Vec<&str> = concepts.iter().map(|c| c.as_str()).collect();
+    if as_json {
+        return to_json(&json!({
+            "command": command,
+            "normalized": key,
+            "repository": repository,
+            "probability": prediction.probability,
+            "evidence": {
+                "level": level_name(prediction.level),
+                "successes": prediction.successes,
+                "failures": prediction.failures,
+                "concepts": concept_names,
+                "failure_signatures": signatures
+                    .iter()
+                    .map(|(count, text)| json!({"count": count, "signature": text}))
+                    .collect::<Vec<_>>(),
+            },
+        }));
+    }
+    let basis = match prediction.level {
+        EvidenceLevel::CommandInRepository => format!(
+            "this command in {}",
+            repository.as_deref().unwrap_or("the repository")
+        ),
+        EvidenceLevel::Command => "this command in every repository".to_string(),
+        EvidenceLevel::Concept => format!(
+            "commands doing the same work ({}); this command was never seen",
+            concept_names.join(", ")
+        ),
+        EvidenceLevel::Prior => "nothing: the command and its kind were never seen".to_string(),
+    };
+    let mut out = format!(
+        "P(success) = {:.2}  for `{}`\n",
+        prediction.probability,
+        shorten(command, 80)
+    );
+    out.push_str(&format!(
+        "evidence: {} success(es), {} failure(s) of {basis}\n",
+        prediction.successes, prediction.failures
+    ));
+    out.push_str("method: (successes + 1) / (runs + 2), a Beta(1, 1) prior\n");
+    if !signatures.is_empty() {
+        out.push_str("its failures:\n");
+        let rows: Vec<Vec<String>> = signatures
+            .iter()
+            .map(|(count, text)| vec![count.to_string(), shorten(text, 90)])
+            .collect();
+        out.push_str(&table(&["COUNT", "ERROR"], &rows));
+    }
+    out
+}
+
+fn related(learning: &LearningCoordinator, command: &str, limit: usize, as_json: bool) -> String {
+    let related = learning.with_graph(|graph| graph.find_related_commands(command, limit));
+    if as_json {
+        let items: Vec<Value> = related
+            .iter()
+            .map(|r| {
+                json!({
+                    "command": r.command,
+                    "score": r.score,
+                    "sequences": r.sequence_count,
+                    "shared_concepts": r.shared_concepts.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        return to_json(&Value::Array(items));
+    }
+    if related.is_empty() {
+        return format!(
+            "nothing known to be related to `{}`\n",
+            shorten(command, 80)
+        );
+    }
+    let rows: Vec<Vec<String>> = related
+        .iter()
+        .map(|r| {
+            let concepts: Vec<&str> = r.shared_concepts.iter().map(|c| c.as_str()).collect();
+            vec![
+                format!("{:.2}", r.score),
+                r.sequence_count.to_string(),
+                if concepts.is_empty() {
+                    "-".into()
+                } else {
+                    concepts.join(",")
+                },
+                shorten(&r.command, 70),
+            ]
+        })
+        .collect();
+    table(&["SCORE", "SEQUENCES", "SHARED", "COMMAND"], &rows)
+}
+
+fn next(learning: &LearningCoordinator, command: &str, as_json: bool) -> String {
+    let next = learning.with_graph(|graph| graph.next_command(command));
+    if as_json {
+        return to_json(&match &next {
+            Some((next, count)) => json!({"command": command, "next": next, "count": count}),
+            None => json!({"command": command, "next": null, "count": 0}),
+        });
+    }
+    match next {
+        Some((next, count)) => format!(
+            "after `{}`: `{}` ({count} time(s) run next, both succeeding)\n",
+            shorten(command, 60),
+            shorten(&next, 70)
+        ),
+        None => format!("nothing is known to run after `{}`\n", shorten(command, 80)),
+    }
+}
+
+/// One line per hint, for the summary of `firerunner run`.
+pub fn hint_lines(hints: &[Hint]) -> Vec<String> {
+    hints
+        .iter()
+        .map(|hint| match hint {
+            Hint::Flaky(step) => format!(
+                "hint: this step is flaky: it both passed and failed at {} commit(s), latest {}",
+                step.flaky_commits,
+                short_sha(&step.last_commit_sha)
+            ),
+            Hint::KnownFailure { lesson, same_step } => {
+                let place = if *same_step {
+                    "here".to_string()
+                } else {
+                    format!("at {}", location_text(&lesson.location))
+                };
+                let mut line = format!(
+                    "hint: known failure, seen {} time(s) {place}: {}",
+                    lesson.count,
+                    shorten(&lesson.signature.text, 100)
+                );
+                if let Some(fixed) = &lesson.fixed_by {
+                    line.push_str(&format!(
+                        "; last fixed in commit {}",
+                        short_sha(&fixed.commit_sha)
+                    ));
+                    if let Some(command) = &fixed.command {
+                        line.push_str(&format!(
+                            " by changing the command to `{}`",
+                            shorten(command, 60)
+                        ));
+                    }
+                }
+                line
+            }
+        })
+        .collect()
+}
+
+/// Hint lines by (job instance name, step index).
+pub type StepHints = HashMap<(String, usize), Vec<String>>;
+
+/// Where a run's jobs ran, for [`Recorder::record_jobs`].
+pub struct RunInfo<'a> {
+    /// The run id.
+    pub run_id: &'a str,
+    /// The repository (`owner/name`).
+    pub repository: &'a str,
+    /// The commit.
+    pub commit_sha: &'a str,
+    /// The workflow's name.
+    pub workflow: &'a str,
+}
+
+/// Records the steps of `firerunner run` into the learning store. Failures
+/// are reported as warnings and never fail the run.
+pub struct Recorder {
+    learning: LearningCoordinator,
+}
+
+impl Recorder {
+    /// Opens the store at `url`, or warns and returns `None`.
+    pub async fn open(url: Option<&str>) -> Option<Self> {
+        let url = match url {
+            Some(url) => url.to_string(),
+            None => match default_database_url() {
+                Ok(url) => url,
+                Err(error) => {
+                    eprintln!("firerunner: warning: not learning from this run: {error:#}");
+                    return None;
+                }
+            },
+        };
+        match open(&url).await {
+            Ok(learning) => Some(Self { learning }),
+            Err(error) => {
+                eprintln!("firerunner: warning: not learning from this run: {error:#}");
+                None
+            }
+        }
+    }
+
+    /// Records every step of the finished jobs and returns the hints the
+    /// store had for each failed step (looked up before the step is recorded).
+    pub async fn record_jobs(
+        &self,
+        run: &RunInfo<'_>,
+        jobs: &[(String, JobReport)],
+        logs: &LogHub,
+    ) -> StepHints {
+        let mut hints = StepHints::new();
+        let mut failed_records = 0usize;
+        for (name, report) in jobs {
+            let log = logs.read(run.run_id, name).unwrap_or_default();
+            let finished = FinishedJob {
+                run_id: run.run_id,
+                repository: run.repository,
+                commit_sha: run.commit_sha,
+                workflow: run.workflow,
+                job: name,
+                report,
+                log: &log,
+                finished_at: SystemTime::now(),
+            };
+            for (index, record) in indexed_step_records(&finished) {
+                if record.outcome == StepOutcome::Failure {
+                    let lines = hint_lines(&self.learning.hints_for_failure(&record));
+                    if !lines.is_empty() {
+                        hints.insert((name.clone(), index), lines);
+                    }
+                }
+                if let Err(error) = self.learning.record_step(record).await {
+                    failed_records += 1;
+                    if failed_records == 1 {
+                        eprintln!("firerunner: warning: recording a step for learning: {error}");
+                    }
+                }
+            }
+        }
+        if let Err(error) = self.learning.flush().await {
+            eprintln!("firerunner: warning: saving what this run taught: {error}");
+        }
+        hints
+    }
+
+    /// Flushes and closes the store (warning on failure).
+    pub async fn close(self) {
+        if let Err(error) = self.learning.close().await {
+            eprintln!("firerunner: warning: closing the learning store: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use firerunner_learning::StepRecord;
+    use std::time::Duration;
+
+    fn failure(commit: &str, log: &str) -> StepRecord {
+        StepRecord {
+            run_id: format!("run-{commit}"),
+            repository: "octo/app".into(),
+            commit_sha: commit.into(),
+            workflow: "CI".into(),
+            job: "test".into(),
+            step_name: "unit".into(),
+            command: "npm test".into(),
+            outcome: StepOutcome::Failure,
+            exit_code: Some(1),
+            duration: Duration::from_secs(3),
+            log_tail: log.into(),
+            timestamp: UNIX_EPOCH + Duration::from_secs(1_000),
+        }
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let text = table(
+            &["A", "LONG HEADER"],
+            &[
+                vec!["wide cell".into(), "x".into()],
+                vec!["b".into(), "y".into()],
+            ],
+        );
+        assert_eq!(
+            text,
+            "A          LONG HEADER\n---------  -----------\nwide cell  x\nb          y\n"
+        );
+        assert_eq!(shorten("abcdef", 4), "abc…");
+        assert_eq!(shorten("two\nlines", 40), "two ⏎ lines");
+    }
+
+    #[tokio::test]
+    async fn hints_name_known_failures_and_their_fix() {
+        let store = LearningStore::connect("sqlite::memory:").await.unwrap();
+        let learning = LearningCoordinator::open(store, LearningConfig::default())
+            .await
+            .unwrap();
+        let log = "Error: Cannot find module 'left-pad'";
+        for commit in ["c1", "c2", "c3"] {
+            learning.record_step(failure(commit, log)).await.unwrap();
+        }
+        let mut fixed = failure("c4fixed", "");
+        fixed.outcome = StepOutcome::Success;
+        fixed.command = "npm ci && npm test".into();
+        learning.record_step(fixed).await.unwrap();
+        let lines = hint_lines(&learning.hints_for_failure(&failure("c5", log)));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("hint: known failure, seen 3 time(s) here: "),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains("left-pad"), "{}", lines[0]);
+        assert!(
+            lines[0].contains(
+                "last fixed in commit c4fixed by changing the command to `npm ci && npm test`"
+            ),
+            "{}",
+            lines[0]
+        );
+        learning.close().await.unwrap();
+    }
+}
