@@ -148,10 +148,8 @@ async fn dispatch_and_settle(state: &AppState, delivery: PendingDelivery) {
             .report_error("dispatch", &format!("settling delivery {id}: {err}"))
             .await;
     }
-    if let Ok(recent) = state.store.recent_deliveries(200).await {
-        if let Some(record) = recent.into_iter().find(|d| d.delivery_id == id) {
-            state.live.publish(LiveEvent::Delivery(record));
-        }
+    if let Ok(Some(record)) = state.store.delivery(&id).await {
+        state.live.publish(LiveEvent::Delivery(record));
     }
 }
 
@@ -205,7 +203,7 @@ pub async fn dispatch(state: &AppState, delivery: &PendingDelivery) -> Dispatch 
             Err(outcome) => return outcome,
         },
     };
-    let files = match github.workflow_files(&repo, &sha).await {
+    let files = match state.workflow_files(&repo, &sha).await {
         Ok(files) => files,
         Err(err) if err.is_transient() => return Dispatch::Retry(err.to_string()),
         Err(err) => return Dispatch::Failed(err.to_string()),
@@ -214,7 +212,7 @@ pub async fn dispatch(state: &AppState, delivery: &PendingDelivery) -> Dispatch 
     let mut queued = Vec::new();
     let mut skipped = Vec::new();
     let mut runs = Vec::new();
-    for (path, text) in &files {
+    for (path, text) in files.iter() {
         if !state.config.workflow_allowed(path) {
             skipped.push(format!("{path}: not in allow.workflows"));
             continue;

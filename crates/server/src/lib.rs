@@ -96,8 +96,12 @@ pub async fn serve<E: RunExecutor>(
         (true, Some(listener)) => {
             let app = http::router(state.clone());
             let stop = shutdown.clone();
+            let live = state.live.clone();
             axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .with_graceful_shutdown(async move {
+                    stop.cancelled().await;
+                    live.close();
+                })
                 .await
         }
         _ => {

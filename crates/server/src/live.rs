@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use crate::store::{DeliveryRecord, ErrorRecord, JobRecord, RunRecord};
 
@@ -71,12 +72,14 @@ pub struct Capacity {
 #[derive(Debug, Clone)]
 pub struct LiveHub {
     sender: broadcast::Sender<LiveEvent>,
+    closed: CancellationToken,
 }
 
 impl Default for LiveHub {
     fn default() -> Self {
         Self {
             sender: broadcast::channel(1024).0,
+            closed: CancellationToken::new(),
         }
     }
 }
@@ -85,6 +88,17 @@ impl LiveHub {
     /// Publishes an event to whoever listens now.
     pub fn publish(&self, event: LiveEvent) {
         let _ = self.sender.send(event);
+    }
+
+    /// Ends every live stream (the service is stopping), so that open
+    /// dashboards do not hold a graceful shutdown up.
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// Fires once [`LiveHub::close`] was called.
+    pub fn closed(&self) -> CancellationToken {
+        self.closed.clone()
     }
 
     /// A new subscription.

@@ -3,8 +3,8 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use firerunner_engine::logs::LogHub;
-use firerunner_github::api::{ApiConfig, Auth, GitHubClient, RetryPolicy};
+use firerunner_engine::logs::{LogHub, LogLine};
+use firerunner_github::api::{ApiConfig, ApiError, Auth, GitHubClient, RepoRef, RetryPolicy};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Notify;
 
@@ -36,6 +36,41 @@ pub struct AppState {
     pub started: Instant,
     /// VMs operators drive through the API (when this process runs VMs).
     pub vms: Option<Arc<dyn VmOperations>>,
+    /// Workflow files by repository and commit (a commit never changes).
+    workflow_files: Arc<Mutex<WorkflowFilesCache>>,
+}
+
+/// The workflow files of recent commits, oldest forgotten first: one push
+/// often brings several deliveries for the same commit (push, pull request,
+/// the worker's own look), and the files at a commit never change.
+#[derive(Default)]
+struct WorkflowFilesCache {
+    files: std::collections::HashMap<CommitKey, Arc<Vec<(String, String)>>>,
+    order: std::collections::VecDeque<CommitKey>,
+}
+
+/// `owner/name` and a commit id.
+type CommitKey = (String, String);
+
+/// Commits whose workflow files are remembered.
+const CACHED_COMMITS: usize = 256;
+
+/// Why the workflow files of a commit could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowFilesError {
+    /// Neither a token nor a GitHub App is configured.
+    #[error("no GitHub credentials are configured (github.token or github.app_id)")]
+    NoCredentials,
+    /// GitHub answered with an error.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl WorkflowFilesError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Api(err) if err.is_transient())
+    }
 }
 
 /// Errors building the state.
@@ -86,6 +121,7 @@ impl AppState {
             capacity: Arc::new(Mutex::new(capacity)),
             started: Instant::now(),
             vms: None,
+            workflow_files: Arc::default(),
         })
     }
 
@@ -113,6 +149,63 @@ impl AppState {
             metrics::gauge!("firerunner_sessions").set(capacity.sessions as f64);
             self.live.publish(LiveEvent::Capacity(capacity));
         }
+    }
+
+    /// A job's log: from this host's log files while or after it ran here,
+    /// else as the host that ran it saved it in the store. `None` when
+    /// neither has it (yet).
+    pub async fn job_log(&self, run_id: &str, job: &str) -> Result<Option<Vec<LogLine>>, String> {
+        match self.logs.read(run_id, job) {
+            Ok(lines) => return Ok(Some(lines)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err.to_string()),
+        }
+        let Some(text) = self
+            .store
+            .job_log(run_id, job)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        text.lines()
+            .map(|line| serde_json::from_str(line).map_err(|e| format!("stored log of {job}: {e}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// The workflow files at commit `sha` of `repo`, from GitHub the first
+    /// time and remembered after (only for full commit ids, which name
+    /// content that never changes).
+    pub async fn workflow_files(
+        &self,
+        repo: &RepoRef,
+        sha: &str,
+    ) -> Result<Arc<Vec<(String, String)>>, WorkflowFilesError> {
+        let github = self
+            .github
+            .as_ref()
+            .ok_or(WorkflowFilesError::NoCredentials)?;
+        let key = (format!("{}/{}", repo.owner, repo.name), sha.to_string());
+        let immutable = sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+        if immutable {
+            if let Some(files) = self.workflow_files.lock().expect("cache").files.get(&key) {
+                return Ok(files.clone());
+            }
+        }
+        let files = Arc::new(github.workflow_files(repo, sha).await?);
+        if immutable {
+            let mut cache = self.workflow_files.lock().expect("cache");
+            if cache.files.insert(key.clone(), files.clone()).is_none() {
+                cache.order.push_back(key);
+                while cache.order.len() > CACHED_COMMITS {
+                    if let Some(oldest) = cache.order.pop_front() {
+                        cache.files.remove(&oldest);
+                    }
+                }
+            }
+        }
+        Ok(files)
     }
 
     /// Records an error in the store (for the dashboard) and the log.

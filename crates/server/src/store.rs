@@ -442,18 +442,19 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|row| DeliveryRecord {
-                delivery_id: row.get(0),
-                event: row.get(1),
-                repository: row.get(2),
-                received_at: row.get(3),
-                state: row.get(4),
-                note: row.get(5),
-                attempts: row.get(6),
-            })
-            .collect())
+        Ok(rows.iter().map(delivery_record).collect())
+    }
+
+    /// One delivery, without its payload.
+    pub async fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT delivery_id, event, repository, received_at, state, note, attempts \
+             FROM deliveries WHERE delivery_id = $1",
+        )
+        .bind(delivery_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(delivery_record))
     }
 
     /// Deliveries by state.
@@ -857,6 +858,35 @@ impl Store {
             .collect())
     }
 
+    /// Keeps a finished job's whole log (JSON lines) for every host to read.
+    pub async fn save_job_log(
+        &self,
+        run_id: &str,
+        job: &str,
+        lines: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO job_logs (run_id, job, lines) VALUES ($1, $2, $3) \
+             ON CONFLICT (run_id, job) DO UPDATE SET lines = excluded.lines",
+        )
+        .bind(run_id)
+        .bind(job)
+        .bind(lines)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A finished job's log as saved by [`Store::save_job_log`].
+    pub async fn job_log(&self, run_id: &str, job: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT lines FROM job_logs WHERE run_id = $1 AND job = $2")
+            .bind(run_id)
+            .bind(job)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
     /// The stored payload of a delivery.
     pub async fn delivery_payload(&self, delivery_id: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT payload FROM deliveries WHERE delivery_id = $1")
@@ -864,5 +894,17 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|row| row.get(0)))
+    }
+}
+
+fn delivery_record(row: &sqlx::any::AnyRow) -> DeliveryRecord {
+    DeliveryRecord {
+        delivery_id: row.get(0),
+        event: row.get(1),
+        repository: row.get(2),
+        received_at: row.get(3),
+        state: row.get(4),
+        note: row.get(5),
+        attempts: row.get(6),
     }
 }

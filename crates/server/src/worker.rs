@@ -266,10 +266,12 @@ async fn gather(state: &AppState, run: &crate::store::NewRun) -> Result<RunReque
         .ok_or("no GitHub credentials are configured (github.token or github.app_id)")?;
     let repo = RepoRef::parse(&run.repository, run.installation_id.map(|id| id as u64))
         .ok_or_else(|| format!("{} is not owner/name", run.repository))?;
-    let workflows = github
+    let workflows = state
         .workflow_files(&repo, &run.sha)
         .await
-        .map_err(|err| format!("workflow files at {}: {err}", run.sha))?;
+        .map_err(|err| format!("workflow files at {}: {err}", run.sha))?
+        .as_ref()
+        .clone();
     let token = github
         .git_credentials(&repo)
         .await
@@ -323,6 +325,7 @@ async fn on_job_event(
             log_tail,
         } => {
             let finished = now_ms();
+            keep_log_for_every_host(state, run_id, &name).await;
             for step in &steps {
                 metrics::histogram!("firerunner_step_duration_seconds", "conclusion" => step.conclusion.clone())
                     .record(step.duration_ms as f64 / 1000.0);
@@ -357,6 +360,27 @@ async fn on_job_event(
             .await;
             update_pull_request_comment(state, &run, installation, &[]).await;
         }
+    }
+}
+
+/// Copies a finished job's log file into the store, where the dashboard and
+/// API of every host find it.
+async fn keep_log_for_every_host(state: &AppState, run_id: &str, job: &str) {
+    let path = state.logs.job_log_path(run_id, job);
+    let lines = match tokio::fs::read_to_string(&path).await {
+        Ok(lines) => lines,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+        Err(err) => {
+            state
+                .report_error("worker", &format!("reading the log of {job}: {err}"))
+                .await;
+            return;
+        }
+    };
+    if let Err(err) = state.store.save_job_log(run_id, job, &lines).await {
+        state
+            .report_error("worker", &format!("saving the log of {job}: {err}"))
+            .await;
     }
 }
 

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 /// A worker host: its own runtime, store pool and executor.
 struct WorkerHost {
     id: String,
+    dir: tempfile::TempDir,
     executor: Arc<ScriptedExecutor>,
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: CancellationToken,
@@ -28,6 +29,8 @@ struct WorkerHost {
 
 impl WorkerHost {
     fn start(id: &str, mut config: Config) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        config.data_dir = dir.path().to_path_buf();
         config.worker.id = id.to_string();
         config.worker.enabled = true;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,7 +38,10 @@ impl WorkerHost {
             .enable_all()
             .build()
             .unwrap();
-        let executor = Arc::new(ScriptedExecutor::default());
+        let executor = Arc::new(ScriptedExecutor {
+            log_root: Some(config.data_dir.join("logs")),
+            ..ScriptedExecutor::default()
+        });
         let shutdown = CancellationToken::new();
         let (run_with, stop) = (executor.clone(), shutdown.clone());
         runtime.spawn(async move {
@@ -48,6 +54,7 @@ impl WorkerHost {
         });
         Self {
             id: id.to_string(),
+            dir,
             executor,
             runtime: Some(runtime),
             shutdown,
@@ -189,6 +196,22 @@ async fn a_run_whose_worker_dies_mid_job_finishes_once_on_another_host() {
         .filter(|s| s["state"] == "success")
         .collect();
     assert_eq!(finals.len(), 1, "{statuses:#?}");
+
+    // The webhook host shows the log the other host kept in the store.
+    let (code, body) = web
+        .get(
+            &format!("/api/runs/{}/jobs/slow/log", run.id),
+            Some(API_TOKEN),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let root_of = |w: &WorkerHost| w.dir.path().display().to_string();
+    let finisher = workers.iter().find(|w| w.id == others[0].0).unwrap();
+    assert!(body.contains(&root_of(finisher)), "{body}");
+    assert!(
+        !body.contains(&root_of(&workers[victim])),
+        "only the finished attempt's log: {body}"
+    );
 
     // The operator API lists every host with its capacity.
     let (code, body) = web.get("/api/workers", Some(API_TOKEN)).await;

@@ -179,13 +179,13 @@ async fn run(State(state): State<AppState>, Path(id): Path<String>) -> Response 
 }
 
 async fn log(State(state): State<AppState>, Path((id, job)): Path<(String, String)>) -> Response {
-    match state.logs.read(&id, &job) {
-        Ok(lines) => Json(lines).into_response(),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => error(
+    match state.job_log(&id, &job).await {
+        Ok(Some(lines)) => Json(lines).into_response(),
+        Ok(None) => error(
             StatusCode::NOT_FOUND,
-            format!("no log for job {job:?} of run {id} on this host"),
+            format!("no log for job {job:?} of run {id} yet"),
         ),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
     }
 }
 

@@ -84,6 +84,19 @@ async fn events(
         let event = event.ok()?;
         Event::default().event(event.kind()).json_data(&event).ok()
     });
+    let closed = state.live.closed();
+    let end = tokio_stream::once(()).then(move |()| {
+        let closed = closed.clone();
+        async move {
+            closed.cancelled().await;
+            None
+        }
+    });
+    let live = live
+        .map(Some)
+        .merge(end)
+        .take_while(Option::is_some)
+        .filter_map(|event| event);
     let stream = tokio_stream::once(initial).chain(live).map(Ok);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

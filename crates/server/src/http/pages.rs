@@ -352,8 +352,8 @@ async fn job_page(
     };
     let record = jobs.iter().find(|j| j.name == job);
     let mut log = String::new();
-    match state.logs.read(&id, &job) {
-        Ok(lines) => {
+    match state.job_log(&id, &job).await {
+        Ok(Some(lines)) => {
             for line in lines {
                 let class = match line.stream {
                     firerunner_engine::logs::LogStream::Stdout => "stdout",
@@ -363,7 +363,10 @@ async fn job_page(
                 let _ = writeln!(log, "<span class={class}>{}</span>", escape(&line.text));
             }
         }
-        Err(_) => log.push_str("<span class=runner>(no log on this host yet)</span>\n"),
+        Ok(None) => log.push_str("<span class=runner>(no log yet: the job runs on another host; it shows here when it ends)</span>\n"),
+        Err(err) => {
+            let _ = writeln!(log, "<span class=stderr>(the log cannot be read: {})</span>", escape(&err));
+        }
     }
     let summary = record.map(|r| r.summary.as_str()).unwrap_or("");
     let summary = if summary.trim().is_empty() {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use firerunner_engine::logs::{LogHub, LogLine, LogStream};
 use firerunner_github::testing::MockGitHub;
 use firerunner_server::executor::{JobEvent, RunExecutor, RunOutcome, RunRequest};
 use firerunner_server::report::StepRecord;
@@ -53,6 +54,8 @@ pub struct ScriptedExecutor {
     pub executed: Mutex<Vec<String>>,
     /// Runs executing now.
     pub running: Mutex<Vec<String>>,
+    /// Where to write each job's log as a worker host would (none: no logs).
+    pub log_root: Option<PathBuf>,
 }
 
 impl RunExecutor for ScriptedExecutor {
@@ -83,6 +86,13 @@ impl RunExecutor for ScriptedExecutor {
             for name in job.instance_names() {
                 let _ = events.send(JobEvent::Started { name: name.clone() });
                 let started = Instant::now();
+                if let Some(root) = &self.log_root {
+                    let mut writer = LogHub::new(root).job_writer(&run_id, &name).unwrap();
+                    let line = format!("{name} ran on {}", root.display());
+                    writer
+                        .write(LogLine::now(&run_id, &name, 1, LogStream::Stdout, line))
+                        .unwrap();
+                }
                 if name.contains("slow") {
                     tokio::time::sleep(Duration::from_secs(3)).await;
                 }

@@ -1,0 +1,9 @@
+-- Each finished job's whole log (JSON lines, as the worker's log file holds
+-- them), so that any host's dashboard and API can show it, not only the
+-- host that ran the job.
+CREATE TABLE job_logs (
+    run_id TEXT NOT NULL,
+    job TEXT NOT NULL,
+    lines TEXT NOT NULL,
+    PRIMARY KEY (run_id, job)
+);
