@@ -171,6 +171,68 @@ pub enum Hint {
     Flaky(FlakyStep),
 }
 
+impl std::fmt::Display for Hint {
+    /// One line for a person: what the store knows about this failure.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hint::Flaky(step) => write!(
+                f,
+                "this step is flaky: it both passed and failed at {} commit(s), latest {}",
+                step.flaky_commits,
+                short_sha(&step.last_commit_sha)
+            ),
+            Hint::KnownFailure { lesson, same_step } => {
+                let place = if *same_step {
+                    "here".to_string()
+                } else {
+                    format!("at {}", lesson.location)
+                };
+                write!(
+                    f,
+                    "known failure, seen {} time(s) {place}: {}",
+                    lesson.count,
+                    one_line(&lesson.signature.text, 100)
+                )?;
+                if let Some(fixed) = &lesson.fixed_by {
+                    write!(f, "; last fixed in commit {}", short_sha(&fixed.commit_sha))?;
+                    if let Some(command) = &fixed.command {
+                        write!(f, " by changing the command to `{}`", one_line(command, 60))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for StepLocation {
+    /// `repository workflow/job/step`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}/{}/{}",
+            self.repository, self.workflow, self.job, self.step_name
+        )
+    }
+}
+
+/// The first seven characters of a commit id.
+pub fn short_sha(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// `text` on one line (newlines shown as ⏎), cut to `max` characters with an ellipsis.
+pub fn one_line(text: &str, max: usize) -> String {
+    let single = text.replace('\n', " ⏎ ");
+    if single.chars().count() <= max {
+        single
+    } else {
+        let mut cut: String = single.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
 /// Totals and pattern counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LearningStats {

@@ -338,6 +338,25 @@ impl CommandKnowledgeGraph {
             .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
     }
 
+    /// Every observed sequence (command, the command run successfully right
+    /// after it, how often), most frequent first.
+    pub fn sequences(&self) -> Vec<(String, String, u64)> {
+        let mut sequences: Vec<(String, String, u64)> = self
+            .graph
+            .edge_indices()
+            .filter_map(|edge| {
+                let (from, to) = self.graph.edge_endpoints(edge)?;
+                Some((
+                    self.graph[from].command.clone(),
+                    self.graph[to].command.clone(),
+                    self.graph[edge],
+                ))
+            })
+            .collect();
+        sequences.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
+        sequences
+    }
+
     /// Every (command, signature) failure pair, most frequent first.
     pub fn failing_signatures(&self) -> Vec<FailingSignature> {
         let mut failing: Vec<FailingSignature> = self

@@ -25,8 +25,8 @@ pub mod store;
 pub use compose::{workflow_from_text, ComposeError};
 pub use concepts::{concepts_of, Concept};
 pub use coordinator::{
-    FixedBy, FlakyStep, Hint, LearningConfig, LearningCoordinator, LearningStats, Lesson,
-    RecordedStep, StepLocation, StepOutcome, StepRecord,
+    one_line, short_sha, FixedBy, FlakyStep, Hint, LearningConfig, LearningCoordinator,
+    LearningStats, Lesson, RecordedStep, StepLocation, StepOutcome, StepRecord,
 };
 pub use error::LearningError;
 pub use graph::{

@@ -7,3 +7,7 @@ CREATE TABLE job_logs (
     lines TEXT NOT NULL,
     PRIMARY KEY (run_id, job)
 );
+
+-- What the learning store said about a job's failure (one hint a line),
+-- kept so that every edit of the pull request comment shows it again.
+ALTER TABLE jobs ADD COLUMN hints TEXT NOT NULL DEFAULT '';

@@ -74,6 +74,55 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// The microVMs.
     pub vm: VmConfig,
+    /// What is learned from every step.
+    pub learning: LearningSettings,
+    /// An optional language model that explains failures in the PR comment.
+    pub llm: LlmSettings,
+}
+
+/// Learning from every step (see docs/learning.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LearningSettings {
+    /// Record steps and show hints (in the same database as the runs).
+    pub enabled: bool,
+    /// Failures with one signature at one step before a lesson is reported.
+    pub lesson_threshold: u64,
+}
+
+impl Default for LearningSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            lesson_threshold: 3,
+        }
+    }
+}
+
+/// An OpenAI-compatible chat-completions API (Ollama, OpenRouter, ...);
+/// off while `url` is empty. A slow or bad answer never fails a run.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmSettings {
+    /// Base URL, e.g. `http://localhost:11434/v1`.
+    pub url: String,
+    /// Model name.
+    pub model: String,
+    /// Bearer token, when the API needs one.
+    pub api_key: String,
+    /// Time allowed for one answer.
+    pub timeout_seconds: u64,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            model: String::new(),
+            api_key: String::new(),
+            timeout_seconds: 20,
+        }
+    }
 }
 
 /// How to reach GitHub's API and git.
@@ -169,6 +218,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             worker: WorkerConfig::default(),
             vm: VmConfig::default(),
+            learning: LearningSettings::default(),
+            llm: LlmSettings::default(),
         }
     }
 }
@@ -243,11 +294,12 @@ pub fn host_name() -> String {
 }
 
 /// Keys that hold secrets, which may also come from `<key>_file` / `*_FILE`.
-const SECRET_KEYS: [&str; 4] = [
+const SECRET_KEYS: [&str; 5] = [
     "webhook_secret",
     "api_token",
     "github.token",
     "github.private_key",
+    "llm.api_key",
 ];
 
 impl Config {
@@ -417,7 +469,9 @@ fn read_secret(key: &str, path: &Path) -> Result<String, ConfigError> {
 
 /// The dotted path of an override's name (`LIMITS_MAX_VMS` -> `limits.max_vms`).
 fn config_path(name: &str) -> Option<Vec<String>> {
-    const SECTIONS: [&str; 5] = ["github", "allow", "limits", "worker", "vm"];
+    const SECTIONS: [&str; 7] = [
+        "github", "allow", "limits", "worker", "vm", "learning", "llm",
+    ];
     let lower = name.to_ascii_lowercase();
     for section in SECTIONS {
         if let Some(key) = lower.strip_prefix(&format!("{section}_")) {

@@ -319,7 +319,7 @@ pub async fn dispatch(state: &AppState, delivery: &PendingDelivery) -> Dispatch 
     }
     if let Some((run, _)) = runs.first() {
         if let Ok(Some(record)) = state.store.run(&run.id).await {
-            update_pull_request_comment(state, &record, run.installation_id, &[]).await;
+            update_pull_request_comment(state, &record, run.installation_id).await;
         }
         state.wake_workers.notify_waiters();
     }

@@ -11,6 +11,7 @@ use firerunner_engine::artifacts::ArtifactStore;
 use firerunner_engine::cache::CacheStore;
 use firerunner_engine::checkout::{CheckoutSource, GitToken};
 use firerunner_engine::job::{GuestLayout, JobEnvironment, StepResult};
+use firerunner_engine::learn::{step_records, FinishedJob};
 use firerunner_engine::logs::LogHub;
 use firerunner_engine::native_actions::CacheScope;
 use firerunner_engine::orchestrator::{
@@ -69,6 +70,9 @@ pub enum JobEvent {
         summary: String,
         /// The last lines of its log.
         log_tail: String,
+        /// Its steps as the learning store records them (commands, exit
+        /// codes, each failing step's own log tail).
+        learned: Vec<firerunner_learning::StepRecord>,
     },
 }
 
@@ -278,6 +282,9 @@ impl<B: VmBackend> RunExecutor for VmRunExecutor<B> {
             ),
             logs: self.logs.clone(),
             run_id: run.id.clone(),
+            repository: run.repository.clone(),
+            commit_sha: run.sha.clone(),
+            workflow: run.workflow_name.clone(),
             events,
         });
         let report = run_workflow(
@@ -319,6 +326,9 @@ struct ObservedExecutor<B: VmBackend> {
     inner: VmJobExecutor<B>,
     logs: Arc<LogHub>,
     run_id: String,
+    repository: String,
+    commit_sha: String,
+    workflow: String,
     events: UnboundedSender<JobEvent>,
 }
 
@@ -355,16 +365,26 @@ impl<B: VmBackend> JobExecutor for ObservedExecutor<B> {
                     .collect()
             })
             .unwrap_or_default();
-        let log_tail = self
-            .logs
-            .read(&self.run_id, &name)
-            .map(|lines| {
-                let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
-                lines[skip..]
-                    .iter()
-                    .map(|line| line.text.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n")
+        let lines = self.logs.read(&self.run_id, &name).unwrap_or_default();
+        let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
+        let log_tail = lines[skip..]
+            .iter()
+            .map(|line| line.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let learned = report
+            .as_ref()
+            .map(|report| {
+                step_records(&FinishedJob {
+                    run_id: &self.run_id,
+                    repository: &self.repository,
+                    commit_sha: &self.commit_sha,
+                    workflow: &self.workflow,
+                    job: &name,
+                    report,
+                    log: &lines,
+                    finished_at: std::time::SystemTime::now(),
+                })
             })
             .unwrap_or_default();
         let _ = self.events.send(JobEvent::Finished {
@@ -374,6 +394,7 @@ impl<B: VmBackend> JobExecutor for ObservedExecutor<B> {
             steps,
             summary: report.map(|r| r.summary).unwrap_or_default(),
             log_tail,
+            learned,
         });
         outcome
     }

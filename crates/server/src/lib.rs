@@ -111,5 +111,10 @@ pub async fn serve<E: RunExecutor>(
     };
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
+    if let Some(learning) = &state.learning {
+        if let Err(err) = learning.flush().await {
+            tracing::error!("saving what was learned: {err}");
+        }
+    }
     served
 }

@@ -151,8 +151,6 @@ pub struct CommentInput<'a> {
     pub runs: &'a [(RunRecord, Vec<JobRecord>)],
     /// Base of links to the dashboard.
     pub public_url: &'a str,
-    /// Lines from the learning store about the failures (lessons, flaky steps).
-    pub hints: &'a [String],
 }
 
 /// Renders the pull request comment: a headline, a table of jobs, the
@@ -237,6 +235,13 @@ pub fn render_comment(input: CommentInput<'_>) -> String {
                         fenced(&job.log_tail)
                     ));
                 }
+                let hints: Vec<&str> = job.hints.lines().filter(|h| !h.trim().is_empty()).collect();
+                if !hints.is_empty() {
+                    failures.push_str("\n💡 What firerunner has seen before:\n");
+                    for hint in hints {
+                        failures.push_str(&format!("- {hint}\n"));
+                    }
+                }
             }
             if !job.summary.trim().is_empty() {
                 summaries.push_str(&format!(
@@ -249,12 +254,6 @@ pub fn render_comment(input: CommentInput<'_>) -> String {
         }
     }
     out.push_str(&failures);
-    if !input.hints.is_empty() {
-        out.push_str("\n### 💡 What firerunner has seen before\n");
-        for hint in input.hints {
-            out.push_str(&format!("- {hint}\n"));
-        }
-    }
     if !summaries.is_empty() {
         out.push_str("\n### Step summaries\n");
         out.push_str(&summaries);
@@ -309,7 +308,6 @@ pub async fn update_pull_request_comment(
     state: &AppState,
     run: &RunRecord,
     installation_id: Option<i64>,
-    hints: &[String],
 ) {
     let (Some(github), Some(number)) = (&state.github, run.pr_number) else {
         return;
@@ -337,7 +335,6 @@ pub async fn update_pull_request_comment(
         sha: &run.sha,
         runs: &with_jobs,
         public_url: &state.config.public_url,
-        hints,
     });
     if let Err(err) = github
         .upsert_pull_request_comment(&repo, number as u64, COMMENT_MARKER, &body)
@@ -398,6 +395,7 @@ mod tests {
             steps: steps.into(),
             summary: summary.into(),
             log_tail: tail.into(),
+            hints: String::new(),
         }
     }
 
@@ -414,13 +412,17 @@ mod tests {
                         "",
                         "### Coverage 91%",
                     ),
-                    job(
-                        "test | unit",
-                        Some("failure"),
-                        r#"[{"name":"Set up","conclusion":"success","duration_ms":5},{"name":"Run tests","conclusion":"failure","duration_ms":900}]"#,
-                        "test a ... FAILED\n```oops```",
-                        "",
-                    ),
+                    JobRecord {
+                        hints: "Run tests: known failure, seen 3 time(s) here: test a failed"
+                            .into(),
+                        ..job(
+                            "test | unit",
+                            Some("failure"),
+                            r#"[{"name":"Set up","conclusion":"success","duration_ms":5},{"name":"Run tests","conclusion":"failure","duration_ms":900}]"#,
+                            "test a ... FAILED\n```oops```",
+                            "",
+                        )
+                    },
                     job("lint", None, "[]", "", ""),
                 ],
             ),
@@ -432,12 +434,10 @@ mod tests {
                 vec![],
             ),
         ];
-        let hints = vec!["`cargo test` failed like this 3 times before (lesson #2)".to_string()];
         let body = render_comment(CommentInput {
             sha: "0123456789abcdef",
             runs: &runs,
             public_url: "https://ci.example.com/",
-            hints: &hints,
         });
         assert!(body.starts_with(COMMENT_MARKER));
         assert!(
@@ -461,7 +461,9 @@ mod tests {
             body.contains("````text\ntest a ... FAILED\n```oops```\n````"),
             "{body}"
         );
-        assert!(body.contains("- `cargo test` failed like this 3 times before (lesson #2)"));
+        assert!(body.contains(
+            "💡 What firerunner has seen before:\n- Run tests: known failure, seen 3 time(s) here: test a failed"
+        ));
         assert!(body.contains("<details><summary>CI / build (linux)</summary>\n\n### Coverage 91%"));
     }
 
@@ -506,7 +508,6 @@ mod tests {
             sha: "abc",
             runs: &runs,
             public_url: "h",
-            hints: &[],
         });
         assert!(body.chars().count() <= MAX_COMMENT);
         assert!(body

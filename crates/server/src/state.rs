@@ -5,6 +5,10 @@ use std::time::Instant;
 
 use firerunner_engine::logs::{LogHub, LogLine};
 use firerunner_github::api::{ApiConfig, ApiError, Auth, GitHubClient, RepoRef, RetryPolicy};
+use firerunner_learning::llm::FailureToExplain;
+use firerunner_learning::{
+    LearningConfig, LearningCoordinator, LearningStore, LlmClient, LlmConfig,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Notify;
 
@@ -38,6 +42,10 @@ pub struct AppState {
     pub vms: Option<Arc<dyn VmOperations>>,
     /// Workflow files by repository and commit (a commit never changes).
     workflow_files: Arc<Mutex<WorkflowFilesCache>>,
+    /// What is learned from every step, when learning is on.
+    pub learning: Option<Arc<LearningCoordinator>>,
+    /// The language model that explains failures, when one is set up.
+    pub llm: Option<Arc<LlmClient>>,
 }
 
 /// The workflow files of recent commits, oldest forgotten first: one push
@@ -104,6 +112,8 @@ impl AppState {
         let store = Store::connect(&config.database_url).await?;
         let github = github_client(&config)?;
         let logs = Arc::new(LogHub::new(&config.data_dir.join("logs")));
+        let learning = open_learning(&config).await;
+        let llm = llm_client(&config);
         let capacity = Capacity {
             max_vms: config.limits.max_vms,
             max_sessions: config.limits.max_sessions,
@@ -122,6 +132,8 @@ impl AppState {
             started: Instant::now(),
             vms: None,
             workflow_files: Arc::default(),
+            learning,
+            llm,
         })
     }
 
@@ -208,6 +220,27 @@ impl AppState {
         Ok(files)
     }
 
+    /// The language model's short explanation of a failed step, or `None`
+    /// without a model or when it fails or is slow (that is only logged).
+    pub async fn explain_failure(&self, step: &firerunner_learning::StepRecord) -> Option<String> {
+        let llm = self.llm.as_ref()?;
+        let failure = FailureToExplain {
+            step_name: step.step_name.clone(),
+            command: step.command.clone(),
+            log_tail: step.log_tail.clone(),
+        };
+        match llm.explain_failure(&failure).await {
+            Ok(explanation) => Some(explanation),
+            Err(err) => {
+                tracing::warn!(
+                    "the language model did not explain {}: {err}",
+                    step.step_name
+                );
+                None
+            }
+        }
+    }
+
     /// Records an error in the store (for the dashboard) and the log.
     pub async fn report_error(&self, source: &str, message: &str) {
         tracing::error!(source, "{message}");
@@ -263,4 +296,45 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+/// Opens the learning store in the service's database; a failure only turns
+/// learning off (it is logged), it never stops the service.
+async fn open_learning(config: &Config) -> Option<Arc<LearningCoordinator>> {
+    if !config.learning.enabled {
+        return None;
+    }
+    let opened = async {
+        let store = LearningStore::connect(&config.database_url).await?;
+        let settings = LearningConfig {
+            lesson_threshold: config.learning.lesson_threshold,
+            ..LearningConfig::default()
+        };
+        LearningCoordinator::open(store, settings).await
+    };
+    match opened.await {
+        Ok(learning) => Some(Arc::new(learning)),
+        Err(err) => {
+            tracing::error!("learning is off: {err}");
+            None
+        }
+    }
+}
+
+/// The language model client when `[llm]` names one.
+fn llm_client(config: &Config) -> Option<Arc<LlmClient>> {
+    let settings = &config.llm;
+    if settings.url.is_empty() {
+        return None;
+    }
+    let mut llm = LlmConfig::new(settings.url.clone(), settings.model.clone());
+    llm.api_key = (!settings.api_key.is_empty()).then(|| settings.api_key.clone());
+    llm.timeout = std::time::Duration::from_secs(settings.timeout_seconds.max(1));
+    match LlmClient::new(llm) {
+        Ok(client) => Some(Arc::new(client)),
+        Err(err) => {
+            tracing::error!("the language model is off: {err}");
+            None
+        }
+    }
 }

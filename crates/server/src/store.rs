@@ -143,6 +143,8 @@ pub struct JobRecord {
     pub summary: String,
     /// The last lines of the failing step's log.
     pub log_tail: String,
+    /// What the learning store knew about its failure, one hint a line.
+    pub hints: String,
 }
 
 /// A delivery as stored (without its payload).
@@ -252,7 +254,7 @@ fn run_record(row: &sqlx::any::AnyRow) -> RunRecord {
 }
 
 const JOB_COLUMNS: &str =
-    "run_id, name, state, conclusion, worker, started_at, finished_at, steps, summary, log_tail";
+    "run_id, name, state, conclusion, worker, started_at, finished_at, steps, summary, log_tail, hints";
 
 fn job_record(row: &sqlx::any::AnyRow) -> JobRecord {
     JobRecord {
@@ -266,6 +268,7 @@ fn job_record(row: &sqlx::any::AnyRow) -> JobRecord {
         steps: row.get(7),
         summary: row.get(8),
         log_tail: row.get(9),
+        hints: row.get(10),
     }
 }
 
@@ -741,11 +744,11 @@ impl Store {
     /// Writes a job's state, replacing what was there.
     pub async fn save_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO jobs (run_id, name, state, conclusion, worker, started_at, finished_at, steps, summary, log_tail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+            "INSERT INTO jobs (run_id, name, state, conclusion, worker, started_at, finished_at, steps, summary, log_tail, hints) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (run_id, name) DO UPDATE SET state = excluded.state, conclusion = excluded.conclusion, \
              worker = excluded.worker, started_at = excluded.started_at, finished_at = excluded.finished_at, \
-             steps = excluded.steps, summary = excluded.summary, log_tail = excluded.log_tail",
+             steps = excluded.steps, summary = excluded.summary, log_tail = excluded.log_tail, hints = excluded.hints",
         )
         .bind(&job.run_id)
         .bind(&job.name)
@@ -757,6 +760,7 @@ impl Store {
         .bind(&job.steps)
         .bind(&job.summary)
         .bind(&job.log_tail)
+        .bind(&job.hints)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -312,6 +312,7 @@ async fn on_job_event(
                 steps: "[]".into(),
                 summary: String::new(),
                 log_tail: String::new(),
+                hints: String::new(),
             };
             save(state, &job).await;
             post_job_status(state, &run, installation, &name, None, None).await;
@@ -323,9 +324,11 @@ async fn on_job_event(
             steps,
             summary,
             log_tail,
+            learned,
         } => {
             let finished = now_ms();
             keep_log_for_every_host(state, run_id, &name).await;
+            let hints = learn_from(state, learned).await;
             for step in &steps {
                 metrics::histogram!("firerunner_step_duration_seconds", "conclusion" => step.conclusion.clone())
                     .record(step.duration_ms as f64 / 1000.0);
@@ -347,6 +350,7 @@ async fn on_job_event(
                 } else {
                     log_tail
                 },
+                hints: hints.join("\n"),
             };
             save(state, &job).await;
             post_job_status(
@@ -358,9 +362,48 @@ async fn on_job_event(
                 Some(duration),
             )
             .await;
-            update_pull_request_comment(state, &run, installation, &[]).await;
+            update_pull_request_comment(state, &run, installation).await;
         }
     }
+}
+
+/// Records a finished job's steps in the learning store and returns what it
+/// knew about the failing ones beforehand (known failures, flaky steps), and
+/// the language model's explanation of the first failure when one is set up.
+/// Learning never fails a job: problems are reported and skipped.
+async fn learn_from(state: &AppState, steps: Vec<firerunner_learning::StepRecord>) -> Vec<String> {
+    let mut hints = Vec::new();
+    let mut explained = false;
+    for step in steps {
+        let failed = step.outcome == firerunner_learning::StepOutcome::Failure;
+        if failed {
+            if let Some(learning) = &state.learning {
+                hints.extend(
+                    learning
+                        .hints_for_failure(&step)
+                        .iter()
+                        .map(|hint| format!("{}: {hint}", step.step_name)),
+                );
+            }
+            if !explained {
+                explained = true;
+                if let Some(explanation) = state.explain_failure(&step).await {
+                    hints.push(format!(
+                        "{} (explained by a language model): {explanation}",
+                        step.step_name
+                    ));
+                }
+            }
+        }
+        if let Some(learning) = &state.learning {
+            if let Err(err) = learning.record_step(step).await {
+                state
+                    .report_error("learning", &format!("recording a step: {err}"))
+                    .await;
+            }
+        }
+    }
+    hints
 }
 
 /// Copies a finished job's log file into the store, where the dashboard and
@@ -439,10 +482,11 @@ async fn conclude(
             steps: "[]".into(),
             summary: String::new(),
             log_tail: String::new(),
+            hints: String::new(),
         };
         save(state, &job).await;
         post_job_status(state, &run, installation, name, Some(result), None).await;
     }
-    update_pull_request_comment(state, &run, installation, &[]).await;
+    update_pull_request_comment(state, &run, installation).await;
     state.live.publish(LiveEvent::Run(run));
 }

@@ -6,6 +6,8 @@
 #[path = "support/service.rs"]
 mod service;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -382,6 +384,105 @@ async fn a_pull_request_gets_one_comment_edited_as_it_changes() {
     assert_eq!(status, 202);
     let (state, note) = service.settled("d-pr-3").await;
     assert_eq!(state, "ignored", "{note}");
+    service.stop().await;
+}
+
+/// A language model stand-in speaking the chat-completions API; it counts
+/// the requests it answers.
+async fn fake_language_model() -> (String, Arc<AtomicUsize>) {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |axum::Json(request): axum::Json<Value>| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let asked_about = request.to_string();
+                let answer = if asked_about.contains("went wrong") {
+                    "The test target fails: make test exits with 2."
+                } else {
+                    "No idea."
+                };
+                axum::Json(json!({
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": answer}}]
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, asked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_seen_before_is_named_in_the_comment_with_the_models_explanation() {
+    let (llm_url, asked) = fake_language_model().await;
+    let service = Service::start(|config| {
+        config.llm.url = llm_url.clone();
+        config.llm.model = "test-model".into();
+    })
+    .await;
+    let number = fixture("pull_request-opened")["number"].as_u64().unwrap();
+    let shas: Vec<String> = (1..=4)
+        .map(|n| format!("{n}").repeat(40).replace('4', "a"))
+        .collect();
+    for (n, sha) in shas.iter().enumerate() {
+        service
+            .github
+            .add_file(REPO, sha, ".github/workflows/ci.yml", CI);
+        let action = if n == 0 { "opened" } else { "synchronize" };
+        let (status, _) = service
+            .webhook(
+                "pull_request",
+                &format!("d-learn-{n}"),
+                &pull_request_payload(action, sha),
+            )
+            .await;
+        assert_eq!(status, 202);
+        service
+            .wait_for_runs("the run", |runs| {
+                runs.values()
+                    .any(|r| &r.sha == sha && r.state == "completed")
+            })
+            .await;
+        let comments = service.github.comments(REPO, number);
+        assert_eq!(comments.len(), 1);
+        let body = &comments[0].1;
+        assert!(
+            body.contains("(explained by a language model): The test target fails"),
+            "run {n}: {body}"
+        );
+        if n < 3 {
+            assert!(
+                !body.contains("known failure"),
+                "run {n}: no lesson yet: {body}"
+            );
+        } else {
+            assert!(
+                body.contains("💡 What firerunner has seen before:")
+                    && body.contains("Run tests: known failure, seen 3 time(s) here"),
+                "run {n}: {body}"
+            );
+        }
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        4,
+        "one explanation per failing job"
+    );
+    let stats = service.state.learning.as_ref().unwrap().stats();
+    assert_eq!((stats.successes, stats.failures, stats.lessons), (8, 4, 1));
+    let (code, page) = service.get("/learning", None).await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("make run tests") && page.contains("test-fail went wrong"),
+        "{page}"
+    );
     service.stop().await;
 }
 

@@ -285,6 +285,7 @@ async fn service_queries(store: &Store) {
         steps: "[]".into(),
         summary: String::new(),
         log_tail: String::new(),
+        hints: String::new(),
     };
     store.save_job(&job).await.unwrap();
     assert_eq!(store.running_jobs().await.unwrap().len(), 1);

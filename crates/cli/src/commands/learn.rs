@@ -11,8 +11,9 @@ use firerunner_engine::job::JobReport;
 use firerunner_engine::learn::{indexed_step_records, FinishedJob};
 use firerunner_engine::logs::LogHub;
 use firerunner_learning::{
-    workflow_from_text, EvidenceLevel, FlakyStep, Hint, LearningConfig, LearningCoordinator,
-    LearningStore, Lesson, LlmClient, LlmConfig, PredictionContext, StepLocation, StepOutcome,
+    one_line, short_sha, workflow_from_text, EvidenceLevel, FlakyStep, Hint, LearningConfig,
+    LearningCoordinator, LearningStore, Lesson, LlmClient, LlmConfig, PredictionContext,
+    StepLocation, StepOutcome,
 };
 use serde_json::{json, Value};
 
@@ -233,32 +234,10 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// `text` cut to `max` characters, with `…` when cut.
-fn shorten(text: &str, max: usize) -> String {
-    let single = text.replace('\n', " ⏎ ");
-    if single.chars().count() <= max {
-        single
-    } else {
-        let mut cut: String = single.chars().take(max.saturating_sub(1)).collect();
-        cut.push('…');
-        cut
-    }
-}
-
-fn short_sha(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
-}
-
 fn millis(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn location_text(location: &StepLocation) -> String {
-    format!(
-        "{} {}/{}/{}",
-        location.repository, location.workflow, location.job, location.step_name
-    )
 }
 
 fn location_json(location: &StepLocation) -> Value {
@@ -345,8 +324,8 @@ fn lessons(lessons: &[Lesson], as_json: bool) -> String {
             vec![
                 lesson.count.to_string(),
                 lesson_status(lesson),
-                location_text(&lesson.location),
-                shorten(&lesson.signature.text, 90),
+                lesson.location.to_string(),
+                one_line(&lesson.signature.text, 90),
             ]
         })
         .collect();
@@ -379,8 +358,8 @@ fn flaky(steps: &[FlakyStep], as_json: bool) -> String {
             vec![
                 step.flaky_commits.to_string(),
                 short_sha(&step.last_commit_sha).to_string(),
-                location_text(&step.location),
-                shorten(&step.command, 60),
+                step.location.to_string(),
+                one_line(&step.command, 60),
             ]
         })
         .collect();
@@ -453,7 +432,7 @@ fn predict(
     let mut out = format!(
         "P(success) = {:.2}  for `{}`\n",
         prediction.probability,
-        shorten(command, 80)
+        one_line(command, 80)
     );
     out.push_str(&format!(
         "evidence: {} success(es), {} failure(s) of {basis}\n",
@@ -464,7 +443,7 @@ fn predict(
         out.push_str("its failures:\n");
         let rows: Vec<Vec<String>> = signatures
             .iter()
-            .map(|(count, text)| vec![count.to_string(), shorten(text, 90)])
+            .map(|(count, text)| vec![count.to_string(), one_line(text, 90)])
             .collect();
         out.push_str(&table(&["COUNT", "ERROR"], &rows));
     }
@@ -490,7 +469,7 @@ fn related(learning: &LearningCoordinator, command: &str, limit: usize, as_json:
     if related.is_empty() {
         return format!(
             "nothing known to be related to `{}`\n",
-            shorten(command, 80)
+            one_line(command, 80)
         );
     }
     let rows: Vec<Vec<String>> = related
@@ -505,7 +484,7 @@ fn related(learning: &LearningCoordinator, command: &str, limit: usize, as_json:
                 } else {
                     concepts.join(",")
                 },
-                shorten(&r.command, 70),
+                one_line(&r.command, 70),
             ]
         })
         .collect();
@@ -523,50 +502,19 @@ fn next(learning: &LearningCoordinator, command: &str, as_json: bool) -> String 
     match next {
         Some((next, count)) => format!(
             "after `{}`: `{}` ({count} time(s) run next, both succeeding)\n",
-            shorten(command, 60),
-            shorten(&next, 70)
+            one_line(command, 60),
+            one_line(&next, 70)
         ),
-        None => format!("nothing is known to run after `{}`\n", shorten(command, 80)),
+        None => format!(
+            "nothing is known to run after `{}`\n",
+            one_line(command, 80)
+        ),
     }
 }
 
 /// One line per hint, for the summary of `firerunner run`.
 pub fn hint_lines(hints: &[Hint]) -> Vec<String> {
-    hints
-        .iter()
-        .map(|hint| match hint {
-            Hint::Flaky(step) => format!(
-                "hint: this step is flaky: it both passed and failed at {} commit(s), latest {}",
-                step.flaky_commits,
-                short_sha(&step.last_commit_sha)
-            ),
-            Hint::KnownFailure { lesson, same_step } => {
-                let place = if *same_step {
-                    "here".to_string()
-                } else {
-                    format!("at {}", location_text(&lesson.location))
-                };
-                let mut line = format!(
-                    "hint: known failure, seen {} time(s) {place}: {}",
-                    lesson.count,
-                    shorten(&lesson.signature.text, 100)
-                );
-                if let Some(fixed) = &lesson.fixed_by {
-                    line.push_str(&format!(
-                        "; last fixed in commit {}",
-                        short_sha(&fixed.commit_sha)
-                    ));
-                    if let Some(command) = &fixed.command {
-                        line.push_str(&format!(
-                            " by changing the command to `{}`",
-                            shorten(command, 60)
-                        ));
-                    }
-                }
-                line
-            }
-        })
-        .collect()
+    hints.iter().map(|hint| format!("hint: {hint}")).collect()
 }
 
 /// Hint lines by (job instance name, step index).
@@ -699,8 +647,8 @@ mod tests {
             text,
             "A          LONG HEADER\n---------  -----------\nwide cell  x\nb          y\n"
         );
-        assert_eq!(shorten("abcdef", 4), "abc…");
-        assert_eq!(shorten("two\nlines", 40), "two ⏎ lines");
+        assert_eq!(one_line("abcdef", 4), "abc…");
+        assert_eq!(one_line("two\nlines", 40), "two ⏎ lines");
     }
 
     #[tokio::test]

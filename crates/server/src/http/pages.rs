@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use firerunner_learning::{one_line, short_sha};
 
 use crate::report::{human_duration, percent_encode, StepRecord};
 use crate::state::AppState;
@@ -20,6 +21,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/", get(dashboard))
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/jobs/{job}", get(job_page))
+        .route("/learning", get(learning_page))
         .route("/fragments/{name}", get(fragment))
         .route("/fragments/run/{id}", get(run_fragment))
 }
@@ -58,7 +60,7 @@ fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>{title} · firerunner</title>\
          <meta name=viewport content='width=device-width'><style>{STYLE}</style></head><body>\
-         <header><a href='/'>firerunner</a><span>{title}</span><span class=live id=live>connecting…</span></header>\
+         <header><a href='/'>firerunner</a><a href='/learning'>learning</a><span>{title}</span><span class=live id=live>connecting…</span></header>\
          <main>{body}</main><script>{SCRIPT}</script></body></html>",
         title = escape(title),
     ))
@@ -392,4 +394,166 @@ async fn job_page(
         ),
     )
     .into_response()
+}
+
+/// Rows shown per table of the learning page.
+const LEARNING_ROWS: usize = 50;
+
+/// Writes a table with `head` cells and escaped `rows`, or a line saying it is empty.
+fn table(out: &mut String, title: &str, head: &[&str], rows: Vec<Vec<String>>) {
+    let _ = write!(out, "<section><h2>{}</h2>", escape(title));
+    if rows.is_empty() {
+        out.push_str("<p>nothing yet</p></section>");
+        return;
+    }
+    out.push_str("<table><tr>");
+    for cell in head {
+        let _ = write!(out, "<th>{}</th>", escape(cell));
+    }
+    out.push_str("</tr>");
+    for row in rows {
+        out.push_str("<tr>");
+        for cell in row {
+            let _ = write!(out, "<td>{}</td>", escape(&cell));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table></section>");
+}
+
+/// `GET /learning`: what the knowledge graph holds (commands, sequences,
+/// failure clusters), the lessons and the flaky steps.
+async fn learning_page(State(state): State<AppState>) -> Response {
+    let Some(learning) = &state.learning else {
+        return page(
+            "Learning",
+            "<section><h2>Learning is off</h2><p>Set <code>[learning] enabled = true</code>.</p></section>",
+        )
+        .into_response();
+    };
+    let stats = learning.stats();
+    let mut body = String::new();
+    table(
+        &mut body,
+        "Totals",
+        &[
+            "steps passed",
+            "steps failed",
+            "success patterns",
+            "failure patterns",
+            "lessons",
+            "flaky steps",
+        ],
+        vec![vec![
+            stats.successes.to_string(),
+            stats.failures.to_string(),
+            stats.unique_success_patterns.to_string(),
+            stats.unique_failure_patterns.to_string(),
+            stats.lessons.to_string(),
+            stats.flaky_steps.to_string(),
+        ]],
+    );
+    let lessons = learning
+        .lessons()
+        .into_iter()
+        .take(LEARNING_ROWS)
+        .map(|lesson| {
+            vec![
+                one_line(&lesson.signature.text, 120),
+                lesson.location.to_string(),
+                lesson.count.to_string(),
+                match (&lesson.fixed_by, lesson.still_failing) {
+                    (Some(fixed), _) => format!("fixed in {}", short_sha(&fixed.commit_sha)),
+                    (None, true) => "still failing".into(),
+                    (None, false) => "passing again".into(),
+                },
+            ]
+        })
+        .collect();
+    table(
+        &mut body,
+        "Lessons",
+        &["failure", "where", "times", "state"],
+        lessons,
+    );
+    let flaky = learning
+        .flaky_steps()
+        .into_iter()
+        .take(LEARNING_ROWS)
+        .map(|step| {
+            vec![
+                step.location.to_string(),
+                one_line(&step.command, 80),
+                step.flaky_commits.to_string(),
+                short_sha(&step.last_commit_sha).to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &mut body,
+        "Flaky steps (passed and failed at one commit)",
+        &["step", "command", "commits", "latest"],
+        flaky,
+    );
+    let (commands, sequences, clusters) = learning.with_graph(|graph| {
+        let mut nodes: Vec<_> = graph.nodes().collect();
+        nodes.sort_by(|a, b| {
+            (b.successes + b.failures)
+                .cmp(&(a.successes + a.failures))
+                .then_with(|| a.command.cmp(&b.command))
+        });
+        let commands: Vec<Vec<String>> = nodes
+            .into_iter()
+            .take(LEARNING_ROWS)
+            .map(|node| {
+                let concepts: Vec<&str> = node.concepts.iter().map(|c| c.as_str()).collect();
+                vec![
+                    one_line(&node.command, 80),
+                    concepts.join(", "),
+                    node.successes.to_string(),
+                    node.failures.to_string(),
+                ]
+            })
+            .collect();
+        let sequences: Vec<Vec<String>> = graph
+            .sequences()
+            .into_iter()
+            .take(LEARNING_ROWS)
+            .map(|(from, to, count)| {
+                vec![one_line(&from, 60), one_line(&to, 60), count.to_string()]
+            })
+            .collect();
+        let clusters: Vec<Vec<String>> = graph
+            .failing_signatures()
+            .into_iter()
+            .take(LEARNING_ROWS)
+            .map(|f| {
+                vec![
+                    one_line(&f.signature.text, 120),
+                    one_line(&f.command, 60),
+                    f.count.to_string(),
+                ]
+            })
+            .collect();
+        (commands, sequences, clusters)
+    });
+    table(
+        &mut body,
+        "Failure clusters",
+        &["signature", "command", "times"],
+        clusters,
+    );
+    table(
+        &mut body,
+        "Commands",
+        &["normalised command", "concepts", "passed", "failed"],
+        commands,
+    );
+    table(
+        &mut body,
+        "Sequences (one command, then the next, both passing)",
+        &["command", "then", "times"],
+        sequences,
+    );
+    page("Learning", &body).into_response()
 }

@@ -135,6 +135,35 @@ impl RunExecutor for ScriptedExecutor {
                         "failure"
                     };
                 }
+                let learned = steps
+                    .iter()
+                    .filter(|step| step.conclusion != "skipped")
+                    .map(|step| {
+                        let failed = step.conclusion == "failure";
+                        firerunner_learning::StepRecord {
+                            run_id: run_id.clone(),
+                            repository: request.run.repository.clone(),
+                            commit_sha: request.run.sha.clone(),
+                            workflow: request.run.workflow_name.clone(),
+                            job: name.clone(),
+                            step_name: step.name.clone(),
+                            command: format!("make {}", step.name.to_lowercase()),
+                            outcome: if failed {
+                                firerunner_learning::StepOutcome::Failure
+                            } else {
+                                firerunner_learning::StepOutcome::Success
+                            },
+                            exit_code: Some(if failed { 2 } else { 0 }),
+                            duration: Duration::from_millis(step.duration_ms),
+                            log_tail: if failed {
+                                format!("error: {name} went wrong\nmake: *** [test] Error 2")
+                            } else {
+                                String::new()
+                            },
+                            timestamp: std::time::SystemTime::now(),
+                        }
+                    })
+                    .collect();
                 let _ = events.send(JobEvent::Finished {
                     name: name.clone(),
                     conclusion: result.into(),
@@ -142,6 +171,7 @@ impl RunExecutor for ScriptedExecutor {
                     steps,
                     summary: format!("### {name} summary"),
                     log_tail: format!("error: {name} went wrong\nexit 1"),
+                    learned,
                 });
                 if cancel.is_cancelled() {
                     break;
