@@ -563,6 +563,32 @@ mod tests {
     }
 
     #[test]
+    fn learning_and_the_language_model_are_configured_like_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("llm-key"), "sk-test\n").unwrap();
+        let config = Config::from_parts(
+            "firerunner.toml",
+            "[learning]\nlesson_threshold = 5\n[llm]\nmodel = \"llama3.1\"\n",
+            env(&[
+                ("FIRERUNNER_LLM_URL", "http://127.0.0.1:11434/v1"),
+                (
+                    "FIRERUNNER_LLM_API_KEY_FILE",
+                    dir.path().join("llm-key").to_str().unwrap(),
+                ),
+            ]),
+        )
+        .unwrap();
+        assert!(config.learning.enabled, "on by default");
+        assert_eq!(config.learning.lesson_threshold, 5);
+        assert_eq!(config.llm.url, "http://127.0.0.1:11434/v1");
+        assert_eq!(config.llm.model, "llama3.1");
+        assert_eq!(config.llm.api_key, "sk-test");
+        assert_eq!(config.llm.timeout_seconds, 20);
+        let err = Config::from_parts("f.toml", "[llm]\nmodle = \"x\"\n", Vec::new()).unwrap_err();
+        assert!(err.to_string().starts_with("f.toml:2:1"), "{err}");
+    }
+
+    #[test]
     fn secrets_come_from_files_named_in_the_file_or_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
