@@ -487,6 +487,67 @@ async fn a_failure_seen_before_is_named_in_the_comment_with_the_models_explanati
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_language_model_that_does_not_answer_changes_nothing_but_the_explanation() {
+    // A port nobody listens on, and one that accepts but never answers.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}/v1", closed.local_addr().unwrap());
+    drop(closed);
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/v1", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    for (n, url) in [closed_url, silent_url].into_iter().enumerate() {
+        let service = Service::start(|config| {
+            config.llm.url = url.clone();
+            config.llm.model = "test-model".into();
+            config.llm.timeout_seconds = 1;
+        })
+        .await;
+        let sha = format!("{n}").repeat(40);
+        service
+            .github
+            .add_file(REPO, &sha, ".github/workflows/ci.yml", CI);
+        let (status, _) = service
+            .webhook(
+                "pull_request",
+                "d-llm",
+                &pull_request_payload("opened", &sha),
+            )
+            .await;
+        assert_eq!(status, 202);
+        let runs = service
+            .wait_for_runs("the run", |runs| {
+                runs.values().any(|r| r.state == "completed")
+            })
+            .await;
+        let run = runs.values().next().unwrap();
+        assert_eq!(
+            run.conclusion.as_deref(),
+            Some("failure"),
+            "the jobs' own result"
+        );
+        let number = fixture("pull_request-opened")["number"].as_u64().unwrap();
+        let comments = service.github.comments(REPO, number);
+        assert_eq!(comments.len(), 1);
+        assert!(
+            comments[0].1.contains("Failing step: **Run tests**"),
+            "{}",
+            comments[0].1
+        );
+        assert!(
+            !comments[0].1.contains("language model"),
+            "{}",
+            comments[0].1
+        );
+        service.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_push_cancels_the_running_run_of_its_group_and_a_restart_resumes_the_queue() {
     let service = Service::start(|_| {}).await;
     let first = "5555555555555555555555555555555555555555";
