@@ -2,26 +2,37 @@
 
 use super::{ExprError, ExprErrorKind};
 
-/// A token and where it is, borrowing the expression text.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Token<'a> {
+/// A token: its kind and the byte range of its text in the expression.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Token {
+    /// The value of a [`Kind::Number`] token (0 for other kinds).
+    pub number: f64,
+    /// 0-based byte offset of the first byte.
+    pub start: u32,
+    /// Byte offset just past the last byte.
+    pub end: u32,
     /// What it is.
-    pub kind: TokenKind<'a>,
-    /// 0-based byte offset in the expression.
-    pub offset: usize,
+    pub kind: Kind,
+}
+
+impl Token {
     /// The source text of the token.
-    pub raw: &'a str,
+    pub fn raw<'e>(&self, expr: &'e str) -> &'e str {
+        &expr[self.start as usize..self.end as usize]
+    }
 }
 
 /// The kinds of token.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TokenKind<'a> {
-    /// A number literal (also `-Infinity`, `0x1F`, `.5`).
-    Number(f64),
-    /// A string literal; true when it holds `''` escapes (see [`string_value`]).
-    String(bool),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A number literal (also `-Infinity`, `0x1F`, `.5`); see [`Token::number`].
+    Number,
+    /// A string literal without `''` escapes.
+    String,
+    /// A string literal holding `''` escapes (each meaning one `'`).
+    EscapedString,
     /// An identifier, `true`, `false`, `null`, `NaN` or `Infinity`.
-    Word(&'a str),
+    Word,
     /// `*` after `.` or `[`.
     Wildcard,
     /// `.`
@@ -40,6 +51,22 @@ pub enum TokenKind<'a> {
     Not,
     /// A binary operator.
     Op(BinaryOp),
+}
+
+impl Kind {
+    /// True for tokens after which `.` is a dereference rather than a number.
+    fn ends_value(self) -> bool {
+        matches!(
+            self,
+            Kind::Number
+                | Kind::String
+                | Kind::EscapedString
+                | Kind::Word
+                | Kind::Wildcard
+                | Kind::CloseParen
+                | Kind::CloseBracket
+        )
+    }
 }
 
 /// Binary operators.
@@ -61,10 +88,6 @@ pub enum BinaryOp {
     And,
     /// `||`
     Or,
-}
-
-fn is_space(c: char) -> bool {
-    c.is_whitespace()
 }
 
 /// Ends an unknown token in an error message: white space and `()[],`.
@@ -172,17 +195,6 @@ pub fn parse_number(s: &str) -> Option<f64> {
     body.parse::<f64>().ok().map(|n| sign * n)
 }
 
-/// The value of a string literal token: its text between the quotes, with
-/// `''` turned into `'` when `escaped`.
-pub fn string_value(raw: &str, escaped: bool) -> String {
-    let body = &raw[1..raw.len() - 1];
-    if escaped {
-        body.replace("''", "'")
-    } else {
-        body.to_owned()
-    }
-}
-
 /// Formats the standard error suffix: `Located at position N within expression: E`.
 pub fn located(expr: &str, offset: usize) -> String {
     let position = expr[..offset.min(expr.len())].chars().count() + 1;
@@ -256,15 +268,27 @@ const WORD_BYTE: [u8; 256] = {
     table
 };
 
-/// Splits `expr` into tokens.
-pub fn tokenize(expr: &str) -> Result<Vec<Token<'_>>, ExprError> {
-    let bytes = expr.as_bytes();
-    let mut tokens: Vec<Token> = Vec::with_capacity(expr.len() / 3 + 4);
-    let error = |offset: usize, raw: &str| ExprError {
+/// The lexing error for the text `expr[offset..end]`.
+#[cold]
+#[inline(never)]
+fn lex_error(expr: &str, offset: usize, end: usize) -> ExprError {
+    ExprError {
         kind: ExprErrorKind::Lexing,
-        message: format!("Unexpected symbol: '{raw}'. {}", located(expr, offset)),
+        message: format!(
+            "Unexpected symbol: '{}'. {}",
+            &expr[offset..end],
+            located(expr, offset)
+        ),
         offset,
-    };
+    }
+}
+
+/// Splits `expr` into tokens, replacing the contents of `tokens`.
+pub fn tokenize(expr: &str, tokens: &mut Vec<Token>) -> Result<(), ExprError> {
+    let bytes = expr.as_bytes();
+    tokens.clear();
+    // A token takes at least one byte.
+    tokens.reserve(bytes.len());
     // Whether the previous token ends a value (then `.` is a dereference, not
     // a number) and whether it is `.` or `[` (then `*` is a wildcard).
     let mut after_value = false;
@@ -272,106 +296,107 @@ pub fn tokenize(expr: &str) -> Result<Vec<Token<'_>>, ExprError> {
     let mut i = 0;
     while i < bytes.len() {
         let start = i;
-        let c = if bytes[i] < 0x80 {
-            bytes[i] as char
-        } else {
-            expr[i..].chars().next().expect("in bounds")
-        };
-        if c == ' ' || is_space(c) {
-            i += c.len_utf8();
-            continue;
-        }
-        let (kind, end) = match c {
-            '(' => (TokenKind::OpenParen, start + 1),
-            ')' => (TokenKind::CloseParen, start + 1),
-            '[' => (TokenKind::OpenBracket, start + 1),
-            ']' => (TokenKind::CloseBracket, start + 1),
-            ',' => (TokenKind::Comma, start + 1),
-            '*' if wildcard_allowed => (TokenKind::Wildcard, start + 1),
-            '.' if after_value => (TokenKind::Dot, start + 1),
-            '\'' => {
-                let mut j = start + 1;
-                let mut escaped = false;
-                let end = loop {
-                    match bytes.get(j) {
-                        None => return Err(error(start, &expr[start..])),
-                        Some(b'\'') if bytes.get(j + 1) == Some(&b'\'') => {
-                            escaped = true;
-                            j += 2;
-                        }
-                        Some(b'\'') => break j + 1,
-                        Some(_) => j += 1,
-                    }
-                };
-                (TokenKind::String(escaped), end)
+        let b = bytes[i];
+        let mut number = 0.0;
+        let (kind, end) = match b {
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
+                i += 1;
+                continue;
             }
-            '!' | '=' | '<' | '>' | '&' | '|' => {
-                let next = bytes.get(start + 1).copied();
-                let two = |op| (TokenKind::Op(op), start + 2);
-                let one = |kind| (kind, start + 1);
-                match (c, next) {
-                    ('!', Some(b'=')) => two(BinaryOp::Ne),
-                    ('!', _) => one(TokenKind::Not),
-                    ('=', Some(b'=')) => two(BinaryOp::Eq),
-                    ('<', Some(b'=')) => two(BinaryOp::Le),
-                    ('<', _) => one(TokenKind::Op(BinaryOp::Lt)),
-                    ('>', Some(b'=')) => two(BinaryOp::Ge),
-                    ('>', _) => one(TokenKind::Op(BinaryOp::Gt)),
-                    ('&', Some(b'&')) => two(BinaryOp::And),
-                    ('|', Some(b'|')) => two(BinaryOp::Or),
-                    _ => {
-                        let end = scan(expr, start, ENDS_RAW);
-                        return Err(error(start, &expr[start..end]));
-                    }
-                }
-            }
-            '-' | '+' | '0'..='9' | '.' => {
-                let end = scan(expr, start, ENDS_NUMBER);
-                match parse_number(&expr[start..end]) {
-                    Some(n) => (TokenKind::Number(n), end),
-                    None => return Err(error(start, &expr[start..end])),
-                }
-            }
-            'a'..='z' | 'A'..='Z' | '_' => {
+            b'(' => (Kind::OpenParen, start + 1),
+            b')' => (Kind::CloseParen, start + 1),
+            b'[' => (Kind::OpenBracket, start + 1),
+            b']' => (Kind::CloseBracket, start + 1),
+            b',' => (Kind::Comma, start + 1),
+            b'*' if wildcard_allowed => (Kind::Wildcard, start + 1),
+            b'.' if after_value => (Kind::Dot, start + 1),
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
                 let end = match word_end(bytes, start) {
                     Some(end) => end,
                     None => {
                         let end = scan(expr, start, ENDS_WORD);
                         if !is_identifier(&expr[start..end]) {
-                            return Err(error(start, &expr[start..end]));
+                            return Err(lex_error(expr, start, end));
                         }
                         end
                     }
                 };
-                (TokenKind::Word(&expr[start..end]), end)
+                (Kind::Word, end)
             }
-            _ => {
-                let end = scan(expr, start, ENDS_WORD);
-                let word = &expr[start..end];
-                if !is_identifier(word) {
-                    return Err(error(start, word));
+            b'\'' => {
+                let mut j = start + 1;
+                let mut escaped = false;
+                let end = loop {
+                    match bytes[j..].iter().position(|&c| c == b'\'') {
+                        None => return Err(lex_error(expr, start, bytes.len())),
+                        Some(p) => j += p,
+                    }
+                    if bytes.get(j + 1) == Some(&b'\'') {
+                        escaped = true;
+                        j += 2;
+                    } else {
+                        break j + 1;
+                    }
+                };
+                let kind = if escaped {
+                    Kind::EscapedString
+                } else {
+                    Kind::String
+                };
+                (kind, end)
+            }
+            b'!' | b'=' | b'<' | b'>' | b'&' | b'|' => {
+                let next = bytes.get(start + 1).copied();
+                let two = |op| (Kind::Op(op), start + 2);
+                let one = |kind| (kind, start + 1);
+                match (b, next) {
+                    (b'!', Some(b'=')) => two(BinaryOp::Ne),
+                    (b'!', _) => one(Kind::Not),
+                    (b'=', Some(b'=')) => two(BinaryOp::Eq),
+                    (b'<', Some(b'=')) => two(BinaryOp::Le),
+                    (b'<', _) => one(Kind::Op(BinaryOp::Lt)),
+                    (b'>', Some(b'=')) => two(BinaryOp::Ge),
+                    (b'>', _) => one(Kind::Op(BinaryOp::Gt)),
+                    (b'&', Some(b'&')) => two(BinaryOp::And),
+                    (b'|', Some(b'|')) => two(BinaryOp::Or),
+                    _ => {
+                        let end = scan(expr, start, ENDS_RAW);
+                        return Err(lex_error(expr, start, end));
+                    }
                 }
-                (TokenKind::Word(word), end)
             }
+            b'-' | b'+' | b'0'..=b'9' | b'.' => {
+                let end = scan(expr, start, ENDS_NUMBER);
+                match parse_number(&expr[start..end]) {
+                    Some(n) => number = n,
+                    None => return Err(lex_error(expr, start, end)),
+                }
+                (Kind::Number, end)
+            }
+            0x80.. => {
+                let c = expr[i..].chars().next().expect("in bounds");
+                if c.is_whitespace() {
+                    i += c.len_utf8();
+                    continue;
+                }
+                // Not a letter or `_`, so never the start of an identifier.
+                return Err(lex_error(expr, start, scan(expr, start, ENDS_WORD)));
+            }
+            // Any other character (`*` in the wrong place too) cannot start
+            // an identifier either.
+            _ => return Err(lex_error(expr, start, scan(expr, start, ENDS_WORD))),
         };
-        after_value = matches!(
-            kind,
-            TokenKind::Number(_)
-                | TokenKind::String(_)
-                | TokenKind::Word(_)
-                | TokenKind::Wildcard
-                | TokenKind::CloseParen
-                | TokenKind::CloseBracket
-        );
-        wildcard_allowed = matches!(kind, TokenKind::Dot | TokenKind::OpenBracket);
+        after_value = kind.ends_value();
+        wildcard_allowed = matches!(kind, Kind::Dot | Kind::OpenBracket);
         tokens.push(Token {
+            number,
+            start: start as u32,
+            end: end as u32,
             kind,
-            offset: start,
-            raw: &expr[start..end],
         });
         i = end;
     }
-    Ok(tokens)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -393,13 +418,11 @@ mod tests {
 
     #[test]
     fn operator_runs() {
-        let kinds: Vec<TokenKind> = tokenize("1==2&&!a")
-            .unwrap()
-            .into_iter()
-            .map(|t| t.kind)
-            .collect();
+        let mut tokens = Vec::new();
+        tokenize("1==2&&!a", &mut tokens).unwrap();
+        let kinds: Vec<Kind> = tokens.iter().map(|t| t.kind).collect();
         assert_eq!(kinds.len(), 6);
-        assert_eq!(kinds[1], TokenKind::Op(BinaryOp::Eq));
-        assert_eq!(kinds[4], TokenKind::Not);
+        assert_eq!(kinds[1], Kind::Op(BinaryOp::Eq));
+        assert_eq!(kinds[4], Kind::Not);
     }
 }
