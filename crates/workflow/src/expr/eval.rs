@@ -212,6 +212,18 @@ impl<'a> Res<'a> {
     }
 }
 
+/// Drops a result, without calling the (recursive, out-of-line) drop glue
+/// for the usual results that own nothing.
+#[inline(always)]
+fn release(res: Res) {
+    match res {
+        Res::String(_) | Res::Own(_) | Res::Filtered(_) => drop(res),
+        Res::Null | Res::Bool(_) | Res::Number(_) | Res::Str(_) | Res::Ref(_) => {
+            std::mem::forget(res)
+        }
+    }
+}
+
 /// Appends a number as [`format_number`] writes it, without allocating for
 /// the usual whole numbers.
 fn push_number(n: f64, out: &mut String) {
@@ -367,16 +379,32 @@ impl<'a> Evaluator<'a> {
             Node::Bool(b) => Res::Bool(b),
             Node::Number(n) => Res::Number(n),
             Node::String(span) => Res::Str(tree.name(span)),
-            Node::Context(name) => self
-                .ctx
-                .contexts
-                .get(tree.name(name))
-                .map_or(Res::Null, Res::Ref),
-            Node::Property(target, key) => self.property(self.eval(target)?, tree.name(key)),
+            Node::Context(name) => match self.ctx.contexts.get(tree.name(name)) {
+                Some(v) => Res::Ref(v),
+                None => Res::Null,
+            },
+            Node::Property(target, key) => {
+                let key = tree.name(key);
+                let target = self.eval(target)?;
+                if let Res::Ref(v) = target {
+                    release(target);
+                    match v {
+                        Value::Object(o) => match o.get(key) {
+                            Some(v) => Res::Ref(v),
+                            None => Res::Null,
+                        },
+                        _ => Res::Null,
+                    }
+                } else {
+                    self.property(target, key)
+                }
+            }
             Node::Index(target, index) => {
                 let target = self.eval(target)?;
                 let index = self.eval(index)?;
-                self.index(target, &index)
+                let result = self.index(target, &index);
+                release(index);
+                result
             }
             Node::Wildcard(target) => match self.eval(target)? {
                 Res::Filtered(items) => {
@@ -387,10 +415,15 @@ impl<'a> Evaluator<'a> {
                 }
                 _ => Res::Filtered(Vec::new()),
             },
-            Node::Not(inner) => Res::Bool(!self.eval(inner)?.truthy()),
+            Node::Not(inner) => {
+                let inner = self.eval(inner)?;
+                let truthy = inner.truthy();
+                release(inner);
+                Res::Bool(!truthy)
+            }
             Node::Compare(op, a, b) => {
                 let (a, b) = (self.eval(a)?, self.eval(b)?);
-                Res::Bool(match op {
+                let result = match op {
                     BinaryOp::Eq => loose_eq(&a, &b),
                     BinaryOp::Ne => !loose_eq(&a, &b),
                     BinaryOp::Lt => loose_cmp(&a, &b) == Some(Ordering::Less),
@@ -404,31 +437,30 @@ impl<'a> Evaluator<'a> {
                     BinaryOp::And | BinaryOp::Or => {
                         unreachable!("logical operators are n-ary nodes")
                     }
-                })
+                };
+                release(a);
+                release(b);
+                Res::Bool(result)
             }
-            Node::And(items) => {
-                let mut last = Res::Null;
-                for item in tree.children(items).iter() {
-                    last = self.eval(item)?;
-                    if !last.truthy() {
-                        break;
-                    }
-                }
-                last
-            }
-            Node::Or(items) => {
-                let mut last = Res::Null;
-                for item in tree.children(items).iter() {
-                    last = self.eval(item)?;
-                    if last.truthy() {
-                        break;
-                    }
-                }
-                last
-            }
+            Node::And(items) => self.logical(tree.children(items), false)?,
+            Node::Or(items) => self.logical(tree.children(items), true)?,
             Node::Call(function, args) => self.call(function, tree.children(args))?,
             Node::Item(_) => unreachable!("items are reached through their list"),
         })
+    }
+
+    /// `a && b && ...` (`stop_on` false) or `a || b || ...` (`stop_on` true):
+    /// the first operand whose truthiness is `stop_on`, else the last.
+    fn logical(&self, items: Args<'a>, stop_on: bool) -> Evaled<Res<'a>> {
+        let last = items.len() - 1;
+        for i in 0..last {
+            let res = self.eval(items.get(i))?;
+            if res.truthy() == stop_on {
+                return Ok(res);
+            }
+            release(res);
+        }
+        self.eval(items.get(last))
     }
 
     fn property(&self, target: Res<'a>, key: &str) -> Res<'a> {
@@ -436,7 +468,10 @@ impl<'a> Evaluator<'a> {
             Res::Filtered(items) => {
                 Res::Filtered(items.into_iter().filter_map(|i| i.property(key)).collect())
             }
-            other => other.property(key).unwrap_or(Res::Null),
+            other => match other.property(key) {
+                Some(res) => res,
+                None => Res::Null,
+            },
         }
     }
 
@@ -449,7 +484,10 @@ impl<'a> Evaluator<'a> {
                     .collect(),
             );
         }
-        self.index_one(target, index).unwrap_or(Res::Null)
+        match self.index_one(target, index) {
+            Some(res) => res,
+            None => Res::Null,
+        }
     }
 
     fn index_one(&self, target: Res<'a>, index: &Res) -> Option<Res<'a>> {
@@ -483,19 +521,25 @@ impl<'a> Evaluator<'a> {
             Function::Failure => bool_res(self.ctx.status == JobStatus::Failure),
             Function::Contains => {
                 let (search, item) = (self.eval(args.get(0))?, self.eval(args.get(1))?);
-                if search.kind() == Kind::Array {
-                    return bool_res(search.any_item(|x| loose_eq(x, &item)));
-                }
-                bool_res(contains_ignore_case(&search.string(), &item.string()))
+                let found = if search.kind() == Kind::Array {
+                    search.any_item(|x| loose_eq(x, &item))
+                } else {
+                    contains_ignore_case(&search.string(), &item.string())
+                };
+                release(search);
+                release(item);
+                bool_res(found)
             }
             Function::StartsWith | Function::EndsWith => {
                 let (text, part) = (self.eval(args.get(0))?, self.eval(args.get(1))?);
-                let (text, part) = (text.string(), part.string());
-                bool_res(affix_ignore_case(
-                    &text,
-                    &part,
+                let found = affix_ignore_case(
+                    &text.string(),
+                    &part.string(),
                     function == Function::StartsWith,
-                ))
+                );
+                release(text);
+                release(part);
+                bool_res(found)
             }
             Function::Format => {
                 let fmt = self.eval(args.get(0))?;
@@ -560,7 +604,10 @@ impl<'a> Evaluator<'a> {
             Function::Case => {
                 let mut i = 0;
                 while i + 1 < args.len() {
-                    match self.eval(args.get(i))?.as_bool() {
+                    let predicate = self.eval(args.get(i))?;
+                    let value = predicate.as_bool();
+                    release(predicate);
+                    match value {
                         Some(true) => return self.eval(args.get(i + 1)),
                         Some(false) => {}
                         None => {
