@@ -284,12 +284,24 @@ fn upper(s: &str) -> impl Iterator<Item = char> + '_ {
     s.chars().flat_map(char::to_uppercase)
 }
 
+/// Compares upper-cased; for ASCII text (where upper-casing maps each byte to
+/// one byte) without decoding characters.
 fn str_cmp(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        return a
+            .bytes()
+            .map(|c| c.to_ascii_uppercase())
+            .cmp(b.bytes().map(|c| c.to_ascii_uppercase()));
+    }
     upper(a).cmp(upper(b))
 }
 
 fn str_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.eq_ignore_ascii_case(b) || str_cmp(a, b) == Ordering::Equal
+    if a.len() == b.len() && a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    // Two ASCII strings that differ ignoring ASCII case also differ upper-cased.
+    !(a.is_ascii() && b.is_ascii()) && str_cmp(a, b) == Ordering::Equal
 }
 
 fn loose_eq(a: &Res, b: &Res) -> bool {
@@ -804,4 +816,25 @@ pub fn evaluate_value(value: &Value, ctx: &EvalContext) -> Result<Value, ExprErr
         }
         other => other.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_comparison_ignores_case_beyond_ascii() {
+        assert!(str_eq("Main", "mAIN"));
+        assert!(!str_eq("main", "mains"));
+        assert!(str_eq("straße", "STRASSE"));
+        assert!(str_eq("ı", "I"));
+        assert_eq!(str_cmp("abc", "ABD"), Ordering::Less);
+        assert_eq!(str_cmp("b", "A"), Ordering::Greater);
+        assert_eq!(
+            str_cmp("_", "a"),
+            Ordering::Greater,
+            "against upper-cased 'A'"
+        );
+        assert_eq!(str_cmp("ß", "ST"), Ordering::Less);
+    }
 }

@@ -258,6 +258,17 @@ fn height(nodes: &[Node], root: NodeId) -> usize {
     heights[root.0 as usize] as usize
 }
 
+/// How tightly a binary operator binds: `||` least, then `&&`, then `==` and
+/// `!=`, then the orderings.
+fn precedence(op: BinaryOp) -> u8 {
+    match op {
+        BinaryOp::Or => 1,
+        BinaryOp::And => 2,
+        BinaryOp::Eq | BinaryOp::Ne => 3,
+        BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => 4,
+    }
+}
+
 #[cold]
 fn depth_error() -> ExprError {
     ExprError {
@@ -359,60 +370,49 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// A whole (sub)expression: operands joined by any binary operators.
     fn or(&mut self) -> Parsed<NodeId> {
         self.enter()?;
-        let first = self.and()?;
-        let result = if self.peek() == Some(Kind::Op(BinaryOp::Or)) {
-            let mark = self.stack.len();
-            self.stack.push(first);
-            while self.peek() == Some(Kind::Op(BinaryOp::Or)) {
-                self.pos += 1;
-                let next = self.and()?;
-                self.stack.push(next);
-            }
-            let children = self.children_since(mark);
-            self.push(Node::Or(children))
-        } else {
-            first
-        };
+        let result = self.binary(1)?;
         self.recursion -= 1;
         Ok(result)
     }
 
-    fn and(&mut self) -> Parsed<NodeId> {
-        let first = self.equality()?;
-        if self.peek() != Some(Kind::Op(BinaryOp::And)) {
-            return Ok(first);
-        }
-        let mark = self.stack.len();
-        self.stack.push(first);
-        while self.peek() == Some(Kind::Op(BinaryOp::And)) {
-            self.pos += 1;
-            let next = self.equality()?;
-            self.stack.push(next);
-        }
-        let children = self.children_since(mark);
-        Ok(self.push(Node::And(children)))
-    }
-
-    fn equality(&mut self) -> Parsed<NodeId> {
-        let mut left = self.comparison()?;
-        while let Some(Kind::Op(op @ (BinaryOp::Eq | BinaryOp::Ne))) = self.peek() {
-            self.pos += 1;
-            let right = self.comparison()?;
-            left = self.push(Node::Compare(op, left, right));
-        }
-        Ok(left)
-    }
-
-    fn comparison(&mut self) -> Parsed<NodeId> {
+    /// Operands joined by operators that bind at least as tightly as `min`
+    /// (see [`precedence`]); `&&` and `||` chains become one n-ary node,
+    /// comparisons associate to the left.
+    fn binary(&mut self, min: u8) -> Parsed<NodeId> {
         let mut left = self.unary()?;
-        while let Some(Kind::Op(op @ (BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge))) =
-            self.peek()
-        {
+        while let Some(Kind::Op(op)) = self.peek() {
+            let level = precedence(op);
+            if level < min {
+                break;
+            }
             self.pos += 1;
-            let right = self.unary()?;
-            left = self.push(Node::Compare(op, left, right));
+            left = match op {
+                BinaryOp::And | BinaryOp::Or => {
+                    let mark = self.stack.len();
+                    self.stack.push(left);
+                    loop {
+                        let next = self.binary(level + 1)?;
+                        self.stack.push(next);
+                        if self.peek() != Some(Kind::Op(op)) {
+                            break;
+                        }
+                        self.pos += 1;
+                    }
+                    let children = self.children_since(mark);
+                    self.push(if op == BinaryOp::And {
+                        Node::And(children)
+                    } else {
+                        Node::Or(children)
+                    })
+                }
+                _ => {
+                    let right = self.binary(level + 1)?;
+                    self.push(Node::Compare(op, left, right))
+                }
+            };
         }
         Ok(left)
     }
