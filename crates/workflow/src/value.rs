@@ -39,7 +39,7 @@ const LINEAR_EXACT_LOOKUP: usize = 16;
 /// Equal bytes, for slices of equal length; compares short names in a few
 /// word-sized loads instead of calling `memcmp`.
 #[inline(always)]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     debug_assert_eq!(n, b.len());
     let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
@@ -61,7 +61,7 @@ fn same_name(a: &str, b: &str) -> bool {
 
 /// Exactly equal.
 #[inline(always)]
-fn same_exact(a: &str, b: &str) -> bool {
+pub(crate) fn same_exact(a: &str, b: &str) -> bool {
     a.len() == b.len() && same_bytes(a.as_bytes(), b.as_bytes())
 }
 

@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use super::functions::Function;
 use super::lexer::{located, tokenize, BinaryOp, Kind, Token};
 use super::{ExprError, ExprErrorKind};
+use crate::value::same_exact;
 
 /// GitHub's limit on the depth of an expression tree.
 pub const MAX_DEPTH: usize = 50;
@@ -496,11 +497,10 @@ impl<'a> Parser<'a> {
                     "NaN" => Node::Number(f64::NAN),
                     "Infinity" => Node::Number(f64::INFINITY),
                     _ => {
-                        let known = self
-                            .options
-                            .named_values
-                            .iter()
-                            .any(|n| n.eq_ignore_ascii_case(word));
+                        // Names are usually written as listed: try that first.
+                        let names = self.options.named_values;
+                        let known = names.iter().any(|n| same_exact(n, word))
+                            || names.iter().any(|n| n.eq_ignore_ascii_case(word));
                         if !known {
                             return Err(self.error(&token, "Unrecognized named-value").into());
                         }
