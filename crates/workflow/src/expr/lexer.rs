@@ -236,11 +236,20 @@ fn scan(expr: &str, start: usize, ends: u8) -> usize {
 fn word_end(bytes: &[u8], start: usize) -> Option<usize> {
     let class = |b: u8| WORD_BYTE[b as usize];
     let rest = &bytes[start + 1..];
-    // Four bytes a step while all of them continue the word.
+    // Four bytes a step; `WORD_CONTINUES` is 0, so the first non-zero class
+    // in the packed classes is the byte that ends the run.
     let mut n = 0;
     for four in rest.chunks_exact(4) {
-        if class(four[0]) | class(four[1]) | class(four[2]) | class(four[3]) != WORD_CONTINUES {
-            break;
+        let classes = u32::from_le_bytes([
+            class(four[0]),
+            class(four[1]),
+            class(four[2]),
+            class(four[3]),
+        ]);
+        if classes != 0 {
+            let at = classes.trailing_zeros() as usize / 8;
+            let stop = (classes >> (8 * at)) as u8;
+            return (stop == WORD_ENDS).then_some(start + 1 + n + at);
         }
         n += 4;
     }
@@ -298,10 +307,9 @@ pub fn tokenize(expr: &str, tokens: &mut Vec<Token>) -> Result<(), ExprError> {
     tokens.clear();
     // A token takes at least one byte.
     tokens.reserve(bytes.len());
-    // Whether the previous token ends a value (then `.` is a dereference, not
-    // a number) and whether it is `.` or `[` (then `*` is a wildcard).
-    let mut after_value = false;
-    let mut wildcard_allowed = false;
+    // The previous token: after the end of a value `.` is a dereference (not
+    // a number), after `.` or `[` a `*` is a wildcard.
+    let mut previous: Option<Kind> = None;
     let mut i = 0;
     while i < bytes.len() {
         let start = i;
@@ -317,8 +325,10 @@ pub fn tokenize(expr: &str, tokens: &mut Vec<Token>) -> Result<(), ExprError> {
             b'[' => (Kind::OpenBracket, start + 1),
             b']' => (Kind::CloseBracket, start + 1),
             b',' => (Kind::Comma, start + 1),
-            b'*' if wildcard_allowed => (Kind::Wildcard, start + 1),
-            b'.' if after_value => (Kind::Dot, start + 1),
+            b'*' if matches!(previous, Some(Kind::Dot | Kind::OpenBracket)) => {
+                (Kind::Wildcard, start + 1)
+            }
+            b'.' if previous.is_some_and(Kind::ends_value) => (Kind::Dot, start + 1),
             b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
                 let end = match word_end(bytes, start) {
                     Some(end) => end,
@@ -395,8 +405,7 @@ pub fn tokenize(expr: &str, tokens: &mut Vec<Token>) -> Result<(), ExprError> {
             // an identifier either.
             _ => return Err(lex_error(expr, start, scan(expr, start, ENDS_WORD))),
         };
-        after_value = kind.ends_value();
-        wildcard_allowed = matches!(kind, Kind::Dot | Kind::OpenBracket);
+        previous = Some(kind);
         tokens.push(Token {
             number,
             start: start as u32,
@@ -427,6 +436,33 @@ mod tests {
         assert_eq!(parse_number("1e"), None);
         assert_eq!(parse_number("-0x1"), None);
         assert_eq!(parse_number("abc"), None);
+    }
+
+    #[test]
+    fn word_ends_agree_with_a_byte_at_a_time_scan() {
+        let reference = |bytes: &[u8], start: usize| {
+            let mut i = start + 1;
+            while let Some(&b) = bytes.get(i) {
+                match WORD_BYTE[b as usize] {
+                    WORD_CONTINUES => i += 1,
+                    WORD_ENDS => return Some(i),
+                    _ => return None,
+                }
+            }
+            Some(i)
+        };
+        let alphabet = [b'a', b'Z', b'9', b'-', b'.', b' ', b'=', b'$', 0xC3];
+        for len in 1..=10 {
+            for seed in 0..400u32 {
+                let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(len);
+                let mut text = vec![b'w'];
+                for _ in 0..len {
+                    text.push(alphabet[(x % alphabet.len() as u32) as usize]);
+                    x = x.rotate_left(7).wrapping_mul(747_796_405).wrapping_add(1);
+                }
+                assert_eq!(word_end(&text, 0), reference(&text, 0), "{text:?}");
+            }
+        }
     }
 
     #[test]
