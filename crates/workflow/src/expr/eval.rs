@@ -13,6 +13,10 @@ use crate::value::{format_number, Object, Value};
 /// Most bytes an evaluation may produce (GitHub's memory limit).
 pub const MAX_MEMORY: usize = 1024 * 1024;
 
+/// Starting capacity of the strings `join` and `toJSON` build: most results
+/// fit, so they are allocated once instead of regrown from 8 bytes.
+const BUILT_STRING_CAPACITY: usize = 64;
+
 /// An intermediate result: scalars inline, strings and context values
 /// borrowed where possible.
 #[derive(Debug, Clone)]
@@ -573,7 +577,7 @@ impl<'a> Evaluator<'a> {
                     return self.own_string(s);
                 }
                 let sep = sep.string();
-                let mut out = String::new();
+                let mut out = String::with_capacity(BUILT_STRING_CAPACITY);
                 let mut first = true;
                 array.any_item(|item| {
                     if !first {
@@ -587,7 +591,7 @@ impl<'a> Evaluator<'a> {
             }
             Function::ToJson => {
                 let value = self.eval(args.get(0))?;
-                let mut out = String::new();
+                let mut out = String::with_capacity(BUILT_STRING_CAPACITY);
                 write_json_res(&value, 0, &mut out);
                 self.own_string(out)
             }
