@@ -383,7 +383,12 @@ impl<'a> Parser<'a> {
     /// (see [`precedence`]); `&&` and `||` chains become one n-ary node,
     /// comparisons associate to the left.
     fn binary(&mut self, min: u8) -> Parsed<NodeId> {
-        let mut left = self.unary()?;
+        let first = self.unary()?;
+        self.binary_from(first, min)
+    }
+
+    /// [`Parser::binary`] whose first operand, `left`, is already parsed.
+    fn binary_from(&mut self, mut left: NodeId, min: u8) -> Parsed<NodeId> {
         while let Some(Kind::Op(op)) = self.peek() {
             let level = precedence(op);
             if level < min {
@@ -395,7 +400,7 @@ impl<'a> Parser<'a> {
                     let mark = self.stack.len();
                     self.stack.push(left);
                     loop {
-                        let next = self.binary(level + 1)?;
+                        let next = self.operand(level + 1)?;
                         self.stack.push(next);
                         if self.peek() != Some(Kind::Op(op)) {
                             break;
@@ -410,12 +415,24 @@ impl<'a> Parser<'a> {
                     })
                 }
                 _ => {
-                    let right = self.binary(level + 1)?;
+                    let right = self.operand(level + 1)?;
                     self.push(Node::Compare(op, left, right))
                 }
             };
         }
         Ok(left)
+    }
+
+    /// The right-hand side of an operator: [`Parser::binary`] at level `min`,
+    /// without the extra call when no operator that tight follows the first
+    /// operand (the usual case).
+    #[inline(always)]
+    fn operand(&mut self, min: u8) -> Parsed<NodeId> {
+        let first = self.unary()?;
+        match self.peek() {
+            Some(Kind::Op(op)) if precedence(op) >= min => self.binary_from(first, min),
+            _ => Ok(first),
+        }
     }
 
     fn unary(&mut self) -> Parsed<NodeId> {
