@@ -35,8 +35,11 @@ pub enum Kind {
     Word,
     /// `*` after `.` or `[`.
     Wildcard,
-    /// `.`
+    /// `.`, when no name follows it directly.
     Dot,
+    /// `.name` written without space: the name, whose range the token has
+    /// (the `.` is the byte before it).
+    Member,
     /// `(`
     OpenParen,
     /// `)`
@@ -62,6 +65,7 @@ impl Kind {
                 | Kind::String
                 | Kind::EscapedString
                 | Kind::Word
+                | Kind::Member
                 | Kind::Wildcard
                 | Kind::CloseParen
                 | Kind::CloseBracket
@@ -233,6 +237,7 @@ fn scan(expr: &str, start: usize, ends: u8) -> usize {
 /// The end of a well-formed identifier starting at `start` (an ASCII letter or
 /// `_`), or `None` when the run goes on with characters that need the general
 /// [`scan`] (which then also reports the error).
+#[inline(always)]
 fn word_end(bytes: &[u8], start: usize) -> Option<usize> {
     let class = |b: u8| WORD_BYTE[b as usize];
     let rest = &bytes[start + 1..];
@@ -301,6 +306,22 @@ fn lex_error(expr: &str, offset: usize, end: usize) -> ExprError {
     }
 }
 
+/// The end of the identifier starting at `start` (an ASCII letter or `_`), or
+/// the lexing error for a malformed one.
+#[inline(always)]
+fn identifier_end(expr: &str, start: usize) -> Result<usize, ExprError> {
+    match word_end(expr.as_bytes(), start) {
+        Some(end) => Ok(end),
+        None => {
+            let end = scan(expr, start, ENDS_WORD);
+            if !is_identifier(&expr[start..end]) {
+                return Err(lex_error(expr, start, end));
+            }
+            Ok(end)
+        }
+    }
+}
+
 /// Splits `expr` into tokens, replacing the contents of `tokens`.
 pub fn tokenize(expr: &str, tokens: &mut Vec<Token>) -> Result<(), ExprError> {
     let bytes = expr.as_bytes();
@@ -315,6 +336,7 @@ pub fn tokenize(expr: &str, tokens: &mut Vec<Token>) -> Result<(), ExprError> {
         let start = i;
         let b = bytes[i];
         let mut number = 0.0;
+        let mut token_start = start;
         let (kind, end) = match b {
             b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
                 i += 1;
@@ -328,20 +350,17 @@ pub fn tokenize(expr: &str, tokens: &mut Vec<Token>) -> Result<(), ExprError> {
             b'*' if matches!(previous, Some(Kind::Dot | Kind::OpenBracket)) => {
                 (Kind::Wildcard, start + 1)
             }
-            b'.' if previous.is_some_and(Kind::ends_value) => (Kind::Dot, start + 1),
-            b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
-                let end = match word_end(bytes, start) {
-                    Some(end) => end,
-                    None => {
-                        let end = scan(expr, start, ENDS_WORD);
-                        if !is_identifier(&expr[start..end]) {
-                            return Err(lex_error(expr, start, end));
-                        }
-                        end
+            b'.' if previous.is_some_and(Kind::ends_value) => {
+                match bytes.get(start + 1) {
+                    // `.name`: one token, whose range is the name's.
+                    Some(b'a'..=b'z' | b'A'..=b'Z' | b'_') => {
+                        token_start = start + 1;
+                        (Kind::Member, identifier_end(expr, start + 1)?)
                     }
-                };
-                (Kind::Word, end)
+                    _ => (Kind::Dot, start + 1),
+                }
             }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => (Kind::Word, identifier_end(expr, start)?),
             b'\'' => {
                 let mut j = start + 1;
                 let mut escaped = false;
@@ -408,7 +427,7 @@ pub fn tokenize(expr: &str, tokens: &mut Vec<Token>) -> Result<(), ExprError> {
         previous = Some(kind);
         tokens.push(Token {
             number,
-            start: start as u32,
+            start: token_start as u32,
             end: end as u32,
             kind,
         });

@@ -451,6 +451,11 @@ impl<'a> Parser<'a> {
         let mut chain = 0;
         loop {
             match self.peek() {
+                Some(Kind::Member) => {
+                    let token = self.tokens[self.pos];
+                    self.pos += 1;
+                    node = self.push(Node::Property(node, Self::span(&token)));
+                }
                 Some(Kind::Dot) => {
                     self.pos += 1;
                     let at = self.next()?;
