@@ -387,6 +387,30 @@ impl<'a> Evaluator<'a> {
         Ok(Res::String(s))
     }
 
+    /// [`Evaluator::eval`] with literals and context names handled in line:
+    /// most operands are one of those, and they need no call.
+    #[inline(always)]
+    fn operand(&self, id: NodeId) -> Evaled<Res<'a>> {
+        let tree = self.tree;
+        match *tree.node(id) {
+            Node::Null => Ok(Res::Null),
+            Node::Bool(b) => Ok(Res::Bool(b)),
+            Node::Number(n) => Ok(Res::Number(n)),
+            Node::String(span) => Ok(Res::Str(tree.name(span))),
+            Node::Context(name) => Ok(self.context(tree.name(name))),
+            _ => self.eval(id),
+        }
+    }
+
+    /// The value of the context named `name`, or null.
+    #[inline(always)]
+    fn context(&self, name: &str) -> Res<'a> {
+        match self.ctx.contexts.get(name) {
+            Some(v) => Res::Ref(v),
+            None => Res::Null,
+        }
+    }
+
     /// Evaluates one node; literals and context values are borrowed, not copied.
     fn eval(&self, id: NodeId) -> Evaled<Res<'a>> {
         let tree = self.tree;
@@ -395,13 +419,10 @@ impl<'a> Evaluator<'a> {
             Node::Bool(b) => Res::Bool(b),
             Node::Number(n) => Res::Number(n),
             Node::String(span) => Res::Str(tree.name(span)),
-            Node::Context(name) => match self.ctx.contexts.get(tree.name(name)) {
-                Some(v) => Res::Ref(v),
-                None => Res::Null,
-            },
+            Node::Context(name) => self.context(tree.name(name)),
             Node::Property(target, key) => {
                 let key = tree.name(key);
-                let target = self.eval(target)?;
+                let target = self.operand(target)?;
                 if let Res::Ref(v) = target {
                     release(target);
                     match v {
@@ -438,7 +459,7 @@ impl<'a> Evaluator<'a> {
                 Res::Bool(!truthy)
             }
             Node::Compare(op, a, b) => {
-                let (a, b) = (self.eval(a)?, self.eval(b)?);
+                let (a, b) = (self.operand(a)?, self.operand(b)?);
                 let result = match op {
                     BinaryOp::Eq => loose_eq(&a, &b),
                     BinaryOp::Ne => !loose_eq(&a, &b),
@@ -470,13 +491,13 @@ impl<'a> Evaluator<'a> {
     fn logical(&self, items: Args<'a>, stop_on: bool) -> Evaled<Res<'a>> {
         let last = items.len() - 1;
         for i in 0..last {
-            let res = self.eval(items.get(i))?;
+            let res = self.operand(items.get(i))?;
             if res.truthy() == stop_on {
                 return Ok(res);
             }
             release(res);
         }
-        self.eval(items.get(last))
+        self.operand(items.get(last))
     }
 
     fn property(&self, target: Res<'a>, key: &str) -> Res<'a> {
@@ -536,7 +557,7 @@ impl<'a> Evaluator<'a> {
             Function::Cancelled => bool_res(self.ctx.status == JobStatus::Cancelled),
             Function::Failure => bool_res(self.ctx.status == JobStatus::Failure),
             Function::Contains => {
-                let (search, item) = (self.eval(args.get(0))?, self.eval(args.get(1))?);
+                let (search, item) = (self.operand(args.get(0))?, self.operand(args.get(1))?);
                 let found = if search.kind() == Kind::Array {
                     search.any_item(|x| loose_eq(x, &item))
                 } else {
@@ -547,7 +568,7 @@ impl<'a> Evaluator<'a> {
                 bool_res(found)
             }
             Function::StartsWith | Function::EndsWith => {
-                let (text, part) = (self.eval(args.get(0))?, self.eval(args.get(1))?);
+                let (text, part) = (self.operand(args.get(0))?, self.operand(args.get(1))?);
                 let found = affix_ignore_case(
                     &text.string(),
                     &part.string(),
@@ -558,10 +579,10 @@ impl<'a> Evaluator<'a> {
                 bool_res(found)
             }
             Function::Format => {
-                let fmt = self.eval(args.get(0))?;
+                let fmt = self.operand(args.get(0))?;
                 let mut values = Vec::with_capacity(args.len() - 1);
                 for i in 1..args.len() {
-                    values.push(self.eval(args.get(i))?);
+                    values.push(self.operand(args.get(i))?);
                 }
                 let out = format(&fmt.string(), &values, self)?;
                 self.own_string(out)
