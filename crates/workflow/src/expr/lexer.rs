@@ -306,6 +306,26 @@ fn lex_error(expr: &str, offset: usize, end: usize) -> ExprError {
     }
 }
 
+/// A run of up to 15 decimal digits at `start` that ends where a number
+/// ends (see [`ENDS_NUMBER`]), as its value and end: what [`parse_number`]
+/// would give for it, without scanning twice.
+#[inline(always)]
+fn small_integer(bytes: &[u8], start: usize) -> Option<(f64, usize)> {
+    let mut value = 0u64;
+    let mut i = start;
+    while let Some(&b) = bytes.get(i) {
+        if b.is_ascii_digit() && i - start < 15 {
+            value = value * 10 + u64::from(b - b'0');
+            i += 1;
+        } else if b < 0x80 && CLASS[b as usize] & ENDS_NUMBER != 0 {
+            break;
+        } else {
+            return None;
+        }
+    }
+    Some((value as f64, i))
+}
+
 /// The end of the identifier starting at `start` (an ASCII letter or `_`), or
 /// the lexing error for a malformed one.
 #[inline(always)]
@@ -404,11 +424,24 @@ pub fn tokenize(expr: &str, tokens: &mut Vec<Token>) -> Result<(), ExprError> {
                 }
             }
             b'-' | b'+' | b'0'..=b'9' | b'.' => {
-                let end = scan(expr, start, ENDS_NUMBER);
-                match parse_number(&expr[start..end]) {
-                    Some(n) => number = n,
-                    None => return Err(lex_error(expr, start, end)),
-                }
+                let small = match b {
+                    b'0'..=b'9' => small_integer(bytes, start),
+                    _ => None,
+                };
+                let end = match small {
+                    Some((n, end)) => {
+                        number = n;
+                        end
+                    }
+                    None => {
+                        let end = scan(expr, start, ENDS_NUMBER);
+                        match parse_number(&expr[start..end]) {
+                            Some(n) => number = n,
+                            None => return Err(lex_error(expr, start, end)),
+                        }
+                        end
+                    }
+                };
                 (Kind::Number, end)
             }
             0x80.. => {
@@ -482,6 +515,33 @@ mod tests {
                 assert_eq!(word_end(&text, 0), reference(&text, 0), "{text:?}");
             }
         }
+    }
+
+    #[test]
+    fn integer_tokens_match_parse_number() {
+        for text in [
+            "0",
+            "7",
+            "007",
+            "18",
+            "999999999999999",
+            "1234567890123456",
+            "12345678901234567890",
+        ] {
+            for suffix in ["", ")", " ", "==1", ",", "]", "&&x"] {
+                let source = format!("{text}{suffix}");
+                let mut tokens = Vec::new();
+                tokenize(&source, &mut tokens).unwrap();
+                assert_eq!(tokens[0].kind, Kind::Number, "{source}");
+                assert_eq!(tokens[0].raw(&source), text, "{source}");
+                assert_eq!(Some(tokens[0].number), parse_number(text), "{source}");
+            }
+        }
+        let mut tokens = Vec::new();
+        assert!(tokenize("12a", &mut tokens).is_err());
+        tokenize("0x1F 1.5 1e3", &mut tokens).unwrap();
+        let numbers: Vec<f64> = tokens.iter().map(|t| t.number).collect();
+        assert_eq!(numbers, [31.0, 1.5, 1000.0]);
     }
 
     #[test]
