@@ -6,7 +6,7 @@
 //! two allocations (the text and the nodes). The tokens and the parser's work
 //! stack live in per-thread buffers that are reused from one parse to the next.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use super::functions::Function;
 use super::lexer::{located, tokenize, BinaryOp, Kind, Token};
@@ -153,8 +153,8 @@ struct Scratch {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = const {
-        RefCell::new(Scratch {
+    static SCRATCH: Cell<Scratch> = const {
+        Cell::new(Scratch {
             tokens: Vec::new(),
             stack: Vec::new(),
         })
@@ -179,16 +179,14 @@ type Parsed<T> = Result<T, Box<ExprError>>;
 
 /// Parses one expression.
 pub fn parse(expr: &str, options: ParseOptions<'_>) -> Result<Tree, ExprError> {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut scratch) => {
-            let tree = parse_with(expr, options, &mut scratch);
-            if scratch.tokens.capacity() > SCRATCH_KEEP || scratch.stack.capacity() > SCRATCH_KEEP {
-                *scratch = Scratch::default();
-            }
-            tree
-        }
-        Err(_) => parse_with(expr, options, &mut Scratch::default()),
-    })
+    // The buffers are taken out for the parse and put back after it (a parse
+    // that somehow ran meanwhile would find empty ones and allocate).
+    let mut scratch = SCRATCH.take();
+    let tree = parse_with(expr, options, &mut scratch);
+    if scratch.tokens.capacity() <= SCRATCH_KEEP && scratch.stack.capacity() <= SCRATCH_KEEP {
+        SCRATCH.set(scratch);
+    }
+    tree
 }
 
 fn parse_with(
