@@ -30,13 +30,39 @@ pub type ObjectHasher = foldhash::fast::RandomState;
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Object(pub IndexMap<String, Value, ObjectHasher>);
 
-/// Objects up to this size are searched by a linear scan, which beats hashing.
+/// Objects up to this size are searched by one linear scan, which beats hashing.
 const LINEAR_LOOKUP: usize = 8;
+/// Objects up to this size are searched by two linear scans (exact, then
+/// ignoring case), which give the same answer as the hashed lookup.
+const LINEAR_EXACT_LOOKUP: usize = 16;
 
-/// Equal ignoring ASCII case; tries the (usual) exact match first, which is a
-/// plain memory comparison.
+/// Equal bytes, for slices of equal length; compares short names in a few
+/// word-sized loads instead of calling `memcmp`.
+#[inline(always)]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    debug_assert_eq!(n, b.len());
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
+    match n {
+        0 => true,
+        1..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..=8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        9..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
+}
+
+/// Equal ignoring ASCII case; tries the (usual) exact match first.
+#[inline(always)]
 fn same_name(a: &str, b: &str) -> bool {
-    a.len() == b.len() && (a.as_bytes() == b.as_bytes() || a.eq_ignore_ascii_case(b))
+    a.len() == b.len() && (same_bytes(a.as_bytes(), b.as_bytes()) || a.eq_ignore_ascii_case(b))
+}
+
+/// Exactly equal.
+#[inline(always)]
+pub(crate) fn same_exact(a: &str, b: &str) -> bool {
+    a.len() == b.len() && same_bytes(a.as_bytes(), b.as_bytes())
 }
 
 impl Object {
@@ -54,7 +80,15 @@ impl Object {
                 .find(|(k, _)| same_name(k, key))
                 .map(|(_, v)| v);
         }
-        self.0.get(key).or_else(|| {
+        let exact = if self.0.len() <= LINEAR_EXACT_LOOKUP {
+            self.0
+                .iter()
+                .find(|(k, _)| same_exact(k, key))
+                .map(|(_, v)| v)
+        } else {
+            self.0.get(key)
+        };
+        exact.or_else(|| {
             self.0
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(key))
@@ -262,5 +296,45 @@ impl<'de> serde::de::Visitor<'de> for ValueVisitor {
             object.0.insert(key, value);
         }
         Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_bytes_at_every_length() {
+        let a: Vec<u8> = (0..40).map(|i| b'a' + i % 26).collect();
+        for n in 0..40 {
+            assert!(same_bytes(&a[..n], &a[..n]));
+            for at in 0..n {
+                let mut b = a[..n].to_vec();
+                b[at] ^= 1;
+                assert!(!same_bytes(&a[..n], &b), "length {n}, byte {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn lookups_prefer_the_exact_key_in_every_size_class() {
+        for size in [4, 12, 20] {
+            let mut text = String::from("{\"key\": 1, \"KEY\": 2");
+            for i in 2..size {
+                text.push_str(&format!(", \"filler{i}\": {i}"));
+            }
+            text.push('}');
+            let Value::Object(o) = serde_json::from_str::<Value>(&text).unwrap() else {
+                panic!("an object")
+            };
+            assert_eq!(o.len(), size);
+            let exact = size > LINEAR_LOOKUP;
+            assert_eq!(o.get("key"), Some(&Value::Number(1.0)));
+            let upper = if exact { 2.0 } else { 1.0 };
+            assert_eq!(o.get("KEY"), Some(&Value::Number(upper)), "size {size}");
+            assert_eq!(o.get("Key"), Some(&Value::Number(1.0)));
+            assert_eq!(o.get("FILLER3"), Some(&Value::Number(3.0)));
+            assert_eq!(o.get("filler"), None);
+        }
     }
 }

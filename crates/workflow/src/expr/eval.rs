@@ -6,20 +6,35 @@ use std::cmp::Ordering;
 
 use super::functions::Function;
 use super::lexer::{parse_number, BinaryOp};
-use super::parser::{Node, NodeId, Tree};
+use super::parser::{Args, Node, NodeId, Tree};
 use super::{EvalContext, ExprError, ExprErrorKind, JobStatus};
 use crate::value::{format_number, Object, Value};
 
 /// Most bytes an evaluation may produce (GitHub's memory limit).
 pub const MAX_MEMORY: usize = 1024 * 1024;
 
-/// An intermediate result: borrowed from the contexts where possible.
+/// Starting capacity of the strings `join` and `toJSON` build: most results
+/// fit, so they are allocated once instead of regrown from 8 bytes.
+const BUILT_STRING_CAPACITY: usize = 64;
+
+/// An intermediate result: scalars inline, strings and context values
+/// borrowed where possible.
 #[derive(Debug, Clone)]
 pub enum Res<'a> {
+    /// `null`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A number.
+    Number(f64),
+    /// A string borrowed from the expression.
+    Str(&'a str),
+    /// A string made during evaluation.
+    String(String),
     /// A value inside the contexts.
     Ref(&'a Value),
-    /// A value made during evaluation.
-    Own(Value),
+    /// An array or object made during evaluation (by `fromJSON`).
+    Own(Box<Value>),
     /// The result of a `*` filter.
     Filtered(Vec<Res<'a>>),
 }
@@ -34,54 +49,113 @@ enum Kind {
     Object,
 }
 
+fn kind_of(v: &Value) -> Kind {
+    match v {
+        Value::Null => Kind::Null,
+        Value::Bool(_) => Kind::Bool,
+        Value::Number(_) => Kind::Number,
+        Value::String(_) => Kind::String,
+        Value::Array(_) => Kind::Array,
+        Value::Object(_) => Kind::Object,
+    }
+}
+
 impl<'a> Res<'a> {
-    fn value(&self) -> Option<&Value> {
-        match self {
-            Res::Ref(v) => Some(v),
-            Res::Own(v) => Some(v),
-            Res::Filtered(_) => None,
+    /// A result holding `v`: scalars inline, arrays and objects boxed.
+    fn from_value(v: Value) -> Res<'a> {
+        match v {
+            Value::Null => Res::Null,
+            Value::Bool(b) => Res::Bool(b),
+            Value::Number(n) => Res::Number(n),
+            Value::String(s) => Res::String(s),
+            v @ (Value::Array(_) | Value::Object(_)) => Res::Own(Box::new(v)),
         }
     }
 
     fn kind(&self) -> Kind {
-        match self.value() {
-            None => Kind::Array,
-            Some(Value::Null) => Kind::Null,
-            Some(Value::Bool(_)) => Kind::Bool,
-            Some(Value::Number(_)) => Kind::Number,
-            Some(Value::String(_)) => Kind::String,
-            Some(Value::Array(_)) => Kind::Array,
-            Some(Value::Object(_)) => Kind::Object,
+        match self {
+            Res::Null => Kind::Null,
+            Res::Bool(_) => Kind::Bool,
+            Res::Number(_) => Kind::Number,
+            Res::Str(_) | Res::String(_) => Kind::String,
+            Res::Ref(v) => kind_of(v),
+            Res::Own(v) => kind_of(v),
+            Res::Filtered(_) => Kind::Array,
+        }
+    }
+
+    /// The boolean, when the result is one.
+    fn as_bool(&self) -> Option<bool> {
+        match self {
+            Res::Bool(b) => Some(*b),
+            Res::Ref(Value::Bool(b)) => Some(*b),
+            Res::Own(v) => match **v {
+                Value::Bool(b) => Some(b),
+                _ => None,
+            },
+            _ => None,
         }
     }
 
     /// Materialises the result as a value.
     pub fn into_value(self) -> Value {
         match self {
+            Res::Null => Value::Null,
+            Res::Bool(b) => Value::Bool(b),
+            Res::Number(n) => Value::Number(n),
+            Res::Str(s) => Value::String(s.to_owned()),
+            Res::String(s) => Value::String(s),
             Res::Ref(v) => v.clone(),
-            Res::Own(v) => v,
+            Res::Own(v) => *v,
             Res::Filtered(items) => Value::Array(items.into_iter().map(Res::into_value).collect()),
         }
     }
 
     fn truthy(&self) -> bool {
-        match self.value() {
-            None => true,
-            Some(v) => truthy(v),
+        match self {
+            Res::Null => false,
+            Res::Bool(b) => *b,
+            Res::Number(n) => *n != 0.0 && !n.is_nan(),
+            Res::Str(s) => !s.is_empty(),
+            Res::String(s) => !s.is_empty(),
+            Res::Ref(v) => truthy(v),
+            Res::Own(v) => truthy(v),
+            Res::Filtered(_) => true,
         }
     }
 
     fn number(&self) -> f64 {
-        match self.value() {
-            None => f64::NAN,
-            Some(v) => to_number(v),
+        match self {
+            Res::Null => 0.0,
+            Res::Bool(b) => f64::from(u8::from(*b)),
+            Res::Number(n) => *n,
+            Res::Str(s) => str_to_number(s),
+            Res::String(s) => str_to_number(s),
+            Res::Ref(v) => to_number(v),
+            Res::Own(v) => to_number(v),
+            Res::Filtered(_) => f64::NAN,
         }
     }
 
     fn string(&self) -> Cow<'_, str> {
-        match self.value() {
-            None => Cow::Borrowed("Array"),
-            Some(v) => to_string(v),
+        match self {
+            Res::Null => Cow::Borrowed(""),
+            Res::Bool(true) => Cow::Borrowed("true"),
+            Res::Bool(false) => Cow::Borrowed("false"),
+            Res::Number(n) => Cow::Owned(format_number(*n)),
+            Res::Str(s) => Cow::Borrowed(s),
+            Res::String(s) => Cow::Borrowed(s),
+            Res::Ref(v) => to_string(v),
+            Res::Own(v) => to_string(v),
+            Res::Filtered(_) => Cow::Borrowed("Array"),
+        }
+    }
+
+    /// Appends the result as a string to `out`.
+    fn push_string(&self, out: &mut String) {
+        match self {
+            Res::Number(n) | Res::Ref(Value::Number(n)) => push_number(*n, out),
+            other => out.push_str(&other.string()),
         }
     }
 
@@ -89,9 +163,11 @@ impl<'a> Res<'a> {
     fn any_item(&self, mut f: impl FnMut(&Res<'_>) -> bool) -> bool {
         match self {
             Res::Filtered(items) => items.iter().any(f),
-            Res::Ref(Value::Array(a)) | Res::Own(Value::Array(a)) => {
-                a.iter().any(|v| f(&Res::Ref(v)))
-            }
+            Res::Ref(Value::Array(a)) => a.iter().any(|v| f(&Res::Ref(v))),
+            Res::Own(v) => match &**v {
+                Value::Array(a) => a.iter().any(|v| f(&Res::Ref(v))),
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -99,10 +175,14 @@ impl<'a> Res<'a> {
     fn property(self, key: &str) -> Option<Res<'a>> {
         match self {
             Res::Ref(Value::Object(o)) => o.get(key).map(Res::Ref),
-            Res::Own(Value::Object(mut o)) => {
-                let found = o.0.keys().position(|k| k.eq_ignore_ascii_case(key))?;
-                o.0.swap_remove_index(found).map(|(_, v)| Res::Own(v))
-            }
+            Res::Own(v) => match *v {
+                Value::Object(mut o) => {
+                    let found = o.0.keys().position(|k| k.eq_ignore_ascii_case(key))?;
+                    o.0.swap_remove_index(found)
+                        .map(|(_, v)| Res::from_value(v))
+                }
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -110,9 +190,12 @@ impl<'a> Res<'a> {
     fn element(self, index: usize) -> Option<Res<'a>> {
         match self {
             Res::Ref(Value::Array(a)) => a.get(index).map(Res::Ref),
-            Res::Own(Value::Array(mut a)) => {
-                (index < a.len()).then(|| Res::Own(a.swap_remove(index)))
-            }
+            Res::Own(v) => match *v {
+                Value::Array(mut a) => {
+                    (index < a.len()).then(|| Res::from_value(a.swap_remove(index)))
+                }
+                _ => None,
+            },
             Res::Filtered(mut items) => (index < items.len()).then(|| items.swap_remove(index)),
             _ => None,
         }
@@ -122,11 +205,38 @@ impl<'a> Res<'a> {
         match self {
             Res::Ref(Value::Array(a)) => a.iter().map(Res::Ref).collect(),
             Res::Ref(Value::Object(o)) => o.iter().map(|(_, v)| Res::Ref(v)).collect(),
-            Res::Own(Value::Array(a)) => a.into_iter().map(Res::Own).collect(),
-            Res::Own(Value::Object(o)) => o.0.into_values().map(Res::Own).collect(),
+            Res::Own(v) => match *v {
+                Value::Array(a) => a.into_iter().map(Res::from_value).collect(),
+                Value::Object(o) => o.0.into_values().map(Res::from_value).collect(),
+                _ => Vec::new(),
+            },
             Res::Filtered(items) => items,
             _ => Vec::new(),
         }
+    }
+}
+
+/// Drops a result, without calling the (recursive, out-of-line) drop glue
+/// for the usual results that own nothing.
+#[inline(always)]
+fn release(res: Res) {
+    match res {
+        Res::String(_) | Res::Own(_) | Res::Filtered(_) => drop(res),
+        Res::Null | Res::Bool(_) | Res::Number(_) | Res::Str(_) | Res::Ref(_) => {
+            std::mem::forget(res)
+        }
+    }
+}
+
+/// Appends a number as [`format_number`] writes it, without allocating for
+/// the usual whole numbers.
+fn push_number(n: f64, out: &mut String) {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        use std::fmt::Write;
+        // `-0` prints as `0`, as in JavaScript.
+        let _ = write!(out, "{}", n as i64);
+    } else {
+        out.push_str(&format_number(n));
     }
 }
 
@@ -147,15 +257,17 @@ pub fn to_number(v: &Value) -> f64 {
         Value::Null => 0.0,
         Value::Bool(b) => f64::from(u8::from(*b)),
         Value::Number(n) => *n,
-        Value::String(s) => {
-            let t = s.trim();
-            if t.is_empty() {
-                0.0
-            } else {
-                parse_number(t).unwrap_or(f64::NAN)
-            }
-        }
+        Value::String(s) => str_to_number(s),
         Value::Array(_) | Value::Object(_) => f64::NAN,
+    }
+}
+
+fn str_to_number(s: &str) -> f64 {
+    let t = s.trim();
+    if t.is_empty() {
+        0.0
+    } else {
+        parse_number(t).unwrap_or(f64::NAN)
     }
 }
 
@@ -176,12 +288,24 @@ fn upper(s: &str) -> impl Iterator<Item = char> + '_ {
     s.chars().flat_map(char::to_uppercase)
 }
 
+/// Compares upper-cased; for ASCII text (where upper-casing maps each byte to
+/// one byte) without decoding characters.
 fn str_cmp(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        return a
+            .bytes()
+            .map(|c| c.to_ascii_uppercase())
+            .cmp(b.bytes().map(|c| c.to_ascii_uppercase()));
+    }
     upper(a).cmp(upper(b))
 }
 
 fn str_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.eq_ignore_ascii_case(b) || str_cmp(a, b) == Ordering::Equal
+    if a.len() == b.len() && a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    // Two ASCII strings that differ ignoring ASCII case also differ upper-cased.
+    !(a.is_ascii() && b.is_ascii()) && str_cmp(a, b) == Ordering::Equal
 }
 
 fn loose_eq(a: &Res, b: &Res) -> bool {
@@ -219,12 +343,16 @@ pub struct Evaluator<'a> {
     memory: Cell<usize>,
 }
 
-fn eval_error(message: impl Into<String>) -> ExprError {
-    ExprError {
+/// An evaluation step's result; the error is boxed to keep the result small.
+type Evaled<T> = Result<T, Box<ExprError>>;
+
+#[cold]
+fn eval_error(message: impl Into<String>) -> Box<ExprError> {
+    Box::new(ExprError {
         kind: ExprErrorKind::Evaluation,
         message: message.into(),
         offset: 0,
-    }
+    })
 }
 
 impl<'a> Evaluator<'a> {
@@ -239,10 +367,13 @@ impl<'a> Evaluator<'a> {
 
     /// Evaluates the whole tree.
     pub fn run(&self) -> Result<Value, ExprError> {
-        self.eval(self.tree.root()).map(Res::into_value)
+        match self.eval(self.tree.root()) {
+            Ok(res) => Ok(res.into_value()),
+            Err(e) => Err(*e),
+        }
     }
 
-    fn charge(&self, bytes: usize) -> Result<(), ExprError> {
+    fn charge(&self, bytes: usize) -> Evaled<()> {
         let used = self.memory.get() + bytes;
         self.memory.set(used);
         if used > MAX_MEMORY {
@@ -251,38 +382,84 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
-    fn own_string(&self, s: String) -> Result<Res<'a>, ExprError> {
+    fn own_string(&self, s: String) -> Evaled<Res<'a>> {
         self.charge(s.len() * 2)?;
-        Ok(Res::Own(Value::String(s)))
+        Ok(Res::String(s))
+    }
+
+    /// [`Evaluator::eval`] with literals and context names handled in line:
+    /// most operands are one of those, and they need no call.
+    #[inline(always)]
+    fn operand(&self, id: NodeId) -> Evaled<Res<'a>> {
+        let tree = self.tree;
+        match *tree.node(id) {
+            Node::Null => Ok(Res::Null),
+            Node::Bool(b) => Ok(Res::Bool(b)),
+            Node::Number(n) => Ok(Res::Number(n)),
+            Node::String(span) => Ok(Res::Str(tree.name(span))),
+            Node::Context(name) => Ok(self.context(tree.name(name))),
+            _ => self.eval(id),
+        }
+    }
+
+    /// The value of the context named `name`, or null.
+    #[inline(always)]
+    fn context(&self, name: &str) -> Res<'a> {
+        match self.ctx.contexts.get(name) {
+            Some(v) => Res::Ref(v),
+            None => Res::Null,
+        }
     }
 
     /// Evaluates one node; literals and context values are borrowed, not copied.
-    pub fn eval(&self, id: NodeId) -> Result<Res<'a>, ExprError> {
+    fn eval(&self, id: NodeId) -> Evaled<Res<'a>> {
         let tree = self.tree;
-        Ok(match tree.node(id) {
-            Node::Literal(v) => Res::Ref(v),
-            Node::Context(name) => self
-                .ctx
-                .contexts
-                .get(tree.name(*name))
-                .map_or(Res::Own(Value::Null), Res::Ref),
-            Node::Property(target, key) => self.property(self.eval(*target)?, tree.name(*key)),
-            Node::Index(target, index) => {
-                let target = self.eval(*target)?;
-                let index = self.eval(*index)?;
-                self.index(target, &index)
+        Ok(match *tree.node(id) {
+            Node::Null => Res::Null,
+            Node::Bool(b) => Res::Bool(b),
+            Node::Number(n) => Res::Number(n),
+            Node::String(span) => Res::Str(tree.name(span)),
+            Node::Context(name) => self.context(tree.name(name)),
+            Node::Property(target, key) => {
+                let key = tree.name(key);
+                let target = self.operand(target)?;
+                if let Res::Ref(v) = target {
+                    release(target);
+                    match v {
+                        Value::Object(o) => match o.get(key) {
+                            Some(v) => Res::Ref(v),
+                            None => Res::Null,
+                        },
+                        _ => Res::Null,
+                    }
+                } else {
+                    self.property(target, key)
+                }
             }
-            Node::Wildcard(target) => match self.eval(*target)? {
+            Node::Index(target, index) => {
+                let target = self.eval(target)?;
+                let index = self.eval(index)?;
+                let result = self.index(target, &index);
+                release(index);
+                result
+            }
+            Node::Wildcard(target) => match self.eval(target)? {
                 Res::Filtered(items) => {
                     Res::Filtered(items.into_iter().flat_map(Res::children).collect())
                 }
-                other @ (Res::Ref(Value::Array(_) | Value::Object(_))
-                | Res::Own(Value::Array(_) | Value::Object(_))) => Res::Filtered(other.children()),
+                other if matches!(other.kind(), Kind::Array | Kind::Object) => {
+                    Res::Filtered(other.children())
+                }
                 _ => Res::Filtered(Vec::new()),
             },
-            Node::Not(inner) => Res::Own(Value::Bool(!self.eval(*inner)?.truthy())),
+            Node::Not(inner) => {
+                let inner = self.eval(inner)?;
+                let truthy = inner.truthy();
+                release(inner);
+                Res::Bool(!truthy)
+            }
             Node::Compare(op, a, b) => {
-                let (a, b) = (self.eval(*a)?, self.eval(*b)?);
+                let (a, b) = (self.operand(a)?, self.operand(b)?);
                 let result = match op {
                     BinaryOp::Eq => loose_eq(&a, &b),
                     BinaryOp::Ne => !loose_eq(&a, &b),
@@ -298,30 +475,29 @@ impl<'a> Evaluator<'a> {
                         unreachable!("logical operators are n-ary nodes")
                     }
                 };
-                Res::Own(Value::Bool(result))
+                release(a);
+                release(b);
+                Res::Bool(result)
             }
-            Node::And(items) => {
-                let mut last = Res::Own(Value::Null);
-                for item in tree.children(*items) {
-                    last = self.eval(*item)?;
-                    if !last.truthy() {
-                        break;
-                    }
-                }
-                last
-            }
-            Node::Or(items) => {
-                let mut last = Res::Own(Value::Null);
-                for item in tree.children(*items) {
-                    last = self.eval(*item)?;
-                    if last.truthy() {
-                        break;
-                    }
-                }
-                last
-            }
-            Node::Call(function, args) => self.call(*function, tree.children(*args))?,
+            Node::And(items) => self.logical(tree.children(items), false)?,
+            Node::Or(items) => self.logical(tree.children(items), true)?,
+            Node::Call(function, args) => self.call(function, tree.children(args))?,
+            Node::Item(_) => unreachable!("items are reached through their list"),
         })
+    }
+
+    /// `a && b && ...` (`stop_on` false) or `a || b || ...` (`stop_on` true):
+    /// the first operand whose truthiness is `stop_on`, else the last.
+    fn logical(&self, items: Args<'a>, stop_on: bool) -> Evaled<Res<'a>> {
+        let last = items.len() - 1;
+        for i in 0..last {
+            let res = self.operand(items.get(i))?;
+            if res.truthy() == stop_on {
+                return Ok(res);
+            }
+            release(res);
+        }
+        self.operand(items.get(last))
     }
 
     fn property(&self, target: Res<'a>, key: &str) -> Res<'a> {
@@ -329,7 +505,10 @@ impl<'a> Evaluator<'a> {
             Res::Filtered(items) => {
                 Res::Filtered(items.into_iter().filter_map(|i| i.property(key)).collect())
             }
-            other => other.property(key).unwrap_or(Res::Own(Value::Null)),
+            other => match other.property(key) {
+                Some(res) => res,
+                None => Res::Null,
+            },
         }
     }
 
@@ -342,8 +521,10 @@ impl<'a> Evaluator<'a> {
                     .collect(),
             );
         }
-        self.index_one(target, index)
-            .unwrap_or(Res::Own(Value::Null))
+        match self.index_one(target, index) {
+            Some(res) => res,
+            None => Res::Null,
+        }
     }
 
     fn index_one(&self, target: Res<'a>, index: &Res) -> Option<Res<'a>> {
@@ -368,82 +549,86 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn call(&self, function: Function, args: &'a [NodeId]) -> Result<Res<'a>, ExprError> {
-        let bool_res = |b: bool| Ok(Res::Own(Value::Bool(b)));
+    fn call(&self, function: Function, args: Args<'a>) -> Evaled<Res<'a>> {
+        let bool_res = |b: bool| Ok(Res::Bool(b));
         match function {
             Function::Success => bool_res(self.ctx.status == JobStatus::Success),
             Function::Always => bool_res(true),
             Function::Cancelled => bool_res(self.ctx.status == JobStatus::Cancelled),
             Function::Failure => bool_res(self.ctx.status == JobStatus::Failure),
             Function::Contains => {
-                let (search, item) = (self.eval(args[0])?, self.eval(args[1])?);
-                if search.kind() == Kind::Array {
-                    return bool_res(search.any_item(|x| loose_eq(x, &item)));
-                }
-                bool_res(contains_ignore_case(&search.string(), &item.string()))
+                let (search, item) = (self.operand(args.get(0))?, self.operand(args.get(1))?);
+                let found = if search.kind() == Kind::Array {
+                    search.any_item(|x| loose_eq(x, &item))
+                } else {
+                    contains_ignore_case(&search.string(), &item.string())
+                };
+                release(search);
+                release(item);
+                bool_res(found)
             }
             Function::StartsWith | Function::EndsWith => {
-                let (text, part) = (self.eval(args[0])?, self.eval(args[1])?);
-                let (text, part) = (text.string(), part.string());
-                bool_res(affix_ignore_case(
-                    &text,
-                    &part,
+                let (text, part) = (self.operand(args.get(0))?, self.operand(args.get(1))?);
+                let found = affix_ignore_case(
+                    &text.string(),
+                    &part.string(),
                     function == Function::StartsWith,
-                ))
+                );
+                release(text);
+                release(part);
+                bool_res(found)
             }
             Function::Format => {
-                let fmt = self.eval(args[0])?;
-                let values = args[1..]
-                    .iter()
-                    .map(|a| self.eval(*a))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let fmt = self.operand(args.get(0))?;
+                let mut values = Vec::with_capacity(args.len() - 1);
+                for i in 1..args.len() {
+                    values.push(self.operand(args.get(i))?);
+                }
                 let out = format(&fmt.string(), &values, self)?;
                 self.own_string(out)
             }
             Function::Join => {
-                let array = self.eval(args[0])?;
-                let sep = match args.get(1) {
-                    Some(a) => self.eval(*a)?.string().into_owned(),
-                    None => ",".to_owned(),
+                let array = self.eval(args.get(0))?;
+                let sep = match args.len() {
+                    2 => self.eval(args.get(1))?,
+                    _ => Res::Str(","),
                 };
                 if array.kind() != Kind::Array {
                     let s = array.string().into_owned();
                     return self.own_string(s);
                 }
-                let mut out = String::new();
+                let sep = sep.string();
+                let mut out = String::with_capacity(BUILT_STRING_CAPACITY);
                 let mut first = true;
                 array.any_item(|item| {
                     if !first {
                         out.push_str(&sep);
                     }
                     first = false;
-                    out.push_str(&item.string());
+                    item.push_string(&mut out);
                     false
                 });
                 self.own_string(out)
             }
             Function::ToJson => {
-                let value = self.eval(args[0])?;
-                let mut out = String::new();
-                match &value {
-                    Res::Filtered(_) => write_json(&value.clone().into_value(), 0, &mut out),
-                    other => write_json(other.value().expect("not filtered"), 0, &mut out),
-                }
+                let value = self.eval(args.get(0))?;
+                let mut out = String::with_capacity(BUILT_STRING_CAPACITY);
+                write_json_res(&value, 0, &mut out);
                 self.own_string(out)
             }
             Function::FromJson => {
-                let text = self.eval(args[0])?;
+                let text = self.eval(args.get(0))?;
                 let text = text.string();
                 let parsed: Value = serde_json::from_str(text.trim()).map_err(|e| {
                     eval_error(format!("Error parsing fromJson: Unexpected input: {e}"))
                 })?;
                 self.charge(text.len() * 2)?;
-                Ok(Res::Own(parsed))
+                Ok(Res::from_value(parsed))
             }
             Function::HashFiles => {
                 let patterns = args
                     .iter()
-                    .map(|a| self.eval(*a).map(|r| r.string().into_owned()))
+                    .map(|a| self.eval(a).map(|r| r.string().into_owned()))
                     .collect::<Result<Vec<_>, _>>()?;
                 let host = self.ctx.hash_files.as_ref().ok_or_else(|| {
                     eval_error("hashFiles is not available here: no workspace to hash")
@@ -456,10 +641,13 @@ impl<'a> Evaluator<'a> {
             Function::Case => {
                 let mut i = 0;
                 while i + 1 < args.len() {
-                    match self.eval(args[i])?.value() {
-                        Some(Value::Bool(true)) => return self.eval(args[i + 1]),
-                        Some(Value::Bool(false)) => {}
-                        _ => {
+                    let predicate = self.eval(args.get(i))?;
+                    let value = predicate.as_bool();
+                    release(predicate);
+                    match value {
+                        Some(true) => return self.eval(args.get(i + 1)),
+                        Some(false) => {}
+                        None => {
                             return Err(eval_error(
                                 "case predicate must evaluate to a boolean value",
                             ))
@@ -467,7 +655,7 @@ impl<'a> Evaluator<'a> {
                     }
                     i += 2;
                 }
-                self.eval(args[args.len() - 1])
+                self.eval(args.get(args.len() - 1))
             }
         }
     }
@@ -507,7 +695,7 @@ fn affix_ignore_case(text: &str, part: &str, prefix: bool) -> bool {
     }
 }
 
-fn format(fmt: &str, args: &[Res], ev: &Evaluator) -> Result<String, ExprError> {
+fn format(fmt: &str, args: &[Res], ev: &Evaluator) -> Evaled<String> {
     let invalid = || eval_error(format!("The following format string is invalid: {fmt}"));
     let bytes = fmt.as_bytes();
     let mut out = String::with_capacity(fmt.len() + 16);
@@ -535,7 +723,7 @@ fn format(fmt: &str, args: &[Res], ev: &Evaluator) -> Result<String, ExprError> 
                         "The following format string references more arguments than were supplied: {fmt}"
                     ))
                 })?;
-                out.push_str(&arg.string());
+                arg.push_string(&mut out);
                 i = close + 1;
                 literal_start = i;
             }
@@ -552,7 +740,7 @@ pub fn write_json(value: &Value, indent: usize, out: &mut String) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&format_number(*n)),
+        Value::Number(n) => push_number(*n, out),
         Value::String(s) => write_json_string(s, out),
         Value::Array(items) if items.is_empty() => out.push_str("[]"),
         Value::Object(o) if o.is_empty() => out.push_str("{}"),
@@ -579,6 +767,31 @@ pub fn write_json(value: &Value, indent: usize, out: &mut String) {
             out.push('\n');
             push_indent(indent, out);
             out.push('}');
+        }
+    }
+}
+
+/// [`write_json`] for an intermediate result.
+fn write_json_res(res: &Res, indent: usize, out: &mut String) {
+    match res {
+        Res::Null => out.push_str("null"),
+        Res::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Res::Number(n) => push_number(*n, out),
+        Res::Str(s) => write_json_string(s, out),
+        Res::String(s) => write_json_string(s, out),
+        Res::Ref(v) => write_json(v, indent, out),
+        Res::Own(v) => write_json(v, indent, out),
+        Res::Filtered(items) if items.is_empty() => out.push_str("[]"),
+        Res::Filtered(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                out.push_str(if i == 0 { "\n" } else { ",\n" });
+                push_indent(indent + 1, out);
+                write_json_res(item, indent + 1, out);
+            }
+            out.push('\n');
+            push_indent(indent, out);
+            out.push(']');
         }
     }
 }
@@ -628,4 +841,25 @@ pub fn evaluate_value(value: &Value, ctx: &EvalContext) -> Result<Value, ExprErr
         }
         other => other.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_comparison_ignores_case_beyond_ascii() {
+        assert!(str_eq("Main", "mAIN"));
+        assert!(!str_eq("main", "mains"));
+        assert!(str_eq("straße", "STRASSE"));
+        assert!(str_eq("ı", "I"));
+        assert_eq!(str_cmp("abc", "ABD"), Ordering::Less);
+        assert_eq!(str_cmp("b", "A"), Ordering::Greater);
+        assert_eq!(
+            str_cmp("_", "a"),
+            Ordering::Greater,
+            "against upper-cased 'A'"
+        );
+        assert_eq!(str_cmp("ß", "ST"), Ordering::Less);
+    }
 }

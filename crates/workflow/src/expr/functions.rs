@@ -1,5 +1,7 @@
 //! The functions GitHub documents, resolved at parse time.
 
+use crate::value::same_exact;
+
 /// A built-in function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
@@ -50,8 +52,10 @@ const ALL: [(&str, Function); 13] = [
 impl Function {
     /// Finds a function by name, ignoring ASCII case.
     pub fn lookup(name: &str) -> Option<Function> {
+        // The documented spelling is the usual one: try it first.
         ALL.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .find(|(n, _)| same_exact(n, name))
+            .or_else(|| ALL.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)))
             .map(|(_, f)| *f)
     }
 

@@ -2,30 +2,44 @@
 
 use super::{ExprError, ExprErrorKind};
 
-/// A token and where it is, borrowing the expression text.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Token<'a> {
+/// A token: its kind and the byte range of its text in the expression.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Token {
+    /// The value of a [`Kind::Number`] token (0 for other kinds).
+    pub number: f64,
+    /// 0-based byte offset of the first byte.
+    pub start: u32,
+    /// Byte offset just past the last byte.
+    pub end: u32,
     /// What it is.
-    pub kind: TokenKind<'a>,
-    /// 0-based byte offset in the expression.
-    pub offset: usize,
+    pub kind: Kind,
+}
+
+impl Token {
     /// The source text of the token.
-    pub raw: &'a str,
+    pub fn raw<'e>(&self, expr: &'e str) -> &'e str {
+        &expr[self.start as usize..self.end as usize]
+    }
 }
 
 /// The kinds of token.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TokenKind<'a> {
-    /// A number literal (also `-Infinity`, `0x1F`, `.5`).
-    Number(f64),
-    /// A string literal; true when it holds `''` escapes (see [`string_value`]).
-    String(bool),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A number literal (also `-Infinity`, `0x1F`, `.5`); see [`Token::number`].
+    Number,
+    /// A string literal without `''` escapes.
+    String,
+    /// A string literal holding `''` escapes (each meaning one `'`).
+    EscapedString,
     /// An identifier, `true`, `false`, `null`, `NaN` or `Infinity`.
-    Word(&'a str),
+    Word,
     /// `*` after `.` or `[`.
     Wildcard,
-    /// `.`
+    /// `.`, when no name follows it directly.
     Dot,
+    /// `.name` written without space: the name, whose range the token has
+    /// (the `.` is the byte before it).
+    Member,
     /// `(`
     OpenParen,
     /// `)`
@@ -40,6 +54,23 @@ pub enum TokenKind<'a> {
     Not,
     /// A binary operator.
     Op(BinaryOp),
+}
+
+impl Kind {
+    /// True for tokens after which `.` is a dereference rather than a number.
+    fn ends_value(self) -> bool {
+        matches!(
+            self,
+            Kind::Number
+                | Kind::String
+                | Kind::EscapedString
+                | Kind::Word
+                | Kind::Member
+                | Kind::Wildcard
+                | Kind::CloseParen
+                | Kind::CloseBracket
+        )
+    }
 }
 
 /// Binary operators.
@@ -61,10 +92,6 @@ pub enum BinaryOp {
     And,
     /// `||`
     Or,
-}
-
-fn is_space(c: char) -> bool {
-    c.is_whitespace()
 }
 
 /// Ends an unknown token in an error message: white space and `()[],`.
@@ -172,17 +199,6 @@ pub fn parse_number(s: &str) -> Option<f64> {
     body.parse::<f64>().ok().map(|n| sign * n)
 }
 
-/// The value of a string literal token: its text between the quotes, with
-/// `''` turned into `'` when `escaped`.
-pub fn string_value(raw: &str, escaped: bool) -> String {
-    let body = &raw[1..raw.len() - 1];
-    if escaped {
-        body.replace("''", "'")
-    } else {
-        body.to_owned()
-    }
-}
-
 /// Formats the standard error suffix: `Located at position N within expression: E`.
 pub fn located(expr: &str, offset: usize) -> String {
     let position = expr[..offset.min(expr.len())].chars().count() + 1;
@@ -221,16 +237,35 @@ fn scan(expr: &str, start: usize, ends: u8) -> usize {
 /// The end of a well-formed identifier starting at `start` (an ASCII letter or
 /// `_`), or `None` when the run goes on with characters that need the general
 /// [`scan`] (which then also reports the error).
+#[inline(always)]
 fn word_end(bytes: &[u8], start: usize) -> Option<usize> {
-    let mut i = start + 1;
-    while let Some(&b) = bytes.get(i) {
-        match WORD_BYTE[b as usize] {
-            WORD_CONTINUES => i += 1,
-            WORD_ENDS => return Some(i),
+    let class = |b: u8| WORD_BYTE[b as usize];
+    let rest = &bytes[start + 1..];
+    // Four bytes a step; `WORD_CONTINUES` is 0, so the first non-zero class
+    // in the packed classes is the byte that ends the run.
+    let mut n = 0;
+    for four in rest.chunks_exact(4) {
+        let classes = u32::from_le_bytes([
+            class(four[0]),
+            class(four[1]),
+            class(four[2]),
+            class(four[3]),
+        ]);
+        if classes != 0 {
+            let at = classes.trailing_zeros() as usize / 8;
+            let stop = (classes >> (8 * at)) as u8;
+            return (stop == WORD_ENDS).then_some(start + 1 + n + at);
+        }
+        n += 4;
+    }
+    for &b in &rest[n..] {
+        match class(b) {
+            WORD_CONTINUES => n += 1,
+            WORD_ENDS => return Some(start + 1 + n),
             _ => return None,
         }
     }
-    Some(i)
+    Some(start + 1 + n)
 }
 
 /// [`WORD_BYTE`]: a letter, digit, `_` or `-`.
@@ -256,122 +291,186 @@ const WORD_BYTE: [u8; 256] = {
     table
 };
 
-/// Splits `expr` into tokens.
-pub fn tokenize(expr: &str) -> Result<Vec<Token<'_>>, ExprError> {
-    let bytes = expr.as_bytes();
-    let mut tokens: Vec<Token> = Vec::with_capacity(expr.len() / 3 + 4);
-    let error = |offset: usize, raw: &str| ExprError {
+/// The lexing error for the text `expr[offset..end]`.
+#[cold]
+#[inline(never)]
+fn lex_error(expr: &str, offset: usize, end: usize) -> ExprError {
+    ExprError {
         kind: ExprErrorKind::Lexing,
-        message: format!("Unexpected symbol: '{raw}'. {}", located(expr, offset)),
+        message: format!(
+            "Unexpected symbol: '{}'. {}",
+            &expr[offset..end],
+            located(expr, offset)
+        ),
         offset,
-    };
-    // Whether the previous token ends a value (then `.` is a dereference, not
-    // a number) and whether it is `.` or `[` (then `*` is a wildcard).
-    let mut after_value = false;
-    let mut wildcard_allowed = false;
+    }
+}
+
+/// A run of up to 15 decimal digits at `start` that ends where a number
+/// ends (see [`ENDS_NUMBER`]), as its value and end: what [`parse_number`]
+/// would give for it, without scanning twice.
+#[inline(always)]
+fn small_integer(bytes: &[u8], start: usize) -> Option<(f64, usize)> {
+    let mut value = 0u64;
+    let mut i = start;
+    while let Some(&b) = bytes.get(i) {
+        if b.is_ascii_digit() && i - start < 15 {
+            value = value * 10 + u64::from(b - b'0');
+            i += 1;
+        } else if b < 0x80 && CLASS[b as usize] & ENDS_NUMBER != 0 {
+            break;
+        } else {
+            return None;
+        }
+    }
+    Some((value as f64, i))
+}
+
+/// The end of the identifier starting at `start` (an ASCII letter or `_`), or
+/// the lexing error for a malformed one.
+#[inline(always)]
+fn identifier_end(expr: &str, start: usize) -> Result<usize, ExprError> {
+    match word_end(expr.as_bytes(), start) {
+        Some(end) => Ok(end),
+        None => {
+            let end = scan(expr, start, ENDS_WORD);
+            if !is_identifier(&expr[start..end]) {
+                return Err(lex_error(expr, start, end));
+            }
+            Ok(end)
+        }
+    }
+}
+
+/// Splits `expr` into tokens, replacing the contents of `tokens`.
+pub fn tokenize(expr: &str, tokens: &mut Vec<Token>) -> Result<(), ExprError> {
+    let bytes = expr.as_bytes();
+    tokens.clear();
+    // A token takes at least one byte.
+    tokens.reserve(bytes.len());
+    // The previous token: after the end of a value `.` is a dereference (not
+    // a number), after `.` or `[` a `*` is a wildcard.
+    let mut previous: Option<Kind> = None;
     let mut i = 0;
     while i < bytes.len() {
         let start = i;
-        let c = if bytes[i] < 0x80 {
-            bytes[i] as char
-        } else {
-            expr[i..].chars().next().expect("in bounds")
-        };
-        if c == ' ' || is_space(c) {
-            i += c.len_utf8();
-            continue;
-        }
-        let (kind, end) = match c {
-            '(' => (TokenKind::OpenParen, start + 1),
-            ')' => (TokenKind::CloseParen, start + 1),
-            '[' => (TokenKind::OpenBracket, start + 1),
-            ']' => (TokenKind::CloseBracket, start + 1),
-            ',' => (TokenKind::Comma, start + 1),
-            '*' if wildcard_allowed => (TokenKind::Wildcard, start + 1),
-            '.' if after_value => (TokenKind::Dot, start + 1),
-            '\'' => {
+        let b = bytes[i];
+        let mut number = 0.0;
+        let mut token_start = start;
+        let (kind, end) = match b {
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
+                i += 1;
+                continue;
+            }
+            b'(' => (Kind::OpenParen, start + 1),
+            b')' => (Kind::CloseParen, start + 1),
+            b'[' => (Kind::OpenBracket, start + 1),
+            b']' => (Kind::CloseBracket, start + 1),
+            b',' => (Kind::Comma, start + 1),
+            b'*' if matches!(previous, Some(Kind::Dot | Kind::OpenBracket)) => {
+                (Kind::Wildcard, start + 1)
+            }
+            b'.' if previous.is_some_and(Kind::ends_value) => {
+                match bytes.get(start + 1) {
+                    // `.name`: one token, whose range is the name's.
+                    Some(b'a'..=b'z' | b'A'..=b'Z' | b'_') => {
+                        token_start = start + 1;
+                        (Kind::Member, identifier_end(expr, start + 1)?)
+                    }
+                    _ => (Kind::Dot, start + 1),
+                }
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => (Kind::Word, identifier_end(expr, start)?),
+            b'\'' => {
                 let mut j = start + 1;
                 let mut escaped = false;
                 let end = loop {
-                    match bytes.get(j) {
-                        None => return Err(error(start, &expr[start..])),
-                        Some(b'\'') if bytes.get(j + 1) == Some(&b'\'') => {
-                            escaped = true;
-                            j += 2;
-                        }
-                        Some(b'\'') => break j + 1,
-                        Some(_) => j += 1,
+                    match bytes[j..].iter().position(|&c| c == b'\'') {
+                        None => return Err(lex_error(expr, start, bytes.len())),
+                        Some(p) => j += p,
+                    }
+                    if bytes.get(j + 1) == Some(&b'\'') {
+                        escaped = true;
+                        j += 2;
+                    } else {
+                        break j + 1;
                     }
                 };
-                (TokenKind::String(escaped), end)
+                let kind = if escaped {
+                    Kind::EscapedString
+                } else {
+                    Kind::String
+                };
+                (kind, end)
             }
-            '!' | '=' | '<' | '>' | '&' | '|' => {
+            b'!' | b'=' | b'<' | b'>' | b'&' | b'|' => {
                 let next = bytes.get(start + 1).copied();
-                let two = |op| (TokenKind::Op(op), start + 2);
+                let two = |op| (Kind::Op(op), start + 2);
                 let one = |kind| (kind, start + 1);
-                match (c, next) {
-                    ('!', Some(b'=')) => two(BinaryOp::Ne),
-                    ('!', _) => one(TokenKind::Not),
-                    ('=', Some(b'=')) => two(BinaryOp::Eq),
-                    ('<', Some(b'=')) => two(BinaryOp::Le),
-                    ('<', _) => one(TokenKind::Op(BinaryOp::Lt)),
-                    ('>', Some(b'=')) => two(BinaryOp::Ge),
-                    ('>', _) => one(TokenKind::Op(BinaryOp::Gt)),
-                    ('&', Some(b'&')) => two(BinaryOp::And),
-                    ('|', Some(b'|')) => two(BinaryOp::Or),
+                match (b, next) {
+                    (b'!', Some(b'=')) => two(BinaryOp::Ne),
+                    (b'!', _) => one(Kind::Not),
+                    (b'=', Some(b'=')) => two(BinaryOp::Eq),
+                    (b'<', Some(b'=')) => two(BinaryOp::Le),
+                    (b'<', _) => one(Kind::Op(BinaryOp::Lt)),
+                    (b'>', Some(b'=')) => two(BinaryOp::Ge),
+                    (b'>', _) => one(Kind::Op(BinaryOp::Gt)),
+                    (b'&', Some(b'&')) => two(BinaryOp::And),
+                    (b'|', Some(b'|')) => two(BinaryOp::Or),
                     _ => {
                         let end = scan(expr, start, ENDS_RAW);
-                        return Err(error(start, &expr[start..end]));
+                        return Err(lex_error(expr, start, end));
                     }
                 }
             }
-            '-' | '+' | '0'..='9' | '.' => {
-                let end = scan(expr, start, ENDS_NUMBER);
-                match parse_number(&expr[start..end]) {
-                    Some(n) => (TokenKind::Number(n), end),
-                    None => return Err(error(start, &expr[start..end])),
-                }
-            }
-            'a'..='z' | 'A'..='Z' | '_' => {
-                let end = match word_end(bytes, start) {
-                    Some(end) => end,
+            b'-' | b'+' | b'0'..=b'9' | b'.' => {
+                let small = match b {
+                    b'0'..=b'9' => small_integer(bytes, start),
+                    _ => None,
+                };
+                let end = match small {
+                    Some((n, end)) => {
+                        number = n;
+                        end
+                    }
                     None => {
-                        let end = scan(expr, start, ENDS_WORD);
-                        if !is_identifier(&expr[start..end]) {
-                            return Err(error(start, &expr[start..end]));
+                        let end = scan(expr, start, ENDS_NUMBER);
+                        match parse_number(&expr[start..end]) {
+                            Some(n) => number = n,
+                            None => return Err(lex_error(expr, start, end)),
                         }
                         end
                     }
                 };
-                (TokenKind::Word(&expr[start..end]), end)
+                (Kind::Number, end)
             }
-            _ => {
-                let end = scan(expr, start, ENDS_WORD);
-                let word = &expr[start..end];
-                if !is_identifier(word) {
-                    return Err(error(start, word));
+            0x80.. => {
+                let c = expr[i..].chars().next().expect("in bounds");
+                if c.is_whitespace() {
+                    i += c.len_utf8();
+                    continue;
                 }
-                (TokenKind::Word(word), end)
+                // Not a letter or `_`, so never the start of an identifier.
+                return Err(lex_error(expr, start, scan(expr, start, ENDS_WORD)));
             }
+            // Any other character (`*` in the wrong place too) cannot start
+            // an identifier either.
+            _ => return Err(lex_error(expr, start, scan(expr, start, ENDS_WORD))),
         };
-        after_value = matches!(
-            kind,
-            TokenKind::Number(_)
-                | TokenKind::String(_)
-                | TokenKind::Word(_)
-                | TokenKind::Wildcard
-                | TokenKind::CloseParen
-                | TokenKind::CloseBracket
-        );
-        wildcard_allowed = matches!(kind, TokenKind::Dot | TokenKind::OpenBracket);
+        previous = Some(kind);
         tokens.push(Token {
+            number,
+            start: token_start as u32,
+            end: end as u32,
             kind,
-            offset: start,
-            raw: &expr[start..end],
         });
         i = end;
+        // The usual single space between tokens, without a trip through the match.
+        if bytes.get(i) == Some(&b' ') {
+            i += 1;
+        }
     }
-    Ok(tokens)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -392,14 +491,66 @@ mod tests {
     }
 
     #[test]
+    fn word_ends_agree_with_a_byte_at_a_time_scan() {
+        let reference = |bytes: &[u8], start: usize| {
+            let mut i = start + 1;
+            while let Some(&b) = bytes.get(i) {
+                match WORD_BYTE[b as usize] {
+                    WORD_CONTINUES => i += 1,
+                    WORD_ENDS => return Some(i),
+                    _ => return None,
+                }
+            }
+            Some(i)
+        };
+        let alphabet = [b'a', b'Z', b'9', b'-', b'.', b' ', b'=', b'$', 0xC3];
+        for len in 1..=10 {
+            for seed in 0..400u32 {
+                let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(len);
+                let mut text = vec![b'w'];
+                for _ in 0..len {
+                    text.push(alphabet[(x % alphabet.len() as u32) as usize]);
+                    x = x.rotate_left(7).wrapping_mul(747_796_405).wrapping_add(1);
+                }
+                assert_eq!(word_end(&text, 0), reference(&text, 0), "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn integer_tokens_match_parse_number() {
+        for text in [
+            "0",
+            "7",
+            "007",
+            "18",
+            "999999999999999",
+            "1234567890123456",
+            "12345678901234567890",
+        ] {
+            for suffix in ["", ")", " ", "==1", ",", "]", "&&x"] {
+                let source = format!("{text}{suffix}");
+                let mut tokens = Vec::new();
+                tokenize(&source, &mut tokens).unwrap();
+                assert_eq!(tokens[0].kind, Kind::Number, "{source}");
+                assert_eq!(tokens[0].raw(&source), text, "{source}");
+                assert_eq!(Some(tokens[0].number), parse_number(text), "{source}");
+            }
+        }
+        let mut tokens = Vec::new();
+        assert!(tokenize("12a", &mut tokens).is_err());
+        tokenize("0x1F 1.5 1e3", &mut tokens).unwrap();
+        let numbers: Vec<f64> = tokens.iter().map(|t| t.number).collect();
+        assert_eq!(numbers, [31.0, 1.5, 1000.0]);
+    }
+
+    #[test]
     fn operator_runs() {
-        let kinds: Vec<TokenKind> = tokenize("1==2&&!a")
-            .unwrap()
-            .into_iter()
-            .map(|t| t.kind)
-            .collect();
+        let mut tokens = Vec::new();
+        tokenize("1==2&&!a", &mut tokens).unwrap();
+        let kinds: Vec<Kind> = tokens.iter().map(|t| t.kind).collect();
         assert_eq!(kinds.len(), 6);
-        assert_eq!(kinds[1], TokenKind::Op(BinaryOp::Eq));
-        assert_eq!(kinds[4], TokenKind::Not);
+        assert_eq!(kinds[1], Kind::Op(BinaryOp::Eq));
+        assert_eq!(kinds[4], Kind::Not);
     }
 }

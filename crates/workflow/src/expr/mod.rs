@@ -395,6 +395,22 @@ mod tests {
     }
 
     #[test]
+    fn precedence_and_associativity() {
+        let c = ctx(serde_json::json!({}));
+        let eval = |source: &str| evaluate(&parse(source, &[]).unwrap(), &c).unwrap();
+        assert_eq!(eval("true || false && false"), Value::Bool(true));
+        assert_eq!(eval("false && true || true"), Value::Bool(true));
+        assert_eq!(eval("2 == 1 < 3"), Value::Bool(false));
+        assert_eq!(eval("3 > 2 > 1"), Value::Bool(false));
+        assert_eq!(eval("1 < 2 == 2 < 3"), Value::Bool(true));
+        assert_eq!(
+            eval("!0 == !1 || 'a' && 'b' && ''"),
+            Value::String(String::new())
+        );
+        assert_eq!(eval("'it''s' == 'IT''S'"), Value::Bool(true));
+    }
+
+    #[test]
     fn deep_input_is_an_error_not_a_crash() {
         for input in [
             "(".repeat(100_000),

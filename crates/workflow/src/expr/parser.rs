@@ -1,31 +1,37 @@
 //! Builds the syntax tree, checking names, arity and depth as GitHub does.
 //!
-//! The tree lives in one arena ([`Tree`]): nodes refer to their children by
-//! index and to names by byte ranges of the kept source, so a parse costs a few
-//! allocations rather than one per node.
+//! The tree is one array of 16-byte nodes ([`Tree`]): nodes refer to their
+//! children by index, to names and string literals by byte ranges of the kept
+//! text, and n-ary nodes to a run of [`Node::Item`] entries, so a parse makes
+//! two allocations (the text and the nodes). The tokens and the parser's work
+//! stack live in per-thread buffers that are reused from one parse to the next.
+
+use std::cell::Cell;
 
 use super::functions::Function;
-use super::lexer::{located, string_value, tokenize, BinaryOp, Token, TokenKind};
+use super::lexer::{located, tokenize, BinaryOp, Kind, Token};
 use super::{ExprError, ExprErrorKind};
-use crate::value::Value;
+use crate::value::same_exact;
 
 /// GitHub's limit on the depth of an expression tree.
 pub const MAX_DEPTH: usize = 50;
 /// Nesting the parser follows before it gives up (protects the stack).
 const MAX_RECURSION: usize = MAX_DEPTH + 10;
+/// Per-thread buffers larger than this (in elements) are freed after a parse.
+const SCRATCH_KEEP: usize = 1 << 14;
 
 /// Index of a node in its [`Tree`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeId(u32);
 
-/// The children of an n-ary node: a range of the tree's child lists.
+/// The children of an n-ary node: a run of [`Node::Item`] entries of the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Children {
     start: u32,
     len: u32,
 }
 
-/// A name: a byte range of the expression source.
+/// A name or string literal: a byte range of the tree's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
     start: u32,
@@ -33,10 +39,16 @@ pub struct Span {
 }
 
 /// A node of the syntax tree.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Node {
-    /// A literal value.
-    Literal(Value),
+    /// `null` (also the value of an empty expression).
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number literal (also `NaN` and `Infinity`).
+    Number(f64),
+    /// A string literal, unescaped.
+    String(Span),
     /// A named value (context), as written.
     Context(Span),
     /// `x.name`.
@@ -55,15 +67,44 @@ pub enum Node {
     Or(Children),
     /// A function call.
     Call(Function, Children),
+    /// One entry of an n-ary node's child list (not an expression itself).
+    Item(NodeId),
 }
 
-/// A parsed expression: its nodes, their child lists and the source text.
+/// A parsed expression: its nodes and the text its spans point into (the
+/// source, followed by the unescaped text of string literals with `''`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tree {
-    source: Box<str>,
+    text: Box<str>,
     nodes: Vec<Node>,
-    lists: Vec<NodeId>,
     root: NodeId,
+}
+
+/// The child list of an n-ary node.
+#[derive(Debug, Clone, Copy)]
+pub struct Args<'t> {
+    items: &'t [Node],
+}
+
+impl<'t> Args<'t> {
+    /// Number of children.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The `i`th child.
+    pub fn get(&self, i: usize) -> NodeId {
+        match self.items[i] {
+            Node::Item(id) => id,
+            _ => unreachable!("child lists hold only items"),
+        }
+    }
+
+    /// The children in order.
+    pub fn iter(&self) -> impl Iterator<Item = NodeId> + 't {
+        let items = self.items;
+        (0..items.len()).map(move |i| Args { items }.get(i))
+    }
 }
 
 impl Tree {
@@ -77,14 +118,16 @@ impl Tree {
         &self.nodes[id.0 as usize]
     }
 
-    /// The ids of an n-ary node's children.
-    pub fn children(&self, c: Children) -> &[NodeId] {
-        &self.lists[c.start as usize..(c.start + c.len) as usize]
+    /// The children of an n-ary node.
+    pub fn children(&self, c: Children) -> Args<'_> {
+        Args {
+            items: &self.nodes[c.start as usize..(c.start + c.len) as usize],
+        }
     }
 
-    /// The text of a name.
+    /// The text of a name or string literal.
     pub fn name(&self, span: Span) -> &str {
-        &self.source[span.start as usize..span.end as usize]
+        &self.text[span.start as usize..span.end as usize]
     }
 
     /// Every node of the tree, in no particular order.
@@ -102,16 +145,32 @@ pub struct ParseOptions<'a> {
     pub status_functions: bool,
 }
 
+/// Buffers a parse needs only while it runs.
+#[derive(Default)]
+struct Scratch {
+    tokens: Vec<Token>,
+    stack: Vec<NodeId>,
+}
+
+thread_local! {
+    static SCRATCH: Cell<Scratch> = const {
+        Cell::new(Scratch {
+            tokens: Vec::new(),
+            stack: Vec::new(),
+        })
+    };
+}
+
 struct Parser<'a> {
     expr: &'a str,
-    tokens: Vec<Token<'a>>,
+    tokens: &'a [Token],
     pos: usize,
     options: ParseOptions<'a>,
     recursion: usize,
     nodes: Vec<Node>,
-    heights: Vec<u32>,
-    lists: Vec<NodeId>,
-    scratch: Vec<NodeId>,
+    stack: &'a mut Vec<NodeId>,
+    /// The source followed by unescaped string literals, once one needs it.
+    text: Option<String>,
 }
 
 /// A parser step's result; the error is boxed so that the result fits in two
@@ -120,21 +179,38 @@ type Parsed<T> = Result<T, Box<ExprError>>;
 
 /// Parses one expression.
 pub fn parse(expr: &str, options: ParseOptions<'_>) -> Result<Tree, ExprError> {
-    let tokens = tokenize(expr)?;
-    let capacity = tokens.len();
+    // The buffers are taken out for the parse and put back after it (a parse
+    // that somehow ran meanwhile would find empty ones and allocate).
+    let mut scratch = SCRATCH.take();
+    let tree = parse_with(expr, options, &mut scratch);
+    if scratch.tokens.capacity() <= SCRATCH_KEEP && scratch.stack.capacity() <= SCRATCH_KEEP {
+        SCRATCH.set(scratch);
+    }
+    tree
+}
+
+fn parse_with(
+    expr: &str,
+    options: ParseOptions<'_>,
+    scratch: &mut Scratch,
+) -> Result<Tree, ExprError> {
+    tokenize(expr, &mut scratch.tokens)?;
+    scratch.stack.clear();
+    let tokens = &scratch.tokens;
     let mut p = Parser {
         expr,
         tokens,
         pos: 0,
         options,
         recursion: 0,
-        nodes: Vec::with_capacity(capacity),
-        heights: Vec::with_capacity(capacity),
-        lists: Vec::new(),
-        scratch: Vec::new(),
+        // Every node but an item takes a token of its own, and every node is
+        // an item at most once.
+        nodes: Vec::with_capacity(2 * tokens.len() + 1),
+        stack: &mut scratch.stack,
+        text: None,
     };
     let root = if p.tokens.is_empty() {
-        p.push(Node::Literal(Value::Null))
+        p.push(Node::Null)
     } else {
         let root = p.or().map_err(|e| *e)?;
         if let Some(token) = p.tokens.get(p.pos) {
@@ -142,17 +218,57 @@ pub fn parse(expr: &str, options: ParseOptions<'_>) -> Result<Tree, ExprError> {
         }
         root
     };
-    if p.heights[root.0 as usize] as usize > MAX_DEPTH {
+    // A tree is never higher than it has nodes.
+    if p.nodes.len() > MAX_DEPTH && height(&p.nodes, root) > MAX_DEPTH {
         return Err(depth_error());
     }
     Ok(Tree {
-        source: expr.into(),
+        text: match p.text {
+            Some(text) => text.into_boxed_str(),
+            None => expr.into(),
+        },
         nodes: p.nodes,
-        lists: p.lists,
         root,
     })
 }
 
+/// The height of the subtree at `root`; children come before their parents.
+fn height(nodes: &[Node], root: NodeId) -> usize {
+    let mut heights = vec![0u32; nodes.len()];
+    for (i, node) in nodes.iter().enumerate() {
+        let h = |id: &NodeId| heights[id.0 as usize];
+        let height = match node {
+            Node::Null | Node::Bool(_) | Node::Number(_) | Node::String(_) | Node::Context(_) => 1,
+            Node::Property(x, _) | Node::Wildcard(x) | Node::Not(x) => h(x) + 1,
+            Node::Index(a, b) | Node::Compare(_, a, b) => h(a).max(h(b)) + 1,
+            Node::And(c) | Node::Or(c) | Node::Call(_, c) => {
+                let (start, len) = (c.start as usize, c.len as usize);
+                heights[start..start + len]
+                    .iter()
+                    .max()
+                    .copied()
+                    .unwrap_or(0)
+                    + 1
+            }
+            Node::Item(x) => h(x),
+        };
+        heights[i] = height;
+    }
+    heights[root.0 as usize] as usize
+}
+
+/// How tightly a binary operator binds: `||` least, then `&&`, then `==` and
+/// `!=`, then the orderings.
+fn precedence(op: BinaryOp) -> u8 {
+    match op {
+        BinaryOp::Or => 1,
+        BinaryOp::And => 2,
+        BinaryOp::Eq | BinaryOp::Ne => 3,
+        BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => 4,
+    }
+}
+
+#[cold]
 fn depth_error() -> ExprError {
     ExprError {
         kind: ExprErrorKind::Parsing,
@@ -162,71 +278,78 @@ fn depth_error() -> ExprError {
 }
 
 impl<'a> Parser<'a> {
-    fn height(&self, id: NodeId) -> u32 {
-        self.heights[id.0 as usize]
-    }
-
     /// Adds a node whose children are already in the arena.
     fn push(&mut self, node: Node) -> NodeId {
-        let below = match &node {
-            Node::Literal(_) | Node::Context(_) => 0,
-            Node::Property(x, _) | Node::Wildcard(x) | Node::Not(x) => self.height(*x),
-            Node::Index(a, b) | Node::Compare(_, a, b) => self.height(*a).max(self.height(*b)),
-            Node::And(c) | Node::Or(c) | Node::Call(_, c) => {
-                let (start, len) = (c.start as usize, c.len as usize);
-                self.lists[start..start + len]
-                    .iter()
-                    .map(|id| self.heights[id.0 as usize])
-                    .max()
-                    .unwrap_or(0)
-            }
-        };
         let id = NodeId(self.nodes.len() as u32);
         self.nodes.push(node);
-        self.heights.push(below + 1);
         id
     }
 
-    /// Moves the ids pushed on the scratch stack since `mark` into the child lists.
+    /// Moves the ids pushed on the work stack since `mark` into a child list.
     fn children_since(&mut self, mark: usize) -> Children {
-        let start = self.lists.len() as u32;
-        self.lists.extend(self.scratch.drain(mark..));
+        let start = self.nodes.len() as u32;
+        self.nodes.extend(self.stack.drain(mark..).map(Node::Item));
         Children {
             start,
-            len: self.lists.len() as u32 - start,
+            len: self.nodes.len() as u32 - start,
         }
     }
 
     fn span(token: &Token) -> Span {
         Span {
-            start: token.offset as u32,
-            end: (token.offset + token.raw.len()) as u32,
+            start: token.start,
+            end: token.end,
         }
     }
 
+    /// The span of an escaped string literal's value, appended to the text.
+    fn unescape(&mut self, token: &Token) -> Span {
+        let expr = self.expr;
+        let text = self.text.get_or_insert_with(|| {
+            let mut text = String::with_capacity(2 * expr.len());
+            text.push_str(expr);
+            text
+        });
+        let start = text.len();
+        let body = &token.raw(expr)[1..(token.end - token.start) as usize - 1];
+        let mut rest = body;
+        while let Some(at) = rest.find("''") {
+            text.push_str(&rest[..=at]);
+            rest = &rest[at + 2..];
+        }
+        text.push_str(rest);
+        Span {
+            start: start as u32,
+            end: text.len() as u32,
+        }
+    }
+
+    #[cold]
     fn error(&self, token: &Token, what: &str) -> ExprError {
         ExprError {
             kind: ExprErrorKind::Parsing,
             message: format!(
                 "{what}: '{}'. {}",
-                token.raw,
-                located(self.expr, token.offset)
+                token.raw(self.expr),
+                located(self.expr, token.start as usize)
             ),
-            offset: token.offset,
+            offset: token.start as usize,
         }
     }
 
+    #[cold]
     fn unexpected(&self, token: &Token) -> ExprError {
         self.error(token, "Unexpected symbol")
     }
 
+    #[cold]
     fn end_error(&self) -> ExprError {
         let last = self.tokens.last().expect("at least one token");
         self.error(last, "Unexpected end of expression")
     }
 
-    fn peek(&self) -> Option<&TokenKind<'a>> {
-        self.tokens.get(self.pos).map(|t| &t.kind)
+    fn peek(&self) -> Option<Kind> {
+        self.tokens.get(self.pos).map(|t| t.kind)
     }
 
     /// Moves past the next token and returns its index.
@@ -246,67 +369,72 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// A whole (sub)expression: operands joined by any binary operators.
     fn or(&mut self) -> Parsed<NodeId> {
         self.enter()?;
-        let first = self.and()?;
-        let result = if self.peek() == Some(&TokenKind::Op(BinaryOp::Or)) {
-            let mark = self.scratch.len();
-            self.scratch.push(first);
-            while self.peek() == Some(&TokenKind::Op(BinaryOp::Or)) {
-                self.pos += 1;
-                let next = self.and()?;
-                self.scratch.push(next);
-            }
-            let children = self.children_since(mark);
-            self.push(Node::Or(children))
-        } else {
-            first
-        };
+        let result = self.binary(1)?;
         self.recursion -= 1;
         Ok(result)
     }
 
-    fn and(&mut self) -> Parsed<NodeId> {
-        let first = self.equality()?;
-        if self.peek() != Some(&TokenKind::Op(BinaryOp::And)) {
-            return Ok(first);
-        }
-        let mark = self.scratch.len();
-        self.scratch.push(first);
-        while self.peek() == Some(&TokenKind::Op(BinaryOp::And)) {
-            self.pos += 1;
-            let next = self.equality()?;
-            self.scratch.push(next);
-        }
-        let children = self.children_since(mark);
-        Ok(self.push(Node::And(children)))
+    /// Operands joined by operators that bind at least as tightly as `min`
+    /// (see [`precedence`]); `&&` and `||` chains become one n-ary node,
+    /// comparisons associate to the left.
+    fn binary(&mut self, min: u8) -> Parsed<NodeId> {
+        let first = self.unary()?;
+        self.binary_from(first, min)
     }
 
-    fn equality(&mut self) -> Parsed<NodeId> {
-        let mut left = self.comparison()?;
-        while let Some(&TokenKind::Op(op @ (BinaryOp::Eq | BinaryOp::Ne))) = self.peek() {
+    /// [`Parser::binary`] whose first operand, `left`, is already parsed.
+    fn binary_from(&mut self, mut left: NodeId, min: u8) -> Parsed<NodeId> {
+        while let Some(Kind::Op(op)) = self.peek() {
+            let level = precedence(op);
+            if level < min {
+                break;
+            }
             self.pos += 1;
-            let right = self.comparison()?;
-            left = self.push(Node::Compare(op, left, right));
+            left = match op {
+                BinaryOp::And | BinaryOp::Or => {
+                    let mark = self.stack.len();
+                    self.stack.push(left);
+                    loop {
+                        let next = self.operand(level + 1)?;
+                        self.stack.push(next);
+                        if self.peek() != Some(Kind::Op(op)) {
+                            break;
+                        }
+                        self.pos += 1;
+                    }
+                    let children = self.children_since(mark);
+                    self.push(if op == BinaryOp::And {
+                        Node::And(children)
+                    } else {
+                        Node::Or(children)
+                    })
+                }
+                _ => {
+                    let right = self.operand(level + 1)?;
+                    self.push(Node::Compare(op, left, right))
+                }
+            };
         }
         Ok(left)
     }
 
-    fn comparison(&mut self) -> Parsed<NodeId> {
-        let mut left = self.unary()?;
-        while let Some(&TokenKind::Op(
-            op @ (BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge),
-        )) = self.peek()
-        {
-            self.pos += 1;
-            let right = self.unary()?;
-            left = self.push(Node::Compare(op, left, right));
+    /// The right-hand side of an operator: [`Parser::binary`] at level `min`,
+    /// without the extra call when no operator that tight follows the first
+    /// operand (the usual case).
+    #[inline(always)]
+    fn operand(&mut self, min: u8) -> Parsed<NodeId> {
+        let first = self.unary()?;
+        match self.peek() {
+            Some(Kind::Op(op)) if precedence(op) >= min => self.binary_from(first, min),
+            _ => Ok(first),
         }
-        Ok(left)
     }
 
     fn unary(&mut self) -> Parsed<NodeId> {
-        if self.peek() == Some(&TokenKind::Not) {
+        if self.peek() == Some(Kind::Not) {
             self.pos += 1;
             self.enter()?;
             let inner = self.unary()?;
@@ -321,21 +449,24 @@ impl<'a> Parser<'a> {
         let mut chain = 0;
         loop {
             match self.peek() {
-                Some(TokenKind::Dot) => {
+                Some(Kind::Member) => {
+                    let token = self.tokens[self.pos];
+                    self.pos += 1;
+                    node = self.push(Node::Property(node, Self::span(&token)));
+                }
+                Some(Kind::Dot) => {
                     self.pos += 1;
                     let at = self.next()?;
-                    node = match &self.tokens[at].kind {
-                        TokenKind::Wildcard => self.push(Node::Wildcard(node)),
-                        TokenKind::Word(_) => {
-                            let span = Self::span(&self.tokens[at]);
-                            self.push(Node::Property(node, span))
-                        }
-                        _ => return Err(self.unexpected(&self.tokens[at]).into()),
+                    let token = self.tokens[at];
+                    node = match token.kind {
+                        Kind::Wildcard => self.push(Node::Wildcard(node)),
+                        Kind::Word => self.push(Node::Property(node, Self::span(&token))),
+                        _ => return Err(self.unexpected(&token).into()),
                     };
                 }
-                Some(TokenKind::OpenBracket) => {
+                Some(Kind::OpenBracket) => {
                     self.pos += 1;
-                    if self.peek() == Some(&TokenKind::Wildcard) {
+                    if self.peek() == Some(Kind::Wildcard) {
                         self.pos += 1;
                         node = self.push(Node::Wildcard(node));
                     } else {
@@ -343,7 +474,7 @@ impl<'a> Parser<'a> {
                         node = self.push(Node::Index(node, index));
                     }
                     let close = self.next()?;
-                    if self.tokens[close].kind != TokenKind::CloseBracket {
+                    if self.tokens[close].kind != Kind::CloseBracket {
                         return Err(self.unexpected(&self.tokens[close]).into());
                     }
                 }
@@ -358,48 +489,48 @@ impl<'a> Parser<'a> {
 
     fn primary(&mut self) -> Parsed<NodeId> {
         let at = self.next()?;
-        let literal = match &self.tokens[at].kind {
-            TokenKind::Number(n) => Value::Number(*n),
-            TokenKind::String(escaped) => {
-                Value::String(string_value(self.tokens[at].raw, *escaped))
-            }
-            TokenKind::OpenParen => {
+        let token = self.tokens[at];
+        let node = match token.kind {
+            Kind::Number => Node::Number(token.number),
+            Kind::String => Node::String(Span {
+                start: token.start + 1,
+                end: token.end - 1,
+            }),
+            Kind::EscapedString => Node::String(self.unescape(&token)),
+            Kind::OpenParen => {
                 let inner = self.or()?;
                 let close = self.next()?;
-                if self.tokens[close].kind != TokenKind::CloseParen {
+                if self.tokens[close].kind != Kind::CloseParen {
                     return Err(self.unexpected(&self.tokens[close]).into());
                 }
                 return Ok(inner);
             }
-            &TokenKind::Word(word) => {
-                if self.peek() == Some(&TokenKind::OpenParen) {
+            Kind::Word => {
+                let word = token.raw(self.expr);
+                if self.peek() == Some(Kind::OpenParen) {
                     return self.call(at, word);
                 }
                 match word {
-                    "true" => Value::Bool(true),
-                    "false" => Value::Bool(false),
-                    "null" => Value::Null,
-                    "NaN" => Value::Number(f64::NAN),
-                    "Infinity" => Value::Number(f64::INFINITY),
+                    "true" => Node::Bool(true),
+                    "false" => Node::Bool(false),
+                    "null" => Node::Null,
+                    "NaN" => Node::Number(f64::NAN),
+                    "Infinity" => Node::Number(f64::INFINITY),
                     _ => {
-                        let known = self
-                            .options
-                            .named_values
-                            .iter()
-                            .any(|n| n.eq_ignore_ascii_case(word));
+                        // Names are usually written as listed: try that first.
+                        let names = self.options.named_values;
+                        let known = names.iter().any(|n| same_exact(n, word))
+                            || names.iter().any(|n| n.eq_ignore_ascii_case(word));
                         if !known {
-                            return Err(self
-                                .error(&self.tokens[at], "Unrecognized named-value")
-                                .into());
+                            return Err(self.error(&token, "Unrecognized named-value").into());
                         }
-                        let span = Self::span(&self.tokens[at]);
-                        return Ok(self.push(Node::Context(span)));
+                        Node::Context(Self::span(&token))
                     }
                 }
             }
-            _ => return Err(self.unexpected(&self.tokens[at]).into()),
+            _ => return Err(self.unexpected(&token).into()),
         };
-        Ok(self.push(Node::Literal(literal)))
+        Ok(self.push(node))
     }
 
     fn call(&mut self, name_at: usize, name: &str) -> Parsed<NodeId> {
@@ -407,22 +538,22 @@ impl<'a> Parser<'a> {
             .filter(|f| self.options.status_functions || !f.is_status())
             .ok_or_else(|| self.error(&self.tokens[name_at], "Unrecognized function"))?;
         self.pos += 1;
-        let mark = self.scratch.len();
-        if self.peek() == Some(&TokenKind::CloseParen) {
+        let mark = self.stack.len();
+        if self.peek() == Some(Kind::CloseParen) {
             self.pos += 1;
         } else {
             loop {
                 let arg = self.or()?;
-                self.scratch.push(arg);
+                self.stack.push(arg);
                 let at = self.next()?;
                 match self.tokens[at].kind {
-                    TokenKind::Comma => continue,
-                    TokenKind::CloseParen => break,
+                    Kind::Comma => continue,
+                    Kind::CloseParen => break,
                     _ => return Err(self.unexpected(&self.tokens[at]).into()),
                 }
             }
         }
-        let count = self.scratch.len() - mark;
+        let count = self.stack.len() - mark;
         let (min, max) = function.arity();
         let name_token = &self.tokens[name_at];
         if count < min {
@@ -442,9 +573,9 @@ impl<'a> Parser<'a> {
                 kind: ExprErrorKind::Parsing,
                 message: format!(
                     "Even number of parameters supplied, requires an odd number of parameters: 'case'. {}",
-                    located(self.expr, name_token.offset)
+                    located(self.expr, name_token.start as usize)
                 ),
-                offset: name_token.offset,
+                offset: name_token.start as usize,
             }));
         }
         let children = self.children_since(mark);
