@@ -47,6 +47,11 @@ impl<B: VmBackend> VmJobExecutor<B> {
     }
 }
 
+/// Tries at starting a job's VM when the failure is transient.
+const VM_ATTEMPTS: u32 = 3;
+/// Pause before the second try; it doubles before each further one.
+const VM_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl<B: VmBackend> JobExecutor for VmJobExecutor<B> {
     async fn run(&self, instance: JobInstance, cancel: CancellationToken) -> InstanceOutcome {
         let failure = InstanceOutcome {
@@ -67,17 +72,36 @@ impl<B: VmBackend> JobExecutor for VmJobExecutor<B> {
                 text,
             ));
         };
-        let acquired = tokio::select! {
-            acquired = self.sessions.acquire(&self.spec) => acquired,
-            _ = cancel.cancelled() => {
-                return InstanceOutcome { result: JobResult::Cancelled, outputs: Object::new() };
-            }
-        };
-        let mut session = match acquired {
-            Ok(session) => session,
-            Err(err) => {
-                note(&mut log, format!("error: no VM for this job: {err}"));
-                return failure;
+        let mut attempt = 1;
+        let mut session = loop {
+            let acquired = tokio::select! {
+                acquired = self.sessions.acquire(&self.spec) => acquired,
+                _ = cancel.cancelled() => {
+                    return InstanceOutcome { result: JobResult::Cancelled, outputs: Object::new() };
+                }
+            };
+            match acquired {
+                Ok(session) => break session,
+                Err(err) if err.is_transient() && attempt < VM_ATTEMPTS => {
+                    let pause = VM_RETRY_PAUSE * 2u32.pow(attempt - 1);
+                    note(
+                        &mut log,
+                        format!(
+                            "warning: starting the VM failed ({err}); trying again in {pause:?}"
+                        ),
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = cancel.cancelled() => {
+                            return InstanceOutcome { result: JobResult::Cancelled, outputs: Object::new() };
+                        }
+                    }
+                    attempt += 1;
+                }
+                Err(err) => {
+                    note(&mut log, format!("error: no VM for this job: {err}"));
+                    return failure;
+                }
             }
         };
         let _ = session.mark_executing();

@@ -291,3 +291,111 @@ async fn a_workflow_runs_in_microvms_with_needs_matrix_outputs_and_masking() {
         "no VM left behind"
     );
 }
+
+/// QEMU whose first boot fails as a dying hypervisor would.
+struct FirstBootFails {
+    qemu: firerunner_vm::qemu::QemuBackend,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl firerunner_vm::VmBackend for FirstBootFails {
+    type Vm = <firerunner_vm::qemu::QemuBackend as firerunner_vm::VmBackend>::Vm;
+
+    fn kind(&self) -> firerunner_vm::BackendKind {
+        self.qemu.kind()
+    }
+
+    async fn boot(
+        &self,
+        spec: &firerunner_vm::VmSpec,
+        dir: firerunner_vm::VmDir,
+    ) -> Result<Self::Vm, firerunner_vm::VmError> {
+        if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            drop(dir);
+            return Err(firerunner_vm::VmError::HypervisorExited {
+                status: "signal 9 (injected)".into(),
+                console_tail: String::new(),
+            });
+        }
+        self.qemu.boot(spec, dir).await
+    }
+
+    async fn restore(
+        &self,
+        snapshot: &firerunner_vm::Snapshot,
+        spec: &firerunner_vm::VmSpec,
+        dir: firerunner_vm::VmDir,
+    ) -> Result<Self::Vm, firerunner_vm::VmError> {
+        self.qemu.restore(snapshot, spec, dir).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_that_fails_to_start_is_started_again_and_the_job_runs() {
+    let workflow = Arc::new(
+        parse_workflow(
+            "retry.yml",
+            "on: push\njobs:\n  one:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ran-after-retry\n",
+        )
+        .unwrap_or_else(|d| panic!("{d}")),
+    );
+    let plan = plan_workflow(&workflow, &PlanContext::default()).unwrap();
+    let layout = GuestLayout::for_repository("octo/demo");
+    let environment = JobEnvironment {
+        run_id: "run-retry".into(),
+        secrets: BTreeMap::new(),
+        default_env: BTreeMap::from([("HOME".to_string(), layout.home.clone())]),
+        layout,
+        checkout: None,
+        artifacts: None,
+        cache: None,
+        actions_base_url: "https://github.com".into(),
+        actions_cache_dir: std::env::temp_dir().join("firerunner-actions"),
+    };
+    let logs_dir = tempfile::tempdir().unwrap();
+    let logs = Arc::new(LogHub::new(logs_dir.path()));
+    let runtime = tempfile::tempdir().unwrap();
+    let backend = FirstBootFails {
+        qemu: testing::qemu_tcg().await,
+        failed: Default::default(),
+    };
+    let sessions = firerunner_vm::session::SessionManager::new(
+        backend,
+        firerunner_vm::session::SessionConfig {
+            root: runtime.path().to_path_buf(),
+            max_vms: 1,
+            max_sessions: 1,
+            acquire_timeout: None,
+        },
+    );
+    let executor = Arc::new(VmJobExecutor::new(
+        sessions,
+        testing::test_spec(),
+        environment,
+        logs.clone(),
+    ));
+    let report = run_workflow(
+        workflow,
+        &plan,
+        &Object::new(),
+        executor,
+        RunLimits::default(),
+        RunScope::default(),
+        CancellationToken::new(),
+    )
+    .await;
+    let lines: Vec<String> = logs
+        .read("run-retry", "one")
+        .unwrap()
+        .into_iter()
+        .map(|l| l.text)
+        .collect();
+    assert_eq!(report.conclusion, JobResult::Success, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("starting the VM failed") && l.contains("injected")),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l == "ran-after-retry"), "{lines:#?}");
+}

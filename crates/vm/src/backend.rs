@@ -137,6 +137,22 @@ pub enum VmError {
 }
 
 impl VmError {
+    /// Whether starting a VM again may succeed: the guest was slow or its
+    /// hypervisor died, the control API or agent link failed, or the host
+    /// was short of a resource. A missing hypervisor or an unusable
+    /// snapshot fails the same way every time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::BootTimeout { .. }
+            | Self::HypervisorExited { .. }
+            | Self::Api { .. }
+            | Self::Agent(_)
+            | Self::Spawn { .. }
+            | Self::Io { .. } => true,
+            Self::Unavailable { .. } | Self::BadSnapshot(..) | Self::Dir(_) => false,
+        }
+    }
+
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {

@@ -87,6 +87,14 @@ pub enum SessionError {
     Transition(#[from] IllegalTransition),
 }
 
+impl SessionError {
+    /// Whether acquiring again may succeed (see [`VmError::is_transient`]);
+    /// a wait for a free slot that timed out already waited its time.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Vm(err) if err.is_transient())
+    }
+}
+
 /// Limits and places of a [`SessionManager`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
