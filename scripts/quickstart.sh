@@ -18,7 +18,15 @@ export FIRERUNNER_AGENT
 echo "== firerunner image build (Debian bookworm guest; the first build takes a few minutes)"
 "$firerunner" image build --kind debian
 
-cd examples/demo
+# The example as a repository of its own, the way a user runs firerunner in
+# their checkout: a fresh copy each time, one commit on main.
+demo="$PWD/target/quickstart-demo"
+rm -rf "$demo"
+cp -r examples/demo "$demo"
+cd "$demo"
+git init -q -b main
+git add .
+git -c user.name=firerunner -c user.email=quickstart@firerunner.invalid commit -q -m "The example repository"
 echo "== firerunner validate"
 "$firerunner" validate
 echo "== firerunner run push (every job in its own microVM)"

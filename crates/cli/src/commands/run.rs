@@ -241,11 +241,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
     ))
 }
 
+/// The files the last commit and the uncommitted changes touch, relative to
+/// `root` and only those below it (a repository kept in a sub-folder sees
+/// its own changes). The first commit of a repository changes every file.
 fn changed_files(root: &Path) -> Vec<String> {
     let mut files: Vec<String> = Vec::new();
     for args in [
-        &["diff", "--name-only", "HEAD~1", "HEAD"][..],
-        &["diff", "--name-only", "HEAD"][..],
+        &[
+            "diff-tree",
+            "--no-commit-id",
+            "--name-only",
+            "-r",
+            "--root",
+            "--relative",
+            "HEAD",
+        ][..],
+        &["diff", "--name-only", "--relative", "HEAD"][..],
     ] {
         if let Some(text) = git_output(root, args) {
             files.extend(text.lines().map(str::to_string));
@@ -610,5 +621,50 @@ fn print_summary(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
+    #[test]
+    fn changed_files_are_the_last_commits_and_the_uncommitted_ones_below_the_folder() {
+        let repo = tempfile::tempdir().unwrap();
+        let app = repo.path().join("app");
+        std::fs::create_dir_all(app.join("src")).unwrap();
+        std::fs::write(app.join("src/main.rs"), "fn main() {}\n").unwrap();
+        std::fs::write(app.join("README.md"), "app\n").unwrap();
+        std::fs::write(repo.path().join("NOTES.md"), "outside\n").unwrap();
+        git(repo.path(), &["init", "-q", "-b", "main"]);
+        git(repo.path(), &["add", "."]);
+        git(repo.path(), &["commit", "-q", "-m", "first"]);
+        assert_eq!(
+            changed_files(&app),
+            vec!["README.md".to_string(), "src/main.rs".to_string()],
+            "the first commit changes every file"
+        );
+
+        std::fs::write(repo.path().join("NOTES.md"), "changed outside\n").unwrap();
+        git(repo.path(), &["commit", "-q", "-am", "outside only"]);
+        assert!(changed_files(&app).is_empty());
+
+        std::fs::write(app.join("README.md"), "edited, not committed\n").unwrap();
+        assert_eq!(changed_files(&app), vec!["README.md".to_string()]);
+        assert_eq!(
+            changed_files(repo.path()),
+            vec!["NOTES.md".to_string(), "app/README.md".to_string()]
+        );
     }
 }
