@@ -410,7 +410,8 @@ async fn learn_from(state: &AppState, steps: Vec<firerunner_learning::StepRecord
 /// API of every host find it.
 async fn keep_log_for_every_host(state: &AppState, run_id: &str, job: &str) {
     let path = state.logs.job_log_path(run_id, job);
-    let lines = match tokio::fs::read_to_string(&path).await {
+    let read = tokio::task::spawn_blocking(move || last_lines(&path, MAX_SHARED_LOG_BYTES)).await;
+    let lines = match read.unwrap_or_else(|err| Err(std::io::Error::other(err))) {
         Ok(lines) => lines,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
         Err(err) => {
@@ -425,6 +426,30 @@ async fn keep_log_for_every_host(state: &AppState, run_id: &str, job: &str) {
             .report_error("worker", &format!("saving the log of {job}: {err}"))
             .await;
     }
+}
+
+/// The most of a job's log kept in the store; a longer log keeps its end
+/// there (the whole log stays on the host that ran the job).
+const MAX_SHARED_LOG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The whole lines in the last `max` bytes of the file at `path`.
+fn last_lines(path: &std::path::Path, max: u64) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len <= max {
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        return Ok(text);
+    }
+    file.seek(SeekFrom::Start(len - max))?;
+    let mut bytes = Vec::with_capacity(max as usize);
+    file.read_to_end(&mut bytes)?;
+    let start = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |i| i + 1);
+    Ok(String::from_utf8_lossy(&bytes[start..]).into_owned())
 }
 
 async fn save(state: &AppState, job: &JobRecord) {
@@ -489,4 +514,21 @@ async fn conclude(
     }
     update_pull_request_comment(state, &run, installation).await;
     state.live.publish(LiveEvent::Run(run));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_lines;
+
+    #[test]
+    fn a_long_log_keeps_its_last_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.jsonl");
+        let text: String = (0..100).map(|n| format!("{{\"line\":{n}}}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(last_lines(&path, 10_000).unwrap(), text);
+        let tail = last_lines(&path, 40).unwrap();
+        assert_eq!(tail, "{\"line\":97}\n{\"line\":98}\n{\"line\":99}\n");
+        assert!(last_lines(&dir.path().join("none"), 40).is_err());
+    }
 }
