@@ -2,7 +2,7 @@
 //! job instance and streamed live to subscribers.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -141,12 +141,16 @@ impl LogHub {
 
     /// Reads a stored job log.
     pub fn read(&self, run_id: &str, job: &str) -> io::Result<Vec<LogLine>> {
-        let file = File::open(self.job_log_path(run_id, job))?;
-        BufReader::new(file)
-            .lines()
-            .map(|line| serde_json::from_str(&line?).map_err(io::Error::other))
-            .collect()
+        parse_log(&fs::read_to_string(self.job_log_path(run_id, job))?)
     }
+}
+
+/// The lines of a job log in its stored form (one JSON object a line), as
+/// [`LogHub::read`] gives them.
+pub fn parse_log(text: &str) -> io::Result<Vec<LogLine>> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).map_err(io::Error::other))
+        .collect()
 }
 
 /// Appends one job instance's lines to its file and to the live stream.

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use firerunner_engine::logs::{LogHub, LogLine};
+use firerunner_engine::logs::{parse_log, LogHub, LogLine};
 use firerunner_github::api::{ApiConfig, ApiError, Auth, GitHubClient, RepoRef, RetryPolicy};
 use firerunner_learning::llm::FailureToExplain;
 use firerunner_learning::{
@@ -180,10 +180,9 @@ impl AppState {
         else {
             return Ok(None);
         };
-        text.lines()
-            .map(|line| serde_json::from_str(line).map_err(|e| format!("stored log of {job}: {e}")))
-            .collect::<Result<Vec<_>, _>>()
+        parse_log(&text)
             .map(Some)
+            .map_err(|e| format!("stored log of {job}: {e}"))
     }
 
     /// The workflow files at commit `sha` of `repo`, from GitHub the first
