@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the host tools the Debian root filesystem builder needs
-# (debootstrap, and e2fsprogs for mke2fs/debugfs/e2fsck), only when missing.
+# (debootstrap, and e2fsprogs for mke2fs/debugfs/e2fsck), only when missing,
+# then checks that each runs.
 # Safe to run repeatedly; needs root (or sudo) on Debian/Ubuntu.
 set -eu
 
@@ -13,7 +14,22 @@ for tool in mke2fs debugfs e2fsck; do
     fi
 done
 
+verify() {
+    PATH="$PATH:/usr/sbin:/sbin"
+    if ! debootstrap --version >/dev/null 2>&1; then
+        echo "setup-rootfs-tools: 'debootstrap --version' failed: debootstrap does not run after setup" >&2
+        exit 1
+    fi
+    for tool in mke2fs debugfs e2fsck; do
+        if ! "$tool" -V >/dev/null 2>&1; then
+            echo "setup-rootfs-tools: '$tool -V' failed: e2fsprogs does not run after setup" >&2
+            exit 1
+        fi
+    done
+}
+
 if [ -z "$missing" ]; then
+    verify
     exit 0
 fi
 
@@ -36,3 +52,4 @@ if ! { $as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
     echo "setup-rootfs-tools: apt-get failed installing$missing" >&2
     exit 1
 fi
+verify
