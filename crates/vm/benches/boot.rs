@@ -18,7 +18,6 @@ use firerunner_agent_proto::client::Client;
 use firerunner_agent_proto::message::ExecRequest;
 use firerunner_vm::image::ssh;
 use firerunner_vm::qemu::QemuVm;
-use firerunner_vm::runtime::ProcessId;
 use firerunner_vm::{agent_link, Network, VmBackend, VmDir, VmInstance, VmSpec};
 
 fn true_command() -> ExecRequest {
@@ -118,13 +117,7 @@ fn now_ns() -> u64 {
 }
 
 async fn connect(vm: &QemuVm, within: Duration) -> Result<Client, firerunner_vm::VmError> {
-    agent_link::connect(
-        &vm.agent_endpoint(),
-        ProcessId::of(vm.pid()),
-        within,
-        &vm.console_log(),
-    )
-    .await
+    agent_link::connect(vm, within).await
 }
 
 async fn run_true(client: &Client) {

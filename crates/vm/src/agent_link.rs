@@ -7,45 +7,75 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::time::{sleep, timeout_at, Instant};
 
-use crate::backend::{AgentEndpoint, VmError};
-use crate::runtime::ProcessId;
+use crate::backend::{AgentEndpoint, VmError, VmInstance};
+use crate::runtime::{ProcessId, VmDir};
 
 /// How often a refused connection is retried while the guest boots.
 const RETRY_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Connects to the agent and completes the protocol handshake, retrying until
-/// `within` has passed (the guest may still be booting).
+/// Connects to `vm`'s agent and completes the protocol handshake, retrying
+/// until `within` has passed (the guest may still be booting).
 ///
-/// `hypervisor`, when given, is watched between attempts: once it is gone
-/// (crashed, or removed by an operator) waiting longer is pointless.
-/// `console` is the guest's console log, quoted when the guest never answers.
-pub async fn connect(
-    endpoint: &AgentEndpoint,
-    hypervisor: Option<ProcessId>,
-    within: Duration,
-    console: &std::path::Path,
-) -> Result<Client, VmError> {
+/// Between attempts the VM is watched: once its hypervisor is gone (crashed,
+/// or killed by an operator) or its directory was removed (`firerunner vm
+/// rm`), waiting longer is pointless and the matching error comes at once.
+/// The guest's console log is quoted when the guest never answers.
+pub async fn connect<V: VmInstance>(vm: &V, within: Duration) -> Result<Client, VmError> {
     let deadline = Instant::now() + within;
+    let endpoint = vm.agent_endpoint();
+    let console = vm.dir().join("console.log");
+    // Identified once: a hypervisor that is already gone cannot be watched.
+    let hypervisor = ProcessId::of(vm.pid());
     let attempt = async {
         loop {
-            match try_connect(endpoint).await {
+            match try_connect(&endpoint).await {
                 Ok(client) => return Ok(client),
-                Err(_) if hypervisor.is_some_and(|process| !process.is_alive()) => {
-                    return Err(VmError::HypervisorExited {
-                        status: "it is no longer running".to_string(),
-                        console_tail: crate::runtime::console_tail(console, 20),
-                    })
+                Err(_) => {
+                    if let Some(gone) = gone(vm, hypervisor, &console) {
+                        return Err(gone);
+                    }
+                    sleep(RETRY_INTERVAL).await
                 }
-                Err(_) => sleep(RETRY_INTERVAL).await,
             }
         }
     };
     timeout_at(deadline, attempt).await.unwrap_or_else(|_| {
-        Err(VmError::BootTimeout {
-            waited: within,
-            console_tail: crate::runtime::console_tail(console, 20),
-        })
+        Err(
+            gone(vm, hypervisor, &console).unwrap_or_else(|| VmError::BootTimeout {
+                waited: within,
+                console_tail: crate::runtime::console_tail(&console, 20),
+            }),
+        )
     })
+}
+
+/// Why `vm` can no longer answer, if it cannot: its directory was removed,
+/// or its hypervisor is not running.
+fn gone<V: VmInstance>(
+    vm: &V,
+    hypervisor: Option<ProcessId>,
+    console: &std::path::Path,
+) -> Option<VmError> {
+    if vm.dir().is_removed() {
+        return Some(VmError::Dir(vm.dir().removed_error()));
+    }
+    if hypervisor.is_some_and(|process| process.is_alive()) {
+        return None;
+    }
+    Some(VmError::HypervisorExited {
+        status: "it is no longer running".to_string(),
+        console_tail: crate::runtime::console_tail(console, 20),
+    })
+}
+
+/// `err`, unless the VM directory `dir` was removed meanwhile: then that is
+/// the reason, and no new attempt may replace the VM.
+pub(crate) fn removed_or(err: VmError, dir: &VmDir) -> VmError {
+    if dir.is_removed() {
+        VmError::Dir(dir.removed_error())
+    } else {
+        err
+    }
 }
 
 async fn try_connect(endpoint: &AgentEndpoint) -> Result<Client, VmError> {
@@ -104,8 +134,8 @@ async fn vsock_handshake(mut stream: UnixStream, port: u32) -> Result<UnixStream
 /// Boots a VM and connects to its agent, trying up to `attempts` times: a
 /// cold boot under TCG can still stall now and then, and a fresh VM is
 /// cheaper than waiting longer. Only a stall is retried: a hypervisor that
-/// died (or was removed with `vm rm`) ends the attempt with its error. Failed
-/// attempts are destroyed completely.
+/// died, or a VM removed with `vm rm`, ends the attempt with its error.
+/// Failed attempts are destroyed completely.
 pub async fn boot_and_connect<B: crate::VmBackend>(
     backend: &B,
     spec: &crate::VmSpec,
@@ -113,28 +143,23 @@ pub async fn boot_and_connect<B: crate::VmBackend>(
     id: &str,
     attempts: u32,
 ) -> Result<(B::Vm, Client), VmError> {
-    use crate::VmInstance;
     let mut last_error = None;
     for _ in 0..attempts.max(1) {
-        let dir = crate::VmDir::create(root, id)?;
-        let console = dir.join("console.log");
-        let vm = backend.boot(spec, dir).await?;
-        let hypervisor = ProcessId::of(vm.pid());
-        match connect(
-            &vm.agent_endpoint(),
-            hypervisor,
-            spec.boot_timeout,
-            &console,
-        )
-        .await
-        {
+        let dir = VmDir::create(root, id)?;
+        let watched = dir.clone();
+        let vm = backend
+            .boot(spec, dir)
+            .await
+            .map_err(|err| removed_or(err, &watched))?;
+        match connect(&vm, spec.boot_timeout).await {
             Ok(client) => return Ok((vm, client)),
-            Err(err @ VmError::BootTimeout { .. }) => {
+            Err(err @ VmError::BootTimeout { .. }) if !watched.is_removed() => {
                 last_error = Some(err);
                 vm.destroy().await?;
             }
             Err(err) => {
-                vm.destroy().await?;
+                let err = removed_or(err, &watched);
+                let _ = vm.destroy().await;
                 return Err(err);
             }
         }

@@ -126,23 +126,17 @@ async fn restore<B: VmBackend>(
     let id = new_vm_id("vm");
     let started = Instant::now();
     let dir = VmDir::create(root, &id)?;
-    let console = dir.join("console.log");
+    let watched = dir.clone();
     let vm = match backend.restore(snapshot, spec, dir).await {
         Ok(vm) => vm,
         Err(err) => {
             metrics.record_start_failure();
             remove_leftovers(root, &id);
-            return Err(err);
+            return Err(agent_link::removed_or(err, &watched));
         }
     };
     let connected = async {
-        let client = agent_link::connect(
-            &vm.agent_endpoint(),
-            ProcessId::of(vm.pid()),
-            spec.boot_timeout,
-            &console,
-        )
-        .await?;
+        let client = agent_link::connect(&vm, spec.boot_timeout).await?;
         client.set_clock(now_ns()).await?;
         Ok::<_, VmError>(client)
     }
@@ -154,6 +148,7 @@ async fn restore<B: VmBackend>(
         }
         Err(err) => {
             metrics.record_start_failure();
+            let err = agent_link::removed_or(err, &watched);
             let _ = vm.destroy().await;
             remove_leftovers(root, &id);
             Err(err)

@@ -117,6 +117,9 @@ pub fn destroy_dir(dir: VmDir) -> Result<FreedVm, ReapError> {
         id: dir.id().to_string(),
         ..FreedVm::default()
     };
+    // Renamed first, so the owner sees its VM gone and records nothing more
+    // here; every process it recorded before the rename is in the list below.
+    let dir = dir.retire()?;
     for (role, process) in dir.processes() {
         if end_process(&role, &process)? {
             freed.killed.push((role, process.pid));

@@ -11,6 +11,12 @@
 //!
 //! Start times (field 22 of `/proc/<pid>/stat`) guard against a recycled pid
 //! being mistaken for the original process.
+//!
+//! Removing a VM from outside its owner ([`VmDir::retire`]) first renames its
+//! directory to `.removing-<id>`, in one step: from then on the owner finds
+//! its directory gone ([`VmDir::is_removed`]) and stops using the VM instead
+//! of starting a replacement, and nothing the owner records afterwards can
+//! land in a directory that is being torn down.
 
 use std::fs;
 use std::io;
@@ -30,6 +36,10 @@ pub enum VmDirError {
     /// A VM id that cannot be a directory name.
     #[error("invalid VM id {0:?}: use letters, digits, '-' and '_' only")]
     InvalidId(String),
+    /// The directory was taken away while its VM started or ran (`firerunner
+    /// vm rm`, or the reaper of another process): the VM is gone for good.
+    #[error("VM {0} was removed")]
+    Removed(String),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> VmDirError + '_ {
@@ -103,6 +113,9 @@ pub fn default_root() -> PathBuf {
         PathBuf::from(format!("/tmp/firerunner-{uid}"))
     }
 }
+
+/// The name prefix of a directory being torn down by [`VmDir::retire`].
+const RETIRED_PREFIX: &str = ".removing-";
 
 /// One VM's runtime directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +212,33 @@ impl VmDir {
             .collect()
     }
 
+    /// Whether the directory is gone: the VM was removed from outside its
+    /// owner (or its owner destroyed it).
+    pub fn is_removed(&self) -> bool {
+        !self.path.is_dir()
+    }
+
+    /// The error for a VM whose directory is gone.
+    pub fn removed_error(&self) -> VmDirError {
+        VmDirError::Removed(self.id.clone())
+    }
+
+    /// Renames the directory to `.removing-<id>` beside it, in one atomic
+    /// step, and returns the renamed directory for tearing down. A directory
+    /// already renamed, or already gone, is returned as it is.
+    pub fn retire(self) -> Result<Self, VmDirError> {
+        if self.id.starts_with(RETIRED_PREFIX) {
+            return Ok(self);
+        }
+        let id = format!("{RETIRED_PREFIX}{}", self.id);
+        let path = self.path.with_file_name(&id);
+        match fs::rename(&self.path, &path) {
+            Ok(()) => Ok(Self { id, path }),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Self { id, path }),
+            Err(err) => Err(io_at(&self.path)(err)),
+        }
+    }
+
     /// Deletes the directory and everything in it.
     pub fn remove(self) -> Result<(), VmDirError> {
         match fs::remove_dir_all(&self.path) {
@@ -209,7 +249,13 @@ impl VmDir {
 
     fn write(&self, name: &str, text: &str) -> Result<(), VmDirError> {
         let path = self.join(name);
-        fs::write(&path, text).map_err(io_at(&path))
+        fs::write(&path, text).map_err(|err| {
+            if err.kind() == io::ErrorKind::NotFound && self.is_removed() {
+                self.removed_error()
+            } else {
+                io_at(&path)(err)
+            }
+        })
     }
 
     fn records(&self, prefix: &str) -> Vec<(String, String)> {

@@ -7,7 +7,6 @@
 //!   `skipped: FIRECRACKER_BIN is not set` and return.
 //! - `FIRECRACKER_JAILER` additionally runs one boot under the jailer.
 
-use firerunner_vm::runtime::ProcessId;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -310,15 +309,9 @@ async fn exercise(backend: &FirecrackerBackend, spec: &VmSpec, root: &Path, id: 
     // The vsock bridge is there, but no guest agent answers on this machine:
     // the agent link must give up with a boot timeout, not hang or misreport.
     let asked = Instant::now();
-    let console = vm.dir().join("console.log");
     let link = tokio::time::timeout(
         Duration::from_secs(30),
-        firerunner_vm::agent_link::connect(
-            &vm.agent_endpoint(),
-            ProcessId::of(vm.pid()),
-            Duration::from_secs(3),
-            &console,
-        ),
+        firerunner_vm::agent_link::connect(&vm, Duration::from_secs(3)),
     )
     .await
     .expect("agent_link::connect stayed within its bound");

@@ -3,7 +3,6 @@
 
 mod common;
 
-use firerunner_vm::runtime::ProcessId;
 use std::time::{Duration, Instant};
 
 use firerunner_agent_proto::client::{Client, ExecEvent};
@@ -26,14 +25,9 @@ async fn boot(root: &std::path::Path, id: &str) -> (QemuVm, Client) {
     let dir = VmDir::create(root, id).unwrap();
     let started = Instant::now();
     let vm = backend.boot(&spec, dir).await.expect("QEMU starts");
-    let client = agent_link::connect(
-        &vm.agent_endpoint(),
-        ProcessId::of(vm.pid()),
-        spec.boot_timeout,
-        &vm.console_log(),
-    )
-    .await
-    .expect("the agent answers");
+    let client = agent_link::connect(&vm, spec.boot_timeout)
+        .await
+        .expect("the agent answers");
     eprintln!(
         "{id}: cold boot to agent handshake in {:?}",
         started.elapsed()
@@ -189,14 +183,9 @@ async fn restored_guests_answer_and_are_independent() {
             .restore(&snapshot, &spec, VmDir::create(root.path(), id).unwrap())
             .await
             .unwrap();
-        let client = agent_link::connect(
-            &vm.agent_endpoint(),
-            ProcessId::of(vm.pid()),
-            Duration::from_secs(20),
-            &vm.console_log(),
-        )
-        .await
-        .unwrap();
+        let client = agent_link::connect(&vm, Duration::from_secs(20))
+            .await
+            .unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap();
