@@ -442,7 +442,8 @@ async fn cancelling_the_run_cancels_running_jobs_and_skips_the_rest() {
     });
     let started = Instant::now();
     let report = run_with(&yaml, Object::new(), executor, RunLimits::default(), cancel).await;
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Well before the 5 s the job would take if the cancellation did not reach it.
+    assert!(started.elapsed() < Duration::from_secs(4));
     assert_eq!(result(&report, "long"), JobResult::Cancelled);
     assert_eq!(result(&report, "after"), JobResult::Skipped);
     assert_eq!(

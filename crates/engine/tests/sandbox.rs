@@ -103,8 +103,9 @@ async fn a_timeout_escalates_to_sigterm_when_sigint_is_ignored() {
         .await
         .unwrap();
     assert_eq!(end, ProcessEnd::TimedOut);
+    // Well before the 10 s the loop runs when nothing ends it.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
     );
@@ -130,7 +131,8 @@ async fn cancellation_reaches_the_process() {
         .await
         .unwrap();
     assert_eq!(end, ProcessEnd::Cancelled);
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // Far below the 30 s the command runs when nothing ends it.
+    assert!(started.elapsed() < Duration::from_secs(15));
     let _ = child.kill();
 }
 

@@ -193,14 +193,15 @@ async fn a_workflow_still_invalid_after_the_retry_is_an_error() {
 
 #[tokio::test]
 async fn a_slow_server_times_out() {
-    let (url, _) = serve(vec![Reply::Slow(Duration::from_secs(5))]).await;
+    let (url, _) = serve(vec![Reply::Slow(Duration::from_secs(30))]).await;
     let started = Instant::now();
     let error = client(&url, Duration::from_millis(300))
         .workflow_from_request("anything")
         .await
         .unwrap_err();
     assert!(matches!(error, LlmError::Timeout { .. }), "{error:?}");
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // Far below the 30 s the server takes to answer.
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 #[tokio::test]

@@ -87,7 +87,8 @@ async fn a_cold_booted_guest_runs_commands_through_the_agent() {
     request.timeout_ms = Some(300);
     let started = Instant::now();
     let (_, _, status) = client.exec(request).await.unwrap().wait().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // Far below the 30 s the command would run if the timeout did not end it.
+    assert!(started.elapsed() < Duration::from_secs(20));
     assert!(status.timed_out, "{status:?}");
 
     // Kill reaches the process.
@@ -116,17 +117,11 @@ async fn a_cold_booted_guest_runs_commands_through_the_agent() {
     assert_eq!(String::from_utf8_lossy(&sum).trim(), "200000");
 
     // Several commands at once on one VM.
-    let started = Instant::now();
     let handles = futures_join(&client, 4).await;
     for (i, (stdout, status)) in handles.into_iter().enumerate() {
         assert_eq!(String::from_utf8_lossy(&stdout).trim(), format!("job {i}"));
-        assert_eq!(status, Some(0));
+        assert_eq!(status, Some(0), "the commands did not all run at once");
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(3500),
-        "4 x 1 s sleeps ran concurrently, took {:?}",
-        started.elapsed()
-    );
 
     let path = vm.dir().path().to_path_buf();
     let pid = vm.pid();
@@ -139,13 +134,20 @@ async fn a_cold_booted_guest_runs_commands_through_the_agent() {
     );
 }
 
+/// Runs `count` commands at once; each one ends only once all of them have
+/// started (or fails after 60 s), so they succeed only if they overlapped.
 async fn futures_join(client: &Client, count: usize) -> Vec<(Vec<u8>, Option<i32>)> {
     let mut tasks = Vec::new();
     for i in 0..count {
         let client = client.clone();
+        let script = format!(
+            "mkdir -p /tmp/together; touch /tmp/together/{i}; tries=0; \
+             while [ $(ls /tmp/together | wc -l) -lt {count} ]; do \
+             tries=$((tries + 1)); [ $tries -gt 1200 ] && exit 1; sleep 0.05; done; echo job {i}"
+        );
         tasks.push(tokio::spawn(async move {
             let (stdout, _, status) = client
-                .exec(sh(&format!("sleep 1; echo job {i}")))
+                .exec(sh(&script))
                 .await
                 .unwrap()
                 .wait()
