@@ -14,6 +14,10 @@ ends, then one line per binary and a final total line:
 
     total: N passed, M failed
 
+Documentation tests run (`cargo test --doc`, as one more job) only when a
+doc comment holds a Rust code block: otherwise that would only rebuild every
+library for rustdoc.
+
 Usage: run_tests.py [--jobs N] [--filter SUBSTRING] [-- TEST-ARGS...]
 (the build must be done first: `cargo test --workspace --no-run`).
 """
@@ -32,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = re.compile(r"^test result: \w+\. (\d+) passed; (\d+) failed", re.M)
 # What a binary without libtest's harness prints (the conformance suite).
-PLAIN = re.compile(r"^[\w ]+: (\d+) passed, (\d+) failed$", re.M)
+PLAIN = re.compile(r"^[\w ]+: (\d+) passed, (\d+) failed\b", re.M)
 
 
 def target_dir():
@@ -76,8 +80,29 @@ def package_name(package_id):
     return package_id.split(" ", 1)[0]
 
 
+DOC_FENCE = re.compile(r"^\s*//[/!]\s?```(.*)$")
+NOT_RUST = {"text", "sh", "bash", "console", "toml", "yaml", "yml", "json", "ignore", "txt", "diff"}
+
+
+def has_doc_tests():
+    """Whether any doc comment opens a code block rustdoc would run."""
+    for path in (ROOT / "crates").rglob("*.rs"):
+        open_fence = False
+        for line in path.read_text(errors="replace").splitlines():
+            match = DOC_FENCE.match(line)
+            if not match:
+                continue
+            if open_fence:
+                open_fence = False
+                continue
+            open_fence = True
+            tags = {t.strip() for t in match.group(1).split(",") if t.strip()}
+            if not tags & NOT_RUST:
+                return True
+    return False
+
+
 def doc_tests():
-    """The documentation examples, run by cargo itself as one more job."""
     return {
         "name": "doc-tests",
         "cmd": ["cargo", "test", "--workspace", "--locked", "--doc"],
@@ -95,9 +120,8 @@ def run_one(binary, args):
     )
     started = time.monotonic()
     with tempfile.TemporaryFile(mode="w+") as log:
-        command = binary.get("cmd") or [binary["exe"], *args]
         status = subprocess.run(
-            command,
+            binary.get("cmd") or [binary["exe"], *args],
             cwd=binary["dir"],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -122,7 +146,7 @@ def main():
         durations = json.loads(durations_file.read_text())
     except (OSError, ValueError):
         durations = {}
-    binaries = test_binaries() + [doc_tests()]
+    binaries = test_binaries() + ([doc_tests()] if has_doc_tests() else [])
     if options.filter:
         binaries = [b for b in binaries if any(f in b["name"] for f in options.filter)]
     binaries.sort(key=lambda b: -durations.get(b["name"], 0.0))

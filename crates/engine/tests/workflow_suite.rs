@@ -279,7 +279,11 @@ async fn run_case(
             }
         }
         let environment = JobEnvironment {
-            run_id: format!("suite-{}", file.replace('.', "_")),
+            run_id: format!(
+                "suite-{}-{}",
+                case.file_name().unwrap().to_string_lossy(),
+                file.replace('.', "_")
+            ),
             secrets: secrets.clone(),
             layout: layout.clone(),
             default_env: run_context::default_env(&github, &layout),
@@ -413,6 +417,42 @@ async fn run_case(
     }
 }
 
+/// Runs `cases`, `jobs` at a time, printing each as it ends; returns how
+/// many passed and failed.
+async fn run_cases(
+    cases: Vec<PathBuf>,
+    spec: firerunner_vm::VmSpec,
+    sessions: &SessionManager<QemuBackend>,
+    jobs: usize,
+) -> (usize, usize) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(jobs));
+    let mut running = tokio::task::JoinSet::new();
+    for case in cases {
+        let (spec, sessions, slots) = (spec.clone(), sessions.clone(), slots.clone());
+        running.spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            let started = Instant::now();
+            let result = run_case(&case, &spec, &sessions).await;
+            let name = case.file_name().unwrap().to_string_lossy().into_owned();
+            (name, result, started.elapsed())
+        });
+    }
+    let (mut passed, mut failed) = (0, 0);
+    while let Some(ended) = running.join_next().await {
+        match ended.expect("a case panicked") {
+            (name, Ok(()), took) => {
+                passed += 1;
+                eprintln!("  ok   {name} ({:.1}s)", took.as_secs_f64());
+            }
+            (name, Err(why), _) => {
+                failed += 1;
+                eprintln!("  FAIL {name}: {why}");
+            }
+        }
+    }
+    (passed, failed)
+}
+
 fn main() {
     let dir = suite_dir();
     let mut cases: Vec<PathBuf> = match std::fs::read_dir(&dir) {
@@ -443,28 +483,17 @@ fn main() {
         }
         None => testing::suite_spec(),
     };
-    // One warm pool for the whole suite, as a service keeps one.
+    // One warm pool for the whole suite, as a service keeps one; cases run
+    // FIRERUNNER_SUITE_JOBS at a time (default 2) and print as they end.
     let vm_root = tempfile::tempdir().unwrap();
     let sessions = runtime.block_on(testing::sessions(vm_root.path(), &spec, 2));
-    let (mut passed, mut failed) = (0, 0);
+    let jobs = std::env::var("FIRERUNNER_SUITE_JOBS")
+        .ok()
+        .and_then(|jobs| jobs.parse().ok())
+        .unwrap_or(2usize)
+        .max(1);
     let started = Instant::now();
-    for case in &cases {
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let case_started = Instant::now();
-        match runtime.block_on(run_case(case, &spec, &sessions)) {
-            Ok(()) => {
-                passed += 1;
-                eprintln!(
-                    "  ok   {name} ({:.1}s)",
-                    case_started.elapsed().as_secs_f64()
-                );
-            }
-            Err(why) => {
-                failed += 1;
-                eprintln!("  FAIL {name}: {why}");
-            }
-        }
-    }
+    let (passed, mut failed) = runtime.block_on(run_cases(cases.clone(), spec, &sessions, jobs));
     runtime.block_on(sessions.shutdown());
     let left = firerunner_vm::VmDir::list(vm_root.path()).unwrap();
     if !left.is_empty() {
