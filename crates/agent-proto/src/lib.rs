@@ -10,6 +10,8 @@ pub mod client;
 pub mod frame;
 pub mod message;
 pub mod tar;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[cfg(feature = "client")]
 pub use client::{Client, ClientError, ExecEvent, ExecHandle, ExitStatus, PeerInfo};

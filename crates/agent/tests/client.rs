@@ -1,23 +1,14 @@
 //! The async host client against the real agent binary over a socketpair.
 
 use firerunner_agent_proto::message::{Body, ExecRequest, Message};
+use firerunner_agent_proto::testing::agent_on_socket_pair;
 use firerunner_agent_proto::{Client, ClientError, ExecEvent, ProtoError};
-use std::os::unix::net::UnixStream;
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::Child;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn spawn_agent() -> (Child, tokio::net::UnixStream) {
-    let (host, guest) = UnixStream::pair().unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_firerunner-agent"))
-        .arg("--stdio")
-        .stdin(Stdio::from(std::os::fd::OwnedFd::from(
-            guest.try_clone().unwrap(),
-        )))
-        .stdout(Stdio::from(std::os::fd::OwnedFd::from(guest)))
-        .spawn()
-        .unwrap();
-    host.set_nonblocking(true).unwrap();
-    (child, tokio::net::UnixStream::from_std(host).unwrap())
+    agent_on_socket_pair(Path::new(env!("CARGO_BIN_EXE_firerunner-agent")))
 }
 
 fn sh(script: &str) -> ExecRequest {

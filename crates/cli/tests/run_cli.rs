@@ -7,31 +7,11 @@ use std::time::{Duration, Instant};
 
 fn repo_with(workflow: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        assert!(Command::new("git")
-            .arg("-C")
-            .arg(dir.path())
-            .args(args)
-            .status()
-            .unwrap()
-            .success());
-    };
-    git(&["init", "-q", "-b", "main"]);
     std::fs::create_dir_all(dir.path().join(".github/workflows")).unwrap();
     std::fs::write(dir.path().join(".github/workflows/ci.yml"), workflow).unwrap();
     std::fs::write(dir.path().join(".secrets"), "TOKEN=hunter22\n").unwrap();
     std::fs::write(dir.path().join(".gitignore"), ".secrets\n").unwrap();
-    git(&["add", "."]);
-    git(&[
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@example.com",
-        "commit",
-        "-q",
-        "-m",
-        "init",
-    ]);
+    firerunner_vm::testing::git_repo(dir.path(), "init");
     dir
 }
 

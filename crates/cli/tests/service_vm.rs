@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use firerunner_github::testing::MockGitHub;
+use firerunner_vm::testing::{git, git_repo};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -38,18 +39,6 @@ impl Drop for Server {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "git {args:?}: {output:?}");
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
 fn sign(body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(body);
@@ -61,11 +50,8 @@ async fn a_pull_request_runs_in_a_microvm_and_gets_its_status_and_comment() {
     // The repository, served over git from a local "GitHub".
     let remotes = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    git(work.path(), &["init", "-q", "-b", "main"]);
     std::fs::write(work.path().join("greeting.txt"), "hello from the repo\n").unwrap();
-    git(work.path(), &["add", "."]);
-    git(work.path(), &["commit", "-q", "-m", "greeting"]);
-    let sha = git(work.path(), &["rev-parse", "HEAD"]);
+    let sha = git_repo(work.path(), "greeting");
     let bare = remotes.path().join(format!("{REPO}.git"));
     std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
     git(

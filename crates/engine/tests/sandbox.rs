@@ -1,51 +1,17 @@
 //! The sandbox against the real guest agent, run on the host over a socket pair.
 
 use std::collections::BTreeMap;
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use firerunner_agent_proto::Client;
 use firerunner_engine::logs::LogStream;
 use firerunner_engine::sandbox::{ProcessEnd, ProcessSpec, Sandbox};
+use firerunner_vm::testing::host_agent;
 use tokio_util::sync::CancellationToken;
 
-fn agent_binary() -> PathBuf {
-    static AGENT: OnceLock<PathBuf> = OnceLock::new();
-    AGENT
-        .get_or_init(|| {
-            let script =
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh");
-            let output = Command::new("bash")
-                .arg(script)
-                .output()
-                .expect("build the agent");
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-        })
-        .clone()
-}
-
 async fn sandbox() -> (std::process::Child, Sandbox) {
-    let (host, guest) = UnixStream::pair().unwrap();
-    let child = Command::new(agent_binary())
-        .arg("--stdio")
-        .stdin(Stdio::from(std::os::fd::OwnedFd::from(
-            guest.try_clone().unwrap(),
-        )))
-        .stdout(Stdio::from(std::os::fd::OwnedFd::from(guest)))
-        .spawn()
-        .unwrap();
-    host.set_nonblocking(true).unwrap();
-    let client = Client::connect(tokio::net::UnixStream::from_std(host).unwrap())
-        .await
-        .unwrap();
+    let (child, host) = host_agent();
+    let client = Client::connect(host).await.unwrap();
     let sandbox =
         Sandbox::new(client).with_grace(Duration::from_millis(300), Duration::from_millis(300));
     (child, sandbox)

@@ -1,7 +1,6 @@
 //! A whole workflow in real QEMU/TCG guests (the busybox test image).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 
 use firerunner_engine::artifacts::ArtifactStore;
@@ -12,7 +11,7 @@ use firerunner_engine::logs::LogHub;
 use firerunner_engine::native_actions::CacheScope;
 use firerunner_engine::orchestrator::{run_workflow, RunLimits, RunScope};
 use firerunner_engine::vm_executor::VmJobExecutor;
-use firerunner_vm::testing;
+use firerunner_vm::testing::{self, git, git_repo};
 use firerunner_workflow::load::parse_workflow;
 use firerunner_workflow::plan::{plan_workflow, JobResult, PlanContext};
 use firerunner_workflow::Object;
@@ -146,31 +145,11 @@ runs:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_runs_in_microvms_with_needs_matrix_outputs_and_masking() {
     let repo = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        assert!(Command::new("git")
-            .arg("-C")
-            .arg(repo.path())
-            .args(args)
-            .status()
-            .unwrap()
-            .success());
-    };
-    git(&["init", "-q", "-b", "main"]);
     std::fs::write(repo.path().join("data.txt"), "from the repo\n").unwrap();
     let action_dir = repo.path().join(".github/actions/greet");
     std::fs::create_dir_all(&action_dir).unwrap();
     std::fs::write(action_dir.join("action.yml"), GREET_ACTION).unwrap();
-    git(&["add", "."]);
-    git(&[
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@example.com",
-        "commit",
-        "-q",
-        "-m",
-        "init",
-    ]);
+    git_repo(repo.path(), "init");
 
     let workflow = Arc::new(parse_workflow("ci.yml", WORKFLOW).unwrap_or_else(|d| panic!("{d}")));
     let plan = plan_workflow(&workflow, &PlanContext::default()).unwrap();
@@ -180,31 +159,8 @@ async fn a_workflow_runs_in_microvms_with_needs_matrix_outputs_and_masking() {
     std::fs::create_dir_all(&remote).unwrap();
     std::fs::write(remote.join("action.yml"), REMOTE_ACTION).unwrap();
     std::fs::write(remote.join("shout.sh"), "echo \"$1\" | tr a-z A-Z\n").unwrap();
-    let git_in = |dir: &std::path::Path, args: &[&str]| {
-        assert!(Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .status()
-            .unwrap()
-            .success());
-    };
-    git_in(&remote, &["init", "-q", "-b", "main"]);
-    git_in(&remote, &["add", "."]);
-    git_in(
-        &remote,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "commit",
-            "-q",
-            "-m",
-            "v1",
-        ],
-    );
-    git_in(&remote, &["tag", "v1"]);
+    git_repo(&remote, "v1");
+    git(&remote, &["tag", "v1"]);
     let layout = GuestLayout::for_repository("octo/demo");
     let default_env = BTreeMap::from([
         ("CI".to_string(), "true".to_string()),

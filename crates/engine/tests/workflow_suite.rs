@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +19,7 @@ use firerunner_engine::run_context;
 use firerunner_engine::vm_executor::VmJobExecutor;
 use firerunner_vm::qemu::QemuBackend;
 use firerunner_vm::session::SessionManager;
-use firerunner_vm::testing;
+use firerunner_vm::testing::{self, git_repo};
 use firerunner_workflow::load::parse_workflow;
 use firerunner_workflow::model::{JobBody, ParsedWorkflow};
 use firerunner_workflow::plan::{plan_workflow, PlanContext};
@@ -70,21 +69,6 @@ fn suite_dir() -> PathBuf {
         })
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -131,22 +115,7 @@ async fn run_case(
     }
     let repo = tempfile::tempdir().unwrap();
     copy_tree(case, repo.path());
-    git(repo.path(), &["init", "-q", "-b", "main"]);
-    git(repo.path(), &["add", "."]);
-    git(
-        repo.path(),
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "commit",
-            "-q",
-            "-m",
-            "case",
-        ],
-    );
-    let sha = git(repo.path(), &["rev-parse", "HEAD"]);
+    let sha = git_repo(repo.path(), "case");
 
     let workflows_dir = repo.path().join(".github/workflows");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&workflows_dir)

@@ -8,8 +8,9 @@
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use std::sync::LazyLock;
 
-/// A kind of work a command does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A kind of work a command does (serialized as its [`Concept::as_str`] name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Concept {
     /// Runs tests.
     Test,
@@ -193,7 +194,15 @@ pub fn concepts_of(command: &str) -> Vec<Concept> {
 
 #[cfg(test)]
 mod tests {
-    use super::{concepts_of as c, Concept::*};
+    use super::{concepts_of as c, Concept::*, ALL};
+
+    #[test]
+    fn concepts_serialize_as_their_names() {
+        for concept in ALL {
+            let json = serde_json::to_value(concept).unwrap();
+            assert_eq!(json, concept.as_str(), "{concept:?}");
+        }
+    }
 
     #[test]
     fn common_commands_map_to_concepts() {

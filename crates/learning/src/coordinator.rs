@@ -9,13 +9,16 @@
 //! is committed and reports a writer failure, and [`LearningCoordinator::close`] flushes and stops.
 
 use crate::graph::{CommandKnowledgeGraph, Prediction, PredictionContext};
+use crate::model::{
+    one_line, short_sha, FixedBy, FlakyStep, LearningStats, Lesson, StepLocation, StepOutcome,
+    StepRecord,
+};
 use crate::normalize::normalize_command;
 use crate::signature::{signature_from_log, ErrorSignature, DEFAULT_TAIL_LINES};
-use crate::store::{to_millis, LearningStore, StepRow, StepWrite};
+use crate::store::{LearningStore, StepRow, StepWrite};
 use crate::LearningError;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -44,117 +47,6 @@ impl Default for LearningConfig {
             tracked_jobs: 4096,
         }
     }
-}
-
-/// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepOutcome {
-    /// The step succeeded.
-    Success,
-    /// The step failed.
-    Failure,
-}
-
-/// One executed step, as reported by the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepRecord {
-    /// Identifier of the workflow run.
-    pub run_id: String,
-    /// Repository (`owner/name`).
-    pub repository: String,
-    /// Commit the run built.
-    pub commit_sha: String,
-    /// Workflow name or file.
-    pub workflow: String,
-    /// Job id (with its matrix values when it has some).
-    pub job: String,
-    /// Step name.
-    pub step_name: String,
-    /// The step's command or script.
-    pub command: String,
-    /// Outcome.
-    pub outcome: StepOutcome,
-    /// Exit code when the step was a process.
-    pub exit_code: Option<i32>,
-    /// How long the step took.
-    pub duration: Duration,
-    /// The end of the step's log.
-    pub log_tail: String,
-    /// When the step finished.
-    pub timestamp: SystemTime,
-}
-
-impl StepRecord {
-    fn location(&self) -> StepLocation {
-        StepLocation {
-            repository: self.repository.clone(),
-            workflow: self.workflow.clone(),
-            job: self.job.clone(),
-            step_name: self.step_name.clone(),
-        }
-    }
-}
-
-/// Where a step runs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StepLocation {
-    /// Repository.
-    pub repository: String,
-    /// Workflow.
-    pub workflow: String,
-    /// Job.
-    pub job: String,
-    /// Step name.
-    pub step_name: String,
-}
-
-/// The change after which a failing step passed again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FixedBy {
-    /// The first commit at which the step passed after failing.
-    pub commit_sha: String,
-    /// The step's new normalised command, when the command changed too.
-    pub command: Option<String>,
-}
-
-/// A repeated failure: one signature at one step.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lesson {
-    /// The error signature.
-    pub signature: ErrorSignature,
-    /// Where it failed.
-    pub location: StepLocation,
-    /// Normalised command of the latest failure.
-    pub command: String,
-    /// How many failures carried the signature there.
-    pub count: u64,
-    /// First failure.
-    pub first_seen: SystemTime,
-    /// Latest failure.
-    pub last_seen: SystemTime,
-    /// Commit of the latest failure.
-    pub last_commit_sha: String,
-    /// True until the step passes at a later commit.
-    pub still_failing: bool,
-    /// What fixed it, when known.
-    pub fixed_by: Option<FixedBy>,
-}
-
-/// A step that both passed and failed at the same commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FlakyStep {
-    /// Where (the step name is the latest seen).
-    pub location: StepLocation,
-    /// Normalised command.
-    pub command: String,
-    /// Commits at which it both passed and failed.
-    pub flaky_commits: u64,
-    /// The latest such commit.
-    pub last_commit_sha: String,
-    /// When it was first seen flaky.
-    pub first_detected: SystemTime,
-    /// When it was last seen flaky.
-    pub last_detected: SystemTime,
 }
 
 /// A hint for a failing step (for a PR comment).
@@ -203,51 +95,6 @@ impl std::fmt::Display for Hint {
             }
         }
     }
-}
-
-impl std::fmt::Display for StepLocation {
-    /// `repository workflow/job/step`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}/{}/{}",
-            self.repository, self.workflow, self.job, self.step_name
-        )
-    }
-}
-
-/// The first seven characters of a commit id.
-pub fn short_sha(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
-}
-
-/// `text` on one line (newlines shown as ⏎), cut to `max` characters with an ellipsis.
-pub fn one_line(text: &str, max: usize) -> String {
-    let single = text.replace('\n', " ⏎ ");
-    if single.chars().count() <= max {
-        single
-    } else {
-        let mut cut: String = single.chars().take(max.saturating_sub(1)).collect();
-        cut.push('…');
-        cut
-    }
-}
-
-/// Totals and pattern counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LearningStats {
-    /// Successful steps recorded.
-    pub successes: u64,
-    /// Failed steps recorded.
-    pub failures: u64,
-    /// Distinct normalised commands that succeeded at least once.
-    pub unique_success_patterns: u64,
-    /// Distinct (normalised command, error signature) failure pairs.
-    pub unique_failure_patterns: u64,
-    /// Lessons reported by [`LearningCoordinator::lessons`].
-    pub lessons: u64,
-    /// Flaky steps.
-    pub flaky_steps: u64,
 }
 
 /// What recording a step found.
@@ -312,6 +159,167 @@ impl State {
             (lesson.signature.hash.clone(), lesson.location.clone()),
             lesson,
         );
+    }
+
+    /// Counts a step in the graph and the totals.
+    fn count(
+        &mut self,
+        key: &str,
+        repository: &str,
+        success: bool,
+        signature: Option<&ErrorSignature>,
+    ) {
+        self.graph.observe(key, repository, success, signature);
+        if success {
+            self.successes += 1;
+        } else {
+            self.failures += 1;
+        }
+    }
+
+    /// Remembers `key` as the latest step of its job (forgetting the oldest jobs past
+    /// `tracked_jobs`); returns the previous step's command when both succeeded, after
+    /// counting that sequence in the graph.
+    fn follow_job(
+        &mut self,
+        step: &StepRecord,
+        key: &str,
+        success: bool,
+        tracked_jobs: usize,
+    ) -> Option<String> {
+        let job_key = (step.run_id.clone(), step.job.clone());
+        let previous = self
+            .last_in_job
+            .insert(job_key.clone(), (key.to_string(), success));
+        if previous.is_none() {
+            self.job_order.push_back(job_key);
+            while self.job_order.len() > tracked_jobs.max(1) {
+                if let Some(oldest) = self.job_order.pop_front() {
+                    self.last_in_job.remove(&oldest);
+                }
+            }
+        }
+        match previous {
+            Some((previous_key, true)) if success => {
+                self.graph.add_sequence(&previous_key, key, 1);
+                Some(previous_key)
+            }
+            _ => None,
+        }
+    }
+
+    /// Counts the step's outcome at its commit; returns the flaky step when this outcome
+    /// made the commit a flaky one (it both passed and failed there).
+    fn count_outcome(
+        &mut self,
+        step: &StepRecord,
+        location: &StepLocation,
+        key: &str,
+        success: bool,
+    ) -> Option<FlakyStep> {
+        let outcome = self
+            .outcomes
+            .entry(OutcomeKey {
+                repository: step.repository.clone(),
+                workflow: step.workflow.clone(),
+                job: step.job.clone(),
+                command: key.to_string(),
+                commit_sha: step.commit_sha.clone(),
+            })
+            .or_default();
+        let was_flaky_commit = outcome.0 > 0 && outcome.1 > 0;
+        if success {
+            outcome.0 += 1;
+        } else {
+            outcome.1 += 1;
+        }
+        let became_flaky = !was_flaky_commit && outcome.0 > 0 && outcome.1 > 0;
+        became_flaky.then(|| self.mark_flaky(step, location, key))
+    }
+
+    fn mark_flaky(&mut self, step: &StepRecord, location: &StepLocation, key: &str) -> FlakyStep {
+        let flaky = self
+            .flaky
+            .entry(FlakyKey {
+                repository: step.repository.clone(),
+                workflow: step.workflow.clone(),
+                job: step.job.clone(),
+                command: key.to_string(),
+            })
+            .or_insert_with(|| FlakyStep {
+                location: location.clone(),
+                command: key.to_string(),
+                flaky_commits: 0,
+                last_commit_sha: String::new(),
+                first_detected: step.timestamp,
+                last_detected: step.timestamp,
+            });
+        flaky.flaky_commits += 1;
+        flaky.location = location.clone();
+        flaky.last_commit_sha = step.commit_sha.clone();
+        flaky.last_detected = step.timestamp;
+        flaky.clone()
+    }
+
+    /// Counts a failure with `signature` at `location` in its lesson (a new one at first);
+    /// returns the lesson as it is now.
+    fn lesson_failed(
+        &mut self,
+        signature: &ErrorSignature,
+        location: &StepLocation,
+        key: &str,
+        step: &StepRecord,
+    ) -> Lesson {
+        let lesson_key = (signature.hash.clone(), location.clone());
+        if let Some(lesson) = self.lessons.get_mut(&lesson_key) {
+            lesson.count += 1;
+            lesson.command = key.to_string();
+            lesson.last_seen = step.timestamp;
+            lesson.last_commit_sha = step.commit_sha.clone();
+            lesson.still_failing = true;
+            lesson.fixed_by = None;
+            return lesson.clone();
+        }
+        let lesson = Lesson {
+            signature: signature.clone(),
+            location: location.clone(),
+            command: key.to_string(),
+            count: 1,
+            first_seen: step.timestamp,
+            last_seen: step.timestamp,
+            last_commit_sha: step.commit_sha.clone(),
+            still_failing: true,
+            fixed_by: None,
+        };
+        self.insert_lesson(lesson.clone());
+        lesson
+    }
+
+    /// Marks the failing lessons of `location` fixed by a pass at a later commit; returns them.
+    fn lessons_fixed(
+        &mut self,
+        location: &StepLocation,
+        key: &str,
+        commit_sha: &str,
+    ) -> Vec<Lesson> {
+        let mut fixed = Vec::new();
+        let Some(hashes) = self.lessons_by_location.get(location) else {
+            return fixed;
+        };
+        for hash in hashes {
+            let Some(lesson) = self.lessons.get_mut(&(hash.clone(), location.clone())) else {
+                continue;
+            };
+            if lesson.still_failing && lesson.last_commit_sha != commit_sha {
+                lesson.still_failing = false;
+                lesson.fixed_by = Some(FixedBy {
+                    commit_sha: commit_sha.to_string(),
+                    command: (lesson.command != key).then(|| key.to_string()),
+                });
+                fixed.push(lesson.clone());
+            }
+        }
+        fixed
     }
 }
 
@@ -409,6 +417,7 @@ impl LearningCoordinator {
         Ok(recorded)
     }
 
+    /// Updates the in-memory state with `step` and returns what it found and what to store.
     fn apply(&self, step: StepRecord) -> (RecordedStep, StepWrite) {
         let key = normalize_command(&step.command);
         let success = step.outcome == StepOutcome::Success;
@@ -419,155 +428,31 @@ impl LearningCoordinator {
         };
         let location = step.location();
         let mut state = self.state();
-        let state = &mut *state;
-
-        state
-            .graph
-            .observe(&key, &step.repository, success, signature.as_ref());
-        if success {
-            state.successes += 1;
-        } else {
-            state.failures += 1;
-        }
-
-        let job_key = (step.run_id.clone(), step.job.clone());
-        let previous = state
-            .last_in_job
-            .insert(job_key.clone(), (key.clone(), success));
-        if previous.is_none() {
-            state.job_order.push_back(job_key);
-            while state.job_order.len() > self.config.tracked_jobs.max(1) {
-                if let Some(oldest) = state.job_order.pop_front() {
-                    state.last_in_job.remove(&oldest);
-                }
-            }
-        }
-        let sequence_from = match previous {
-            Some((previous_key, true)) if success => {
-                state.graph.add_sequence(&previous_key, &key, 1);
-                Some(previous_key)
-            }
-            _ => None,
-        };
-
-        let outcome = state
-            .outcomes
-            .entry(OutcomeKey {
-                repository: step.repository.clone(),
-                workflow: step.workflow.clone(),
-                job: step.job.clone(),
-                command: key.clone(),
-                commit_sha: step.commit_sha.clone(),
-            })
-            .or_default();
-        let was_flaky_commit = outcome.0 > 0 && outcome.1 > 0;
-        if success {
-            outcome.0 += 1;
-        } else {
-            outcome.1 += 1;
-        }
-        let became_flaky = !was_flaky_commit && outcome.0 > 0 && outcome.1 > 0;
-        let mut flaky_write = None;
-        if became_flaky {
-            let flaky = state
-                .flaky
-                .entry(FlakyKey {
-                    repository: step.repository.clone(),
-                    workflow: step.workflow.clone(),
-                    job: step.job.clone(),
-                    command: key.clone(),
-                })
-                .or_insert_with(|| FlakyStep {
-                    location: location.clone(),
-                    command: key.clone(),
-                    flaky_commits: 0,
-                    last_commit_sha: String::new(),
-                    first_detected: step.timestamp,
-                    last_detected: step.timestamp,
-                });
-            flaky.flaky_commits += 1;
-            flaky.location = location.clone();
-            flaky.last_commit_sha = step.commit_sha.clone();
-            flaky.last_detected = step.timestamp;
-            flaky_write = Some(flaky.clone());
-        }
-
-        let mut lesson_writes = Vec::new();
+        state.count(&key, &step.repository, success, signature.as_ref());
+        let sequence_from = state.follow_job(&step, &key, success, self.config.tracked_jobs);
+        let flaky = state.count_outcome(&step, &location, &key, success);
         let mut new_lesson = false;
-        if let Some(signature) = signature.as_ref().filter(|_| !success) {
-            let lesson_key = (signature.hash.clone(), location.clone());
-            let lesson = match state.lessons.get_mut(&lesson_key) {
-                Some(lesson) => {
-                    lesson.count += 1;
-                    lesson.command = key.clone();
-                    lesson.last_seen = step.timestamp;
-                    lesson.last_commit_sha = step.commit_sha.clone();
-                    lesson.still_failing = true;
-                    lesson.fixed_by = None;
-                    lesson.clone()
-                }
-                None => {
-                    let lesson = Lesson {
-                        signature: signature.clone(),
-                        location: location.clone(),
-                        command: key.clone(),
-                        count: 1,
-                        first_seen: step.timestamp,
-                        last_seen: step.timestamp,
-                        last_commit_sha: step.commit_sha.clone(),
-                        still_failing: true,
-                        fixed_by: None,
-                    };
-                    state.insert_lesson(lesson.clone());
-                    lesson
-                }
-            };
-            new_lesson = lesson.count == self.config.lesson_threshold;
-            lesson_writes.push(lesson);
-        } else if success {
-            if let Some(hashes) = state.lessons_by_location.get(&location) {
-                for hash in hashes {
-                    let Some(lesson) = state.lessons.get_mut(&(hash.clone(), location.clone()))
-                    else {
-                        continue;
-                    };
-                    if lesson.still_failing && lesson.last_commit_sha != step.commit_sha {
-                        lesson.still_failing = false;
-                        lesson.fixed_by = Some(FixedBy {
-                            commit_sha: step.commit_sha.clone(),
-                            command: (lesson.command != key).then(|| key.clone()),
-                        });
-                        lesson_writes.push(lesson.clone());
-                    }
-                }
+        let lessons = match signature.as_ref() {
+            Some(signature) => {
+                let lesson = state.lesson_failed(signature, &location, &key, &step);
+                new_lesson = lesson.count == self.config.lesson_threshold;
+                vec![lesson]
             }
-        }
-
-        let write = StepWrite {
-            row: StepRow {
-                run_id: step.run_id,
-                repository: step.repository,
-                commit_sha: step.commit_sha,
-                workflow: step.workflow,
-                job: step.job,
-                step_name: step.step_name,
-                command: step.command,
-                command_key: key.clone(),
-                success,
-                exit_code: step.exit_code,
-                duration_ms: i64::try_from(step.duration.as_millis()).unwrap_or(i64::MAX),
-                signature: signature.clone(),
-                recorded_at_ms: to_millis(step.timestamp),
-            },
-            sequence_from,
-            lessons: lesson_writes,
-            flaky: flaky_write,
+            None if success => state.lessons_fixed(&location, &key, &step.commit_sha),
+            None => Vec::new(),
         };
+        drop(state);
         let recorded = RecordedStep {
-            command_key: key,
-            signature,
+            command_key: key.clone(),
+            signature: signature.clone(),
             new_lesson,
-            became_flaky,
+            became_flaky: flaky.is_some(),
+        };
+        let write = StepWrite {
+            row: StepRow::new(step, key, success, signature),
+            sequence_from,
+            lessons,
+            flaky,
         };
         (recorded, write)
     }

@@ -10,6 +10,7 @@ use crate::signature::ErrorSignature;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
+use serde::Serialize;
 use std::collections::HashMap;
 
 /// Statistics of one failure signature on a node.
@@ -45,8 +46,10 @@ pub struct PredictionContext {
     pub repository: Option<String>,
 }
 
-/// Which evidence a [`Prediction`] rests on, from most to least specific.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which evidence a [`Prediction`] rests on, from most to least specific
+/// (serialized in snake case, e.g. `command_in_repository`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EvidenceLevel {
     /// This command in this repository.
     CommandInRepository,
@@ -88,13 +91,14 @@ impl Prediction {
 }
 
 /// A command related to the one asked about.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RelatedCommand {
     /// The related normalised command.
     pub command: String,
     /// Ranking score: share of sequence edges between the two plus the Jaccard index of concepts.
     pub score: f64,
     /// Observed sequences between the two commands (both directions).
+    #[serde(rename = "sequences")]
     pub sequence_count: u64,
     /// Concepts both commands have.
     pub shared_concepts: Vec<Concept>,

@@ -4,6 +4,8 @@
 //!   [`concepts`] tags it with command concepts (test, install, ...).
 //! - [`signature`] reduces a failing step's log tail to a stable error signature.
 //! - [`graph`] holds the in-memory [`CommandKnowledgeGraph`].
+//! - [`model`] holds the values the coordinator keeps and the store persists (lessons, flaky
+//!   steps, where a step runs); they serialize to the JSON the CLI prints.
 //! - [`store`] persists everything in `learning_*` tables through sqlx's `Any` driver.
 //! - [`coordinator`] is the entry point: [`LearningCoordinator::record_step`], lessons, flaky
 //!   steps and hints.
@@ -18,22 +20,24 @@ pub mod coordinator;
 pub mod error;
 pub mod graph;
 pub mod llm;
+pub mod model;
 pub mod normalize;
 pub mod signature;
 pub mod store;
 
 pub use compose::{workflow_from_text, ComposeError};
 pub use concepts::{concepts_of, Concept};
-pub use coordinator::{
-    one_line, short_sha, FixedBy, FlakyStep, Hint, LearningConfig, LearningCoordinator,
-    LearningStats, Lesson, RecordedStep, StepLocation, StepOutcome, StepRecord,
-};
+pub use coordinator::{Hint, LearningConfig, LearningCoordinator, RecordedStep};
 pub use error::LearningError;
 pub use graph::{
     CommandKnowledgeGraph, EvidenceLevel, FailingSignature, NodeStats, Prediction,
     PredictionContext, RelatedCommand,
 };
 pub use llm::{FailureToExplain, GeneratedWorkflow, LlmClient, LlmConfig, LlmError};
+pub use model::{
+    one_line, short_sha, FixedBy, FlakyStep, LearningStats, Lesson, LessonStatus, StepLocation,
+    StepOutcome, StepRecord,
+};
 pub use normalize::normalize_command;
 pub use signature::{signature_from_log, ErrorSignature};
 pub use store::LearningStore;

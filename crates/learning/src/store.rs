@@ -4,12 +4,11 @@
 //! with `excluded`), so the same embedded migrations run on SQLite now and PostgreSQL later.
 //! Migrations are embedded with `include_str!` and recorded in `learning_migrations`.
 
-use crate::coordinator::{FixedBy, FlakyStep, Lesson, StepLocation};
 use crate::error::LearningError;
+use crate::model::{from_millis, to_millis, FixedBy, FlakyStep, Lesson, StepLocation, StepRecord};
 use crate::signature::ErrorSignature;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Embedded migrations: (version, name, SQL).
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -17,18 +16,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     "learning tables",
     include_str!("../migrations/0001_learning.sql"),
 )];
-
-/// Milliseconds since the Unix epoch (0 for times before it).
-pub(crate) fn to_millis(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// The inverse of [`to_millis`].
-pub(crate) fn from_millis(millis: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
-}
 
 fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
@@ -60,6 +47,32 @@ pub(crate) struct StepRow {
     pub duration_ms: i64,
     pub signature: Option<ErrorSignature>,
     pub recorded_at_ms: i64,
+}
+
+impl StepRow {
+    /// The row of `step`, whose command normalises to `command_key`.
+    pub(crate) fn new(
+        step: StepRecord,
+        command_key: String,
+        success: bool,
+        signature: Option<ErrorSignature>,
+    ) -> Self {
+        StepRow {
+            run_id: step.run_id,
+            repository: step.repository,
+            commit_sha: step.commit_sha,
+            workflow: step.workflow,
+            job: step.job,
+            step_name: step.step_name,
+            command: step.command,
+            command_key,
+            success,
+            exit_code: step.exit_code,
+            duration_ms: i64::try_from(step.duration.as_millis()).unwrap_or(i64::MAX),
+            signature,
+            recorded_at_ms: to_millis(step.timestamp),
+        }
+    }
 }
 
 /// Everything one recorded step changes in the store, written in one transaction with its batch.

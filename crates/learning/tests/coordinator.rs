@@ -1,5 +1,5 @@
 use firerunner_learning::{
-    EvidenceLevel, FixedBy, Hint, LearningConfig, LearningCoordinator, LearningStore,
+    EvidenceLevel, FixedBy, Hint, LearningConfig, LearningCoordinator, LearningStore, LessonStatus,
     PredictionContext, StepOutcome, StepRecord,
 };
 use std::time::{Duration, UNIX_EPOCH};
@@ -93,6 +93,32 @@ async fn repeated_failures_become_a_lesson_with_its_fix() {
     assert_eq!(stats.unique_success_patterns, 2);
     assert_eq!(stats.unique_failure_patterns, 1);
     assert_eq!(stats.lessons, 1);
+    learning.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lesson_that_fails_again_after_its_fix_is_failing() {
+    let learning = memory_coordinator().await;
+    let failure = |run: u32, commit: &str| {
+        let log = COMPILE_ERROR.replace("LINE", &run.to_string());
+        step(run, commit, "build", "cargo build", Some(&log))
+    };
+    for (run, commit) in [(1, "c1"), (2, "c2"), (3, "c3")] {
+        learning.record_step(failure(run, commit)).await.unwrap();
+    }
+    assert_eq!(learning.lessons()[0].status(), LessonStatus::Failing);
+    learning
+        .record_step(step(4, "c4fixed1", "build", "cargo build", None))
+        .await
+        .unwrap();
+    let fixed = learning.lessons()[0].status();
+    assert_eq!(fixed, LessonStatus::FixedIn("c4fixed1".into()));
+    assert_eq!(fixed.to_string(), "fixed in c4fixed");
+    learning.record_step(failure(5, "c5")).await.unwrap();
+    let lesson = &learning.lessons()[0];
+    assert_eq!(lesson.count, 4);
+    assert_eq!(lesson.status(), LessonStatus::Failing);
+    assert_eq!(lesson.status().to_string(), "failing");
     learning.close().await.unwrap();
 }
 

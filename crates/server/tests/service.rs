@@ -620,3 +620,47 @@ async fn a_new_push_cancels_the_running_run_of_its_group_and_a_restart_resumes_t
     assert_eq!(executed.iter().filter(|id| **id == second_id).count(), 2);
     service.stop().await;
 }
+
+/// A lesson that failed again after a fix reads "failing" on the dashboard, as it
+/// does in `firerunner learn lessons` (both show `Lesson::status()`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_lesson_that_failed_again_after_its_fix_as_failing() {
+    let service = Service::start(|_| {}).await;
+    let learning = service.state.learning.as_ref().unwrap();
+    let step = |commit: &str, failed: bool| firerunner_learning::StepRecord {
+        run_id: format!("run-{commit}"),
+        repository: REPO.into(),
+        commit_sha: commit.into(),
+        workflow: "CI".into(),
+        job: "test".into(),
+        step_name: "unit".into(),
+        command: "npm test".into(),
+        outcome: if failed {
+            firerunner_learning::StepOutcome::Failure
+        } else {
+            firerunner_learning::StepOutcome::Success
+        },
+        exit_code: Some(i32::from(failed)),
+        duration: Duration::from_secs(1),
+        log_tail: if failed {
+            "Error: Cannot find module 'left-pad'".into()
+        } else {
+            String::new()
+        },
+        timestamp: std::time::SystemTime::now(),
+    };
+    for (commit, failed) in [
+        ("c1", true),
+        ("c2", true),
+        ("c3", true),
+        ("c4fixed", false),
+        ("c5", true),
+    ] {
+        learning.record_step(step(commit, failed)).await.unwrap();
+    }
+    let (code, page) = service.get("/learning", None).await;
+    assert_eq!(code, 200);
+    assert!(page.contains("<td>4</td><td>failing</td></tr>"), "{page}");
+    assert!(!page.contains("fixed in"), "{page}");
+    service.stop().await;
+}

@@ -24,9 +24,9 @@ use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use crate::agent_link;
 use crate::backend::{Snapshot, VmBackend, VmError, VmInstance, VmSpec};
+use crate::metrics::Metrics;
 use crate::reaper;
 use crate::runtime::{ProcessId, VmDir};
-use crate::session::Metrics;
 
 /// How many times a cold boot is tried before giving up (see
 /// [`agent_link::boot_and_connect`]).

@@ -1,8 +1,9 @@
 //! Helpers for tests that boot real guests (feature `testing`): the static
-//! agent built by `scripts/build-agent.sh` and the small test image, built
-//! once per process into the shared cache outside the checkout.
+//! agent built by `scripts/build-agent.sh` (also run on the host over a socket
+//! pair), the small test image, built once per process into the shared cache
+//! outside the checkout, and git repositories for jobs to check out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -16,11 +17,15 @@ pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Builds the static agent once per process and returns its path.
+/// The static agent: `$FIRERUNNER_AGENT_BIN` when set, else built by
+/// `scripts/build-agent.sh` once per process.
 pub fn agent_binary() -> PathBuf {
     static AGENT: OnceLock<PathBuf> = OnceLock::new();
     AGENT
         .get_or_init(|| {
+            if let Some(path) = std::env::var_os("FIRERUNNER_AGENT_BIN") {
+                return PathBuf::from(path);
+            }
             let output = Command::new("bash")
                 .arg(workspace().join("scripts/build-agent.sh"))
                 .output()
@@ -33,6 +38,39 @@ pub fn agent_binary() -> PathBuf {
             PathBuf::from(String::from_utf8(output.stdout).expect("UTF-8 path").trim())
         })
         .clone()
+}
+
+/// The agent of [`agent_binary`] on the host, on one end of a socket pair: the
+/// process and the host's end (see
+/// [`firerunner_agent_proto::testing::agent_on_socket_pair`]).
+pub fn host_agent() -> (std::process::Child, tokio::net::UnixStream) {
+    firerunner_agent_proto::testing::agent_on_socket_pair(&agent_binary())
+}
+
+/// Runs `git` with a test identity in `dir`; its standard output, trimmed.
+/// Panics when git fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(output.status.success(), "git {args:?}: {output:?}");
+    String::from_utf8(output.stdout)
+        .expect("UTF-8 git output")
+        .trim()
+        .to_string()
+}
+
+/// Makes `dir` a git repository on branch `main` with one commit (`message`)
+/// of every file in it; returns the commit id.
+pub fn git_repo(dir: &Path, message: &str) -> String {
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", message]);
+    git(dir, &["rev-parse", "HEAD"])
 }
 
 /// The small busybox test image.

@@ -5,13 +5,13 @@
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
-use firerunner_vm::rootfs::{
+use firerunner_vm::image::rootfs::{
     build_debian_rootfs, check_rootfs_image, clean_tree, customise_tree, stat_in_image,
     write_ext4_image, RootfsError, RootfsProgress, RootfsRecipe, RootfsStage, AGENT_GUEST_PATH,
 };
+use firerunner_vm::testing::agent_binary;
 
 /// A tree shaped like a merged-/usr Debian: `/sbin -> usr/sbin`, docs with
 /// copyright files, apt caches and an `/etc/resolv.conf` symlink that points
@@ -222,24 +222,6 @@ fn build_refuses_a_missing_agent_before_running_anything() {
         other => panic!("expected AgentMissing, got {other:?}"),
     }
     assert!(!work.exists());
-}
-
-/// The agent binary: `FIRERUNNER_AGENT_BIN`, or built by scripts/build-agent.sh.
-fn agent_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("FIRERUNNER_AGENT_BIN") {
-        return PathBuf::from(path);
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let output = Command::new("bash")
-        .arg(repo.join("scripts/build-agent.sh"))
-        .output()
-        .expect("run scripts/build-agent.sh");
-    assert!(
-        output.status.success(),
-        "build-agent.sh failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
 
 /// Builds the real Debian image (minutes, ~200 MB of downloads, needs root).

@@ -4,18 +4,18 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use firerunner_engine::job::JobReport;
 use firerunner_engine::learn::{indexed_step_records, FinishedJob};
 use firerunner_engine::logs::LogHub;
 use firerunner_learning::{
-    one_line, short_sha, workflow_from_text, EvidenceLevel, FlakyStep, Hint, LearningConfig,
-    LearningCoordinator, LearningStore, Lesson, LlmClient, LlmConfig, PredictionContext,
-    StepLocation, StepOutcome,
+    one_line, short_sha, workflow_from_text, Concept, EvidenceLevel, FlakyStep, Hint,
+    LearningConfig, LearningCoordinator, LearningStats, LearningStore, Lesson, LlmClient,
+    LlmConfig, PredictionContext, StepOutcome,
 };
-use serde_json::{json, Value};
+use serde::Serialize;
 
 /// Arguments of `firerunner learn`.
 #[derive(clap::Args)]
@@ -170,12 +170,11 @@ fn new_workflow(request: &str, llm: Option<LlmConfig>, as_json: bool) -> Result<
         match generated {
             Ok(generated) => {
                 return Ok(if as_json {
-                    to_json(&json!({
-                        "source": "llm",
-                        "model": model,
-                        "attempts": generated.attempts,
-                        "yaml": generated.yaml,
-                    }))
+                    to_json(&NewWorkflow::Llm {
+                        model,
+                        attempts: generated.attempts,
+                        yaml: generated.yaml,
+                    })
                 } else {
                     generated.yaml
                 });
@@ -188,17 +187,30 @@ fn new_workflow(request: &str, llm: Option<LlmConfig>, as_json: bool) -> Result<
     }
     let yaml = workflow_from_text(request).context("the built-in phrase parser failed")?;
     Ok(if as_json {
-        to_json(&json!({
-            "source": "patterns",
-            "llm_error": llm_error,
-            "yaml": yaml,
-        }))
+        to_json(&NewWorkflow::Patterns { llm_error, yaml })
     } else {
         yaml
     })
 }
 
-fn to_json(value: &Value) -> String {
+/// The JSON answer of `learn new`: where the workflow came from, and its YAML.
+#[derive(Serialize)]
+#[serde(tag = "source", rename_all = "lowercase")]
+enum NewWorkflow {
+    /// Written by the language model.
+    Llm {
+        model: String,
+        attempts: u32,
+        yaml: String,
+    },
+    /// Written by the built-in phrase parser.
+    Patterns {
+        llm_error: Option<String>,
+        yaml: String,
+    },
+}
+
+fn to_json(value: &impl Serialize) -> String {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
     text
@@ -233,37 +245,26 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `text` cut to `max` characters, with `…` when cut.
-fn millis(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn location_json(location: &StepLocation) -> Value {
-    json!({
-        "repository": location.repository,
-        "workflow": location.workflow,
-        "job": location.job,
-        "step": location.step_name,
-    })
+/// The JSON answer of `learn stats`: the totals and the graph's size.
+#[derive(Serialize)]
+struct StatsAnswer {
+    steps: u64,
+    #[serde(flatten)]
+    stats: LearningStats,
+    commands: usize,
+    sequences: usize,
 }
 
 fn stats(learning: &LearningCoordinator, as_json: bool) -> String {
     let stats = learning.stats();
     let (nodes, edges) = learning.with_graph(|graph| (graph.node_count(), graph.edge_count()));
     if as_json {
-        return to_json(&json!({
-            "steps": stats.successes + stats.failures,
-            "successes": stats.successes,
-            "failures": stats.failures,
-            "unique_success_patterns": stats.unique_success_patterns,
-            "unique_failure_patterns": stats.unique_failure_patterns,
-            "lessons": stats.lessons,
-            "flaky_steps": stats.flaky_steps,
-            "commands": nodes,
-            "sequences": edges,
-        }));
+        return to_json(&StatsAnswer {
+            steps: stats.successes + stats.failures,
+            stats,
+            commands: nodes,
+            sequences: edges,
+        });
     }
     let rows = [
         ("steps recorded", stats.successes + stats.failures),
@@ -283,37 +284,9 @@ fn stats(learning: &LearningCoordinator, as_json: bool) -> String {
     table(&["WHAT", "COUNT"], &rows)
 }
 
-fn lesson_status(lesson: &Lesson) -> String {
-    match (&lesson.fixed_by, lesson.still_failing) {
-        (_, true) => "failing".into(),
-        (Some(fixed), false) => format!("fixed in {}", short_sha(&fixed.commit_sha)),
-        (None, false) => "fixed".into(),
-    }
-}
-
 fn lessons(lessons: &[Lesson], as_json: bool) -> String {
     if as_json {
-        let items: Vec<Value> = lessons
-            .iter()
-            .map(|lesson| {
-                json!({
-                    "count": lesson.count,
-                    "signature": lesson.signature.text,
-                    "signature_hash": lesson.signature.hash,
-                    "location": location_json(&lesson.location),
-                    "command": lesson.command,
-                    "first_seen_ms": millis(lesson.first_seen),
-                    "last_seen_ms": millis(lesson.last_seen),
-                    "last_commit": lesson.last_commit_sha,
-                    "still_failing": lesson.still_failing,
-                    "fixed_by": lesson.fixed_by.as_ref().map(|fixed| json!({
-                        "commit": fixed.commit_sha,
-                        "command": fixed.command,
-                    })),
-                })
-            })
-            .collect();
-        return to_json(&Value::Array(items));
+        return to_json(&lessons);
     }
     if lessons.is_empty() {
         return "no lessons yet: no error has repeated at one step often enough\n".into();
@@ -323,7 +296,7 @@ fn lessons(lessons: &[Lesson], as_json: bool) -> String {
         .map(|lesson| {
             vec![
                 lesson.count.to_string(),
-                lesson_status(lesson),
+                lesson.status().to_string(),
                 lesson.location.to_string(),
                 one_line(&lesson.signature.text, 90),
             ]
@@ -334,20 +307,7 @@ fn lessons(lessons: &[Lesson], as_json: bool) -> String {
 
 fn flaky(steps: &[FlakyStep], as_json: bool) -> String {
     if as_json {
-        let items: Vec<Value> = steps
-            .iter()
-            .map(|step| {
-                json!({
-                    "flaky_commits": step.flaky_commits,
-                    "location": location_json(&step.location),
-                    "command": step.command,
-                    "last_commit": step.last_commit_sha,
-                    "first_detected_ms": millis(step.first_detected),
-                    "last_detected_ms": millis(step.last_detected),
-                })
-            })
-            .collect();
-        return to_json(&Value::Array(items));
+        return to_json(&steps);
     }
     if steps.is_empty() {
         return "no flaky steps: no step both passed and failed at one commit\n".into();
@@ -366,13 +326,31 @@ fn flaky(steps: &[FlakyStep], as_json: bool) -> String {
     table(&["COMMITS", "LAST", "STEP", "COMMAND"], &rows)
 }
 
-fn level_name(level: EvidenceLevel) -> &'static str {
-    match level {
-        EvidenceLevel::CommandInRepository => "command_in_repository",
-        EvidenceLevel::Command => "command",
-        EvidenceLevel::Concept => "concept",
-        EvidenceLevel::Prior => "prior",
-    }
+/// The JSON answer of `learn predict`.
+#[derive(Serialize)]
+struct PredictAnswer<'a> {
+    command: &'a str,
+    normalized: String,
+    repository: Option<String>,
+    probability: f64,
+    evidence: Evidence<'a>,
+}
+
+/// What a prediction rests on.
+#[derive(Serialize)]
+struct Evidence<'a> {
+    level: EvidenceLevel,
+    successes: u64,
+    failures: u64,
+    concepts: &'a [Concept],
+    failure_signatures: Vec<SignatureCount>,
+}
+
+/// How often a command failed with one error.
+#[derive(Serialize)]
+struct SignatureCount {
+    count: u64,
+    signature: String,
 }
 
 fn predict(
@@ -400,22 +378,23 @@ fn predict(
     signatures.truncate(5);
     let concept_names: Vec<&str> = concepts.iter().map(|c| c.as_str()).collect();
     if as_json {
-        return to_json(&json!({
-            "command": command,
-            "normalized": key,
-            "repository": repository,
-            "probability": prediction.probability,
-            "evidence": {
-                "level": level_name(prediction.level),
-                "successes": prediction.successes,
-                "failures": prediction.failures,
-                "concepts": concept_names,
-                "failure_signatures": signatures
-                    .iter()
-                    .map(|(count, text)| json!({"count": count, "signature": text}))
-                    .collect::<Vec<_>>(),
+        let failure_signatures = signatures
+            .into_iter()
+            .map(|(count, signature)| SignatureCount { count, signature })
+            .collect();
+        return to_json(&PredictAnswer {
+            command,
+            normalized: key,
+            repository,
+            probability: prediction.probability,
+            evidence: Evidence {
+                level: prediction.level,
+                successes: prediction.successes,
+                failures: prediction.failures,
+                concepts: &concepts,
+                failure_signatures,
             },
-        }));
+        });
     }
     let basis = match prediction.level {
         EvidenceLevel::CommandInRepository => format!(
@@ -453,18 +432,7 @@ fn predict(
 fn related(learning: &LearningCoordinator, command: &str, limit: usize, as_json: bool) -> String {
     let related = learning.with_graph(|graph| graph.find_related_commands(command, limit));
     if as_json {
-        let items: Vec<Value> = related
-            .iter()
-            .map(|r| {
-                json!({
-                    "command": r.command,
-                    "score": r.score,
-                    "sequences": r.sequence_count,
-                    "shared_concepts": r.shared_concepts.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        return to_json(&Value::Array(items));
+        return to_json(&related);
     }
     if related.is_empty() {
         return format!(
@@ -491,12 +459,25 @@ fn related(learning: &LearningCoordinator, command: &str, limit: usize, as_json:
     table(&["SCORE", "SEQUENCES", "SHARED", "COMMAND"], &rows)
 }
 
+/// The JSON answer of `learn next`.
+#[derive(Serialize)]
+struct NextAnswer<'a> {
+    command: &'a str,
+    next: Option<&'a str>,
+    count: u64,
+}
+
 fn next(learning: &LearningCoordinator, command: &str, as_json: bool) -> String {
     let next = learning.with_graph(|graph| graph.next_command(command));
     if as_json {
-        return to_json(&match &next {
-            Some((next, count)) => json!({"command": command, "next": next, "count": count}),
-            None => json!({"command": command, "next": null, "count": 0}),
+        let (next, count) = match &next {
+            Some((next, count)) => (Some(next.as_str()), *count),
+            None => (None, 0),
+        };
+        return to_json(&NextAnswer {
+            command,
+            next,
+            count,
         });
     }
     match next {
@@ -615,7 +596,7 @@ impl Recorder {
 mod tests {
     use super::*;
     use firerunner_learning::StepRecord;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn failure(commit: &str, log: &str) -> StepRecord {
         StepRecord {
@@ -649,6 +630,29 @@ mod tests {
         );
         assert_eq!(one_line("abcdef", 4), "abc…");
         assert_eq!(one_line("two\nlines", 40), "two ⏎ lines");
+    }
+
+    #[tokio::test]
+    async fn a_lesson_that_failed_again_after_its_fix_reads_failing() {
+        let store = LearningStore::connect("sqlite::memory:").await.unwrap();
+        let learning = LearningCoordinator::open(store, LearningConfig::default())
+            .await
+            .unwrap();
+        let log = "Error: Cannot find module 'left-pad'";
+        for commit in ["c1", "c2", "c3"] {
+            learning.record_step(failure(commit, log)).await.unwrap();
+        }
+        let mut fixed = failure("c4fixed", "");
+        fixed.outcome = StepOutcome::Success;
+        learning.record_step(fixed).await.unwrap();
+        learning.record_step(failure("c5", log)).await.unwrap();
+        let text = lessons(&learning.lessons(), false);
+        let row = text.lines().nth(2).expect("one lesson row");
+        assert!(
+            row.starts_with("4      failing  octo/app CI/test/unit"),
+            "{text}"
+        );
+        learning.close().await.unwrap();
     }
 
     #[tokio::test]

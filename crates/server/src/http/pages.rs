@@ -462,11 +462,7 @@ async fn learning_page(State(state): State<AppState>) -> Response {
                 one_line(&lesson.signature.text, 120),
                 lesson.location.to_string(),
                 lesson.count.to_string(),
-                match (&lesson.fixed_by, lesson.still_failing) {
-                    (Some(fixed), _) => format!("fixed in {}", short_sha(&fixed.commit_sha)),
-                    (None, true) => "still failing".into(),
-                    (None, false) => "passing again".into(),
-                },
+                lesson.status().to_string(),
             ]
         })
         .collect();

@@ -13,6 +13,7 @@
 
 mod cpio;
 mod kernel;
+pub mod rootfs;
 pub mod ssh;
 
 use std::path::{Path, PathBuf};
@@ -100,7 +101,7 @@ pub struct ImageRecipe {
     /// The statically linked guest agent (`scripts/build-agent.sh`).
     pub agent: PathBuf,
     /// The root filesystem, for [`ImageKind::Debian`].
-    pub rootfs: Option<crate::rootfs::RootfsRecipe>,
+    pub rootfs: Option<rootfs::RootfsRecipe>,
     /// Dropbear beside the agent (test images only; see [`ssh`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshRecipe>,
@@ -134,7 +135,7 @@ impl ImageRecipe {
     pub fn debian(agent: PathBuf) -> Self {
         Self {
             kind: ImageKind::Debian,
-            rootfs: Some(crate::rootfs::RootfsRecipe::default()),
+            rootfs: Some(rootfs::RootfsRecipe::default()),
             ..Self::test(agent)
         }
     }
@@ -200,7 +201,7 @@ pub enum ImageError {
     NotStatic(PathBuf),
     /// The root filesystem could not be built.
     #[error("building the root filesystem: {0}")]
-    Rootfs(#[from] crate::rootfs::RootfsError),
+    Rootfs(#[from] rootfs::RootfsError),
     /// An image manifest cannot be read.
     #[error("{path}: bad image manifest: {reason}")]
     Manifest {
@@ -319,13 +320,13 @@ pub fn build(
                 ),
             });
             let scratch = cache.join("rootfs-work").join(&key[..16]);
-            crate::rootfs::build_debian_rootfs(
+            rootfs::build_debian_rootfs(
                 rootfs_recipe,
                 &recipe.agent,
                 &scratch,
                 &work.join("rootfs.ext4"),
                 &mut |event| {
-                    if let crate::rootfs::RootfsProgress::Output { tool, line } = event {
+                    if let rootfs::RootfsProgress::Output { tool, line } = event {
                         progress(BuildProgress::Output(format!("{tool}: {line}")));
                     }
                 },

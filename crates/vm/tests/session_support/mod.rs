@@ -24,7 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use firerunner_agent_proto::message::{Body, Message};
@@ -40,28 +40,9 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-const MANIFEST: &str = "host-agent.json";
+pub use firerunner_vm::testing::agent_binary;
 
-/// Builds the agent (debug) into this test's target directory once.
-pub fn agent_binary() -> PathBuf {
-    static AGENT: OnceLock<PathBuf> = OnceLock::new();
-    AGENT
-        .get_or_init(|| {
-            // The test binary is <target>/debug/deps/<name>.
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let target_dir = profile_dir.parent().unwrap();
-            let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "firerunner-agent", "--target-dir"])
-                .arg(target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build -p firerunner-agent");
-            assert!(status.success(), "building the agent failed");
-            profile_dir.join("firerunner-agent")
-        })
-        .clone()
-}
+const MANIFEST: &str = "host-agent.json";
 
 /// A spec the double accepts (it boots no image; the paths only identify it).
 pub fn spec(memory_mib: u32) -> VmSpec {

@@ -19,6 +19,8 @@
 //! and resumes. Snapshots of earlier versions (one `<snapshot>/memory`
 //! stream with the RAM in it) are still restored by loading that stream.
 
+pub mod qmp;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -31,8 +33,8 @@ use crate::backend::{
     AgentEndpoint, BackendKind, Network, Snapshot, VmBackend, VmError, VmInstance, VmSpec,
 };
 use crate::image::GuestImage;
-use crate::qmp::Qmp;
 use crate::runtime::{ProcessId, VmDir};
+use qmp::Qmp;
 
 /// The virtio-serial port name the guest agent looks for.
 pub const AGENT_PORT_NAME: &str = "org.firerunner.agent";
