@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use firerunner_workflow::model::JobBody;
-use firerunner_workflow::{load, Diagnostic, ParsedWorkflow, Severity};
+use firerunner_workflow::{load, Diagnostic, ParsedWorkflow, Severity, WorkflowRef};
 
 /// The folder GitHub reads workflows from, relative to a repository root.
 pub const DEFAULT_DIR: &str = ".github/workflows";
@@ -66,10 +66,12 @@ pub fn load_file(path: &Path) -> Result<LoadedFile> {
         let JobBody::Call(call) = &job.body else {
             continue;
         };
-        let Some(relative) = call.uses.value.strip_prefix("./") else {
+        // `./` and `$/` both name a file of this repository; remote
+        // workflows are not fetched here.
+        let (WorkflowRef::Local { path } | WorkflowRef::SelfRepo { path }) = &call.reference else {
             continue;
         };
-        let callee_path = root.join(relative);
+        let callee_path = root.join(path);
         if !callee_path.is_file() {
             diagnostics.push(Diagnostic::error(
                 workflow.file.clone(),

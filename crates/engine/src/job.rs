@@ -596,7 +596,7 @@ impl JobRunner<'_> {
                     }
                 }
             }
-            StepAction::Uses { uses, with } => {
+            StepAction::Uses { uses, with, .. } => {
                 let action = uses.value.to_ascii_lowercase();
                 if action.starts_with("actions/checkout@") {
                     match self.checkout(with, &ctx).await {

@@ -7,6 +7,7 @@
 use indexmap::IndexMap;
 
 use crate::diagnostic::{Pos, Spanned};
+use crate::reference::{ActionRef, WorkflowRef};
 use crate::value::Value;
 
 /// A string that may contain `${{ }}` expressions, with its position.
@@ -234,6 +235,8 @@ pub struct Job {
 }
 
 /// What a job does.
+// A workflow holds a handful of jobs: boxing the call would only cost callers.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobBody {
     /// A normal job with `steps:`.
@@ -245,8 +248,10 @@ pub enum JobBody {
 /// A job that calls a reusable workflow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowCallJob {
-    /// `uses:` (`./.github/workflows/x.yml` or `owner/repo/path@ref`).
+    /// `uses:` as written (`./.github/workflows/x.yml`, `$/...` or `owner/repo/path@ref`).
     pub uses: Template,
+    /// `uses:` parsed.
+    pub reference: WorkflowRef,
     /// `with:` inputs.
     pub with: IndexMap<String, Spanned<Value>>,
     /// `secrets:`.
@@ -312,8 +317,10 @@ pub enum StepAction {
     },
     /// An action.
     Uses {
-        /// `uses:` (`./path`, `owner/repo@ref`, `owner/repo/path@ref`, `docker://image`).
+        /// `uses:` as written (`./path`, `$/path`, `owner/repo[/path]@ref`, `docker://image`).
         uses: Template,
+        /// `uses:` parsed.
+        reference: ActionRef,
         /// `with:` inputs (values may hold expressions).
         with: IndexMap<String, Spanned<Value>>,
     },

@@ -7,6 +7,7 @@ use indexmap::IndexMap;
 use crate::diagnostic::{Pos, Spanned};
 use crate::expr::is_identifier;
 use crate::model::{CallSecrets, Job, JobBody, Step, StepAction, Strategy, WorkflowCallJob};
+use crate::reference::{ActionRef, WorkflowRef};
 use crate::value::Value;
 
 use super::checker::{get, Checker};
@@ -117,11 +118,9 @@ fn job(c: &mut Checker, id: &str, pos: Pos, node: &Node) -> Option<Job> {
         container: None,
         body: JobBody::Steps(Vec::new()),
     };
-    let mut call = WorkflowCallJob {
-        uses: Spanned::new(String::new(), pos),
-        with: IndexMap::new(),
-        secrets: CallSecrets::None,
-    };
+    let mut call_uses = None;
+    let mut call_with = IndexMap::new();
+    let mut call_secrets_map = CallSecrets::None;
     for (key, value) in entries {
         let k = key.as_str().unwrap_or_default();
         match k {
@@ -193,17 +192,24 @@ fn job(c: &mut Checker, id: &str, pos: Pos, node: &Node) -> Option<Job> {
             "uses" => {
                 c.forbid_expression(value, &f(k));
                 if let Some(uses) = c.string(value, &f(k)) {
-                    check_workflow_ref(c, &uses, &f(k));
-                    call.uses = uses;
+                    match WorkflowRef::parse(&uses) {
+                        Ok(reference) => call_uses = Some((uses, reference)),
+                        Err(e) => c.error(uses.pos, format!("{}: {e}", f(k))),
+                    }
                 }
             }
-            "with" => call.with = with(c, value, &f(k), ctx::JOB_SETUP),
-            "secrets" => call.secrets = call_secrets(c, value, &f(k)),
+            "with" => call_with = with(c, value, &f(k), ctx::JOB_SETUP),
+            "secrets" => call_secrets_map = call_secrets(c, value, &f(k)),
             _ => {}
         }
     }
-    if is_call {
-        job.body = JobBody::Call(call);
+    if let Some((uses, reference)) = call_uses {
+        job.body = JobBody::Call(WorkflowCallJob {
+            uses,
+            reference,
+            with: call_with,
+            secrets: call_secrets_map,
+        });
     }
     Some(job)
 }
@@ -437,25 +443,6 @@ fn call_secrets(c: &mut Checker, node: &Node, field: &str) -> CallSecrets {
     CallSecrets::Map(out)
 }
 
-fn check_workflow_ref(c: &mut Checker, uses: &Spanned<String>, field: &str) {
-    let local = uses.starts_with("./.github/workflows/");
-    let remote = uses.contains('@')
-        && uses
-            .split('@')
-            .next()
-            .is_some_and(|p| p.split('/').count() >= 3);
-    let ext_ok = uses
-        .split('@')
-        .next()
-        .is_some_and(|p| p.ends_with(".yml") || p.ends_with(".yaml"));
-    if !(local || remote) || !ext_ok {
-        c.error(
-            uses.pos,
-            format!("{field}: '{}' is not a reusable workflow reference; expected './.github/workflows/FILE.yml' or 'OWNER/REPO/.github/workflows/FILE.yml@REF'", uses.value),
-        );
-    }
-}
-
 pub(super) fn steps(c: &mut Checker, node: &Node, field: &str) -> Vec<Step> {
     let mut out = Vec::new();
     let mut ids: HashMap<String, Pos> = HashMap::new();
@@ -558,12 +545,19 @@ fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
     let action = if let Some(uses) = uses {
         c.forbid_expression(uses, &f("uses"));
         let uses_text = c.string(uses, &f("uses"))?;
-        check_action_ref(c, &uses_text, &f("uses"));
+        let reference = match ActionRef::parse(&uses_text) {
+            Ok(reference) => reference,
+            Err(e) => {
+                c.error(uses_text.pos, format!("{}: {e}", f("uses")));
+                return None;
+            }
+        };
         let with = get(entries, "with")
             .map(|w| with(c, w, &f("with"), ctx::STEP))
             .unwrap_or_default();
         StepAction::Uses {
             uses: uses_text,
+            reference,
             with,
         }
     } else {
@@ -594,26 +588,4 @@ fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
         continue_on_error,
         timeout_minutes,
     })
-}
-
-fn check_action_ref(c: &mut Checker, uses: &Spanned<String>, field: &str) {
-    let text = uses.as_str();
-    let ok = if text.starts_with("./") || text.starts_with("docker://") {
-        text.len() > 2
-    } else {
-        match text.split_once('@') {
-            Some((path, git_ref)) => {
-                !git_ref.is_empty()
-                    && path.split('/').count() >= 2
-                    && path.split('/').all(|p| !p.is_empty())
-            }
-            None => false,
-        }
-    };
-    if !ok {
-        c.error(
-            uses.pos,
-            format!("{field}: '{text}' is not a valid action reference; expected './PATH', 'docker://IMAGE' or 'OWNER/REPO[/PATH]@REF'"),
-        );
-    }
 }
