@@ -108,7 +108,10 @@ fn parse_file(path: &Path) -> Result<(Option<ParsedWorkflow>, Vec<Diagnostic>)> 
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {label}"))?;
     let source = String::from_utf8_lossy(&bytes);
     Ok(match load::parse_workflow(&label, &source) {
-        Ok(workflow) => (Some(workflow), Vec::new()),
+        Ok(workflow) => {
+            let warnings = workflow.warnings.clone();
+            (Some(workflow), warnings)
+        }
         Err(problems) => (None, problems.0),
     })
 }

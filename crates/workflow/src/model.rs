@@ -6,7 +6,7 @@
 
 use indexmap::IndexMap;
 
-use crate::diagnostic::{Pos, Spanned};
+use crate::diagnostic::{Diagnostic, Pos, Spanned};
 use crate::reference::{ActionRef, WorkflowRef};
 use crate::value::Value;
 
@@ -37,6 +37,8 @@ pub struct ParsedWorkflow {
     pub concurrency: Option<Concurrency>,
     /// `jobs:` in declaration order, keyed by job id.
     pub jobs: IndexMap<String, Job>,
+    /// Warnings about a file GitHub still runs (in source order).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Everything under `on:`.
@@ -301,6 +303,21 @@ pub struct Step {
     pub continue_on_error: Option<Spanned<Value>>,
     /// `timeout-minutes:` (number or expression).
     pub timeout_minutes: Option<Spanned<Value>>,
+    /// `background: true`: the job goes on to the next step at once.
+    pub background: bool,
+}
+
+/// A step that coordinates background steps instead of running something.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlStep {
+    /// `wait:` the background steps with these ids.
+    Wait(Vec<Spanned<String>>),
+    /// `wait-all:` every background step.
+    WaitAll,
+    /// `cancel:` the background step with this id.
+    Cancel(Spanned<String>),
+    /// `parallel:` these steps run at the same time.
+    Parallel(Vec<Step>),
 }
 
 /// What a step runs.
@@ -324,4 +341,6 @@ pub enum StepAction {
         /// `with:` inputs (values may hold expressions).
         with: IndexMap<String, Spanned<Value>>,
     },
+    /// `wait`, `wait-all`, `cancel` or `parallel`.
+    Control(ControlStep),
 }

@@ -402,6 +402,20 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// `needs.<job>.result` (job ids ignore case), or "" when unknown.
+    fn needs_result(&self, job: &str) -> String {
+        let Some(Value::Object(needs)) = self.ctx.contexts.get("needs") else {
+            return String::new();
+        };
+        match needs.get(job) {
+            Some(Value::Object(o)) => match o.get("result") {
+                Some(Value::String(r)) => r.to_string(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        }
+    }
+
     /// The value of the context named `name`, or null.
     #[inline(always)]
     fn context(&self, name: &str) -> Res<'a> {
@@ -552,6 +566,19 @@ impl<'a> Evaluator<'a> {
     fn call(&self, function: Function, args: Args<'a>) -> Evaled<Res<'a>> {
         let bool_res = |b: bool| Ok(Res::Bool(b));
         match function {
+            Function::Success | Function::Failure if args.len() > 0 => {
+                let mut results = Vec::with_capacity(args.len());
+                for i in 0..args.len() {
+                    let job = self.operand(args.get(i))?;
+                    results.push(self.needs_result(&job.string()));
+                    release(job);
+                }
+                bool_res(if function == Function::Success {
+                    results.iter().all(|r| r == "success")
+                } else {
+                    results.iter().any(|r| r == "failure")
+                })
+            }
             Function::Success => bool_res(self.ctx.status == JobStatus::Success),
             Function::Always => bool_res(true),
             Function::Cancelled => bool_res(self.ctx.status == JobStatus::Cancelled),

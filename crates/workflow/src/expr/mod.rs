@@ -56,6 +56,10 @@ pub struct Expr {
     tree: Tree,
 }
 
+/// Listed among the named values of a job's `if:`: there `success(...)` and
+/// `failure(...)` may name the needed jobs they look at, as GitHub allows.
+pub const JOB_STATUS_ARGUMENTS: &str = "<success and failure take job ids>";
+
 /// Computes `hashFiles(patterns)` for the evaluator (this crate does no I/O).
 pub type HashFiles = Arc<dyn Fn(&[String]) -> Result<String, String> + Send + Sync>;
 
@@ -360,6 +364,25 @@ mod tests {
         assert!(
             parse("success()", ALL_CONTEXTS).is_err(),
             "status functions only in if:"
+        );
+    }
+
+    #[test]
+    fn a_job_if_may_name_the_needed_jobs_of_success_and_failure() {
+        let job_if = &["needs", JOB_STATUS_ARGUMENTS];
+        let c = ctx(serde_json::json!({"needs": {
+            "a": {"result": "success"}, "b": {"result": "failure"}
+        }}));
+        let check = |text: &str| parse_condition(text, job_if).unwrap().evaluate(&c).unwrap();
+        assert!(check("success('a')"));
+        assert!(!check("success('a', 'B')"));
+        assert!(check("failure('a', 'b')"));
+        assert!(!check("failure('a')"));
+        let err = parse_condition("success('a')", &["needs", "steps"]).unwrap_err();
+        assert!(
+            err.message.contains("Too many parameters"),
+            "{}",
+            err.message
         );
     }
 

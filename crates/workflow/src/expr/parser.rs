@@ -554,7 +554,15 @@ impl<'a> Parser<'a> {
             }
         }
         let count = self.stack.len() - mark;
-        let (min, max) = function.arity();
+        let (min, mut max) = function.arity();
+        if matches!(function, Function::Success | Function::Failure)
+            && self
+                .options
+                .named_values
+                .contains(&super::JOB_STATUS_ARGUMENTS)
+        {
+            max = usize::MAX;
+        }
         let name_token = &self.tokens[name_at];
         if count < min {
             return Err(self

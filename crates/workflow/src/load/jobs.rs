@@ -6,7 +6,9 @@ use indexmap::IndexMap;
 
 use crate::diagnostic::{Pos, Spanned};
 use crate::expr::is_identifier;
-use crate::model::{CallSecrets, Job, JobBody, Step, StepAction, Strategy, WorkflowCallJob};
+use crate::model::{
+    CallSecrets, ControlStep, Job, JobBody, Step, StepAction, Strategy, WorkflowCallJob,
+};
 use crate::reference::{ActionRef, WorkflowRef};
 use crate::value::Value;
 
@@ -28,6 +30,7 @@ const STEP_JOB_KEYS: &[&str] = &[
     "if",
     "steps",
     "timeout-minutes",
+    "cancel-timeout-minutes",
     "strategy",
     "continue-on-error",
     "container",
@@ -59,6 +62,15 @@ const STEP_KEYS: &[&str] = &[
     "env",
     "continue-on-error",
     "timeout-minutes",
+    "background",
+];
+
+/// Keys of the steps that wait for or cancel background steps, by their kind key.
+const CONTROL_STEP_KEYS: &[(&str, &[&str])] = &[
+    ("wait", &["name", "id", "continue-on-error", "wait"]),
+    ("wait-all", &["name", "id", "continue-on-error", "wait-all"]),
+    ("cancel", &["name", "id", "continue-on-error", "cancel"]),
+    ("parallel", &["parallel"]),
 ];
 
 /// Builds every job under `jobs:`.
@@ -174,6 +186,10 @@ fn job(c: &mut Checker, id: &str, pos: Pos, node: &Node) -> Option<Job> {
                 c.template(value, &f(k), ctx::JOB_SETUP);
                 job.timeout_minutes = c.number_or_expr(value, &f(k));
             }
+            "cancel-timeout-minutes" => {
+                c.template(value, &f(k), ctx::JOB_SETUP);
+                c.number_or_expr(value, &f(k));
+            }
             "container" => {
                 container(c, value, &f(k));
                 job.container = Some(Spanned::new(value.to_value(), value.pos));
@@ -269,14 +285,28 @@ fn container(c: &mut Checker, node: &Node, field: &str) {
         c.template(node, field, ctx::JOB_SETUP);
         return;
     }
-    let keys = ["image", "credentials", "env", "ports", "volumes", "options"];
-    if let Some(entries) = c.map_with_keys(node, field, &keys) {
+    let service = field.contains(".services.");
+    let keys: &[&str] = if service {
+        &[
+            "image",
+            "credentials",
+            "env",
+            "ports",
+            "volumes",
+            "options",
+            "entrypoint",
+            "command",
+        ]
+    } else {
+        &["image", "credentials", "env", "ports", "volumes", "options"]
+    };
+    if let Some(entries) = c.map_with_keys(node, field, keys) {
         c.require(entries, node.pos, field, &["image"]);
         for (key, value) in entries {
             let k = key.as_str().unwrap_or_default();
             let sub = format!("{field}.{k}");
             match k {
-                "image" | "options" => {
+                "image" | "options" | "entrypoint" | "command" => {
                     c.string(value, &sub);
                     c.template(value, &sub, ctx::JOB_SETUP);
                 }
@@ -286,7 +316,7 @@ fn container(c: &mut Checker, node: &Node, field: &str) {
                 "credentials" => {
                     if let Some(e) = c.map_with_keys(value, &sub, &["username", "password"]) {
                         for (_, v) in e {
-                            c.template(v, &sub, ctx::JOB_ENV);
+                            c.template(v, &sub, ctx::CREDENTIALS);
                         }
                     }
                 }
@@ -474,6 +504,13 @@ pub(super) fn steps(c: &mut Checker, node: &Node, field: &str) -> Vec<Step> {
 }
 
 fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
+    if let NodeKind::Map(entries) = &node.kind {
+        for (kind, keys) in CONTROL_STEP_KEYS {
+            if get(entries, kind).is_some() {
+                return control_step(c, node, field, kind, keys);
+            }
+        }
+    }
     let entries = c.map_with_keys(node, field, STEP_KEYS)?;
     let run = get(entries, "run");
     let uses = get(entries, "uses");
@@ -510,9 +547,11 @@ fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
     let mut env_map = IndexMap::new();
     let mut continue_on_error = None;
     let mut timeout_minutes = None;
+    let mut background = false;
     for (key, value) in entries {
         let k = key.as_str().unwrap_or_default();
         match k {
+            "background" => background = c.bool(value, &f(k)).unwrap_or(false),
             "id" => {
                 c.forbid_expression(value, &f(k));
                 if let Some(text) = c.string(value, &f(k)) {
@@ -587,5 +626,60 @@ fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
         env: env_map,
         continue_on_error,
         timeout_minutes,
+        background,
     })
+}
+
+/// A `wait`, `wait-all`, `cancel` or `parallel` step.
+fn control_step(
+    c: &mut Checker,
+    node: &Node,
+    field: &str,
+    kind: &str,
+    keys: &[&str],
+) -> Option<Step> {
+    let entries = c.map_with_keys(node, field, keys)?;
+    let f = |k: &str| format!("{field}.{k}");
+    let mut step = Step {
+        pos: node.pos,
+        id: None,
+        name: None,
+        if_cond: None,
+        action: StepAction::Control(ControlStep::WaitAll),
+        env: IndexMap::new(),
+        continue_on_error: None,
+        timeout_minutes: None,
+        background: false,
+    };
+    for (key, value) in entries {
+        let k = key.as_str().unwrap_or_default();
+        match k {
+            "id" => {
+                c.forbid_expression(value, &f(k));
+                step.id = c.string(value, &f(k));
+            }
+            "name" => {
+                c.template(value, &f(k), ctx::STEP);
+                step.name = c.string(value, &f(k));
+            }
+            "continue-on-error" => {
+                c.template(value, &f(k), ctx::STEP);
+                step.continue_on_error = c.bool_or_expr(value, &f(k));
+            }
+            _ => {}
+        }
+    }
+    let value = get(entries, kind)?;
+    step.action = StepAction::Control(match kind {
+        "wait" => ControlStep::Wait(c.string_list(value, &f(kind))),
+        "cancel" => ControlStep::Cancel(c.string(value, &f(kind))?),
+        "parallel" => ControlStep::Parallel(steps(c, value, &f(kind))),
+        _ => {
+            if !value.is_null() {
+                c.bool(value, &f(kind));
+            }
+            ControlStep::WaitAll
+        }
+    });
+    Some(step)
 }

@@ -13,7 +13,7 @@ pub mod yaml;
 
 use indexmap::IndexMap;
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Pos, Spanned};
+use crate::diagnostic::{Diagnostic, Diagnostics, Pos, Severity, Spanned};
 use crate::model::{Access, Concurrency, Defaults, EnvMap, ParsedWorkflow, Permissions};
 
 use checker::{get, Checker};
@@ -27,6 +27,7 @@ use yaml::Node;
 /// Keys allowed at the top of a workflow file.
 const WORKFLOW_KEYS: &[&str] = &[
     "name",
+    "description",
     "run-name",
     "on",
     "env",
@@ -39,11 +40,15 @@ const WORKFLOW_KEYS: &[&str] = &[
 /// Permission scopes GitHub knows.
 const PERMISSION_SCOPES: &[&str] = &[
     "actions",
+    "artifact-metadata",
     "attestations",
     "checks",
+    "code-quality",
     "contents",
+    "copilot-requests",
     "deployments",
     "discussions",
+    "drives",
     "id-token",
     "issues",
     "models",
@@ -53,7 +58,17 @@ const PERMISSION_SCOPES: &[&str] = &[
     "repository-projects",
     "security-events",
     "statuses",
+    "vulnerability-alerts",
 ];
+
+/// The access levels a scope may have when GitHub restricts them.
+fn scope_levels(scope: &str) -> Option<&'static [&'static str]> {
+    match scope {
+        "id-token" | "copilot-requests" => Some(&["write", "none"]),
+        "models" | "vulnerability-alerts" => Some(&["read", "none"]),
+        _ => None,
+    }
+}
 
 /// Parses and validates one workflow file. `file` is the label used in diagnostics.
 ///
@@ -66,15 +81,16 @@ pub fn parse_workflow(file: &str, source: &str) -> Result<ParsedWorkflow, Diagno
         "the file is empty: a workflow needs 'on' and 'jobs'",
     )?;
     let mut c = Checker::new(file);
-    let workflow = build_workflow(&mut c, &root);
+    let mut workflow = build_workflow(&mut c, &root);
     let mut diagnostics = c.diagnostics;
     diagnostics.extend(crate::plan::check_needs(&workflow));
     diagnostics.sort_by_key(|d| d.pos);
     diagnostics.dedup();
-    if diagnostics.is_empty() {
-        Ok(workflow)
-    } else {
+    if diagnostics.iter().any(|d| d.severity == Severity::Error) {
         Err(Diagnostics(diagnostics))
+    } else {
+        workflow.warnings = diagnostics;
+        Ok(workflow)
     }
 }
 
@@ -110,6 +126,10 @@ fn build_workflow(c: &mut Checker, root: &Node) -> ParsedWorkflow {
             "name" => {
                 c.forbid_expression(value, "name");
                 wf.name = c.string(value, "name");
+            }
+            "description" => {
+                c.forbid_expression(value, "description");
+                c.string(value, "description");
             }
             "run-name" => {
                 c.template(value, "run-name", ctx::RUN_NAME);
@@ -159,8 +179,15 @@ fn defaults(c: &mut Checker, node: &Node, field: &str, contexts: &[&str]) -> Def
         let field = format!("{field}.run");
         if let Some(entries) = c.map_with_keys(run, &field, &["shell", "working-directory"]) {
             if let Some(shell) = get(entries, "shell") {
-                c.forbid_expression(shell, &format!("{field}.shell"));
-                out.shell = c.string(shell, &format!("{field}.shell"));
+                let f = format!("{field}.shell");
+                // GitHub evaluates a job's default shell (with `env` and
+                // `matrix`), not the workflow's.
+                if field.starts_with("jobs.") {
+                    c.template(shell, &f, contexts);
+                } else {
+                    c.forbid_expression(shell, &f);
+                }
+                out.shell = c.string(shell, &f);
             }
             if let Some(dir) = get(entries, "working-directory") {
                 let f = format!("{field}.working-directory");
@@ -190,6 +217,22 @@ fn permissions(c: &mut Checker, node: &Node, field: &str) -> Option<Permissions>
     let mut scopes = IndexMap::new();
     for (key, value) in entries {
         let scope = key.as_str().unwrap_or_default();
+        if let (Some(levels), Some(level)) = (scope_levels(scope), value.as_str()) {
+            if !levels.contains(&level) {
+                c.error(
+                    value.pos,
+                    format!(
+                        "{field}.{scope}: expected {}",
+                        levels
+                            .iter()
+                            .map(|l| format!("'{l}'"))
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                );
+                continue;
+            }
+        }
         let access = match value.as_str() {
             Some("read") => Access::Read,
             Some("write") => Access::Write,
@@ -220,7 +263,18 @@ fn concurrency(
             cancel_in_progress: None,
         });
     }
-    let entries = c.map_with_keys(node, field, &["group", "cancel-in-progress"])?;
+    let entries = c.map_with_keys(node, field, &["group", "cancel-in-progress", "queue"])?;
+    if let Some(queue) = get(entries, "queue") {
+        let f = format!("{field}.queue");
+        if let Some(text) = c.string(queue, &f) {
+            if !matches!(text.as_str(), "single" | "max") {
+                c.error(
+                    text.pos,
+                    format!("{f}: expected 'single' or 'max', found '{}'", text.value),
+                );
+            }
+        }
+    }
     c.require(entries, node.pos, field, &["group"]);
     let group_node = get(entries, "group")?;
     let group_field = format!("{field}.group");

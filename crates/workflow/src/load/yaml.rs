@@ -193,8 +193,50 @@ struct Builder<'a> {
     errors: Vec<YamlError>,
 }
 
+/// How many comments glued to a token (`[a]# note`) one parse forgives.
+const MAX_GLUED_COMMENTS: usize = 64;
+
 /// Parses one YAML document. Returns `Ok(None)` for an empty document.
+///
+/// A `#` right after a flow collection or a quoted scalar (`[one]#, two`)
+/// starts a comment, as the YAML reader behind GitHub takes it, although
+/// YAML 1.2 wants a space first.
 pub fn parse(source: &str) -> Result<Option<Node>, Vec<YamlError>> {
+    let mut fixed: Option<String> = None;
+    for _ in 0..MAX_GLUED_COMMENTS {
+        let text = fixed.as_deref().unwrap_or(source);
+        match parse_once(text) {
+            Err(errors) => match glued_comment(text, &errors) {
+                Some(offset) => {
+                    let mut owned = text.to_owned();
+                    owned.insert(offset, ' ');
+                    fixed = Some(owned);
+                }
+                None => return Err(errors),
+            },
+            ok => return ok,
+        }
+    }
+    parse_once(fixed.as_deref().unwrap_or(source))
+}
+
+/// The byte offset of a `#` the parser refused only for lacking a space before it.
+fn glued_comment(text: &str, errors: &[YamlError]) -> Option<usize> {
+    let [error] = errors else { return None };
+    if !error.message.contains("comments must be separated") {
+        return None;
+    }
+    let line = text
+        .split_inclusive('\n')
+        .nth((error.pos.line as usize).checked_sub(1)?)?;
+    let line_start = line.as_ptr() as usize - text.as_ptr() as usize;
+    let (at, c) = line
+        .char_indices()
+        .nth((error.pos.col as usize).checked_sub(1)?)?;
+    (c == '#').then_some(line_start + at)
+}
+
+fn parse_once(source: &str) -> Result<Option<Node>, Vec<YamlError>> {
     let mut b = Builder {
         parser: Parser::new_from_str(source),
         anchors: HashMap::new(),
@@ -385,6 +427,20 @@ fn count_nodes(node: &Node) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_comment_glued_to_a_flow_sequence_is_read_as_github_reads_it() {
+        let node = parse("a: [one]#, two\nb: 'x'#y\nc: 1\n").unwrap().unwrap();
+        assert_eq!(
+            node.to_value(),
+            Value::from(serde_json::json!({"a": ["one"], "b": "x", "c": 1}))
+        );
+        let NodeKind::Map(entries) = &node.kind else {
+            panic!("not a map")
+        };
+        assert_eq!(entries[2].0.pos, Pos::new(3, 1));
+        assert!(parse("a: [one\n").is_err());
+    }
 
     #[test]
     fn keeps_positions_and_order() {
