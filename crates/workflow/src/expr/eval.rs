@@ -847,22 +847,65 @@ fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// Evaluates templates in every string leaf of `value`.
+/// Evaluates templates in every string leaf of `value`; mapping keys may be
+/// expressions, and a `${{ insert }}` key merges in the mapping its value gives.
 pub fn evaluate_value(value: &Value, ctx: &EvalContext) -> Result<Value, ExprError> {
+    evaluate_tree(value, ctx, false)
+}
+
+/// Like [`evaluate_value`], and an item of a list that is one whole
+/// expression giving an array contributes that array's items (a matrix).
+pub fn evaluate_matrix(value: &Value, ctx: &EvalContext) -> Result<Value, ExprError> {
+    evaluate_tree(value, ctx, true)
+}
+
+fn template(s: &str, ctx: &EvalContext) -> Result<Value, ExprError> {
+    super::parse_template(s, super::ALL_CONTEXTS)?.evaluate(ctx)
+}
+
+/// True when `s` is exactly one `${{ }}` with nothing around it.
+fn is_whole_expression(s: &str) -> bool {
+    let t = s.trim();
+    t.starts_with("${{") && t.ends_with("}}") && t.matches("${{").count() == 1
+}
+
+fn evaluate_tree(value: &Value, ctx: &EvalContext, spread: bool) -> Result<Value, ExprError> {
     Ok(match value {
-        Value::String(s) if s.contains("${{") => {
-            super::parse_template(s, super::ALL_CONTEXTS)?.evaluate(ctx)?
+        Value::String(s) if s.contains("${{") => template(s, ctx)?,
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let evaluated = evaluate_tree(item, ctx, spread)?;
+                match (evaluated, item) {
+                    (Value::Array(inner), Value::String(s)) if spread && is_whole_expression(s) => {
+                        out.extend(inner)
+                    }
+                    (v, _) => out.push(v),
+                }
+            }
+            Value::Array(out)
         }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| evaluate_value(v, ctx))
-                .collect::<Result<_, _>>()?,
-        ),
         Value::Object(o) => {
             let mut out = Object::new();
             for (k, v) in o.iter() {
-                out.0.insert(k.clone(), evaluate_value(v, ctx)?);
+                let evaluated = evaluate_tree(v, ctx, spread)?;
+                if super::is_insert_directive(k) {
+                    if let Value::Object(inserted) = evaluated {
+                        out.0.extend(inserted.0);
+                        continue;
+                    }
+                    return Err(ExprError {
+                        offset: 0,
+                        kind: ExprErrorKind::Evaluation,
+                        message: "${{ insert }} needs a mapping".into(),
+                    });
+                }
+                let key = if k.contains("${{") {
+                    to_string(&template(k, ctx)?).into_owned()
+                } else {
+                    k.clone()
+                };
+                out.0.insert(key, evaluated);
             }
             Value::Object(out)
         }

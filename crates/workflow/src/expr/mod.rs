@@ -56,6 +56,14 @@ pub struct Expr {
     tree: Tree,
 }
 
+/// True for a mapping key `${{ insert }}`, which merges the mapping its
+/// value evaluates to into the enclosing one.
+pub fn is_insert_directive(key: &str) -> bool {
+    key.strip_prefix("${{")
+        .and_then(|k| k.strip_suffix("}}"))
+        .is_some_and(|inner| inner.trim() == "insert")
+}
+
 /// Listed among the named values of a job's `if:`: there `success(...)` and
 /// `failure(...)` may name the needed jobs they look at, as GitHub allows.
 pub const JOB_STATUS_ARGUMENTS: &str = "<success and failure take job ids>";
@@ -133,6 +141,12 @@ pub fn evaluate(expr: &Expr, ctx: &EvalContext) -> Result<Value, ExprError> {
 /// Evaluates templates in every string leaf of a value tree (matrices, `with:`).
 pub fn evaluate_value(value: &Value, ctx: &EvalContext) -> Result<Value, ExprError> {
     eval::evaluate_value(value, ctx)
+}
+
+/// Evaluates a `strategy.matrix`: as [`evaluate_value`], and a list item that
+/// is one expression giving an array adds that array's items to the list.
+pub fn evaluate_matrix(value: &Value, ctx: &EvalContext) -> Result<Value, ExprError> {
+    eval::evaluate_matrix(value, ctx)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -396,6 +410,32 @@ mod tests {
             .contains("not available"));
         c.hash_files = Some(Arc::new(|p: &[String]| Ok(format!("h{}", p.len()))));
         assert_eq!(evaluate(&e, &c).unwrap(), Value::String("h2".into()));
+    }
+
+    #[test]
+    fn a_matrix_takes_inserted_mappings_expression_keys_and_spread_items() {
+        let c = ctx(serde_json::json!({"inputs": {"dim": "arch", "more": "[\"mac\",\"win\"]"}}));
+        let v = Value::from(serde_json::json!({
+            "${{ insert }}": "${{ fromJSON('{\"x\":[1,2]}') }}",
+            "${{ inputs.dim }}": ["arm"],
+            "os": ["linux", "${{ fromJSON(inputs.more) }}"],
+            "nested": [["a"], "${{ fromJSON('[[1]]') }}"],
+        }));
+        assert_eq!(
+            evaluate_matrix(&v, &c).unwrap(),
+            Value::from(serde_json::json!({
+                "x": [1, 2], "arch": ["arm"], "os": ["linux", "mac", "win"], "nested": [["a"], [1]]
+            }))
+        );
+        let Value::Object(plain) = evaluate_value(&v, &c).unwrap() else {
+            panic!("not a mapping")
+        };
+        assert_eq!(
+            plain.get("os"),
+            Some(&Value::from(serde_json::json!(["linux", ["mac", "win"]])))
+        );
+        let bad = Value::from(serde_json::json!({"${{ insert }}": "x"}));
+        assert!(evaluate_matrix(&bad, &c).is_err());
     }
 
     #[test]

@@ -73,7 +73,11 @@ impl Checker<'_> {
             }
             NodeKind::Map(entries) => {
                 for (key, value) in entries {
-                    self.forbid_expression(key, field);
+                    // `${{ insert }}` merges a mapping in; other keys may be
+                    // expressions where values may be.
+                    if !key.as_str().is_some_and(expr::is_insert_directive) {
+                        self.template(key, field, contexts);
+                    }
                     self.templates_in(value, field, contexts);
                 }
             }
