@@ -284,12 +284,31 @@ pub fn to_string(v: &Value) -> Cow<'_, str> {
     }
 }
 
-fn upper(s: &str) -> impl Iterator<Item = char> + '_ {
-    s.chars().flat_map(char::to_uppercase)
+/// One UTF-16 code unit upper-cased as .NET's `OrdinalIgnoreCase` does: a
+/// one-to-one simple mapping (so `ß` stays `ß`), leaving surrogates and the
+/// dotless `ı` alone (it does not equal `I`).
+fn fold_unit(unit: u16) -> u16 {
+    if unit < 0x80 {
+        return (unit as u8).to_ascii_uppercase() as u16;
+    }
+    if (0xD800..0xE000).contains(&unit) || unit == 0x0131 || unit == 0x017F {
+        return unit;
+    }
+    let Some(c) = char::from_u32(unit as u32) else {
+        return unit;
+    };
+    let mut upper = c.to_uppercase();
+    match (upper.next(), upper.next()) {
+        (Some(u), None) if (u as u32) < 0x10000 => u as u16,
+        _ => unit,
+    }
 }
 
-/// Compares upper-cased; for ASCII text (where upper-casing maps each byte to
-/// one byte) without decoding characters.
+fn upper(s: &str) -> impl Iterator<Item = u16> + '_ {
+    s.encode_utf16().map(fold_unit)
+}
+
+/// Compares as `OrdinalIgnoreCase`; for ASCII text without decoding characters.
 fn str_cmp(a: &str, b: &str) -> Ordering {
     if a.is_ascii() && b.is_ascii() {
         return a
@@ -620,11 +639,20 @@ impl<'a> Evaluator<'a> {
                     2 => self.eval(args.get(1))?,
                     _ => Res::Str(","),
                 };
-                if array.kind() != Kind::Array {
-                    let s = array.string().into_owned();
-                    return self.own_string(s);
+                match array.kind() {
+                    Kind::Array => {}
+                    // GitHub joins nothing out of a mapping.
+                    Kind::Object => return self.own_string(String::new()),
+                    _ => {
+                        let s = array.string().into_owned();
+                        return self.own_string(s);
+                    }
                 }
-                let sep = sep.string();
+                // A separator that is an array or a mapping counts as ','.
+                let sep = match sep.kind() {
+                    Kind::Array | Kind::Object => Cow::Borrowed(","),
+                    _ => sep.string(),
+                };
                 let mut out = String::with_capacity(BUILT_STRING_CAPACITY);
                 let mut first = true;
                 array.any_item(|item| {
@@ -688,15 +716,14 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-/// Case-insensitive substring test; byte-wise for ASCII, by upper-cased chars otherwise.
+/// Case-insensitive substring test; byte-wise for ASCII, by folded UTF-16 units otherwise.
 fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
     if haystack.is_ascii() && needle.is_ascii() {
         let (h, n) = (haystack.as_bytes(), needle.as_bytes());
         return n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
     }
-    upper(haystack)
-        .collect::<String>()
-        .contains(&upper(needle).collect::<String>())
+    let (h, n): (Vec<u16>, Vec<u16>) = (upper(haystack).collect(), upper(needle).collect());
+    n.is_empty() || h.windows(n.len()).any(|w| w == n.as_slice())
 }
 
 /// Case-insensitive `startsWith` (`prefix` true) or `endsWith`.
@@ -713,8 +740,8 @@ fn affix_ignore_case(text: &str, part: &str, prefix: bool) -> bool {
         };
         return slice.eq_ignore_ascii_case(p);
     }
-    let text: Vec<char> = upper(text).collect();
-    let part: Vec<char> = upper(part).collect();
+    let text: Vec<u16> = upper(text).collect();
+    let part: Vec<u16> = upper(part).collect();
     if prefix {
         text.starts_with(&part)
     } else {
@@ -921,8 +948,10 @@ mod tests {
     fn string_comparison_ignores_case_beyond_ascii() {
         assert!(str_eq("Main", "mAIN"));
         assert!(!str_eq("main", "mains"));
-        assert!(str_eq("straße", "STRASSE"));
-        assert!(str_eq("ı", "I"));
+        assert!(!str_eq("straße", "STRASSE"), "no multi-character mappings");
+        assert!(str_eq("straße", "STRAßE"));
+        assert!(!str_eq("ı", "I"), "ordinal rules leave the dotless i alone");
+        assert!(str_eq("éa", "ÉA"));
         assert_eq!(str_cmp("abc", "ABD"), Ordering::Less);
         assert_eq!(str_cmp("b", "A"), Ordering::Greater);
         assert_eq!(
@@ -930,6 +959,8 @@ mod tests {
             Ordering::Greater,
             "against upper-cased 'A'"
         );
-        assert_eq!(str_cmp("ß", "ST"), Ordering::Less);
+        assert_eq!(str_cmp("ß", "ST"), Ordering::Greater);
+        assert!(!affix_ignore_case("ıx", "I", true));
+        assert!(affix_ignore_case("xÉ", "é", false));
     }
 }

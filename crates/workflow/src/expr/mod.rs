@@ -400,6 +400,52 @@ mod tests {
         );
     }
 
+    fn text_of(source: &str) -> String {
+        let e = parse(source, &[]).unwrap();
+        match evaluate(&e, &ctx(serde_json::json!({}))).unwrap() {
+            Value::String(s) => s,
+            other => panic!("{source}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn numbers_print_with_fifteen_significant_digits_as_on_github() {
+        for (source, want) in [
+            ("format('{0}', 0.84551240822557006)", "0.84551240822557"),
+            ("format('{0}', 1.5)", "1.5"),
+            ("format('{0}', 100)", "100"),
+            ("format('{0}', -0.000012)", "-1.2E-05"),
+            ("format('{0}', 0.0001)", "0.0001"),
+            ("format('{0}', 123456789012345)", "123456789012345"),
+            ("format('{0}', 1234567890123456)", "1.23456789012346E+15"),
+            ("format('{0}', 1e21)", "1E+21"),
+            ("format('{0}', 0.30000000000000004)", "0.3"),
+            ("format('{0}', -0)", "0"),
+        ] {
+            assert_eq!(text_of(source), want, "{source}");
+        }
+    }
+
+    #[test]
+    fn join_follows_github_for_nested_values_and_odd_separators() {
+        for (source, want) in [
+            ("join(fromJSON('[1, [2], {\"a\": 3}]'))", "1,Array,Object"),
+            (
+                "join(fromJSON('[\"a\", \"b\"]'), fromJSON('[\"-\"]'))",
+                "a,b",
+            ),
+            ("join(fromJSON('[\"a\", \"b\"]'), 1)", "a1b"),
+            ("join(fromJSON('[\"a\", \"b\"]'), true)", "atrueb"),
+            ("join(fromJSON('{\"a\": 1}'))", ""),
+            ("join('x', '-')", "x"),
+            ("join(fromJSON('[]'), '-')", ""),
+        ] {
+            assert_eq!(text_of(source), want, "{source}");
+        }
+        assert_eq!(text_of("format('{0}', 'ı' == 'I')"), "false");
+        assert_eq!(text_of("format('{0}', 'É' == 'é')"), "true");
+    }
+
     #[test]
     fn hash_files_uses_the_host() {
         let mut c = ctx(serde_json::json!({}));
