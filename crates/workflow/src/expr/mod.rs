@@ -189,6 +189,13 @@ fn parse_template_with(
             offset: open,
         })?;
         let inner = &source[inner_start..close];
+        if inner.trim().is_empty() {
+            return Err(ExprError {
+                kind: ExprErrorKind::Parsing,
+                message: "An expression was expected".into(),
+                offset: open,
+            });
+        }
         let node = parser::parse(inner, options).map_err(|e| ExprError {
             offset: e.offset + inner_start,
             ..e

@@ -82,13 +82,21 @@ pub fn build(c: &mut Checker, node: &Node) -> IndexMap<String, Job> {
     if entries.is_empty() {
         c.error(node.pos, "jobs: a workflow needs at least one job");
     }
+    let mut seen: HashMap<String, Pos> = HashMap::new();
     for (key, value) in entries {
         let id = key.as_str().unwrap_or_default();
-        if !is_identifier(id) {
+        if let Some(problem) = id_problem(id) {
+            c.error(key.pos, format!("jobs: invalid job id '{id}': {problem}"));
+        } else if let Some(first) = seen.get(&id.to_lowercase()) {
             c.error(
                 key.pos,
-                format!("jobs: invalid job id '{id}': it must start with a letter or '_' and contain only letters, digits, '-' and '_'"),
+                format!(
+                    "jobs: the job id '{id}' is already used at line {} (job ids ignore case)",
+                    first.line
+                ),
             );
+        } else {
+            seen.insert(id.to_lowercase(), key.pos);
         }
         if let Some(job) = job(c, id, key.pos, value) {
             jobs.insert(id.to_owned(), job);
@@ -230,6 +238,49 @@ fn job(c: &mut Checker, id: &str, pos: Pos, node: &Node) -> Option<Job> {
     Some(job)
 }
 
+/// GitHub's longest job or step id is one character shorter than this.
+const MAX_ID_LENGTH: usize = 100;
+
+/// Why GitHub refuses `id` as a job or step id, if it does.
+fn id_problem(id: &str) -> Option<String> {
+    if !is_identifier(id) {
+        Some(
+            "it must start with a letter or '_' and contain only letters, digits, '-' and '_'"
+                .into(),
+        )
+    } else if id.starts_with("__") {
+        Some("ids starting with '__' are reserved".into())
+    } else if id.len() >= MAX_ID_LENGTH {
+        Some(format!(
+            "ids must be shorter than {MAX_ID_LENGTH} characters"
+        ))
+    } else {
+        None
+    }
+}
+
+/// A literal runner group with a `/` must be `organization/NAME` or
+/// `enterprise/NAME` (or `org/`, `ent/`), as GitHub requires.
+fn check_runner_group(c: &mut Checker, group: &Spanned<String>, field: &str) {
+    if group.contains("${{") {
+        return;
+    }
+    let parts: Vec<&str> = group.split('/').collect();
+    let ok = match parts.as_slice() {
+        [_] => true,
+        [scope, name] => {
+            !name.is_empty() && matches!(*scope, "org" | "organization" | "ent" | "enterprise")
+        }
+        _ => false,
+    };
+    if !ok {
+        c.error(
+            group.pos,
+            format!("{field}: invalid runner group '{}': use the 'organization/' or 'enterprise/' prefix to target a single runner group", group.value),
+        );
+    }
+}
+
 /// The text of an `if:` (booleans and numbers keep their spelling).
 fn if_text(c: &mut Checker, node: &Node, field: &str) -> Option<Spanned<String>> {
     c.string(node, field)
@@ -251,7 +302,10 @@ fn runs_on(c: &mut Checker, node: &Node, field: &str) {
         NodeKind::Map(_) => {
             if let Some(entries) = c.map_with_keys(node, field, &["group", "labels"]) {
                 if let Some(g) = get(entries, "group") {
-                    c.string(g, &format!("{field}.group"));
+                    let f = format!("{field}.group");
+                    if let Some(group) = c.string(g, &f) {
+                        check_runner_group(c, &group, &f);
+                    }
                 }
                 if let Some(l) = get(entries, "labels") {
                     c.string_list(l, &format!("{field}.labels"));
@@ -555,8 +609,11 @@ fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
             "id" => {
                 c.forbid_expression(value, &f(k));
                 if let Some(text) = c.string(value, &f(k)) {
-                    if !is_identifier(&text) {
-                        c.error(text.pos, format!("{}: invalid step id '{}': it must start with a letter or '_' and contain only letters, digits, '-' and '_'", f(k), text.value));
+                    if let Some(problem) = id_problem(&text) {
+                        c.error(
+                            text.pos,
+                            format!("{}: invalid step id '{}': {problem}", f(k), text.value),
+                        );
                     }
                     id = Some(text);
                 }

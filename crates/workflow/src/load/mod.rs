@@ -75,6 +75,7 @@ fn scope_levels(scope: &str) -> Option<&'static [&'static str]> {
 /// Returns the model, or every error found (in source order), including
 /// `needs` that name no job and dependency cycles.
 pub fn parse_workflow(file: &str, source: &str) -> Result<ParsedWorkflow, Diagnostics> {
+    check_size(file, source)?;
     let root = parse_root(
         file,
         source,
@@ -92,6 +93,22 @@ pub fn parse_workflow(file: &str, source: &str) -> Result<ParsedWorkflow, Diagno
         workflow.warnings = diagnostics;
         Ok(workflow)
     }
+}
+
+/// Most characters (UTF-16 units) GitHub reads from a workflow file.
+pub const MAX_FILE_CHARS: usize = 1024 * 1024;
+
+/// Refuses a file longer than GitHub reads.
+fn check_size(file: &str, source: &str) -> Result<(), Diagnostics> {
+    // A text of fewer bytes than the limit has no more UTF-16 units.
+    if source.len() > MAX_FILE_CHARS && source.encode_utf16().count() > MAX_FILE_CHARS {
+        return Err(Diagnostics(vec![Diagnostic::error(
+            file,
+            Pos::new(1, 1),
+            format!("the file is larger than GitHub's limit of {MAX_FILE_CHARS} characters"),
+        )]));
+    }
+    Ok(())
 }
 
 /// The YAML tree of a file, or its syntax errors (`when_empty` for an empty file).

@@ -11,8 +11,8 @@ use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
 use crate::diagnostic::Pos;
 use crate::value::{Object, Value};
 
-/// Deepest nesting of sequences and mappings accepted.
-pub const MAX_DEPTH: usize = 128;
+/// Most sequences and mappings nested in one another, as in GitHub's parser.
+pub const MAX_DEPTH: usize = 50;
 /// Most nodes a document may have once aliases are expanded.
 pub const MAX_NODES: usize = 200_000;
 
@@ -312,10 +312,13 @@ impl<'a> Builder<'a> {
 
     fn node(&mut self, ev: Event<'a>, span: Span, depth: usize) -> Result<Node, YamlError> {
         let pos = pos_of(&span);
-        if depth > MAX_DEPTH {
+        let collection = matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..));
+        if collection && depth >= MAX_DEPTH {
             return Err(YamlError {
                 pos,
-                message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                message: format!(
+                    "nesting deeper than {MAX_DEPTH} levels of mappings and sequences"
+                ),
             });
         }
         self.count(1, pos)?;
@@ -474,6 +477,15 @@ mod tests {
         let errs = parse("a: 1\na: 2\n").unwrap_err();
         assert_eq!(errs[0].pos, Pos::new(2, 1));
         assert!(errs[0].message.contains("duplicate key 'a'"));
+    }
+
+    #[test]
+    fn github_nests_at_most_fifty_collections() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(parse(&nested(MAX_DEPTH)).is_ok());
+        let errs = parse(&nested(MAX_DEPTH + 1)).unwrap_err();
+        assert!(errs[0].message.contains("nesting deeper"), "{errs:?}");
+        assert_eq!(errs[0].pos, Pos::new(1, 51));
     }
 
     #[test]
