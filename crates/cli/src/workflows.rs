@@ -80,27 +80,37 @@ pub fn load_file(path: &Path) -> Result<LoadedFile> {
             ));
             continue;
         }
-        match parse_file(&callee_path)? {
-            (Some(callee), _) => {
-                diagnostics.extend(load::check_call(&workflow.file, job, &callee));
-                callees.push((id.clone(), callee));
-            }
-            (None, _) => diagnostics.push(Diagnostic::error(
-                workflow.file.clone(),
-                call.uses.pos,
-                format!(
-                    "jobs.{id}.uses: {} has errors (run firerunner validate on it)",
-                    callee_path.display()
-                ),
-            )),
+        if let (Some(callee), _) = parse_file(&callee_path)? {
+            callees.push((id.clone(), callee));
         }
     }
+    // Inputs, secrets and permissions of every call, nested ones included.
+    diagnostics.extend(load::check_calls(
+        &workflow,
+        &RepositoryFiles { root: &root },
+    ));
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
     Ok(LoadedFile {
         callees,
         workflow: (!has_errors).then_some(workflow),
         diagnostics,
     })
+}
+
+/// The workflow files of the local checkout (`./` and `$/` calls); remote
+/// workflows are not fetched.
+struct RepositoryFiles<'a> {
+    root: &'a Path,
+}
+
+impl load::WorkflowSource for RepositoryFiles<'_> {
+    fn workflow_text(&self, reference: &WorkflowRef) -> Option<String> {
+        let (WorkflowRef::Local { path } | WorkflowRef::SelfRepo { path }) = reference else {
+            return None;
+        };
+        let bytes = std::fs::read(self.root.join(path)).ok()?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
 }
 
 fn parse_file(path: &Path) -> Result<(Option<ParsedWorkflow>, Vec<Diagnostic>)> {

@@ -8,6 +8,7 @@ mod calls;
 mod checker;
 mod expressions;
 mod jobs;
+mod resolve;
 mod triggers;
 pub mod yaml;
 
@@ -22,6 +23,7 @@ pub use action::{parse_action, ActionInput, ActionRuns, ParsedAction};
 pub use calls::check_call;
 pub use checker::suggest as suggest_name;
 use expressions as ctx;
+pub use resolve::{check_calls, WorkflowSource, MAX_CALL_DEPTH};
 use yaml::Node;
 
 /// Keys allowed at the top of a workflow file.
