@@ -89,6 +89,7 @@ pub fn load_file(path: &Path) -> Result<LoadedFile> {
         &workflow,
         &RepositoryFiles { root: &root },
     ));
+    diagnostics.sort_by_key(|d| d.pos);
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
     Ok(LoadedFile {
         callees,

@@ -115,7 +115,8 @@ fn job(c: &mut Checker, id: &str, pos: Pos, node: &Node) -> Option<Job> {
     };
     let entries = c.map_with_keys(node, &field, allowed)?;
     if !is_call {
-        c.require(entries, pos, &field, &["runs-on", "steps"]);
+        // GitHub points at the first property inside the job's mapping.
+        c.require(entries, node.pos, &field, &["runs-on", "steps"]);
     }
     let f = |k: &str| format!("{field}.{k}");
     let mut job = Job {

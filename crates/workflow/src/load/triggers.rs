@@ -435,7 +435,7 @@ fn inputs(c: &mut Checker, node: &Node, field: &str, call: bool) -> IndexMap<Str
             .unwrap_or(false);
         let type_name = get(props, "type").and_then(|n| c.string(n, &format!("{f}.type")));
         if call && type_name.is_none() {
-            c.error(key.pos, format!("{f}: missing required key 'type'"));
+            c.error(value.pos, format!("{f}: missing required key 'type'"));
         }
         let kind = match type_name.as_ref().map(|t| t.as_str()) {
             None | Some("string") => InputType::String,
@@ -520,7 +520,7 @@ fn workflow_call(c: &mut Checker, config: Option<&Node>) -> WorkflowCall {
             let Some(props) = c.map_with_keys(value, &f, &["description", "value"]) else {
                 continue;
             };
-            c.require(props, key.pos, &f, &["value"]);
+            c.require(props, value.pos, &f, &["value"]);
             let description = get(props, "description")
                 .and_then(|n| c.string(n, &f))
                 .map(|s| s.value);
