@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use firerunner_workflow::model::JobBody;
-use firerunner_workflow::{load, Diagnostic, ParsedWorkflow, Severity};
+use firerunner_workflow::{load, Diagnostic, ParsedWorkflow, Severity, WorkflowRef};
 
 /// The folder GitHub reads workflows from, relative to a repository root.
 pub const DEFAULT_DIR: &str = ".github/workflows";
@@ -66,10 +66,12 @@ pub fn load_file(path: &Path) -> Result<LoadedFile> {
         let JobBody::Call(call) = &job.body else {
             continue;
         };
-        let Some(relative) = call.uses.value.strip_prefix("./") else {
+        // `./` and `$/` both name a file of this repository; remote
+        // workflows are not fetched here.
+        let (WorkflowRef::Local { path } | WorkflowRef::SelfRepo { path }) = &call.reference else {
             continue;
         };
-        let callee_path = root.join(relative);
+        let callee_path = root.join(path);
         if !callee_path.is_file() {
             diagnostics.push(Diagnostic::error(
                 workflow.file.clone(),
@@ -78,21 +80,16 @@ pub fn load_file(path: &Path) -> Result<LoadedFile> {
             ));
             continue;
         }
-        match parse_file(&callee_path)? {
-            (Some(callee), _) => {
-                diagnostics.extend(load::check_call(&workflow.file, job, &callee));
-                callees.push((id.clone(), callee));
-            }
-            (None, _) => diagnostics.push(Diagnostic::error(
-                workflow.file.clone(),
-                call.uses.pos,
-                format!(
-                    "jobs.{id}.uses: {} has errors (run firerunner validate on it)",
-                    callee_path.display()
-                ),
-            )),
+        if let (Some(callee), _) = parse_file(&callee_path)? {
+            callees.push((id.clone(), callee));
         }
     }
+    // Inputs, secrets and permissions of every call, nested ones included.
+    diagnostics.extend(load::check_calls(
+        &workflow,
+        &RepositoryFiles { root: &root },
+    ));
+    diagnostics.sort_by_key(|d| d.pos);
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
     Ok(LoadedFile {
         callees,
@@ -101,12 +98,31 @@ pub fn load_file(path: &Path) -> Result<LoadedFile> {
     })
 }
 
+/// The workflow files of the local checkout (`./` and `$/` calls); remote
+/// workflows are not fetched.
+struct RepositoryFiles<'a> {
+    root: &'a Path,
+}
+
+impl load::WorkflowSource for RepositoryFiles<'_> {
+    fn workflow_text(&self, reference: &WorkflowRef) -> Option<String> {
+        let (WorkflowRef::Local { path } | WorkflowRef::SelfRepo { path }) = reference else {
+            return None;
+        };
+        let bytes = std::fs::read(self.root.join(path)).ok()?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
 fn parse_file(path: &Path) -> Result<(Option<ParsedWorkflow>, Vec<Diagnostic>)> {
     let label = path.display().to_string();
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {label}"))?;
     let source = String::from_utf8_lossy(&bytes);
     Ok(match load::parse_workflow(&label, &source) {
-        Ok(workflow) => (Some(workflow), Vec::new()),
+        Ok(workflow) => {
+            let warnings = workflow.warnings.clone();
+            (Some(workflow), warnings)
+        }
         Err(problems) => (None, problems.0),
     })
 }

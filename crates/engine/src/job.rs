@@ -520,6 +520,7 @@ impl JobRunner<'_> {
                 format!("Run {first}")
             }
             StepAction::Uses { uses, .. } => format!("Run {}", uses.value),
+            StepAction::Control(_) => "Run background step control".to_owned(),
         }
     }
 
@@ -528,6 +529,7 @@ impl JobRunner<'_> {
         self.step_command = match &step.action {
             StepAction::Run { script, .. } => script.value.clone(),
             StepAction::Uses { uses, .. } => format!("uses: {}", uses.value),
+            StepAction::Control(_) => String::new(),
         };
         self.step_exit_code = None;
         self.hash_snapshot = None;
@@ -596,7 +598,7 @@ impl JobRunner<'_> {
                     }
                 }
             }
-            StepAction::Uses { uses, with } => {
+            StepAction::Uses { uses, with, .. } => {
                 let action = uses.value.to_ascii_lowercase();
                 if action.starts_with("actions/checkout@") {
                     match self.checkout(with, &ctx).await {
@@ -643,6 +645,12 @@ impl JobRunner<'_> {
                         }
                     }
                 }
+            }
+            StepAction::Control(_) => {
+                self.runner_line(
+                    "error: wait, wait-all, cancel and parallel steps are not supported by firerunner",
+                );
+                (StepResult::Failure, Object::new())
             }
         };
         self.finish_step(step, name, outcome, outputs, started)
@@ -1418,6 +1426,7 @@ fn mentions_hash_files(step: &Step) -> bool {
                 return true;
             }
         }
+        StepAction::Control(_) => {}
     }
     texts.iter().any(|t| t.contains("hashFiles"))
 }

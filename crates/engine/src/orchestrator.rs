@@ -752,7 +752,7 @@ fn instances_of(
                 "{}:{}: jobs.{}.strategy.matrix",
                 workflow.file, strategy.pos, planned.id
             );
-            let value = expr::evaluate_value(&strategy.value, &eval)
+            let value = expr::evaluate_matrix(&strategy.value, &eval)
                 .map_err(|e| format!("{where_}: {e}"))?;
             let Value::Object(object) = value else {
                 return Err(format!("{where_}: the matrix must be a mapping"));

@@ -12,9 +12,11 @@ pub mod expr;
 pub mod load;
 pub mod model;
 pub mod plan;
+pub mod reference;
 pub mod trigger;
 pub mod value;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Pos, Severity, Spanned};
 pub use model::ParsedWorkflow;
+pub use reference::{ActionRef, RemoteRef, WorkflowRef};
 pub use value::{Object, Value};

@@ -6,7 +6,8 @@
 
 use indexmap::IndexMap;
 
-use crate::diagnostic::{Pos, Spanned};
+use crate::diagnostic::{Diagnostic, Pos, Spanned};
+use crate::reference::{ActionRef, WorkflowRef};
 use crate::value::Value;
 
 /// A string that may contain `${{ }}` expressions, with its position.
@@ -36,6 +37,8 @@ pub struct ParsedWorkflow {
     pub concurrency: Option<Concurrency>,
     /// `jobs:` in declaration order, keyed by job id.
     pub jobs: IndexMap<String, Job>,
+    /// Warnings about a file GitHub still runs (in source order).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Everything under `on:`.
@@ -234,6 +237,8 @@ pub struct Job {
 }
 
 /// What a job does.
+// A workflow holds a handful of jobs: boxing the call would only cost callers.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobBody {
     /// A normal job with `steps:`.
@@ -245,8 +250,10 @@ pub enum JobBody {
 /// A job that calls a reusable workflow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowCallJob {
-    /// `uses:` (`./.github/workflows/x.yml` or `owner/repo/path@ref`).
+    /// `uses:` as written (`./.github/workflows/x.yml`, `$/...` or `owner/repo/path@ref`).
     pub uses: Template,
+    /// `uses:` parsed.
+    pub reference: WorkflowRef,
     /// `with:` inputs.
     pub with: IndexMap<String, Spanned<Value>>,
     /// `secrets:`.
@@ -296,6 +303,21 @@ pub struct Step {
     pub continue_on_error: Option<Spanned<Value>>,
     /// `timeout-minutes:` (number or expression).
     pub timeout_minutes: Option<Spanned<Value>>,
+    /// `background: true`: the job goes on to the next step at once.
+    pub background: bool,
+}
+
+/// A step that coordinates background steps instead of running something.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlStep {
+    /// `wait:` the background steps with these ids.
+    Wait(Vec<Spanned<String>>),
+    /// `wait-all:` every background step.
+    WaitAll,
+    /// `cancel:` the background step with this id.
+    Cancel(Spanned<String>),
+    /// `parallel:` these steps run at the same time.
+    Parallel(Vec<Step>),
 }
 
 /// What a step runs.
@@ -312,9 +334,13 @@ pub enum StepAction {
     },
     /// An action.
     Uses {
-        /// `uses:` (`./path`, `owner/repo@ref`, `owner/repo/path@ref`, `docker://image`).
+        /// `uses:` as written (`./path`, `$/path`, `owner/repo[/path]@ref`, `docker://image`).
         uses: Template,
+        /// `uses:` parsed.
+        reference: ActionRef,
         /// `with:` inputs (values may hold expressions).
         with: IndexMap<String, Spanned<Value>>,
     },
+    /// `wait`, `wait-all`, `cancel` or `parallel`.
+    Control(ControlStep),
 }

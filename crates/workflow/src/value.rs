@@ -215,8 +215,9 @@ impl From<f64> for Value {
     }
 }
 
-/// Formats a number the way GitHub's expression engine prints it
-/// (JavaScript's `String(n)`: `1` not `1.0`, `1e+21`, `NaN`, `Infinity`).
+/// Formats a number as GitHub does (.NET's `G15`): at most 15 significant
+/// digits, plain notation for exponents from -4 to 14, otherwise
+/// `1.5E+15` / `1E-06`; `-0` prints as `0`.
 pub fn format_number(n: f64) -> String {
     if n.is_nan() {
         return "NaN".into();
@@ -227,14 +228,40 @@ pub fn format_number(n: f64) -> String {
     if n == 0.0 {
         return "0".into();
     }
-    let abs = n.abs();
-    if (1e-7..1e21).contains(&abs) {
-        return format!("{n}");
+    let scientific = format!("{:.14e}", n.abs());
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let digits = digits.trim_end_matches('0');
+    let digits = if digits.is_empty() { "0" } else { digits };
+    let mut out = String::with_capacity(24);
+    if n < 0.0 {
+        out.push('-');
     }
-    let s = format!("{n:e}");
-    let (mantissa, exponent) = s.split_once('e').unwrap_or((&s, "0"));
-    let sign = if exponent.starts_with('-') { "" } else { "+" };
-    format!("{mantissa}e{sign}{exponent}")
+    if !(-4..15).contains(&exponent) {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let sign = if exponent < 0 { '-' } else { '+' };
+        out.push_str(&format!("E{sign}{:02}", exponent.abs()));
+    } else if exponent < 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
+        out.push_str(digits);
+    } else {
+        let whole = exponent as usize + 1;
+        if digits.len() <= whole {
+            out.push_str(digits);
+            out.extend(std::iter::repeat_n('0', whole - digits.len()));
+        } else {
+            out.push_str(&digits[..whole]);
+            out.push('.');
+            out.push_str(&digits[whole..]);
+        }
+    }
+    out
 }
 
 /// Reads JSON straight into a [`Value`] (used by `fromJSON`), without building

@@ -60,3 +60,110 @@ fn the_callee_must_declare_workflow_call() {
         ["caller.yml:4:11: jobs.call.uses: ./.github/workflows/other.yml does not declare 'on: workflow_call', so it cannot be called"]
     );
 }
+
+mod resolved {
+    //! Calls followed through workflow texts supplied in memory.
+
+    use std::collections::HashMap;
+
+    use firerunner_workflow::load::{check_calls, parse_workflow};
+
+    const REMOTE: &str = "octo/shared/.github/workflows/deploy.yml@v2";
+
+    fn check(caller: &str, files: &[(&str, &str)]) -> Vec<String> {
+        let caller = parse_workflow("caller.yml", caller).unwrap_or_else(|d| panic!("{d}"));
+        let source: HashMap<String, String> = files
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        check_calls(&caller, &source)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn callee(permissions: &str, job_permissions: &str) -> String {
+        format!(
+            "on:\n  workflow_call:\n    inputs:\n      env: {{type: string, required: true}}\n    outputs:\n      url: {{value: x}}\n{permissions}jobs:\n  deploy:\n    runs-on: x\n{job_permissions}    steps: [{{run: 'true'}}]\n"
+        )
+    }
+
+    #[test]
+    fn a_remote_workflow_is_checked_like_a_local_one() {
+        let caller =
+            format!("on: push\njobs:\n  go:\n    uses: {REMOTE}\n    with: {{envv: prod}}\n");
+        let got = check(&caller, &[(REMOTE, &callee("", ""))]);
+        assert_eq!(
+            got,
+            [
+                format!("caller.yml:5:18: jobs.go.with.envv: {REMOTE} has no input 'envv' (did you mean 'env'?)"),
+                format!("caller.yml:3:3: jobs.go: required input 'env' of {REMOTE} is not given in 'with'"),
+            ]
+        );
+        let unknown = format!("on: push\njobs:\n  go:\n    uses: {REMOTE}\n");
+        assert!(
+            check(&unknown, &[]).is_empty(),
+            "an unknown callee is not checked"
+        );
+    }
+
+    #[test]
+    fn a_called_workflow_may_not_ask_for_more_permissions_than_granted() {
+        let caller = |permissions: &str| {
+            format!("on: push\n{permissions}jobs:\n  go:\n    uses: {REMOTE}\n    with: {{env: prod}}\n")
+        };
+        let wants_write = callee("permissions:\n  contents: write\n", "");
+        let got = check(
+            &caller("permissions:\n  contents: read\n"),
+            &[(REMOTE, &wants_write)],
+        );
+        assert_eq!(got, [format!("caller.yml:5:3: jobs.go: error calling workflow '{REMOTE}': the workflow is requesting 'contents: write', but is only allowed 'contents: read'")]);
+        let job_wants = callee("", "    permissions:\n      id-token: write\n");
+        let got = check(&caller("permissions: read-all\n"), &[(REMOTE, &job_wants)]);
+        assert_eq!(got, [format!("caller.yml:4:3: jobs.go: error calling workflow '{REMOTE}': the nested job 'deploy' is requesting 'id-token: write', but is only allowed 'id-token: read'")]);
+        assert!(check(
+            &caller("permissions: write-all\n"),
+            &[(REMOTE, &wants_write)]
+        )
+        .is_empty());
+        assert!(
+            check(&caller(""), &[(REMOTE, &wants_write)]).is_empty(),
+            "without permissions in the caller the repository's default applies, unknown here"
+        );
+    }
+
+    #[test]
+    fn nested_calls_are_followed_in_the_called_repository() {
+        let middle = "on:\n  workflow_call:\npermissions:\n  contents: read\njobs:\n  inner:\n    uses: ./.github/workflows/inner.yml\n    with: {nope: 1}\n";
+        let inner = "on:\n  workflow_call:\npermissions:\n  issues: write\njobs:\n  j:\n    runs-on: x\n    steps: [{run: 'true'}]\n";
+        let caller = format!(
+            "on: push\npermissions:\n  contents: write\njobs:\n  go:\n    uses: {REMOTE}\n"
+        );
+        let got = check(
+            &caller,
+            &[
+                (REMOTE, middle),
+                ("octo/shared/.github/workflows/inner.yml@v2", inner),
+            ],
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].contains("in a nested call") && got[0].contains("has no input 'nope'"),
+            "{got:?}"
+        );
+        assert!(
+            got[1].contains("requesting 'issues: write', but is only allowed 'issues: none'"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_workflow_calling_itself_stops_at_githubs_depth() {
+        let own = "./.github/workflows/loop.yml";
+        let looping = format!("on:\n  workflow_call:\njobs:\n  again:\n    uses: {own}\n");
+        let caller = format!("on: push\njobs:\n  go:\n    uses: {own}\n");
+        let got = check(&caller, &[(own, &looping)]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("deeper than GitHub's 10 levels"), "{got:?}");
+    }
+}

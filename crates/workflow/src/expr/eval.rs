@@ -284,12 +284,31 @@ pub fn to_string(v: &Value) -> Cow<'_, str> {
     }
 }
 
-fn upper(s: &str) -> impl Iterator<Item = char> + '_ {
-    s.chars().flat_map(char::to_uppercase)
+/// One UTF-16 code unit upper-cased as .NET's `OrdinalIgnoreCase` does: a
+/// one-to-one simple mapping (so `ß` stays `ß`), leaving surrogates and the
+/// dotless `ı` alone (it does not equal `I`).
+fn fold_unit(unit: u16) -> u16 {
+    if unit < 0x80 {
+        return (unit as u8).to_ascii_uppercase() as u16;
+    }
+    if (0xD800..0xE000).contains(&unit) || unit == 0x0131 || unit == 0x017F {
+        return unit;
+    }
+    let Some(c) = char::from_u32(unit as u32) else {
+        return unit;
+    };
+    let mut upper = c.to_uppercase();
+    match (upper.next(), upper.next()) {
+        (Some(u), None) if (u as u32) < 0x10000 => u as u16,
+        _ => unit,
+    }
 }
 
-/// Compares upper-cased; for ASCII text (where upper-casing maps each byte to
-/// one byte) without decoding characters.
+fn upper(s: &str) -> impl Iterator<Item = u16> + '_ {
+    s.encode_utf16().map(fold_unit)
+}
+
+/// Compares as `OrdinalIgnoreCase`; for ASCII text without decoding characters.
 fn str_cmp(a: &str, b: &str) -> Ordering {
     if a.is_ascii() && b.is_ascii() {
         return a
@@ -399,6 +418,20 @@ impl<'a> Evaluator<'a> {
             Node::String(span) => Ok(Res::Str(tree.name(span))),
             Node::Context(name) => Ok(self.context(tree.name(name))),
             _ => self.eval(id),
+        }
+    }
+
+    /// `needs.<job>.result` (job ids ignore case), or "" when unknown.
+    fn needs_result(&self, job: &str) -> String {
+        let Some(Value::Object(needs)) = self.ctx.contexts.get("needs") else {
+            return String::new();
+        };
+        match needs.get(job) {
+            Some(Value::Object(o)) => match o.get("result") {
+                Some(Value::String(r)) => r.to_string(),
+                _ => String::new(),
+            },
+            _ => String::new(),
         }
     }
 
@@ -552,6 +585,19 @@ impl<'a> Evaluator<'a> {
     fn call(&self, function: Function, args: Args<'a>) -> Evaled<Res<'a>> {
         let bool_res = |b: bool| Ok(Res::Bool(b));
         match function {
+            Function::Success | Function::Failure if args.len() > 0 => {
+                let mut results = Vec::with_capacity(args.len());
+                for i in 0..args.len() {
+                    let job = self.operand(args.get(i))?;
+                    results.push(self.needs_result(&job.string()));
+                    release(job);
+                }
+                bool_res(if function == Function::Success {
+                    results.iter().all(|r| r == "success")
+                } else {
+                    results.iter().any(|r| r == "failure")
+                })
+            }
             Function::Success => bool_res(self.ctx.status == JobStatus::Success),
             Function::Always => bool_res(true),
             Function::Cancelled => bool_res(self.ctx.status == JobStatus::Cancelled),
@@ -593,11 +639,20 @@ impl<'a> Evaluator<'a> {
                     2 => self.eval(args.get(1))?,
                     _ => Res::Str(","),
                 };
-                if array.kind() != Kind::Array {
-                    let s = array.string().into_owned();
-                    return self.own_string(s);
+                match array.kind() {
+                    Kind::Array => {}
+                    // GitHub joins nothing out of a mapping.
+                    Kind::Object => return self.own_string(String::new()),
+                    _ => {
+                        let s = array.string().into_owned();
+                        return self.own_string(s);
+                    }
                 }
-                let sep = sep.string();
+                // A separator that is an array or a mapping counts as ','.
+                let sep = match sep.kind() {
+                    Kind::Array | Kind::Object => Cow::Borrowed(","),
+                    _ => sep.string(),
+                };
                 let mut out = String::with_capacity(BUILT_STRING_CAPACITY);
                 let mut first = true;
                 array.any_item(|item| {
@@ -661,15 +716,14 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-/// Case-insensitive substring test; byte-wise for ASCII, by upper-cased chars otherwise.
+/// Case-insensitive substring test; byte-wise for ASCII, by folded UTF-16 units otherwise.
 fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
     if haystack.is_ascii() && needle.is_ascii() {
         let (h, n) = (haystack.as_bytes(), needle.as_bytes());
         return n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
     }
-    upper(haystack)
-        .collect::<String>()
-        .contains(&upper(needle).collect::<String>())
+    let (h, n): (Vec<u16>, Vec<u16>) = (upper(haystack).collect(), upper(needle).collect());
+    n.is_empty() || h.windows(n.len()).any(|w| w == n.as_slice())
 }
 
 /// Case-insensitive `startsWith` (`prefix` true) or `endsWith`.
@@ -686,8 +740,8 @@ fn affix_ignore_case(text: &str, part: &str, prefix: bool) -> bool {
         };
         return slice.eq_ignore_ascii_case(p);
     }
-    let text: Vec<char> = upper(text).collect();
-    let part: Vec<char> = upper(part).collect();
+    let text: Vec<u16> = upper(text).collect();
+    let part: Vec<u16> = upper(part).collect();
     if prefix {
         text.starts_with(&part)
     } else {
@@ -820,22 +874,65 @@ fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// Evaluates templates in every string leaf of `value`.
+/// Evaluates templates in every string leaf of `value`; mapping keys may be
+/// expressions, and a `${{ insert }}` key merges in the mapping its value gives.
 pub fn evaluate_value(value: &Value, ctx: &EvalContext) -> Result<Value, ExprError> {
+    evaluate_tree(value, ctx, false)
+}
+
+/// Like [`evaluate_value`], and an item of a list that is one whole
+/// expression giving an array contributes that array's items (a matrix).
+pub fn evaluate_matrix(value: &Value, ctx: &EvalContext) -> Result<Value, ExprError> {
+    evaluate_tree(value, ctx, true)
+}
+
+fn template(s: &str, ctx: &EvalContext) -> Result<Value, ExprError> {
+    super::parse_template(s, super::ALL_CONTEXTS)?.evaluate(ctx)
+}
+
+/// True when `s` is exactly one `${{ }}` with nothing around it.
+fn is_whole_expression(s: &str) -> bool {
+    let t = s.trim();
+    t.starts_with("${{") && t.ends_with("}}") && t.matches("${{").count() == 1
+}
+
+fn evaluate_tree(value: &Value, ctx: &EvalContext, spread: bool) -> Result<Value, ExprError> {
     Ok(match value {
-        Value::String(s) if s.contains("${{") => {
-            super::parse_template(s, super::ALL_CONTEXTS)?.evaluate(ctx)?
+        Value::String(s) if s.contains("${{") => template(s, ctx)?,
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let evaluated = evaluate_tree(item, ctx, spread)?;
+                match (evaluated, item) {
+                    (Value::Array(inner), Value::String(s)) if spread && is_whole_expression(s) => {
+                        out.extend(inner)
+                    }
+                    (v, _) => out.push(v),
+                }
+            }
+            Value::Array(out)
         }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| evaluate_value(v, ctx))
-                .collect::<Result<_, _>>()?,
-        ),
         Value::Object(o) => {
             let mut out = Object::new();
             for (k, v) in o.iter() {
-                out.0.insert(k.clone(), evaluate_value(v, ctx)?);
+                let evaluated = evaluate_tree(v, ctx, spread)?;
+                if super::is_insert_directive(k) {
+                    if let Value::Object(inserted) = evaluated {
+                        out.0.extend(inserted.0);
+                        continue;
+                    }
+                    return Err(ExprError {
+                        offset: 0,
+                        kind: ExprErrorKind::Evaluation,
+                        message: "${{ insert }} needs a mapping".into(),
+                    });
+                }
+                let key = if k.contains("${{") {
+                    to_string(&template(k, ctx)?).into_owned()
+                } else {
+                    k.clone()
+                };
+                out.0.insert(key, evaluated);
             }
             Value::Object(out)
         }
@@ -851,8 +948,10 @@ mod tests {
     fn string_comparison_ignores_case_beyond_ascii() {
         assert!(str_eq("Main", "mAIN"));
         assert!(!str_eq("main", "mains"));
-        assert!(str_eq("straße", "STRASSE"));
-        assert!(str_eq("ı", "I"));
+        assert!(!str_eq("straße", "STRASSE"), "no multi-character mappings");
+        assert!(str_eq("straße", "STRAßE"));
+        assert!(!str_eq("ı", "I"), "ordinal rules leave the dotless i alone");
+        assert!(str_eq("éa", "ÉA"));
         assert_eq!(str_cmp("abc", "ABD"), Ordering::Less);
         assert_eq!(str_cmp("b", "A"), Ordering::Greater);
         assert_eq!(
@@ -860,6 +959,8 @@ mod tests {
             Ordering::Greater,
             "against upper-cased 'A'"
         );
-        assert_eq!(str_cmp("ß", "ST"), Ordering::Less);
+        assert_eq!(str_cmp("ß", "ST"), Ordering::Greater);
+        assert!(!affix_ignore_case("ıx", "I", true));
+        assert!(affix_ignore_case("xÉ", "é", false));
     }
 }

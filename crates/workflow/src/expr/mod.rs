@@ -56,6 +56,18 @@ pub struct Expr {
     tree: Tree,
 }
 
+/// True for a mapping key `${{ insert }}`, which merges the mapping its
+/// value evaluates to into the enclosing one.
+pub fn is_insert_directive(key: &str) -> bool {
+    key.strip_prefix("${{")
+        .and_then(|k| k.strip_suffix("}}"))
+        .is_some_and(|inner| inner.trim() == "insert")
+}
+
+/// Listed among the named values of a job's `if:`: there `success(...)` and
+/// `failure(...)` may name the needed jobs they look at, as GitHub allows.
+pub const JOB_STATUS_ARGUMENTS: &str = "<success and failure take job ids>";
+
 /// Computes `hashFiles(patterns)` for the evaluator (this crate does no I/O).
 pub type HashFiles = Arc<dyn Fn(&[String]) -> Result<String, String> + Send + Sync>;
 
@@ -131,6 +143,12 @@ pub fn evaluate_value(value: &Value, ctx: &EvalContext) -> Result<Value, ExprErr
     eval::evaluate_value(value, ctx)
 }
 
+/// Evaluates a `strategy.matrix`: as [`evaluate_value`], and a list item that
+/// is one expression giving an array adds that array's items to the list.
+pub fn evaluate_matrix(value: &Value, ctx: &EvalContext) -> Result<Value, ExprError> {
+    eval::evaluate_matrix(value, ctx)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Segment {
     Text(String),
@@ -171,6 +189,13 @@ fn parse_template_with(
             offset: open,
         })?;
         let inner = &source[inner_start..close];
+        if inner.trim().is_empty() {
+            return Err(ExprError {
+                kind: ExprErrorKind::Parsing,
+                message: "An expression was expected".into(),
+                offset: open,
+            });
+        }
         let node = parser::parse(inner, options).map_err(|e| ExprError {
             offset: e.offset + inner_start,
             ..e
@@ -364,6 +389,71 @@ mod tests {
     }
 
     #[test]
+    fn a_job_if_may_name_the_needed_jobs_of_success_and_failure() {
+        let job_if = &["needs", JOB_STATUS_ARGUMENTS];
+        let c = ctx(serde_json::json!({"needs": {
+            "a": {"result": "success"}, "b": {"result": "failure"}
+        }}));
+        let check = |text: &str| parse_condition(text, job_if).unwrap().evaluate(&c).unwrap();
+        assert!(check("success('a')"));
+        assert!(!check("success('a', 'B')"));
+        assert!(check("failure('a', 'b')"));
+        assert!(!check("failure('a')"));
+        let err = parse_condition("success('a')", &["needs", "steps"]).unwrap_err();
+        assert!(
+            err.message.contains("Too many parameters"),
+            "{}",
+            err.message
+        );
+    }
+
+    fn text_of(source: &str) -> String {
+        let e = parse(source, &[]).unwrap();
+        match evaluate(&e, &ctx(serde_json::json!({}))).unwrap() {
+            Value::String(s) => s,
+            other => panic!("{source}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn numbers_print_with_fifteen_significant_digits_as_on_github() {
+        for (source, want) in [
+            ("format('{0}', 0.84551240822557006)", "0.84551240822557"),
+            ("format('{0}', 1.5)", "1.5"),
+            ("format('{0}', 100)", "100"),
+            ("format('{0}', -0.000012)", "-1.2E-05"),
+            ("format('{0}', 0.0001)", "0.0001"),
+            ("format('{0}', 123456789012345)", "123456789012345"),
+            ("format('{0}', 1234567890123456)", "1.23456789012346E+15"),
+            ("format('{0}', 1e21)", "1E+21"),
+            ("format('{0}', 0.30000000000000004)", "0.3"),
+            ("format('{0}', -0)", "0"),
+        ] {
+            assert_eq!(text_of(source), want, "{source}");
+        }
+    }
+
+    #[test]
+    fn join_follows_github_for_nested_values_and_odd_separators() {
+        for (source, want) in [
+            ("join(fromJSON('[1, [2], {\"a\": 3}]'))", "1,Array,Object"),
+            (
+                "join(fromJSON('[\"a\", \"b\"]'), fromJSON('[\"-\"]'))",
+                "a,b",
+            ),
+            ("join(fromJSON('[\"a\", \"b\"]'), 1)", "a1b"),
+            ("join(fromJSON('[\"a\", \"b\"]'), true)", "atrueb"),
+            ("join(fromJSON('{\"a\": 1}'))", ""),
+            ("join('x', '-')", "x"),
+            ("join(fromJSON('[]'), '-')", ""),
+        ] {
+            assert_eq!(text_of(source), want, "{source}");
+        }
+        assert_eq!(text_of("format('{0}', 'ı' == 'I')"), "false");
+        assert_eq!(text_of("format('{0}', 'É' == 'é')"), "true");
+    }
+
+    #[test]
     fn hash_files_uses_the_host() {
         let mut c = ctx(serde_json::json!({}));
         let e = parse("hashFiles('**/Cargo.lock', 'x')", &[]).unwrap();
@@ -373,6 +463,32 @@ mod tests {
             .contains("not available"));
         c.hash_files = Some(Arc::new(|p: &[String]| Ok(format!("h{}", p.len()))));
         assert_eq!(evaluate(&e, &c).unwrap(), Value::String("h2".into()));
+    }
+
+    #[test]
+    fn a_matrix_takes_inserted_mappings_expression_keys_and_spread_items() {
+        let c = ctx(serde_json::json!({"inputs": {"dim": "arch", "more": "[\"mac\",\"win\"]"}}));
+        let v = Value::from(serde_json::json!({
+            "${{ insert }}": "${{ fromJSON('{\"x\":[1,2]}') }}",
+            "${{ inputs.dim }}": ["arm"],
+            "os": ["linux", "${{ fromJSON(inputs.more) }}"],
+            "nested": [["a"], "${{ fromJSON('[[1]]') }}"],
+        }));
+        assert_eq!(
+            evaluate_matrix(&v, &c).unwrap(),
+            Value::from(serde_json::json!({
+                "x": [1, 2], "arch": ["arm"], "os": ["linux", "mac", "win"], "nested": [["a"], [1]]
+            }))
+        );
+        let Value::Object(plain) = evaluate_value(&v, &c).unwrap() else {
+            panic!("not a mapping")
+        };
+        assert_eq!(
+            plain.get("os"),
+            Some(&Value::from(serde_json::json!(["linux", ["mac", "win"]])))
+        );
+        let bad = Value::from(serde_json::json!({"${{ insert }}": "x"}));
+        assert!(evaluate_matrix(&bad, &c).is_err());
     }
 
     #[test]

@@ -15,6 +15,8 @@ use crate::value::same_exact;
 
 /// GitHub's limit on the depth of an expression tree.
 pub const MAX_DEPTH: usize = 50;
+/// Longest expression GitHub parses, in UTF-16 units.
+pub const MAX_LENGTH: usize = 21_000;
 /// Nesting the parser follows before it gives up (protects the stack).
 const MAX_RECURSION: usize = MAX_DEPTH + 10;
 /// Per-thread buffers larger than this (in elements) are freed after a parse.
@@ -179,6 +181,14 @@ type Parsed<T> = Result<T, Box<ExprError>>;
 
 /// Parses one expression.
 pub fn parse(expr: &str, options: ParseOptions<'_>) -> Result<Tree, ExprError> {
+    // GitHub counts UTF-16 units; a text of fewer bytes has no more units.
+    if expr.len() > MAX_LENGTH && expr.encode_utf16().count() > MAX_LENGTH {
+        return Err(ExprError {
+            kind: ExprErrorKind::Parsing,
+            message: format!("Exceeded max expression length {MAX_LENGTH}"),
+            offset: 0,
+        });
+    }
     // The buffers are taken out for the parse and put back after it (a parse
     // that somehow ran meanwhile would find empty ones and allocate).
     let mut scratch = SCRATCH.take();
@@ -554,7 +564,15 @@ impl<'a> Parser<'a> {
             }
         }
         let count = self.stack.len() - mark;
-        let (min, max) = function.arity();
+        let (min, mut max) = function.arity();
+        if matches!(function, Function::Success | Function::Failure)
+            && self
+                .options
+                .named_values
+                .contains(&super::JOB_STATUS_ARGUMENTS)
+        {
+            max = usize::MAX;
+        }
         let name_token = &self.tokens[name_at];
         if count < min {
             return Err(self

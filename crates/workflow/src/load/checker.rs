@@ -29,6 +29,12 @@ impl<'f> Checker<'f> {
             .push(Diagnostic::error(self.file, pos, message));
     }
 
+    /// Records a warning at `pos`: GitHub runs the file, but something is off.
+    pub fn warning(&mut self, pos: Pos, message: impl Into<String>) {
+        self.diagnostics
+            .push(Diagnostic::warning(self.file, pos, message));
+    }
+
     fn expected(&mut self, node: &Node, what: &str, field: &str) {
         self.error(
             node.pos,

@@ -13,14 +13,23 @@ pub const RUN_NAME: &[&str] = &["github", "inputs", "vars"];
 pub const WORKFLOW_ENV: &[&str] = &["github", "secrets", "inputs", "vars"];
 /// Contexts for workflow-level `concurrency`.
 pub const WORKFLOW_CONCURRENCY: &[&str] = &["github", "inputs", "vars"];
-/// Contexts for `jobs.<id>.if` and `jobs.<id>.strategy`.
-pub const JOB_IF: &[&str] = &["github", "needs", "vars", "inputs"];
+/// Contexts for `jobs.<id>.if` and `jobs.<id>.strategy`; in `if:` the
+/// status functions `success` and `failure` may name needed jobs.
+pub const JOB_IF: &[&str] = &[
+    "github",
+    "needs",
+    "vars",
+    "inputs",
+    crate::expr::JOB_STATUS_ARGUMENTS,
+];
 /// Contexts for job fields evaluated before the job runs (`name`, `runs-on`, `container`, ...).
 pub const JOB_SETUP: &[&str] = &["github", "needs", "strategy", "matrix", "vars", "inputs"];
 /// Contexts for `jobs.<id>.env` and a reusable workflow call's `secrets`.
 pub const JOB_ENV: &[&str] = &[
     "github", "needs", "strategy", "matrix", "vars", "secrets", "inputs",
 ];
+/// Contexts for `container.credentials` and `services.<id>.credentials`.
+pub const CREDENTIALS: &[&str] = &["github", "inputs", "vars", "secrets", "env"];
 /// Contexts for `jobs.<id>.defaults.run`.
 pub const JOB_DEFAULTS: &[&str] = &[
     "github", "needs", "strategy", "matrix", "env", "vars", "inputs",
@@ -64,7 +73,11 @@ impl Checker<'_> {
             }
             NodeKind::Map(entries) => {
                 for (key, value) in entries {
-                    self.forbid_expression(key, field);
+                    // `${{ insert }}` merges a mapping in; other keys may be
+                    // expressions where values may be.
+                    if !key.as_str().is_some_and(expr::is_insert_directive) {
+                        self.template(key, field, contexts);
+                    }
                     self.templates_in(value, field, contexts);
                 }
             }

@@ -6,7 +6,10 @@ use indexmap::IndexMap;
 
 use crate::diagnostic::{Pos, Spanned};
 use crate::expr::is_identifier;
-use crate::model::{CallSecrets, Job, JobBody, Step, StepAction, Strategy, WorkflowCallJob};
+use crate::model::{
+    CallSecrets, ControlStep, Job, JobBody, Step, StepAction, Strategy, WorkflowCallJob,
+};
+use crate::reference::{ActionRef, WorkflowRef};
 use crate::value::Value;
 
 use super::checker::{get, Checker};
@@ -27,6 +30,7 @@ const STEP_JOB_KEYS: &[&str] = &[
     "if",
     "steps",
     "timeout-minutes",
+    "cancel-timeout-minutes",
     "strategy",
     "continue-on-error",
     "container",
@@ -58,6 +62,15 @@ const STEP_KEYS: &[&str] = &[
     "env",
     "continue-on-error",
     "timeout-minutes",
+    "background",
+];
+
+/// Keys of the steps that wait for or cancel background steps, by their kind key.
+const CONTROL_STEP_KEYS: &[(&str, &[&str])] = &[
+    ("wait", &["name", "id", "continue-on-error", "wait"]),
+    ("wait-all", &["name", "id", "continue-on-error", "wait-all"]),
+    ("cancel", &["name", "id", "continue-on-error", "cancel"]),
+    ("parallel", &["parallel"]),
 ];
 
 /// Builds every job under `jobs:`.
@@ -69,13 +82,21 @@ pub fn build(c: &mut Checker, node: &Node) -> IndexMap<String, Job> {
     if entries.is_empty() {
         c.error(node.pos, "jobs: a workflow needs at least one job");
     }
+    let mut seen: HashMap<String, Pos> = HashMap::new();
     for (key, value) in entries {
         let id = key.as_str().unwrap_or_default();
-        if !is_identifier(id) {
+        if let Some(problem) = id_problem(id) {
+            c.error(key.pos, format!("jobs: invalid job id '{id}': {problem}"));
+        } else if let Some(first) = seen.get(&id.to_lowercase()) {
             c.error(
                 key.pos,
-                format!("jobs: invalid job id '{id}': it must start with a letter or '_' and contain only letters, digits, '-' and '_'"),
+                format!(
+                    "jobs: the job id '{id}' is already used at line {} (job ids ignore case)",
+                    first.line
+                ),
             );
+        } else {
+            seen.insert(id.to_lowercase(), key.pos);
         }
         if let Some(job) = job(c, id, key.pos, value) {
             jobs.insert(id.to_owned(), job);
@@ -94,7 +115,8 @@ fn job(c: &mut Checker, id: &str, pos: Pos, node: &Node) -> Option<Job> {
     };
     let entries = c.map_with_keys(node, &field, allowed)?;
     if !is_call {
-        c.require(entries, pos, &field, &["runs-on", "steps"]);
+        // GitHub points at the first property inside the job's mapping.
+        c.require(entries, node.pos, &field, &["runs-on", "steps"]);
     }
     let f = |k: &str| format!("{field}.{k}");
     let mut job = Job {
@@ -117,11 +139,9 @@ fn job(c: &mut Checker, id: &str, pos: Pos, node: &Node) -> Option<Job> {
         container: None,
         body: JobBody::Steps(Vec::new()),
     };
-    let mut call = WorkflowCallJob {
-        uses: Spanned::new(String::new(), pos),
-        with: IndexMap::new(),
-        secrets: CallSecrets::None,
-    };
+    let mut call_uses = None;
+    let mut call_with = IndexMap::new();
+    let mut call_secrets_map = CallSecrets::None;
     for (key, value) in entries {
         let k = key.as_str().unwrap_or_default();
         match k {
@@ -175,6 +195,10 @@ fn job(c: &mut Checker, id: &str, pos: Pos, node: &Node) -> Option<Job> {
                 c.template(value, &f(k), ctx::JOB_SETUP);
                 job.timeout_minutes = c.number_or_expr(value, &f(k));
             }
+            "cancel-timeout-minutes" => {
+                c.template(value, &f(k), ctx::JOB_SETUP);
+                c.number_or_expr(value, &f(k));
+            }
             "container" => {
                 container(c, value, &f(k));
                 job.container = Some(Spanned::new(value.to_value(), value.pos));
@@ -193,19 +217,69 @@ fn job(c: &mut Checker, id: &str, pos: Pos, node: &Node) -> Option<Job> {
             "uses" => {
                 c.forbid_expression(value, &f(k));
                 if let Some(uses) = c.string(value, &f(k)) {
-                    check_workflow_ref(c, &uses, &f(k));
-                    call.uses = uses;
+                    match WorkflowRef::parse(&uses) {
+                        Ok(reference) => call_uses = Some((uses, reference)),
+                        Err(e) => c.error(uses.pos, format!("{}: {e}", f(k))),
+                    }
                 }
             }
-            "with" => call.with = with(c, value, &f(k), ctx::JOB_SETUP),
-            "secrets" => call.secrets = call_secrets(c, value, &f(k)),
+            "with" => call_with = with(c, value, &f(k), ctx::JOB_SETUP),
+            "secrets" => call_secrets_map = call_secrets(c, value, &f(k)),
             _ => {}
         }
     }
-    if is_call {
-        job.body = JobBody::Call(call);
+    if let Some((uses, reference)) = call_uses {
+        job.body = JobBody::Call(WorkflowCallJob {
+            uses,
+            reference,
+            with: call_with,
+            secrets: call_secrets_map,
+        });
     }
     Some(job)
+}
+
+/// GitHub's longest job or step id is one character shorter than this.
+const MAX_ID_LENGTH: usize = 100;
+
+/// Why GitHub refuses `id` as a job or step id, if it does.
+fn id_problem(id: &str) -> Option<String> {
+    if !is_identifier(id) {
+        Some(
+            "it must start with a letter or '_' and contain only letters, digits, '-' and '_'"
+                .into(),
+        )
+    } else if id.starts_with("__") {
+        Some("ids starting with '__' are reserved".into())
+    } else if id.len() >= MAX_ID_LENGTH {
+        Some(format!(
+            "ids must be shorter than {MAX_ID_LENGTH} characters"
+        ))
+    } else {
+        None
+    }
+}
+
+/// A literal runner group with a `/` must be `organization/NAME` or
+/// `enterprise/NAME` (or `org/`, `ent/`), as GitHub requires.
+fn check_runner_group(c: &mut Checker, group: &Spanned<String>, field: &str) {
+    if group.contains("${{") {
+        return;
+    }
+    let parts: Vec<&str> = group.split('/').collect();
+    let ok = match parts.as_slice() {
+        [_] => true,
+        [scope, name] => {
+            !name.is_empty() && matches!(*scope, "org" | "organization" | "ent" | "enterprise")
+        }
+        _ => false,
+    };
+    if !ok {
+        c.error(
+            group.pos,
+            format!("{field}: invalid runner group '{}': use the 'organization/' or 'enterprise/' prefix to target a single runner group", group.value),
+        );
+    }
 }
 
 /// The text of an `if:` (booleans and numbers keep their spelling).
@@ -229,7 +303,10 @@ fn runs_on(c: &mut Checker, node: &Node, field: &str) {
         NodeKind::Map(_) => {
             if let Some(entries) = c.map_with_keys(node, field, &["group", "labels"]) {
                 if let Some(g) = get(entries, "group") {
-                    c.string(g, &format!("{field}.group"));
+                    let f = format!("{field}.group");
+                    if let Some(group) = c.string(g, &f) {
+                        check_runner_group(c, &group, &f);
+                    }
                 }
                 if let Some(l) = get(entries, "labels") {
                     c.string_list(l, &format!("{field}.labels"));
@@ -263,14 +340,28 @@ fn container(c: &mut Checker, node: &Node, field: &str) {
         c.template(node, field, ctx::JOB_SETUP);
         return;
     }
-    let keys = ["image", "credentials", "env", "ports", "volumes", "options"];
-    if let Some(entries) = c.map_with_keys(node, field, &keys) {
+    let service = field.contains(".services.");
+    let keys: &[&str] = if service {
+        &[
+            "image",
+            "credentials",
+            "env",
+            "ports",
+            "volumes",
+            "options",
+            "entrypoint",
+            "command",
+        ]
+    } else {
+        &["image", "credentials", "env", "ports", "volumes", "options"]
+    };
+    if let Some(entries) = c.map_with_keys(node, field, keys) {
         c.require(entries, node.pos, field, &["image"]);
         for (key, value) in entries {
             let k = key.as_str().unwrap_or_default();
             let sub = format!("{field}.{k}");
             match k {
-                "image" | "options" => {
+                "image" | "options" | "entrypoint" | "command" => {
                     c.string(value, &sub);
                     c.template(value, &sub, ctx::JOB_SETUP);
                 }
@@ -280,7 +371,7 @@ fn container(c: &mut Checker, node: &Node, field: &str) {
                 "credentials" => {
                     if let Some(e) = c.map_with_keys(value, &sub, &["username", "password"]) {
                         for (_, v) in e {
-                            c.template(v, &sub, ctx::JOB_ENV);
+                            c.template(v, &sub, ctx::CREDENTIALS);
                         }
                     }
                 }
@@ -437,25 +528,6 @@ fn call_secrets(c: &mut Checker, node: &Node, field: &str) -> CallSecrets {
     CallSecrets::Map(out)
 }
 
-fn check_workflow_ref(c: &mut Checker, uses: &Spanned<String>, field: &str) {
-    let local = uses.starts_with("./.github/workflows/");
-    let remote = uses.contains('@')
-        && uses
-            .split('@')
-            .next()
-            .is_some_and(|p| p.split('/').count() >= 3);
-    let ext_ok = uses
-        .split('@')
-        .next()
-        .is_some_and(|p| p.ends_with(".yml") || p.ends_with(".yaml"));
-    if !(local || remote) || !ext_ok {
-        c.error(
-            uses.pos,
-            format!("{field}: '{}' is not a reusable workflow reference; expected './.github/workflows/FILE.yml' or 'OWNER/REPO/.github/workflows/FILE.yml@REF'", uses.value),
-        );
-    }
-}
-
 pub(super) fn steps(c: &mut Checker, node: &Node, field: &str) -> Vec<Step> {
     let mut out = Vec::new();
     let mut ids: HashMap<String, Pos> = HashMap::new();
@@ -487,6 +559,13 @@ pub(super) fn steps(c: &mut Checker, node: &Node, field: &str) -> Vec<Step> {
 }
 
 fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
+    if let NodeKind::Map(entries) = &node.kind {
+        for (kind, keys) in CONTROL_STEP_KEYS {
+            if get(entries, kind).is_some() {
+                return control_step(c, node, field, kind, keys);
+            }
+        }
+    }
     let entries = c.map_with_keys(node, field, STEP_KEYS)?;
     let run = get(entries, "run");
     let uses = get(entries, "uses");
@@ -523,14 +602,19 @@ fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
     let mut env_map = IndexMap::new();
     let mut continue_on_error = None;
     let mut timeout_minutes = None;
+    let mut background = false;
     for (key, value) in entries {
         let k = key.as_str().unwrap_or_default();
         match k {
+            "background" => background = c.bool(value, &f(k)).unwrap_or(false),
             "id" => {
                 c.forbid_expression(value, &f(k));
                 if let Some(text) = c.string(value, &f(k)) {
-                    if !is_identifier(&text) {
-                        c.error(text.pos, format!("{}: invalid step id '{}': it must start with a letter or '_' and contain only letters, digits, '-' and '_'", f(k), text.value));
+                    if let Some(problem) = id_problem(&text) {
+                        c.error(
+                            text.pos,
+                            format!("{}: invalid step id '{}': {problem}", f(k), text.value),
+                        );
                     }
                     id = Some(text);
                 }
@@ -558,12 +642,19 @@ fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
     let action = if let Some(uses) = uses {
         c.forbid_expression(uses, &f("uses"));
         let uses_text = c.string(uses, &f("uses"))?;
-        check_action_ref(c, &uses_text, &f("uses"));
+        let reference = match ActionRef::parse(&uses_text) {
+            Ok(reference) => reference,
+            Err(e) => {
+                c.error(uses_text.pos, format!("{}: {e}", f("uses")));
+                return None;
+            }
+        };
         let with = get(entries, "with")
             .map(|w| with(c, w, &f("with"), ctx::STEP))
             .unwrap_or_default();
         StepAction::Uses {
             uses: uses_text,
+            reference,
             with,
         }
     } else {
@@ -593,27 +684,60 @@ fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
         env: env_map,
         continue_on_error,
         timeout_minutes,
+        background,
     })
 }
 
-fn check_action_ref(c: &mut Checker, uses: &Spanned<String>, field: &str) {
-    let text = uses.as_str();
-    let ok = if text.starts_with("./") || text.starts_with("docker://") {
-        text.len() > 2
-    } else {
-        match text.split_once('@') {
-            Some((path, git_ref)) => {
-                !git_ref.is_empty()
-                    && path.split('/').count() >= 2
-                    && path.split('/').all(|p| !p.is_empty())
-            }
-            None => false,
-        }
+/// A `wait`, `wait-all`, `cancel` or `parallel` step.
+fn control_step(
+    c: &mut Checker,
+    node: &Node,
+    field: &str,
+    kind: &str,
+    keys: &[&str],
+) -> Option<Step> {
+    let entries = c.map_with_keys(node, field, keys)?;
+    let f = |k: &str| format!("{field}.{k}");
+    let mut step = Step {
+        pos: node.pos,
+        id: None,
+        name: None,
+        if_cond: None,
+        action: StepAction::Control(ControlStep::WaitAll),
+        env: IndexMap::new(),
+        continue_on_error: None,
+        timeout_minutes: None,
+        background: false,
     };
-    if !ok {
-        c.error(
-            uses.pos,
-            format!("{field}: '{text}' is not a valid action reference; expected './PATH', 'docker://IMAGE' or 'OWNER/REPO[/PATH]@REF'"),
-        );
+    for (key, value) in entries {
+        let k = key.as_str().unwrap_or_default();
+        match k {
+            "id" => {
+                c.forbid_expression(value, &f(k));
+                step.id = c.string(value, &f(k));
+            }
+            "name" => {
+                c.template(value, &f(k), ctx::STEP);
+                step.name = c.string(value, &f(k));
+            }
+            "continue-on-error" => {
+                c.template(value, &f(k), ctx::STEP);
+                step.continue_on_error = c.bool_or_expr(value, &f(k));
+            }
+            _ => {}
+        }
     }
+    let value = get(entries, kind)?;
+    step.action = StepAction::Control(match kind {
+        "wait" => ControlStep::Wait(c.string_list(value, &f(kind))),
+        "cancel" => ControlStep::Cancel(c.string(value, &f(kind))?),
+        "parallel" => ControlStep::Parallel(steps(c, value, &f(kind))),
+        _ => {
+            if !value.is_null() {
+                c.bool(value, &f(kind));
+            }
+            ControlStep::WaitAll
+        }
+    });
+    Some(step)
 }

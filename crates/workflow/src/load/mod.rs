@@ -8,12 +8,13 @@ mod calls;
 mod checker;
 mod expressions;
 mod jobs;
+mod resolve;
 mod triggers;
 pub mod yaml;
 
 use indexmap::IndexMap;
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Pos, Spanned};
+use crate::diagnostic::{Diagnostic, Diagnostics, Pos, Severity, Spanned};
 use crate::model::{Access, Concurrency, Defaults, EnvMap, ParsedWorkflow, Permissions};
 
 use checker::{get, Checker};
@@ -22,11 +23,13 @@ pub use action::{parse_action, ActionInput, ActionRuns, ParsedAction};
 pub use calls::check_call;
 pub use checker::suggest as suggest_name;
 use expressions as ctx;
+pub use resolve::{check_calls, WorkflowSource, MAX_CALL_DEPTH};
 use yaml::Node;
 
 /// Keys allowed at the top of a workflow file.
 const WORKFLOW_KEYS: &[&str] = &[
     "name",
+    "description",
     "run-name",
     "on",
     "env",
@@ -39,11 +42,15 @@ const WORKFLOW_KEYS: &[&str] = &[
 /// Permission scopes GitHub knows.
 const PERMISSION_SCOPES: &[&str] = &[
     "actions",
+    "artifact-metadata",
     "attestations",
     "checks",
+    "code-quality",
     "contents",
+    "copilot-requests",
     "deployments",
     "discussions",
+    "drives",
     "id-token",
     "issues",
     "models",
@@ -53,29 +60,57 @@ const PERMISSION_SCOPES: &[&str] = &[
     "repository-projects",
     "security-events",
     "statuses",
+    "vulnerability-alerts",
 ];
+
+/// The access levels a scope may have when GitHub restricts them.
+fn scope_levels(scope: &str) -> Option<&'static [&'static str]> {
+    match scope {
+        "id-token" | "copilot-requests" => Some(&["write", "none"]),
+        "models" | "vulnerability-alerts" => Some(&["read", "none"]),
+        _ => None,
+    }
+}
 
 /// Parses and validates one workflow file. `file` is the label used in diagnostics.
 ///
 /// Returns the model, or every error found (in source order), including
 /// `needs` that name no job and dependency cycles.
 pub fn parse_workflow(file: &str, source: &str) -> Result<ParsedWorkflow, Diagnostics> {
+    check_size(file, source)?;
     let root = parse_root(
         file,
         source,
         "the file is empty: a workflow needs 'on' and 'jobs'",
     )?;
     let mut c = Checker::new(file);
-    let workflow = build_workflow(&mut c, &root);
+    let mut workflow = build_workflow(&mut c, &root);
     let mut diagnostics = c.diagnostics;
     diagnostics.extend(crate::plan::check_needs(&workflow));
     diagnostics.sort_by_key(|d| d.pos);
     diagnostics.dedup();
-    if diagnostics.is_empty() {
-        Ok(workflow)
-    } else {
+    if diagnostics.iter().any(|d| d.severity == Severity::Error) {
         Err(Diagnostics(diagnostics))
+    } else {
+        workflow.warnings = diagnostics;
+        Ok(workflow)
     }
+}
+
+/// Most characters (UTF-16 units) GitHub reads from a workflow file.
+pub const MAX_FILE_CHARS: usize = 1024 * 1024;
+
+/// Refuses a file longer than GitHub reads.
+fn check_size(file: &str, source: &str) -> Result<(), Diagnostics> {
+    // A text of fewer bytes than the limit has no more UTF-16 units.
+    if source.len() > MAX_FILE_CHARS && source.encode_utf16().count() > MAX_FILE_CHARS {
+        return Err(Diagnostics(vec![Diagnostic::error(
+            file,
+            Pos::new(1, 1),
+            format!("the file is larger than GitHub's limit of {MAX_FILE_CHARS} characters"),
+        )]));
+    }
+    Ok(())
 }
 
 /// The YAML tree of a file, or its syntax errors (`when_empty` for an empty file).
@@ -110,6 +145,10 @@ fn build_workflow(c: &mut Checker, root: &Node) -> ParsedWorkflow {
             "name" => {
                 c.forbid_expression(value, "name");
                 wf.name = c.string(value, "name");
+            }
+            "description" => {
+                c.forbid_expression(value, "description");
+                c.string(value, "description");
             }
             "run-name" => {
                 c.template(value, "run-name", ctx::RUN_NAME);
@@ -159,8 +198,15 @@ fn defaults(c: &mut Checker, node: &Node, field: &str, contexts: &[&str]) -> Def
         let field = format!("{field}.run");
         if let Some(entries) = c.map_with_keys(run, &field, &["shell", "working-directory"]) {
             if let Some(shell) = get(entries, "shell") {
-                c.forbid_expression(shell, &format!("{field}.shell"));
-                out.shell = c.string(shell, &format!("{field}.shell"));
+                let f = format!("{field}.shell");
+                // GitHub evaluates a job's default shell (with `env` and
+                // `matrix`), not the workflow's.
+                if field.starts_with("jobs.") {
+                    c.template(shell, &f, contexts);
+                } else {
+                    c.forbid_expression(shell, &f);
+                }
+                out.shell = c.string(shell, &f);
             }
             if let Some(dir) = get(entries, "working-directory") {
                 let f = format!("{field}.working-directory");
@@ -190,6 +236,22 @@ fn permissions(c: &mut Checker, node: &Node, field: &str) -> Option<Permissions>
     let mut scopes = IndexMap::new();
     for (key, value) in entries {
         let scope = key.as_str().unwrap_or_default();
+        if let (Some(levels), Some(level)) = (scope_levels(scope), value.as_str()) {
+            if !levels.contains(&level) {
+                c.error(
+                    value.pos,
+                    format!(
+                        "{field}.{scope}: expected {}",
+                        levels
+                            .iter()
+                            .map(|l| format!("'{l}'"))
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                );
+                continue;
+            }
+        }
         let access = match value.as_str() {
             Some("read") => Access::Read,
             Some("write") => Access::Write,
@@ -220,7 +282,18 @@ fn concurrency(
             cancel_in_progress: None,
         });
     }
-    let entries = c.map_with_keys(node, field, &["group", "cancel-in-progress"])?;
+    let entries = c.map_with_keys(node, field, &["group", "cancel-in-progress", "queue"])?;
+    if let Some(queue) = get(entries, "queue") {
+        let f = format!("{field}.queue");
+        if let Some(text) = c.string(queue, &f) {
+            if !matches!(text.as_str(), "single" | "max") {
+                c.error(
+                    text.pos,
+                    format!("{f}: expected 'single' or 'max', found '{}'", text.value),
+                );
+            }
+        }
+    }
     c.require(entries, node.pos, field, &["group"]);
     let group_node = get(entries, "group")?;
     let group_field = format!("{field}.group");

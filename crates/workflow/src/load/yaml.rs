@@ -11,8 +11,8 @@ use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
 use crate::diagnostic::Pos;
 use crate::value::{Object, Value};
 
-/// Deepest nesting of sequences and mappings accepted.
-pub const MAX_DEPTH: usize = 128;
+/// Most sequences and mappings nested in one another, as in GitHub's parser.
+pub const MAX_DEPTH: usize = 50;
 /// Most nodes a document may have once aliases are expanded.
 pub const MAX_NODES: usize = 200_000;
 
@@ -193,8 +193,50 @@ struct Builder<'a> {
     errors: Vec<YamlError>,
 }
 
+/// How many comments glued to a token (`[a]# note`) one parse forgives.
+const MAX_GLUED_COMMENTS: usize = 64;
+
 /// Parses one YAML document. Returns `Ok(None)` for an empty document.
+///
+/// A `#` right after a flow collection or a quoted scalar (`[one]#, two`)
+/// starts a comment, as the YAML reader behind GitHub takes it, although
+/// YAML 1.2 wants a space first.
 pub fn parse(source: &str) -> Result<Option<Node>, Vec<YamlError>> {
+    let mut fixed: Option<String> = None;
+    for _ in 0..MAX_GLUED_COMMENTS {
+        let text = fixed.as_deref().unwrap_or(source);
+        match parse_once(text) {
+            Err(errors) => match glued_comment(text, &errors) {
+                Some(offset) => {
+                    let mut owned = text.to_owned();
+                    owned.insert(offset, ' ');
+                    fixed = Some(owned);
+                }
+                None => return Err(errors),
+            },
+            ok => return ok,
+        }
+    }
+    parse_once(fixed.as_deref().unwrap_or(source))
+}
+
+/// The byte offset of a `#` the parser refused only for lacking a space before it.
+fn glued_comment(text: &str, errors: &[YamlError]) -> Option<usize> {
+    let [error] = errors else { return None };
+    if !error.message.contains("comments must be separated") {
+        return None;
+    }
+    let line = text
+        .split_inclusive('\n')
+        .nth((error.pos.line as usize).checked_sub(1)?)?;
+    let line_start = line.as_ptr() as usize - text.as_ptr() as usize;
+    let (at, c) = line
+        .char_indices()
+        .nth((error.pos.col as usize).checked_sub(1)?)?;
+    (c == '#').then_some(line_start + at)
+}
+
+fn parse_once(source: &str) -> Result<Option<Node>, Vec<YamlError>> {
     let mut b = Builder {
         parser: Parser::new_from_str(source),
         anchors: HashMap::new(),
@@ -270,10 +312,13 @@ impl<'a> Builder<'a> {
 
     fn node(&mut self, ev: Event<'a>, span: Span, depth: usize) -> Result<Node, YamlError> {
         let pos = pos_of(&span);
-        if depth > MAX_DEPTH {
+        let collection = matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..));
+        if collection && depth >= MAX_DEPTH {
             return Err(YamlError {
                 pos,
-                message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                message: format!(
+                    "nesting deeper than {MAX_DEPTH} levels of mappings and sequences"
+                ),
             });
         }
         self.count(1, pos)?;
@@ -387,6 +432,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_comment_glued_to_a_flow_sequence_is_read_as_github_reads_it() {
+        let node = parse("a: [one]#, two\nb: 'x'#y\nc: 1\n").unwrap().unwrap();
+        assert_eq!(
+            node.to_value(),
+            Value::from(serde_json::json!({"a": ["one"], "b": "x", "c": 1}))
+        );
+        let NodeKind::Map(entries) = &node.kind else {
+            panic!("not a map")
+        };
+        assert_eq!(entries[2].0.pos, Pos::new(3, 1));
+        assert!(parse("a: [one\n").is_err());
+    }
+
+    #[test]
     fn keeps_positions_and_order() {
         let node = parse("a: 1\nb:\n  - x\n  - 'y'\n").unwrap().unwrap();
         let NodeKind::Map(entries) = &node.kind else {
@@ -418,6 +477,15 @@ mod tests {
         let errs = parse("a: 1\na: 2\n").unwrap_err();
         assert_eq!(errs[0].pos, Pos::new(2, 1));
         assert!(errs[0].message.contains("duplicate key 'a'"));
+    }
+
+    #[test]
+    fn github_nests_at_most_fifty_collections() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(parse(&nested(MAX_DEPTH)).is_ok());
+        let errs = parse(&nested(MAX_DEPTH + 1)).unwrap_err();
+        assert!(errs[0].message.contains("nesting deeper"), "{errs:?}");
+        assert_eq!(errs[0].pos, Pos::new(1, 51));
     }
 
     #[test]

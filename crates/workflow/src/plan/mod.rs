@@ -126,7 +126,7 @@ pub fn plan_workflow(
             Some(m) if references_needs(&m.value) => MatrixState::Deferred,
             Some(m) => {
                 let evaluated =
-                    expr::evaluate_value(&m.value, &eval).map_err(|e| expr_err(m.pos, e))?;
+                    expr::evaluate_matrix(&m.value, &eval).map_err(|e| expr_err(m.pos, e))?;
                 let matrix_err = |source| PlanError::Matrix {
                     file: workflow.file.clone(),
                     job: id.clone(),
