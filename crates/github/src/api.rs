@@ -15,6 +15,7 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::permissions::TokenPermissions;
 use crate::time::{parse_rfc3339, unix_now};
 
 /// The API root of github.com.
@@ -269,6 +270,8 @@ enum Credentials {
 struct CachedToken {
     token: String,
     refresh_at: i64,
+    /// What the installation holds (the answer's `permissions`).
+    granted: TokenPermissions,
 }
 
 type CommentSlot = Arc<tokio::sync::Mutex<Option<u64>>>;
@@ -481,6 +484,53 @@ impl GitHubClient {
     /// `None` without credentials.
     pub async fn git_credentials(&self, repo: &RepoRef) -> Result<Option<String>, ApiError> {
         self.token_for(repo).await
+    }
+
+    /// A token for the jobs of one run: with a GitHub App, a fresh installation token for
+    /// `repo` alone with `wanted` cut to what the installation holds (`metadata: read` when
+    /// nothing is left, never the installation's whole set). With a personal access token or
+    /// none, `None`: the operator's token is never handed to a job.
+    pub async fn job_token(
+        &self,
+        repo: &RepoRef,
+        wanted: &TokenPermissions,
+    ) -> Result<Option<String>, ApiError> {
+        if !matches!(self.inner.credentials, Credentials::App { .. }) {
+            return Ok(None);
+        }
+        let installation = self.installation_id(repo).await?;
+        self.installation_token(installation).await?;
+        let granted = self
+            .inner
+            .installation_tokens
+            .lock()
+            .await
+            .get(&installation)
+            .map(|cached| cached.granted.clone())
+            .unwrap_or_default();
+        let mut scoped = wanted.within(&granted).to_json();
+        if scoped.as_object().is_some_and(|m| m.is_empty()) {
+            scoped = json!({ "metadata": "read" });
+        }
+        let jwt = self.app_jwt()?;
+        let path = format!("/app/installations/{installation}/access_tokens");
+        let body = json!({ "repositories": [repo.name], "permissions": scoped });
+        let answer: Value = self
+            .call(Method::POST, &path, Some(&jwt), Some(&body))
+            .await?
+            .json()?;
+        let given = TokenPermissions::from_json(&answer["permissions"]);
+        if given.within(&TokenPermissions::from_json(&scoped)) != given {
+            return Err(ApiError::Auth(format!(
+                "GitHub gave a job token more than was asked: {}",
+                answer["permissions"]
+            )));
+        }
+        let token = answer["token"].as_str().ok_or_else(|| ApiError::Decode {
+            path,
+            message: "the installation token answer has no 'token'".into(),
+        })?;
+        Ok(Some(token.to_owned()))
     }
 
     fn comment_slot(&self, repo: &RepoRef, number: u64) -> CommentSlot {
@@ -710,6 +760,7 @@ impl GitHubClient {
             CachedToken {
                 token: token.clone(),
                 refresh_at: expires_at - TOKEN_REFRESH_MARGIN.as_secs() as i64,
+                granted: TokenPermissions::from_json(&answer["permissions"]),
             },
         );
         Ok(token)

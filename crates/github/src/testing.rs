@@ -60,6 +60,32 @@ struct Failure {
 struct IssuedToken {
     token: String,
     expires_at: i64,
+    /// The repositories it is limited to (`None`: all of the installation's).
+    repositories: Option<Vec<String>>,
+    permissions: Value,
+}
+
+/// What the mock's installations hold, as GitHub lists an installation's `permissions`.
+pub fn installation_permissions() -> Value {
+    json!({
+        "checks": "write",
+        "contents": "write",
+        "issues": "write",
+        "metadata": "read",
+        "pull_requests": "write",
+        "statuses": "write",
+    })
+}
+
+/// One installation token the mock issued, with its scope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IssuedScope {
+    /// The token.
+    pub token: String,
+    /// Repository names it is limited to (`None`: every repository of the installation).
+    pub repositories: Option<Vec<String>>,
+    /// Its permissions, as GitHub answered them.
+    pub permissions: Value,
 }
 
 #[derive(Default)]
@@ -255,6 +281,20 @@ impl MockGitHub {
         self.state.data().token_lifetime = Some(lifetime);
     }
 
+    /// The installation tokens issued so far, with the repositories and permissions of each.
+    pub fn issued_scopes(&self) -> Vec<IssuedScope> {
+        self.state
+            .data()
+            .tokens
+            .iter()
+            .map(|t| IssuedScope {
+                token: t.token.clone(),
+                repositories: t.repositories.clone(),
+                permissions: t.permissions.clone(),
+            })
+            .collect()
+    }
+
     /// The installation tokens issued so far.
     pub fn issued_tokens(&self) -> Vec<String> {
         self.state
@@ -418,7 +458,7 @@ fn answer(
             if let ["installation"] = rest {
                 return installation(&data, &ctx, &full_name, owner);
             }
-            if let Some(denied) = check_installation_token(&data, &ctx) {
+            if let Some(denied) = check_installation_token(&data, &ctx, repo) {
                 return denied;
             }
             repo_endpoint(&mut data, &ctx, &full_name, rest)
@@ -842,7 +882,7 @@ fn installation(data: &MockData, ctx: &Ctx<'_>, full_name: &str, owner: &str) ->
             "app_slug": "firerunner",
             "target_id": 6811672,
             "target_type": "Organization",
-            "permissions": { "contents": "read", "statuses": "write", "pull_requests": "write", "issues": "write" },
+            "permissions": installation_permissions(),
             "events": ["push", "pull_request"],
             "created_at": "2026-01-01T00:00:00Z",
             "updated_at": "2026-01-01T00:00:00Z",
@@ -858,6 +898,35 @@ fn access_token(data: &mut MockData, ctx: &Ctx<'_>, installation: u64) -> Answer
     if data.removed_installations.contains(&installation) {
         return Answer::not_found();
     }
+    let granted = installation_permissions();
+    let permissions = match ctx.body.get("permissions") {
+        Some(Value::Object(asked)) => {
+            let rank = |level: &Value| match level.as_str() {
+                Some("read") => 1,
+                Some("write") => 2,
+                _ => 0,
+            };
+            if asked
+                .iter()
+                .any(|(name, level)| rank(level) == 0 || rank(level) > rank(&granted[name]))
+            {
+                return Answer::error(
+                    422,
+                    "The permissions requested are not granted to this installation.",
+                );
+            }
+            Value::Object(asked.clone())
+        }
+        _ => granted,
+    };
+    let repositories = ctx.body.get("repositories").and_then(|r| {
+        r.as_array().map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+    });
     let lifetime = data
         .token_lifetime
         .unwrap_or(Duration::from_secs(3600))
@@ -867,20 +936,23 @@ fn access_token(data: &mut MockData, ctx: &Ctx<'_>, installation: u64) -> Answer
     data.tokens.push(IssuedToken {
         token: token.clone(),
         expires_at,
+        repositories: repositories.clone(),
+        permissions: permissions.clone(),
     });
-    Answer::json(
-        201,
-        json!({
-            "token": token,
-            "expires_at": format_rfc3339(expires_at),
-            "permissions": { "contents": "read", "statuses": "write", "pull_requests": "write", "issues": "write" },
-            "repository_selection": "all",
-        }),
-    )
+    let mut answer = json!({
+        "token": token,
+        "expires_at": format_rfc3339(expires_at),
+        "permissions": permissions,
+        "repository_selection": if repositories.is_some() { "selected" } else { "all" },
+    });
+    if let Some(names) = repositories {
+        answer["repositories"] = names.iter().map(|name| json!({ "name": name })).collect();
+    }
+    Answer::json(201, answer)
 }
 
 /// With an App key set, repository endpoints need a live installation token the mock issued.
-fn check_installation_token(data: &MockData, ctx: &Ctx<'_>) -> Option<Answer> {
+fn check_installation_token(data: &MockData, ctx: &Ctx<'_>, name: &str) -> Option<Answer> {
     data.app_key.as_ref()?;
     let token = ctx.authorization.and_then(|a| {
         a.strip_prefix("Bearer ")
@@ -888,9 +960,14 @@ fn check_installation_token(data: &MockData, ctx: &Ctx<'_>) -> Option<Answer> {
     });
     let now = unix_now();
     let live = token.is_some_and(|t| {
-        data.tokens
-            .iter()
-            .any(|issued| issued.token == t && issued.expires_at > now)
+        data.tokens.iter().any(|issued| {
+            issued.token == t
+                && issued.expires_at > now
+                && issued
+                    .repositories
+                    .as_ref()
+                    .is_none_or(|names| names.iter().any(|n| n == name))
+        })
     });
     (!live).then(|| Answer::error(401, "Bad credentials"))
 }

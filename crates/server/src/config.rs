@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use firerunner_github::permissions::DefaultPermissions;
 use serde::Deserialize;
 
 /// Errors reading the configuration.
@@ -141,6 +142,22 @@ pub struct GitHubConfig {
     pub private_key: String,
     /// Commit status context prefix.
     pub status_context: String,
+    /// What `GITHUB_TOKEN` may do when a workflow has no `permissions:`
+    /// (`restricted`: read contents and packages; `permissive`: write).
+    #[serde(deserialize_with = "default_permissions")]
+    pub default_permissions: DefaultPermissions,
+}
+
+fn default_permissions<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<DefaultPermissions, D::Error> {
+    match String::deserialize(deserializer)?.as_str() {
+        "restricted" => Ok(DefaultPermissions::Restricted),
+        "permissive" => Ok(DefaultPermissions::Permissive),
+        other => Err(serde::de::Error::custom(format!(
+            "default_permissions is restricted or permissive, not {other:?}"
+        ))),
+    }
 }
 
 /// Allow-lists (empty: everything allowed).
@@ -233,6 +250,7 @@ impl Default for GitHubConfig {
             app_id: 0,
             private_key: String::new(),
             status_context: "firerunner".into(),
+            default_permissions: DefaultPermissions::Restricted,
         }
     }
 }
