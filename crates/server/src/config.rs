@@ -184,6 +184,13 @@ pub struct LimitsConfig {
     pub warm_vms: usize,
     /// Dispatch attempts for a delivery when GitHub fails transiently.
     pub dispatch_attempts: u32,
+    /// Webhook requests handled at once; more are answered 503.
+    pub webhook_concurrency: usize,
+    /// Time allowed to receive a webhook's body; slower senders get 408.
+    pub webhook_timeout_seconds: u64,
+    /// Times a run is started before it is failed (a run that crashes the
+    /// process must not crash-loop the service).
+    pub run_attempts: u32,
 }
 
 /// This host's worker.
@@ -263,6 +270,9 @@ impl Default for LimitsConfig {
             max_vms: 3,
             warm_vms: 1,
             dispatch_attempts: 6,
+            webhook_concurrency: 32,
+            webhook_timeout_seconds: 10,
+            run_attempts: 5,
         }
     }
 }
@@ -404,6 +414,12 @@ impl Config {
             return bad(
                 "limits",
                 "concurrent_runs and max_sessions must be at least 1",
+            );
+        }
+        if self.limits.webhook_concurrency == 0 || self.limits.run_attempts == 0 {
+            return bad(
+                "limits",
+                "webhook_concurrency and run_attempts must be at least 1",
             );
         }
         if self.limits.max_vms < self.limits.max_sessions {

@@ -146,6 +146,28 @@ async fn execute_claimed<E: RunExecutor>(
         run.workflow_file,
         run.repository
     );
+    let max_attempts = i64::from(state.config.limits.run_attempts);
+    if claimed.attempt > max_attempts {
+        let note = format!(
+            "started {} times without finishing (the process stopped each time); \
+             not started again (limits.run_attempts = {max_attempts})",
+            claimed.attempt - 1
+        );
+        state
+            .report_error("worker", &format!("run {run_id}: {note}"))
+            .await;
+        conclude(
+            state,
+            &run_id,
+            worker,
+            "failure",
+            Some(&note),
+            &[],
+            run.installation_id,
+        )
+        .await;
+        return;
+    }
     let _ = state.store.clear_jobs(&run_id).await;
     if let Ok(Some(record)) = state.store.run(&run_id).await {
         state.live.publish(LiveEvent::Run(record));

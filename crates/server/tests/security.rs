@@ -238,3 +238,123 @@ async fn the_operators_personal_access_token_never_reaches_a_job() {
     }
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_body_replayed_under_a_new_delivery_id_is_recognised() {
+    let service = Service::start(|_| {}).await;
+    let body = serde_json::to_vec(&fixture("push")).unwrap();
+    let signature = service::sign(service::SECRET, &body);
+    let (status, _) = service
+        .post_raw("push", "d-original", body.clone(), Some(&signature))
+        .await;
+    assert_eq!(status, 202);
+    let (status, answer) = service
+        .post_raw("push", "d-original", body.clone(), Some(&signature))
+        .await;
+    assert_eq!(
+        (status, answer["result"].as_str()),
+        (200, Some("duplicate"))
+    );
+    let (status, answer) = service
+        .post_raw("push", "d-replayed", body, Some(&signature))
+        .await;
+    assert_eq!((status, answer["result"].as_str()), (409, Some("replay")));
+    let stored = service.state.store.recent_deliveries(10).await.unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    service.stop().await;
+}
+
+/// Opens a webhook request whose body never finishes arriving.
+async fn stalled_webhook(url: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let address = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nHost: {address}\r\nX-GitHub-Event: push\r\n\
+         X-GitHub-Delivery: d-slow\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n{{\"ref\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+async fn response_status(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&buffer[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_webhook_times_out_and_too_many_at_once_are_turned_away() {
+    let service = Service::start(|config| {
+        config.limits.webhook_concurrency = 1;
+        config.limits.webhook_timeout_seconds = 1;
+    })
+    .await;
+    let mut slow = stalled_webhook(&service.url).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, answer) = service.webhook("push", "d-fast", &fixture("push")).await;
+    assert_eq!((status, answer["result"].as_str()), (503, Some("busy")));
+    assert_eq!(
+        response_status(&mut slow).await,
+        "HTTP/1.1 408 Request Timeout"
+    );
+    let (status, _) = service.webhook("push", "d-after", &fixture("push")).await;
+    assert_eq!(status, 202, "the slot is free again");
+    service.stop().await;
+}
+
+const WAITING: &str = "name: Waiting
+on: push
+jobs:
+  wait:
+    runs-on: ubuntu-latest
+    steps:
+      - run: sleep 600
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_interrupted_too_often_is_failed_instead_of_started_again() {
+    let cap = |config: &mut Config| config.limits.run_attempts = 2;
+    let mut service = Service::start(cap).await;
+    let sha = fixture("push")["after"].as_str().unwrap().to_string();
+    service
+        .github
+        .add_file(REPO, &sha, ".github/workflows/waiting.yml", WAITING);
+    let (status, _) = service.webhook("push", "d-loop", &fixture("push")).await;
+    assert_eq!(status, 202);
+    for started in 1..=2 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while service.executor.running.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never started");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(service.executor.executed.lock().unwrap().len(), started);
+        // Stands for a crash: the run goes back to the queue unfinished.
+        let (github, dir, executor) = service.stop().await;
+        service = Service::start_with(github, dir, executor, cap).await;
+    }
+    let runs = service
+        .wait_for_runs("the run to be failed", |runs| {
+            runs.values().any(|r| r.state == "completed")
+        })
+        .await;
+    let run = runs.values().next().unwrap();
+    assert_eq!(run.conclusion.as_deref(), Some("failure"));
+    let note = run.note.clone().unwrap_or_default();
+    assert!(note.contains("started 2 times without finishing"), "{note}");
+    assert_eq!(
+        service.executor.executed.lock().unwrap().len(),
+        2,
+        "not started a third time"
+    );
+    service.stop().await;
+}
