@@ -286,6 +286,8 @@ struct Inner {
     installation_tokens: tokio::sync::Mutex<HashMap<u64, CachedToken>>,
     installations: Mutex<HashMap<String, u64>>,
     comment_slots: Mutex<HashMap<(String, u64), CommentSlot>>,
+    /// The login the client writes as, once asked.
+    login: tokio::sync::Mutex<Option<String>>,
 }
 
 /// A successful answer.
@@ -352,6 +354,7 @@ impl GitHubClient {
                 installation_tokens: tokio::sync::Mutex::new(HashMap::new()),
                 installations: Mutex::new(HashMap::new()),
                 comment_slots: Mutex::new(HashMap::new()),
+                login: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -378,8 +381,10 @@ impl GitHubClient {
     }
 
     /// Keeps one comment per pull request, found by `marker` (an HTML comment such as
-    /// `<!-- firerunner -->`), and sets its body: edits it in place when it exists, creates it
-    /// otherwise. The body written always contains the marker. Returns the comment id.
+    /// `<!-- firerunner -->`) among the comments written by this client's own login (see
+    /// [`GitHubClient::own_login`]: a marker planted by anyone else is ignored), and sets its
+    /// body: edits it in place when it exists, creates it otherwise. The body written always
+    /// contains the marker. Returns the comment id.
     pub async fn upsert_pull_request_comment(
         &self,
         repo: &RepoRef,
@@ -548,12 +553,45 @@ impl GitHubClient {
         Ok(())
     }
 
+    /// The login this client writes comments as: `<slug>[bot]` for a GitHub App (`GET /app`),
+    /// the token's user otherwise (`GET /user`). Asked once.
+    pub async fn own_login(&self) -> Result<String, ApiError> {
+        let mut known = self.inner.login.lock().await;
+        if let Some(login) = known.as_ref() {
+            return Ok(login.clone());
+        }
+        let (path, bearer, field) = match &self.inner.credentials {
+            Credentials::Anonymous => {
+                return Err(ApiError::Auth(
+                    "without credentials nothing is written as anyone".into(),
+                ))
+            }
+            Credentials::Token(token) => ("/user", token.clone(), "login"),
+            Credentials::App { .. } => ("/app", self.app_jwt()?, "slug"),
+        };
+        let answer: Value = self
+            .call(Method::GET, path, Some(&bearer), None)
+            .await?
+            .json()?;
+        let name = answer[field].as_str().ok_or_else(|| ApiError::Decode {
+            path: path.to_owned(),
+            message: format!("the answer has no '{field}'"),
+        })?;
+        let login = match &self.inner.credentials {
+            Credentials::App { .. } => format!("{name}[bot]"),
+            _ => name.to_owned(),
+        };
+        *known = Some(login.clone());
+        Ok(login)
+    }
+
     async fn find_comment(
         &self,
         repo: &RepoRef,
         number: u64,
         marker: &str,
     ) -> Result<Option<u64>, ApiError> {
+        let login = self.own_login().await?;
         let mut path = Some(format!(
             "{}/issues/{number}/comments?per_page=100",
             repo.api_path()
@@ -563,9 +601,10 @@ impl GitHubClient {
                 break;
             };
             let (comments, next) = self.page(repo, &current).await?;
-            let found = comments
-                .iter()
-                .find(|c| c["body"].as_str().is_some_and(|b| b.contains(marker)));
+            let found = comments.iter().find(|c| {
+                c["user"]["login"].as_str() == Some(login.as_str())
+                    && c["body"].as_str().is_some_and(|b| b.contains(marker))
+            });
             if let Some(comment) = found {
                 return Ok(comment["id"].as_u64());
             }

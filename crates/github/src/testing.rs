@@ -17,6 +17,11 @@ use sha2::{Digest, Sha256};
 use crate::api::encode_component;
 use crate::time::{format_rfc3339, unix_now};
 
+/// The login `GET /user` reports for a personal access token (see [`MockGitHub::set_user_login`]).
+pub const DEFAULT_USER_LOGIN: &str = "firerunner-ci";
+/// The slug `GET /app` reports; the App's comments are by `firerunner[bot]`.
+pub const APP_SLUG: &str = "firerunner";
+
 /// The installation id the mock reports for a repository with none set.
 pub const DEFAULT_INSTALLATION_ID: u64 = 1;
 
@@ -41,6 +46,7 @@ pub struct RecordedRequest {
 
 struct Comment {
     id: u64,
+    author: String,
     full_name: String,
     number: u64,
     body: String,
@@ -103,6 +109,7 @@ struct MockData {
     removed_installations: Vec<u64>,
     tokens: Vec<IssuedToken>,
     token_lifetime: Option<Duration>,
+    user_login: Option<String>,
 }
 
 struct MockState {
@@ -216,10 +223,23 @@ impl MockGitHub {
             .collect()
     }
 
-    /// Adds a comment as if someone wrote it; returns its id.
+    /// Adds a comment as if the personal access token's user wrote it; returns its id.
     pub fn add_comment(&self, full_name: &str, number: u64, body: &str) -> u64 {
         let mut data = self.state.data();
-        add_comment(&mut data, full_name, number, body)
+        let author = user_login(&data);
+        add_comment(&mut data, full_name, number, &author, body)
+    }
+
+    /// Adds a comment written by `author` (any login); returns its id.
+    pub fn add_comment_by(&self, full_name: &str, number: u64, author: &str, body: &str) -> u64 {
+        let mut data = self.state.data();
+        add_comment(&mut data, full_name, number, author, body)
+    }
+
+    /// The login `GET /user` reports and personal access tokens write comments as
+    /// (else [`DEFAULT_USER_LOGIN`]).
+    pub fn set_user_login(&self, login: &str) {
+        self.state.data().user_login = Some(login.to_owned());
     }
 
     /// Deletes a comment as if someone removed it; false when there is no such comment.
@@ -306,12 +326,30 @@ impl MockGitHub {
     }
 }
 
-fn add_comment(data: &mut MockData, full_name: &str, number: u64, body: &str) -> u64 {
+fn user_login(data: &MockData) -> String {
+    data.user_login
+        .clone()
+        .unwrap_or_else(|| DEFAULT_USER_LOGIN.to_owned())
+}
+
+/// Who a request is from: the App's bot for an installation token the mock issued, the
+/// token's user otherwise.
+fn caller_login(data: &MockData, authorization: Option<&str>) -> String {
+    let token = authorization.and_then(|a| a.strip_prefix("Bearer ").or(a.strip_prefix("token ")));
+    if token.is_some_and(|t| data.tokens.iter().any(|issued| issued.token == t)) {
+        format!("{APP_SLUG}[bot]")
+    } else {
+        user_login(data)
+    }
+}
+
+fn add_comment(data: &mut MockData, full_name: &str, number: u64, author: &str, body: &str) -> u64 {
     data.next_id += 1;
     let id = data.next_id;
     let now = format_rfc3339(unix_now());
     data.comments.push(Comment {
         id,
+        author: author.to_owned(),
         full_name: full_name.to_owned(),
         number,
         body: body.to_owned(),
@@ -453,6 +491,22 @@ fn answer(
                 Err(_) => Answer::not_found(),
             }
         }
+        ["user"] if method == Method::GET => {
+            if caller_login(&data, ctx.authorization).ends_with("[bot]") {
+                return Answer::error(403, "Resource not accessible by integration");
+            }
+            Answer::json(
+                200,
+                json!({ "login": user_login(&data), "id": 583231, "type": "User" }),
+            )
+        }
+        ["app"] if method == Method::GET => match check_app_jwt(&data, ctx.authorization) {
+            Ok(id) => Answer::json(
+                200,
+                json!({ "id": id, "slug": APP_SLUG, "name": "firerunner", "owner": { "login": "octo-org" } }),
+            ),
+            Err(answer) => answer,
+        },
         ["repos", owner, repo, rest @ ..] => {
             let full_name = format!("{owner}/{repo}");
             if let ["installation"] = rest {
@@ -541,7 +595,8 @@ fn repo_endpoint(data: &mut MockData, ctx: &Ctx<'_>, full_name: &str, rest: &[&s
                 let Some(body) = ctx.body["body"].as_str() else {
                     return validation_failed("IssueComment", "body", "missing_field");
                 };
-                let id = add_comment(data, full_name, number, body);
+                let author = caller_login(data, ctx.authorization);
+                let id = add_comment(data, full_name, number, &author, body);
                 let comment = data
                     .comments
                     .iter()
@@ -616,7 +671,11 @@ fn comment_json(base: &str, c: &Comment) -> Value {
         "html_url": format!("https://github.com/{owner_repo}/pull/{number}#issuecomment-{}", c.id),
         "issue_url": format!("{base}/repos/{owner_repo}/issues/{number}"),
         "body": c.body,
-        "user": { "login": "firerunner[bot]", "id": 9919, "type": "Bot" },
+        "user": {
+            "login": c.author,
+            "id": 9919,
+            "type": if c.author.ends_with("[bot]") { "Bot" } else { "User" },
+        },
         "created_at": c.created_at,
         "updated_at": c.updated_at,
         "author_association": "NONE",

@@ -657,3 +657,43 @@ async fn a_personal_access_token_is_never_a_job_token() {
     assert_eq!(token, None);
     assert!(mock.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_marker_planted_by_someone_else_is_not_taken_for_the_comment() {
+    let mock = MockGitHub::start().await;
+    let planted = mock.add_comment_by(REPO, 7, "mallory", &format!("{MARKER}\nall green!"));
+    let client = token_client(&mock);
+    let id = client
+        .upsert_pull_request_comment(&repo(), 7, MARKER, "1 failed")
+        .await
+        .unwrap();
+    assert_ne!(id, planted);
+    let comments = mock.comments(REPO, 7);
+    assert_eq!(
+        comments[0],
+        (planted, format!("{MARKER}\nall green!")),
+        "untouched"
+    );
+    assert_eq!(comments[1], (id, format!("{MARKER}\n1 failed")));
+    assert_eq!(client.own_login().await.unwrap(), "firerunner-ci");
+    assert_eq!(
+        requests_matching(&mock, "GET", "/user").len(),
+        1,
+        "asked once"
+    );
+}
+
+#[tokio::test]
+async fn an_app_finds_the_comment_of_its_own_bot() {
+    let mock = MockGitHub::start().await;
+    mock.set_app_public_key(&testdata("app-public-key.pem"));
+    mock.add_comment_by(REPO, 7, "firerunner-ci", &format!("{MARKER}\nby a user"));
+    let ours = mock.add_comment_by(REPO, 7, "firerunner[bot]", &format!("{MARKER}\nold"));
+    let client = client_with(&mock, app_auth("app-private-key.pem"));
+    let id = client
+        .upsert_pull_request_comment(&repo(), 7, MARKER, "new")
+        .await
+        .unwrap();
+    assert_eq!(id, ours);
+    assert_eq!(mock.comments(REPO, 7)[1].1, format!("{MARKER}\nnew"));
+}
