@@ -165,13 +165,14 @@ pub fn prepare(source: &CheckoutSource, dest: &Path) -> Result<String, CheckoutE
             credentials,
         } => {
             git(dest, &["init", "-q"])?;
-            git(dest, &["remote", "add", "origin", repository])?;
-            let mut fetch = vec!["fetch", "-q", "--no-tags", "origin"];
+            git(dest, &["remote", "add", "--", "origin", repository])?;
+            let mut fetch = vec!["fetch", "-q", "--no-tags"];
             let depth_arg = format!("--depth={depth}");
             if *depth > 0 {
                 fetch.push(&depth_arg);
             }
-            fetch.push(commit);
+            // A ref from a workflow's `with: ref` is never read as an option.
+            fetch.extend(["--end-of-options", "origin", commit]);
             git_with(dest, &fetch, credentials.as_ref())?;
             git(dest, &["checkout", "-q", "--detach", "FETCH_HEAD"])?;
             Ok(git(dest, &["rev-parse", "HEAD"])?.trim().to_string())
@@ -247,6 +248,26 @@ mod tests {
         run(&["commit", "-q", "-am", "two"]);
         let second = run(&["rev-parse", "HEAD"]).trim().to_string();
         (dir, first, second)
+    }
+
+    #[test]
+    fn a_ref_that_looks_like_an_option_is_only_a_ref() {
+        let (source, _, _) = repo();
+        let dest = tempfile::tempdir().unwrap();
+        let marker = dest.path().join("pwned");
+        let err = prepare(
+            &CheckoutSource::Commit {
+                repository: format!("file://{}", source.path().display()),
+                commit: format!("--upload-pack=touch {};git-upload-pack", marker.display()),
+                depth: 1,
+                credentials: None,
+            },
+            &dest.path().join("checkout"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!marker.exists(), "the ref ran as --upload-pack");
+        assert!(err.contains("invalid refspec '--upload-pack="), "{err}");
     }
 
     #[test]

@@ -34,17 +34,18 @@ impl ActionRef {
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
+        let path = path.strip_suffix('/').unwrap_or(path);
         if !plain(owner)
             || !plain(repo)
             || !plain(&git_ref.replace('/', "-"))
-            || path.split('/').any(|p| p == "..")
+            || (!path.is_empty() && !path.split('/').all(plain))
         {
             return Err(format!("'{uses}' is not owner/repo[/path]@ref"));
         }
         Ok(Self {
             owner: owner.into(),
             repo: repo.into(),
-            path: path.trim_end_matches('/').into(),
+            path: path.into(),
             git_ref: git_ref.into(),
         })
     }
@@ -89,7 +90,14 @@ pub fn fetch(action: &ActionRef, base_url: &str, cache: &Path) -> Result<PathBuf
     };
     let result = (|| {
         git(&["init", "-q"])?;
-        git(&["fetch", "-q", "--depth=1", &url, &action.git_ref])?;
+        git(&[
+            "fetch",
+            "-q",
+            "--depth=1",
+            "--end-of-options",
+            &url,
+            &action.git_ref,
+        ])?;
         git(&["checkout", "-q", "--detach", "FETCH_HEAD"])
     })();
     if let Err(err) = result {
@@ -123,6 +131,41 @@ mod tests {
         assert!(ActionRef::parse("no-version").is_err());
         assert!(ActionRef::parse("a/../b@v1").is_err());
         assert!(ActionRef::parse("a/b/../../etc@v1").is_err());
+        assert_eq!(ActionRef::parse("a/b/lint/@v1").unwrap().path, "lint");
+        for bad in [
+            "a/b//etc@v1",
+            "a/b///etc@v1",
+            "a/b/lint//x@v1",
+            "a/b/./x@v1",
+            "a/b/x/..@v1",
+            "a/b/x/.@v1",
+        ] {
+            assert!(ActionRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_version_that_looks_like_an_option_is_only_a_version() {
+        let cache = tempfile::tempdir().unwrap();
+        let source = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let status = Command::new("git")
+                .arg("-C")
+                .arg(source.path())
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(status.status.success(), "{args:?}: {status:?}");
+        };
+        std::fs::create_dir_all(source.path().join("octo/act")).unwrap();
+        git(&["init", "-q", "octo/act"]);
+        let err = fetch(
+            &ActionRef::parse("octo/act@--dry-run").unwrap(),
+            &format!("file://{}", source.path().display()),
+            cache.path(),
+        )
+        .unwrap_err();
+        assert!(err.contains("couldn't find remote ref --dry-run"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::permissions::TokenPermissions;
 use crate::time::{parse_rfc3339, unix_now};
 
 /// The API root of github.com.
@@ -269,6 +270,8 @@ enum Credentials {
 struct CachedToken {
     token: String,
     refresh_at: i64,
+    /// What the installation holds (the answer's `permissions`).
+    granted: TokenPermissions,
 }
 
 type CommentSlot = Arc<tokio::sync::Mutex<Option<u64>>>;
@@ -283,6 +286,8 @@ struct Inner {
     installation_tokens: tokio::sync::Mutex<HashMap<u64, CachedToken>>,
     installations: Mutex<HashMap<String, u64>>,
     comment_slots: Mutex<HashMap<(String, u64), CommentSlot>>,
+    /// The login the client writes as, once asked.
+    login: tokio::sync::Mutex<Option<String>>,
 }
 
 /// A successful answer.
@@ -349,6 +354,7 @@ impl GitHubClient {
                 installation_tokens: tokio::sync::Mutex::new(HashMap::new()),
                 installations: Mutex::new(HashMap::new()),
                 comment_slots: Mutex::new(HashMap::new()),
+                login: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -375,8 +381,10 @@ impl GitHubClient {
     }
 
     /// Keeps one comment per pull request, found by `marker` (an HTML comment such as
-    /// `<!-- firerunner -->`), and sets its body: edits it in place when it exists, creates it
-    /// otherwise. The body written always contains the marker. Returns the comment id.
+    /// `<!-- firerunner -->`) among the comments written by this client's own login (see
+    /// [`GitHubClient::own_login`]: a marker planted by anyone else is ignored), and sets its
+    /// body: edits it in place when it exists, creates it otherwise. The body written always
+    /// contains the marker. Returns the comment id.
     pub async fn upsert_pull_request_comment(
         &self,
         repo: &RepoRef,
@@ -483,6 +491,53 @@ impl GitHubClient {
         self.token_for(repo).await
     }
 
+    /// A token for the jobs of one run: with a GitHub App, a fresh installation token for
+    /// `repo` alone with `wanted` cut to what the installation holds (`metadata: read` when
+    /// nothing is left, never the installation's whole set). With a personal access token or
+    /// none, `None`: the operator's token is never handed to a job.
+    pub async fn job_token(
+        &self,
+        repo: &RepoRef,
+        wanted: &TokenPermissions,
+    ) -> Result<Option<String>, ApiError> {
+        if !matches!(self.inner.credentials, Credentials::App { .. }) {
+            return Ok(None);
+        }
+        let installation = self.installation_id(repo).await?;
+        self.installation_token(installation).await?;
+        let granted = self
+            .inner
+            .installation_tokens
+            .lock()
+            .await
+            .get(&installation)
+            .map(|cached| cached.granted.clone())
+            .unwrap_or_default();
+        let mut scoped = wanted.within(&granted).to_json();
+        if scoped.as_object().is_some_and(|m| m.is_empty()) {
+            scoped = json!({ "metadata": "read" });
+        }
+        let jwt = self.app_jwt()?;
+        let path = format!("/app/installations/{installation}/access_tokens");
+        let body = json!({ "repositories": [repo.name], "permissions": scoped });
+        let answer: Value = self
+            .call(Method::POST, &path, Some(&jwt), Some(&body))
+            .await?
+            .json()?;
+        let given = TokenPermissions::from_json(&answer["permissions"]);
+        if given.within(&TokenPermissions::from_json(&scoped)) != given {
+            return Err(ApiError::Auth(format!(
+                "GitHub gave a job token more than was asked: {}",
+                answer["permissions"]
+            )));
+        }
+        let token = answer["token"].as_str().ok_or_else(|| ApiError::Decode {
+            path,
+            message: "the installation token answer has no 'token'".into(),
+        })?;
+        Ok(Some(token.to_owned()))
+    }
+
     fn comment_slot(&self, repo: &RepoRef, number: u64) -> CommentSlot {
         let mut slots = self.inner.comment_slots.lock().expect("comment slots lock");
         if slots.len() >= MAX_REMEMBERED_COMMENTS {
@@ -498,12 +553,45 @@ impl GitHubClient {
         Ok(())
     }
 
+    /// The login this client writes comments as: `<slug>[bot]` for a GitHub App (`GET /app`),
+    /// the token's user otherwise (`GET /user`). Asked once.
+    pub async fn own_login(&self) -> Result<String, ApiError> {
+        let mut known = self.inner.login.lock().await;
+        if let Some(login) = known.as_ref() {
+            return Ok(login.clone());
+        }
+        let (path, bearer, field) = match &self.inner.credentials {
+            Credentials::Anonymous => {
+                return Err(ApiError::Auth(
+                    "without credentials nothing is written as anyone".into(),
+                ))
+            }
+            Credentials::Token(token) => ("/user", token.clone(), "login"),
+            Credentials::App { .. } => ("/app", self.app_jwt()?, "slug"),
+        };
+        let answer: Value = self
+            .call(Method::GET, path, Some(&bearer), None)
+            .await?
+            .json()?;
+        let name = answer[field].as_str().ok_or_else(|| ApiError::Decode {
+            path: path.to_owned(),
+            message: format!("the answer has no '{field}'"),
+        })?;
+        let login = match &self.inner.credentials {
+            Credentials::App { .. } => format!("{name}[bot]"),
+            _ => name.to_owned(),
+        };
+        *known = Some(login.clone());
+        Ok(login)
+    }
+
     async fn find_comment(
         &self,
         repo: &RepoRef,
         number: u64,
         marker: &str,
     ) -> Result<Option<u64>, ApiError> {
+        let login = self.own_login().await?;
         let mut path = Some(format!(
             "{}/issues/{number}/comments?per_page=100",
             repo.api_path()
@@ -513,9 +601,10 @@ impl GitHubClient {
                 break;
             };
             let (comments, next) = self.page(repo, &current).await?;
-            let found = comments
-                .iter()
-                .find(|c| c["body"].as_str().is_some_and(|b| b.contains(marker)));
+            let found = comments.iter().find(|c| {
+                c["user"]["login"].as_str() == Some(login.as_str())
+                    && c["body"].as_str().is_some_and(|b| b.contains(marker))
+            });
             if let Some(comment) = found {
                 return Ok(comment["id"].as_u64());
             }
@@ -710,6 +799,7 @@ impl GitHubClient {
             CachedToken {
                 token: token.clone(),
                 refresh_at: expires_at - TOKEN_REFRESH_MARGIN.as_secs() as i64,
+                granted: TokenPermissions::from_json(&answer["permissions"]),
             },
         );
         Ok(token)

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod permissions;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod time;

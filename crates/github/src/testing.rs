@@ -17,6 +17,11 @@ use sha2::{Digest, Sha256};
 use crate::api::encode_component;
 use crate::time::{format_rfc3339, unix_now};
 
+/// The login `GET /user` reports for a personal access token (see [`MockGitHub::set_user_login`]).
+pub const DEFAULT_USER_LOGIN: &str = "firerunner-ci";
+/// The slug `GET /app` reports; the App's comments are by `firerunner[bot]`.
+pub const APP_SLUG: &str = "firerunner";
+
 /// The installation id the mock reports for a repository with none set.
 pub const DEFAULT_INSTALLATION_ID: u64 = 1;
 
@@ -41,6 +46,7 @@ pub struct RecordedRequest {
 
 struct Comment {
     id: u64,
+    author: String,
     full_name: String,
     number: u64,
     body: String,
@@ -60,6 +66,32 @@ struct Failure {
 struct IssuedToken {
     token: String,
     expires_at: i64,
+    /// The repositories it is limited to (`None`: all of the installation's).
+    repositories: Option<Vec<String>>,
+    permissions: Value,
+}
+
+/// What the mock's installations hold, as GitHub lists an installation's `permissions`.
+pub fn installation_permissions() -> Value {
+    json!({
+        "checks": "write",
+        "contents": "write",
+        "issues": "write",
+        "metadata": "read",
+        "pull_requests": "write",
+        "statuses": "write",
+    })
+}
+
+/// One installation token the mock issued, with its scope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IssuedScope {
+    /// The token.
+    pub token: String,
+    /// Repository names it is limited to (`None`: every repository of the installation).
+    pub repositories: Option<Vec<String>>,
+    /// Its permissions, as GitHub answered them.
+    pub permissions: Value,
 }
 
 #[derive(Default)]
@@ -77,6 +109,7 @@ struct MockData {
     removed_installations: Vec<u64>,
     tokens: Vec<IssuedToken>,
     token_lifetime: Option<Duration>,
+    user_login: Option<String>,
 }
 
 struct MockState {
@@ -190,10 +223,23 @@ impl MockGitHub {
             .collect()
     }
 
-    /// Adds a comment as if someone wrote it; returns its id.
+    /// Adds a comment as if the personal access token's user wrote it; returns its id.
     pub fn add_comment(&self, full_name: &str, number: u64, body: &str) -> u64 {
         let mut data = self.state.data();
-        add_comment(&mut data, full_name, number, body)
+        let author = user_login(&data);
+        add_comment(&mut data, full_name, number, &author, body)
+    }
+
+    /// Adds a comment written by `author` (any login); returns its id.
+    pub fn add_comment_by(&self, full_name: &str, number: u64, author: &str, body: &str) -> u64 {
+        let mut data = self.state.data();
+        add_comment(&mut data, full_name, number, author, body)
+    }
+
+    /// The login `GET /user` reports and personal access tokens write comments as
+    /// (else [`DEFAULT_USER_LOGIN`]).
+    pub fn set_user_login(&self, login: &str) {
+        self.state.data().user_login = Some(login.to_owned());
     }
 
     /// Deletes a comment as if someone removed it; false when there is no such comment.
@@ -255,6 +301,20 @@ impl MockGitHub {
         self.state.data().token_lifetime = Some(lifetime);
     }
 
+    /// The installation tokens issued so far, with the repositories and permissions of each.
+    pub fn issued_scopes(&self) -> Vec<IssuedScope> {
+        self.state
+            .data()
+            .tokens
+            .iter()
+            .map(|t| IssuedScope {
+                token: t.token.clone(),
+                repositories: t.repositories.clone(),
+                permissions: t.permissions.clone(),
+            })
+            .collect()
+    }
+
     /// The installation tokens issued so far.
     pub fn issued_tokens(&self) -> Vec<String> {
         self.state
@@ -266,12 +326,30 @@ impl MockGitHub {
     }
 }
 
-fn add_comment(data: &mut MockData, full_name: &str, number: u64, body: &str) -> u64 {
+fn user_login(data: &MockData) -> String {
+    data.user_login
+        .clone()
+        .unwrap_or_else(|| DEFAULT_USER_LOGIN.to_owned())
+}
+
+/// Who a request is from: the App's bot for an installation token the mock issued, the
+/// token's user otherwise.
+fn caller_login(data: &MockData, authorization: Option<&str>) -> String {
+    let token = authorization.and_then(|a| a.strip_prefix("Bearer ").or(a.strip_prefix("token ")));
+    if token.is_some_and(|t| data.tokens.iter().any(|issued| issued.token == t)) {
+        format!("{APP_SLUG}[bot]")
+    } else {
+        user_login(data)
+    }
+}
+
+fn add_comment(data: &mut MockData, full_name: &str, number: u64, author: &str, body: &str) -> u64 {
     data.next_id += 1;
     let id = data.next_id;
     let now = format_rfc3339(unix_now());
     data.comments.push(Comment {
         id,
+        author: author.to_owned(),
         full_name: full_name.to_owned(),
         number,
         body: body.to_owned(),
@@ -413,12 +491,28 @@ fn answer(
                 Err(_) => Answer::not_found(),
             }
         }
+        ["user"] if method == Method::GET => {
+            if caller_login(&data, ctx.authorization).ends_with("[bot]") {
+                return Answer::error(403, "Resource not accessible by integration");
+            }
+            Answer::json(
+                200,
+                json!({ "login": user_login(&data), "id": 583231, "type": "User" }),
+            )
+        }
+        ["app"] if method == Method::GET => match check_app_jwt(&data, ctx.authorization) {
+            Ok(id) => Answer::json(
+                200,
+                json!({ "id": id, "slug": APP_SLUG, "name": "firerunner", "owner": { "login": "octo-org" } }),
+            ),
+            Err(answer) => answer,
+        },
         ["repos", owner, repo, rest @ ..] => {
             let full_name = format!("{owner}/{repo}");
             if let ["installation"] = rest {
                 return installation(&data, &ctx, &full_name, owner);
             }
-            if let Some(denied) = check_installation_token(&data, &ctx) {
+            if let Some(denied) = check_installation_token(&data, &ctx, repo) {
                 return denied;
             }
             repo_endpoint(&mut data, &ctx, &full_name, rest)
@@ -501,7 +595,8 @@ fn repo_endpoint(data: &mut MockData, ctx: &Ctx<'_>, full_name: &str, rest: &[&s
                 let Some(body) = ctx.body["body"].as_str() else {
                     return validation_failed("IssueComment", "body", "missing_field");
                 };
-                let id = add_comment(data, full_name, number, body);
+                let author = caller_login(data, ctx.authorization);
+                let id = add_comment(data, full_name, number, &author, body);
                 let comment = data
                     .comments
                     .iter()
@@ -576,7 +671,11 @@ fn comment_json(base: &str, c: &Comment) -> Value {
         "html_url": format!("https://github.com/{owner_repo}/pull/{number}#issuecomment-{}", c.id),
         "issue_url": format!("{base}/repos/{owner_repo}/issues/{number}"),
         "body": c.body,
-        "user": { "login": "firerunner[bot]", "id": 9919, "type": "Bot" },
+        "user": {
+            "login": c.author,
+            "id": 9919,
+            "type": if c.author.ends_with("[bot]") { "Bot" } else { "User" },
+        },
         "created_at": c.created_at,
         "updated_at": c.updated_at,
         "author_association": "NONE",
@@ -842,7 +941,7 @@ fn installation(data: &MockData, ctx: &Ctx<'_>, full_name: &str, owner: &str) ->
             "app_slug": "firerunner",
             "target_id": 6811672,
             "target_type": "Organization",
-            "permissions": { "contents": "read", "statuses": "write", "pull_requests": "write", "issues": "write" },
+            "permissions": installation_permissions(),
             "events": ["push", "pull_request"],
             "created_at": "2026-01-01T00:00:00Z",
             "updated_at": "2026-01-01T00:00:00Z",
@@ -858,6 +957,35 @@ fn access_token(data: &mut MockData, ctx: &Ctx<'_>, installation: u64) -> Answer
     if data.removed_installations.contains(&installation) {
         return Answer::not_found();
     }
+    let granted = installation_permissions();
+    let permissions = match ctx.body.get("permissions") {
+        Some(Value::Object(asked)) => {
+            let rank = |level: &Value| match level.as_str() {
+                Some("read") => 1,
+                Some("write") => 2,
+                _ => 0,
+            };
+            if asked
+                .iter()
+                .any(|(name, level)| rank(level) == 0 || rank(level) > rank(&granted[name]))
+            {
+                return Answer::error(
+                    422,
+                    "The permissions requested are not granted to this installation.",
+                );
+            }
+            Value::Object(asked.clone())
+        }
+        _ => granted,
+    };
+    let repositories = ctx.body.get("repositories").and_then(|r| {
+        r.as_array().map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+    });
     let lifetime = data
         .token_lifetime
         .unwrap_or(Duration::from_secs(3600))
@@ -867,20 +995,23 @@ fn access_token(data: &mut MockData, ctx: &Ctx<'_>, installation: u64) -> Answer
     data.tokens.push(IssuedToken {
         token: token.clone(),
         expires_at,
+        repositories: repositories.clone(),
+        permissions: permissions.clone(),
     });
-    Answer::json(
-        201,
-        json!({
-            "token": token,
-            "expires_at": format_rfc3339(expires_at),
-            "permissions": { "contents": "read", "statuses": "write", "pull_requests": "write", "issues": "write" },
-            "repository_selection": "all",
-        }),
-    )
+    let mut answer = json!({
+        "token": token,
+        "expires_at": format_rfc3339(expires_at),
+        "permissions": permissions,
+        "repository_selection": if repositories.is_some() { "selected" } else { "all" },
+    });
+    if let Some(names) = repositories {
+        answer["repositories"] = names.iter().map(|name| json!({ "name": name })).collect();
+    }
+    Answer::json(201, answer)
 }
 
 /// With an App key set, repository endpoints need a live installation token the mock issued.
-fn check_installation_token(data: &MockData, ctx: &Ctx<'_>) -> Option<Answer> {
+fn check_installation_token(data: &MockData, ctx: &Ctx<'_>, name: &str) -> Option<Answer> {
     data.app_key.as_ref()?;
     let token = ctx.authorization.and_then(|a| {
         a.strip_prefix("Bearer ")
@@ -888,9 +1019,14 @@ fn check_installation_token(data: &MockData, ctx: &Ctx<'_>) -> Option<Answer> {
     });
     let now = unix_now();
     let live = token.is_some_and(|t| {
-        data.tokens
-            .iter()
-            .any(|issued| issued.token == t && issued.expires_at > now)
+        data.tokens.iter().any(|issued| {
+            issued.token == t
+                && issued.expires_at > now
+                && issued
+                    .repositories
+                    .as_ref()
+                    .is_none_or(|names| names.iter().any(|n| n == name))
+        })
     });
     (!live).then(|| Answer::error(401, "Bad credentials"))
 }

@@ -196,6 +196,10 @@ pub enum WebhookEvent {
     Push(PushEvent),
     /// `pull_request`.
     PullRequest(PullRequestEvent),
+    /// `pull_request_target`: the same payload as `pull_request`, but the run is the base
+    /// branch's workflow at the base branch's commit, with the base repository's secrets and
+    /// token, as on GitHub (the pull request's code runs only if the workflow checks it out).
+    PullRequestTarget(PullRequestEvent),
     /// `workflow_dispatch`.
     WorkflowDispatch(WorkflowDispatchEvent),
     /// Any other event, kept as it came.
@@ -244,10 +248,15 @@ impl WebhookEvent {
                     payload,
                 })
             }
-            "pull_request" => {
+            "pull_request" | "pull_request_target" => {
                 let raw: RawPullRequestEvent = typed(event_name, &payload)?;
                 let pr = raw.pull_request;
-                WebhookEvent::PullRequest(PullRequestEvent {
+                let make = if event_name == "pull_request" {
+                    WebhookEvent::PullRequest
+                } else {
+                    WebhookEvent::PullRequestTarget
+                };
+                make(PullRequestEvent {
                     action: raw.action,
                     number: raw.number,
                     head_sha: pr.head.sha,
@@ -286,6 +295,7 @@ impl WebhookEvent {
             WebhookEvent::Ping(_) => "ping",
             WebhookEvent::Push(_) => "push",
             WebhookEvent::PullRequest(_) => "pull_request",
+            WebhookEvent::PullRequestTarget(_) => "pull_request_target",
             WebhookEvent::WorkflowDispatch(_) => "workflow_dispatch",
             WebhookEvent::Other { name, .. } => name,
         }
@@ -296,7 +306,9 @@ impl WebhookEvent {
         match self {
             WebhookEvent::Ping(e) => e.repository.as_ref(),
             WebhookEvent::Push(e) => Some(&e.repository),
-            WebhookEvent::PullRequest(e) => Some(&e.repository),
+            WebhookEvent::PullRequest(e) | WebhookEvent::PullRequestTarget(e) => {
+                Some(&e.repository)
+            }
             WebhookEvent::WorkflowDispatch(e) => Some(&e.repository),
             WebhookEvent::Other { .. } => None,
         }
@@ -314,6 +326,7 @@ impl WebhookEvent {
             WebhookEvent::Push(e) if e.deleted || e.after == ZERO_SHA => None,
             WebhookEvent::Push(e) => Some(&e.after),
             WebhookEvent::PullRequest(e) => Some(&e.head_sha),
+            WebhookEvent::PullRequestTarget(e) => Some(&e.base_sha),
             WebhookEvent::Ping(_) => None,
             WebhookEvent::WorkflowDispatch(_) | WebhookEvent::Other { .. } => {
                 self.payload().get("sha")?.as_str()
@@ -322,20 +335,22 @@ impl WebhookEvent {
     }
 
     /// The ref a run for this event checks out, as GitHub sets `GITHUB_REF`: a push's ref, a
-    /// pull request's `refs/pull/<number>/merge`, a dispatch's ref.
+    /// pull request's `refs/pull/<number>/merge`, a `pull_request_target`'s base branch, a
+    /// dispatch's ref.
     pub fn git_ref(&self) -> Option<String> {
         match self {
             WebhookEvent::Push(e) => Some(e.git_ref.clone()),
             WebhookEvent::PullRequest(e) => Some(format!("refs/pull/{}/merge", e.number)),
+            WebhookEvent::PullRequestTarget(e) => Some(format!("refs/heads/{}", e.base_ref)),
             WebhookEvent::WorkflowDispatch(e) => Some(e.git_ref.clone()),
             WebhookEvent::Ping(_) | WebhookEvent::Other { .. } => None,
         }
     }
 
-    /// The pull request number, for `pull_request` events.
+    /// The pull request number, for `pull_request` and `pull_request_target` events.
     pub fn pull_request_number(&self) -> Option<u64> {
         match self {
-            WebhookEvent::PullRequest(e) => Some(e.number),
+            WebhookEvent::PullRequest(e) | WebhookEvent::PullRequestTarget(e) => Some(e.number),
             _ => None,
         }
     }
@@ -345,7 +360,7 @@ impl WebhookEvent {
         match self {
             WebhookEvent::Ping(e) => &e.payload,
             WebhookEvent::Push(e) => &e.payload,
-            WebhookEvent::PullRequest(e) => &e.payload,
+            WebhookEvent::PullRequest(e) | WebhookEvent::PullRequestTarget(e) => &e.payload,
             WebhookEvent::WorkflowDispatch(e) => &e.payload,
             WebhookEvent::Other { payload, .. } => payload,
         }

@@ -580,3 +580,120 @@ async fn without_credentials_no_authorization_is_sent() {
         Some("ghp_test")
     );
 }
+
+#[tokio::test]
+async fn a_job_token_is_for_one_repository_with_the_asked_permissions_within_the_installation() {
+    use firerunner_github::permissions::{Level, TokenPermissions};
+    let mock = MockGitHub::start().await;
+    mock.set_app_public_key(&testdata("app-public-key.pem"));
+    mock.add_file(REPO, SHA, ".github/workflows/ci.yml", "on: push");
+    mock.add_file(
+        "octo-org/other",
+        SHA,
+        ".github/workflows/ci.yml",
+        "on: push",
+    );
+    let client = client_with(&mock, app_auth("app-private-key.pem"));
+    let mut wanted = TokenPermissions::all(Level::Write);
+    wanted.0.insert("contents".into(), Level::Read);
+    let token = client.job_token(&repo(), &wanted).await.unwrap().unwrap();
+    let scope = mock
+        .issued_scopes()
+        .into_iter()
+        .find(|s| s.token == token)
+        .unwrap();
+    assert_eq!(scope.repositories, Some(vec!["widgets".to_owned()]));
+    assert_eq!(
+        scope.permissions,
+        serde_json::json!({
+            "checks": "write", "contents": "read", "issues": "write",
+            "pull_requests": "write", "statuses": "write",
+        }),
+        "actions, packages, ... are not the installation's: left out, not refused"
+    );
+    let service_token = client.git_credentials(&repo()).await.unwrap().unwrap();
+    assert_ne!(
+        token, service_token,
+        "the service's own token is never the job's"
+    );
+
+    // The token opens its repository and no other.
+    let bearer = |t: &str| {
+        let mut config = ApiConfig::new(mock.url(), Auth::Token(t.to_owned()));
+        config.retry = fast_retry();
+        GitHubClient::new(config).unwrap()
+    };
+    let other = RepoRef::parse("octo-org/other", None).unwrap();
+    assert!(bearer(&token).workflow_files(&repo(), SHA).await.is_ok());
+    let err = bearer(&token)
+        .workflow_files(&other, SHA)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(401), "{err}");
+
+    // Nothing left after the cut: metadata only, never the installation's whole set.
+    let none = client
+        .job_token(&repo(), &TokenPermissions::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let scope = mock
+        .issued_scopes()
+        .into_iter()
+        .find(|s| s.token == none)
+        .unwrap();
+    assert_eq!(scope.permissions, serde_json::json!({"metadata": "read"}));
+}
+
+#[tokio::test]
+async fn a_personal_access_token_is_never_a_job_token() {
+    use firerunner_github::permissions::{Level, TokenPermissions};
+    let mock = MockGitHub::start().await;
+    let client = token_client(&mock);
+    let token = client
+        .job_token(&repo(), &TokenPermissions::all(Level::Write))
+        .await
+        .unwrap();
+    assert_eq!(token, None);
+    assert!(mock.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_marker_planted_by_someone_else_is_not_taken_for_the_comment() {
+    let mock = MockGitHub::start().await;
+    let planted = mock.add_comment_by(REPO, 7, "mallory", &format!("{MARKER}\nall green!"));
+    let client = token_client(&mock);
+    let id = client
+        .upsert_pull_request_comment(&repo(), 7, MARKER, "1 failed")
+        .await
+        .unwrap();
+    assert_ne!(id, planted);
+    let comments = mock.comments(REPO, 7);
+    assert_eq!(
+        comments[0],
+        (planted, format!("{MARKER}\nall green!")),
+        "untouched"
+    );
+    assert_eq!(comments[1], (id, format!("{MARKER}\n1 failed")));
+    assert_eq!(client.own_login().await.unwrap(), "firerunner-ci");
+    assert_eq!(
+        requests_matching(&mock, "GET", "/user").len(),
+        1,
+        "asked once"
+    );
+}
+
+#[tokio::test]
+async fn an_app_finds_the_comment_of_its_own_bot() {
+    let mock = MockGitHub::start().await;
+    mock.set_app_public_key(&testdata("app-public-key.pem"));
+    mock.add_comment_by(REPO, 7, "firerunner-ci", &format!("{MARKER}\nby a user"));
+    let ours = mock.add_comment_by(REPO, 7, "firerunner[bot]", &format!("{MARKER}\nold"));
+    let client = client_with(&mock, app_auth("app-private-key.pem"));
+    let id = client
+        .upsert_pull_request_comment(&repo(), 7, MARKER, "new")
+        .await
+        .unwrap();
+    assert_eq!(id, ours);
+    assert_eq!(mock.comments(REPO, 7)[1].1, format!("{MARKER}\nnew"));
+}

@@ -56,13 +56,15 @@ struct Outcome {
     accepted: usize,
 }
 
-async fn load(url: &str, count: usize, connections: usize, prefix: &str) -> Outcome {
+/// Sends bodies `first..first + count` (each body once: a body sent again
+/// under another delivery id is refused as a replay).
+async fn load(url: &str, first: usize, count: usize, connections: usize, prefix: &str) -> Outcome {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .build()
         .unwrap();
     let bodies: Arc<Vec<(Vec<u8>, String)>> = Arc::new(
-        (0..count)
+        (first..first + count)
             .map(|n| {
                 let b = body(n);
                 let s = sign(&b);
@@ -167,6 +169,7 @@ fn main() {
         config.github.api_url = github.url();
         config.github.token = "ghs_bench".into();
         config.worker.enabled = false;
+        config.limits.webhook_concurrency = connections.max(32);
         let state = AppState::open(config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let service_url = format!("http://{}/webhook", listener.local_addr().unwrap());
@@ -178,11 +181,11 @@ fn main() {
             None,
             shutdown.clone(),
         ));
-        // Warm both up, then measure each with the same bodies.
-        load(&bare_url, 500, connections, "warm").await;
-        load(&service_url, 500, connections, "warm").await;
-        let bare = load(&bare_url, count, connections, "bare").await;
-        let full = load(&service_url, count, connections, "bench").await;
+        // Warm both up with bodies of their own, then measure each with the same bodies.
+        load(&bare_url, count, 500, connections, "warm").await;
+        load(&service_url, count, 500, connections, "warm").await;
+        let bare = load(&bare_url, 0, count, connections, "bare").await;
+        let full = load(&service_url, 0, count, connections, "bench").await;
         let stored = state.store.recent_deliveries(count as i64 * 2).await.unwrap().len();
         println!(
             "webhook intake: {count} signed push webhooks ({} bytes each), {connections} connections, loopback, one run",

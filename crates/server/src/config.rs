@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use firerunner_github::permissions::DefaultPermissions;
 use serde::Deserialize;
 
 /// Errors reading the configuration.
@@ -47,7 +48,8 @@ pub enum ConfigError {
 }
 
 /// The whole configuration of `firerunner serve` / `firerunner worker`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// Its `Debug` shows secrets as `<redacted>`.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address to listen on.
@@ -101,7 +103,7 @@ impl Default for LearningSettings {
 
 /// An OpenAI-compatible chat-completions API (Ollama, OpenRouter, ...);
 /// off while `url` is empty. A slow or bad answer never fails a run.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LlmSettings {
     /// Base URL, e.g. `http://localhost:11434/v1`.
@@ -126,7 +128,7 @@ impl Default for LlmSettings {
 }
 
 /// How to reach GitHub's API and git.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GitHubConfig {
     /// REST API base (`https://HOST/api/v3` for GitHub Enterprise Server).
@@ -141,6 +143,22 @@ pub struct GitHubConfig {
     pub private_key: String,
     /// Commit status context prefix.
     pub status_context: String,
+    /// What `GITHUB_TOKEN` may do when a workflow has no `permissions:`
+    /// (`restricted`: read contents and packages; `permissive`: write).
+    #[serde(deserialize_with = "default_permissions")]
+    pub default_permissions: DefaultPermissions,
+}
+
+fn default_permissions<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<DefaultPermissions, D::Error> {
+    match String::deserialize(deserializer)?.as_str() {
+        "restricted" => Ok(DefaultPermissions::Restricted),
+        "permissive" => Ok(DefaultPermissions::Permissive),
+        other => Err(serde::de::Error::custom(format!(
+            "default_permissions is restricted or permissive, not {other:?}"
+        ))),
+    }
 }
 
 /// Allow-lists (empty: everything allowed).
@@ -167,6 +185,13 @@ pub struct LimitsConfig {
     pub warm_vms: usize,
     /// Dispatch attempts for a delivery when GitHub fails transiently.
     pub dispatch_attempts: u32,
+    /// Webhook requests handled at once; more are answered 503.
+    pub webhook_concurrency: usize,
+    /// Time allowed to receive a webhook's body; slower senders get 408.
+    pub webhook_timeout_seconds: u64,
+    /// Times a run is started before it is failed (a run that crashes the
+    /// process must not crash-loop the service).
+    pub run_attempts: u32,
 }
 
 /// This host's worker.
@@ -233,6 +258,7 @@ impl Default for GitHubConfig {
             app_id: 0,
             private_key: String::new(),
             status_context: "firerunner".into(),
+            default_permissions: DefaultPermissions::Restricted,
         }
     }
 }
@@ -245,6 +271,9 @@ impl Default for LimitsConfig {
             max_vms: 3,
             warm_vms: 1,
             dispatch_attempts: 6,
+            webhook_concurrency: 32,
+            webhook_timeout_seconds: 10,
+            run_attempts: 5,
         }
     }
 }
@@ -291,6 +320,75 @@ pub fn host_name() -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// How a secret shows in `Debug`: whether it is set, never its value.
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        "<empty>"
+    } else {
+        "<redacted>"
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url)
+            .field("database_url", &redacted_url(&self.database_url))
+            .field("data_dir", &self.data_dir)
+            .field("webhook_secret", &redacted(&self.webhook_secret))
+            .field("api_token", &redacted(&self.api_token))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("github", &self.github)
+            .field("allow", &self.allow)
+            .field("limits", &self.limits)
+            .field("worker", &self.worker)
+            .field("vm", &self.vm)
+            .field("learning", &self.learning)
+            .field("llm", &self.llm)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for GitHubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHubConfig")
+            .field("api_url", &self.api_url)
+            .field("git_url", &self.git_url)
+            .field("token", &redacted(&self.token))
+            .field("app_id", &self.app_id)
+            .field("private_key", &redacted(&self.private_key))
+            .field("status_context", &self.status_context)
+            .field("default_permissions", &self.default_permissions)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LlmSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmSettings")
+            .field("url", &self.url)
+            .field("model", &self.model)
+            .field("api_key", &redacted(&self.api_key))
+            .field("timeout_seconds", &self.timeout_seconds)
+            .finish()
+    }
+}
+
+/// A database URL without its password (`postgres://user:<redacted>@host/db`).
+fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+        None => url.to_string(),
+    }
 }
 
 /// Keys that hold secrets, which may also come from `<key>_file` / `*_FILE`.
@@ -386,6 +484,12 @@ impl Config {
             return bad(
                 "limits",
                 "concurrent_runs and max_sessions must be at least 1",
+            );
+        }
+        if self.limits.webhook_concurrency == 0 || self.limits.run_attempts == 0 {
+            return bad(
+                "limits",
+                "webhook_concurrency and run_attempts must be at least 1",
             );
         }
         if self.limits.max_vms < self.limits.max_sessions {
@@ -641,6 +745,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("environment override"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_names_secrets_but_never_shows_them() {
+        let mut config = Config {
+            webhook_secret: "hook-s3cret".into(),
+            api_token: "api-s3cret".into(),
+            ..Config::default()
+        };
+        config.github.token = "ghp_s3cret".into();
+        config.github.private_key = "-----BEGIN RSA PRIVATE KEY-----s3cret".into();
+        config.llm.api_key = "sk-s3cret".into();
+        config.database_url = "postgres://ci:pg-s3cret@db.example.com/ci".into();
+        for shown in [format!("{config:?}"), format!("{config:#?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("webhook_secret: \"<redacted>\""), "{shown}");
+            assert!(
+                shown.contains("postgres://ci:<redacted>@db.example.com/ci"),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("127.0.0.1:8080"),
+                "the rest is shown: {shown}"
+            );
+        }
     }
 
     #[test]

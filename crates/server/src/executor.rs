@@ -44,8 +44,45 @@ pub struct RunRequest {
     pub workflows: Vec<(String, String)>,
     /// Where to fetch the repository from (URL or path).
     pub clone_url: String,
-    /// The token to fetch with, also given to jobs as `secrets.GITHUB_TOKEN`.
-    pub token: Option<String>,
+    /// The token the host fetches the repository with; it never enters a VM.
+    pub fetch_token: Option<String>,
+    /// The secrets jobs may read (`secrets.GITHUB_TOKEN`: a token for this
+    /// repository alone with the workflow's `permissions:`, read-only for a
+    /// pull request from a fork; absent without a GitHub App).
+    pub secrets: BTreeMap<String, String>,
+    /// Whether the run's code comes from outside the repository.
+    pub trust: Trust,
+}
+
+/// Whose code a run executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Code pushed to the repository (or the base branch's workflow of a
+    /// `pull_request_target`, as on GitHub).
+    Repository,
+    /// A pull request from a fork: no secrets, a read-only token.
+    Fork,
+}
+
+impl Trust {
+    /// `Fork` for a `pull_request` (or review) event whose head repository
+    /// is not the base repository, or was deleted.
+    pub fn of_event(event: &str, payload: &serde_json::Value) -> Trust {
+        const FROM_HEAD: [&str; 3] = [
+            "pull_request",
+            "pull_request_review",
+            "pull_request_review_comment",
+        ];
+        if !FROM_HEAD.contains(&event) {
+            return Trust::Repository;
+        }
+        let name = |pointer: &str| payload.pointer(pointer).and_then(|v| v.as_str());
+        let base = name("/pull_request/base/repo/full_name").or(name("/repository/full_name"));
+        match (name("/pull_request/head/repo/full_name"), base) {
+            (Some(head), Some(base)) if head == base => Trust::Repository,
+            _ => Trust::Fork,
+        }
+    }
 }
 
 /// What happens to jobs while a run executes.
@@ -233,10 +270,7 @@ impl<B: VmBackend> RunExecutor for VmRunExecutor<B> {
             &layout,
         );
         contexts.insert("github", Value::Object(github.clone()));
-        let mut secrets = BTreeMap::new();
-        if let Some(token) = &request.token {
-            secrets.insert("GITHUB_TOKEN".to_string(), token.clone());
-        }
+        let secrets = request.secrets.clone();
         let default_branch = request
             .payload
             .pointer("/repository/default_branch")
@@ -260,7 +294,7 @@ impl<B: VmBackend> RunExecutor for VmRunExecutor<B> {
                 repository: request.clone_url.clone(),
                 commit: run.sha.clone(),
                 depth: 1,
-                credentials: request.token.clone().map(GitToken),
+                credentials: request.fetch_token.clone().map(GitToken),
             }),
             artifacts: Some(self.artifacts.clone()),
             cache: Some((

@@ -46,6 +46,8 @@ pub struct AppState {
     pub learning: Option<Arc<LearningCoordinator>>,
     /// The language model that explains failures, when one is set up.
     pub llm: Option<Arc<LlmClient>>,
+    /// Webhook requests in progress (`limits.webhook_concurrency` permits).
+    pub webhook_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The workflow files of recent commits, oldest forgotten first: one push
@@ -120,6 +122,7 @@ impl AppState {
             max_runs: config.limits.concurrent_runs,
             ..Capacity::default()
         };
+        let config_limits = config.limits.clone();
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -134,6 +137,9 @@ impl AppState {
             workflow_files: Arc::default(),
             learning,
             llm,
+            webhook_slots: Arc::new(tokio::sync::Semaphore::new(
+                config_limits.webhook_concurrency,
+            )),
         })
     }
 

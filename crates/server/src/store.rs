@@ -279,6 +279,17 @@ pub struct Store {
     postgres: bool,
 }
 
+/// What became of a delivery offered to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Stored: it will be dispatched.
+    New,
+    /// This delivery id was stored before (a redelivery).
+    Duplicate,
+    /// The same signed body was stored under another delivery id.
+    Replay,
+}
+
 impl Store {
     /// Connects to `url` and brings the schema up to date.
     ///
@@ -326,18 +337,47 @@ impl Store {
         repository: Option<&str>,
         payload: &str,
     ) -> Result<bool, StoreError> {
+        let recorded = self
+            .record_signed_delivery(delivery_id, event, repository, payload, None)
+            .await?;
+        Ok(recorded == Recorded::New)
+    }
+
+    /// Records a delivery with the SHA-256 of its signed body: a body seen
+    /// before under another delivery id is a [`Recorded::Replay`].
+    pub async fn record_signed_delivery(
+        &self,
+        delivery_id: &str,
+        event: &str,
+        repository: Option<&str>,
+        payload: &str,
+        body_sha256: Option<&str>,
+    ) -> Result<Recorded, StoreError> {
         let done = sqlx::query(
-            "INSERT INTO deliveries (delivery_id, event, repository, payload, received_at, state) \
-             VALUES ($1, $2, $3, $4, $5, 'received') ON CONFLICT (delivery_id) DO NOTHING",
+            "INSERT INTO deliveries \
+             (delivery_id, event, repository, payload, received_at, state, body_sha256) \
+             VALUES ($1, $2, $3, $4, $5, 'received', $6) ON CONFLICT DO NOTHING",
         )
         .bind(delivery_id)
         .bind(event)
         .bind(repository)
         .bind(payload)
         .bind(now_ms())
+        .bind(body_sha256)
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 1 {
+            return Ok(Recorded::New);
+        }
+        let known = sqlx::query("SELECT 1 FROM deliveries WHERE delivery_id = $1")
+            .bind(delivery_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(if known.is_some() {
+            Recorded::Duplicate
+        } else {
+            Recorded::Replay
+        })
     }
 
     /// Deliveries waiting to be dispatched whose retry time has come, oldest first.

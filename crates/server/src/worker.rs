@@ -2,14 +2,17 @@
 //! them through a [`RunExecutor`] within this host's limits, and reports
 //! every job to the store, the dashboard and GitHub.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use firerunner_github::api::RepoRef;
+use firerunner_github::permissions::TokenPermissions;
+use firerunner_workflow::load::parse_workflow;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{JobEvent, RunExecutor, RunRequest};
+use crate::executor::{JobEvent, RunExecutor, RunRequest, Trust};
 use crate::live::LiveEvent;
 use crate::report::{post_job_status, update_pull_request_comment};
 use crate::state::AppState;
@@ -143,6 +146,28 @@ async fn execute_claimed<E: RunExecutor>(
         run.workflow_file,
         run.repository
     );
+    let max_attempts = i64::from(state.config.limits.run_attempts);
+    if claimed.attempt > max_attempts {
+        let note = format!(
+            "started {} times without finishing (the process stopped each time); \
+             not started again (limits.run_attempts = {max_attempts})",
+            claimed.attempt - 1
+        );
+        state
+            .report_error("worker", &format!("run {run_id}: {note}"))
+            .await;
+        conclude(
+            state,
+            &run_id,
+            worker,
+            "failure",
+            Some(&note),
+            &[],
+            run.installation_id,
+        )
+        .await;
+        return;
+    }
     let _ = state.store.clear_jobs(&run_id).await;
     if let Ok(Some(record)) = state.store.run(&run_id).await {
         state.live.publish(LiveEvent::Run(record));
@@ -272,10 +297,12 @@ async fn gather(state: &AppState, run: &crate::store::NewRun) -> Result<RunReque
         .map_err(|err| format!("workflow files at {}: {err}", run.sha))?
         .as_ref()
         .clone();
-    let token = github
+    let fetch_token = github
         .git_credentials(&repo)
         .await
         .map_err(|err| format!("git credentials: {err}"))?;
+    let trust = Trust::of_event(&run.event, &payload);
+    let secrets = job_secrets(state, github, &repo, run, &workflows, trust).await?;
     Ok(RunRequest {
         run: run.clone(),
         payload,
@@ -285,8 +312,43 @@ async fn gather(state: &AppState, run: &crate::store::NewRun) -> Result<RunReque
             state.config.github.git_url.trim_end_matches('/'),
             run.repository
         ),
-        token,
+        fetch_token,
+        secrets,
+        trust,
     })
+}
+
+/// The secrets of a run's jobs: `GITHUB_TOKEN` alone (firerunner keeps no
+/// other secrets), scoped to the repository and the workflow's
+/// `permissions:`, read-only for a fork.
+async fn job_secrets(
+    state: &AppState,
+    github: &firerunner_github::GitHubClient,
+    repo: &RepoRef,
+    run: &crate::store::NewRun,
+    workflows: &[(String, String)],
+    trust: Trust,
+) -> Result<BTreeMap<String, String>, String> {
+    let text = workflows
+        .iter()
+        .find(|(path, _)| *path == run.workflow_file)
+        .map(|(_, text)| text.as_str())
+        .unwrap_or_default();
+    let defaults = state.config.github.default_permissions;
+    let mut wanted = match parse_workflow(&run.workflow_file, text) {
+        Ok(workflow) => TokenPermissions::for_workflow(&workflow, defaults),
+        Err(_) => TokenPermissions::defaults(defaults),
+    };
+    if trust == Trust::Fork {
+        wanted = wanted.read_only();
+    }
+    let token = github
+        .job_token(repo, &wanted)
+        .await
+        .map_err(|err| format!("job token: {err}"))?;
+    Ok(token
+        .map(|token| BTreeMap::from([("GITHUB_TOKEN".to_string(), token)]))
+        .unwrap_or_default())
 }
 
 async fn on_job_event(

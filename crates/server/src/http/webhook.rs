@@ -2,7 +2,7 @@
 //! delivery is stored durably and the dispatcher is woken; discovery and
 //! runs happen in the background.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -14,7 +14,9 @@ use serde_json::json;
 
 use crate::live::LiveEvent;
 use crate::state::AppState;
-use crate::store::{now_ms, DeliveryRecord};
+use sha2::{Digest, Sha256};
+
+use crate::store::{now_ms, DeliveryRecord, Recorded};
 
 /// How a webhook request ended, for the answer, the log and the metrics.
 struct Verdict {
@@ -39,7 +41,14 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
     let delivery = header(&headers, "x-github-delivery")
         .unwrap_or("-")
         .to_string();
-    let verdict = accept(&state, &headers, body).await;
+    let verdict = match state.webhook_slots.clone().try_acquire_owned() {
+        Ok(_permit) => accept(&state, &headers, body).await,
+        Err(_) => Verdict::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many webhook requests at once; GitHub may redeliver this one",
+        ),
+    };
     metrics::counter!("firerunner_webhooks_total", "result" => verdict.result).increment(1);
     metrics::histogram!("firerunner_webhook_seconds").record(started.elapsed().as_secs_f64());
     if verdict.status.is_client_error() || verdict.status.is_server_error() {
@@ -78,9 +87,17 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Verdict {
             format!("body larger than {limit} bytes"),
         );
     }
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(body) => body,
-        Err(err) => {
+    let timeout = Duration::from_secs(state.config.limits.webhook_timeout_seconds);
+    let body = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => {
+            return Verdict::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the body did not arrive within {}s", timeout.as_secs()),
+            )
+        }
+        Ok(Ok(body)) => body,
+        Ok(Err(err)) => {
             let too_large = std::error::Error::source(&err)
                 .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
             return if too_large {
@@ -136,12 +153,22 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Verdict {
     // Valid JSON is valid UTF-8.
     let payload = String::from_utf8_lossy(&body);
     let repository = event.repository().map(|r| r.full_name.clone());
+    let digest: String = Sha256::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     match state
         .store
-        .record_delivery(delivery_id, event_name, repository.as_deref(), &payload)
+        .record_signed_delivery(
+            delivery_id,
+            event_name,
+            repository.as_deref(),
+            &payload,
+            Some(&digest),
+        )
         .await
     {
-        Ok(true) => {
+        Ok(Recorded::New) => {
             state.live.publish(LiveEvent::Delivery(DeliveryRecord {
                 delivery_id: delivery_id.to_string(),
                 event: event_name.to_string(),
@@ -158,10 +185,15 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Verdict {
                 format!("{event_name} delivery stored"),
             )
         }
-        Ok(false) => Verdict::new(
+        Ok(Recorded::Duplicate) => Verdict::new(
             StatusCode::OK,
             "duplicate",
             format!("delivery {delivery_id} was already received"),
+        ),
+        Ok(Recorded::Replay) => Verdict::new(
+            StatusCode::CONFLICT,
+            "replay",
+            "this signed body was already received under another delivery id",
         ),
         Err(err) => {
             state

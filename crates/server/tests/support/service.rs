@@ -56,6 +56,8 @@ pub struct ScriptedExecutor {
     pub running: Mutex<Vec<String>>,
     /// Where to write each job's log as a worker host would (none: no logs).
     pub log_root: Option<PathBuf>,
+    /// Every request executed, in order.
+    pub requests: Mutex<Vec<RunRequest>>,
 }
 
 impl RunExecutor for ScriptedExecutor {
@@ -67,6 +69,7 @@ impl RunExecutor for ScriptedExecutor {
     ) -> RunOutcome {
         let run_id = request.run.id.clone();
         self.executed.lock().unwrap().push(run_id.clone());
+        self.requests.lock().unwrap().push(request.clone());
         self.running.lock().unwrap().push(run_id.clone());
         let (_, text) = request
             .workflows
