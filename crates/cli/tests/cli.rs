@@ -192,3 +192,35 @@ fn local_reusable_workflows_are_checked_and_planned() {
          .github/workflows/main.yml:6:11: jobs.gone.uses: ./.github/workflows/gone.yml does not exist\n"
     );
 }
+
+#[test]
+fn plan_checks_dispatch_inputs_and_job_conditions() {
+    let repo = std::env::temp_dir().join(format!("firerunner-dispatch-{}", std::process::id()));
+    let workflows = repo.join(".github/workflows");
+    std::fs::create_dir_all(&workflows).unwrap();
+    std::fs::write(
+        workflows.join("ci.yml"),
+        "on:\n  push:\n  workflow_dispatch:\n    inputs:\n      env: {type: choice, options: [dev, prod], required: true}\njobs:\n  deploy:\n    name: deploy to ${{ inputs.env }}\n    if: github.event_name == 'workflow_dispatch'\n    runs-on: x\n    steps: [{run: 'true'}]\n",
+    )
+    .unwrap();
+    let plan = |args: &[&str]| {
+        let mut all = vec!["plan", "--ref", "refs/heads/main"];
+        all.extend_from_slice(args);
+        firerunner(&all, &repo)
+    };
+    let (code, stdout, _) = plan(&["-e", "workflow_dispatch", "--input", "env=qa"]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("not started: input 'env': 'qa' is not one of the options (dev, prod)"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = plan(&["-e", "workflow_dispatch", "--input", "env=prod"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("  deploy       deploy to prod\n"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = plan(&["-e", "push"]);
+    assert!(stdout.contains("(skipped: its if: is false)"), "{stdout}");
+    std::fs::remove_dir_all(&repo).ok();
+}

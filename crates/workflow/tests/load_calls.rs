@@ -167,3 +167,25 @@ mod resolved {
         assert!(got[0].contains("deeper than GitHub's 10 levels"), "{got:?}");
     }
 }
+
+mod outputs {
+    use std::collections::HashMap;
+
+    use firerunner_workflow::load::{check_calls, parse_workflow};
+
+    #[test]
+    fn the_caller_may_read_only_outputs_the_callee_declares() {
+        let callee = "on:\n  workflow_call:\n    outputs:\n      url: {value: '${{ jobs.d.outputs.url }}'}\njobs:\n  d:\n    runs-on: x\n    steps: [{run: 'true'}]\n";
+        let caller = "on: push\njobs:\n  deploy:\n    uses: ./.github/workflows/d.yml\n  report:\n    needs: deploy\n    if: needs.deploy.outputs.URL != ''\n    runs-on: x\n    steps:\n      - run: echo ${{ needs.deploy.outputs.adress }} needs.deploy.outputs.plain-text\n";
+        let caller = parse_workflow("caller.yml", caller).unwrap_or_else(|d| panic!("{d}"));
+        let files = HashMap::from([("./.github/workflows/d.yml".to_string(), callee.to_string())]);
+        let got: Vec<String> = check_calls(&caller, &files)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            ["caller.yml:10:14: needs.deploy.outputs.adress: ./.github/workflows/d.yml declares no output 'adress'"]
+        );
+    }
+}

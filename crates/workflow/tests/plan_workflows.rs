@@ -1,7 +1,7 @@
 //! Planning workflows loaded from YAML: order, matrices and their errors.
 
 use firerunner_workflow::load::parse_workflow;
-use firerunner_workflow::plan::{plan_workflow, MatrixState, PlanContext, PlanError};
+use firerunner_workflow::plan::{plan_workflow, IfDecision, MatrixState, PlanContext, PlanError};
 use firerunner_workflow::{Object, Value};
 
 fn plan(
@@ -73,7 +73,8 @@ jobs:
     assert_eq!(p.jobs[0].fail_fast, Some(true));
     assert_eq!(
         p.jobs[1].instance_names(),
-        ["Build on ${{ matrix.os }}", "Build on ${{ matrix.os }}"]
+        ["Build on a", "Build on b"],
+        "names are evaluated with each instance's matrix"
     );
 }
 
@@ -127,4 +128,27 @@ fn reusable_workflow_calls_are_marked() {
         p.jobs[0].calls.as_deref(),
         Some("./.github/workflows/r.yml")
     );
+}
+
+#[test]
+fn the_event_decides_if_conditions_and_names_it_can() {
+    let yaml = "on: [push, pull_request]\njobs:\n  build:\n    name: build ${{ matrix.os }} on ${{ github.event_name }}\n    strategy:\n      matrix:\n        os: [linux, mac]\n    runs-on: x\n    steps: [{run: 'true'}]\n  deploy:\n    if: github.event_name == 'push'\n    runs-on: x\n    steps: [{run: 'true'}]\n  notify:\n    needs: build\n    if: failure()\n    name: ${{ needs.build.result }}\n    runs-on: x\n    steps: [{run: 'true'}]\n  plain:\n    runs-on: x\n    steps: [{run: 'true'}]\n";
+    let Value::Object(contexts) =
+        Value::from(serde_json::json!({"github": {"event_name": "pull_request"}}))
+    else {
+        panic!()
+    };
+    let p = plan(yaml, &PlanContext { contexts }).unwrap();
+    let job = |id: &str| p.jobs.iter().find(|j| j.id == id).unwrap();
+    assert_eq!(
+        job("build").instance_names(),
+        ["build linux on pull_request", "build mac on pull_request"]
+    );
+    assert_eq!(job("deploy").condition, IfDecision::False);
+    assert_eq!(job("notify").condition, IfDecision::AtRunTime);
+    assert_eq!(
+        job("notify").instance_names(),
+        ["${{ needs.build.result }}"]
+    );
+    assert_eq!(job("plain").condition, IfDecision::NoCondition);
 }

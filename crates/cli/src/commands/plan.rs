@@ -5,8 +5,8 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 use firerunner_workflow::model::{JobBody, ParsedWorkflow};
-use firerunner_workflow::plan::{plan_workflow, MatrixState, PlanContext};
-use firerunner_workflow::trigger::{decide, Event, TriggerDecision};
+use firerunner_workflow::plan::{plan_workflow, IfDecision, MatrixState, PlanContext};
+use firerunner_workflow::trigger::{check_dispatch_inputs, decide, Event, TriggerDecision};
 use firerunner_workflow::{Object, Value};
 use serde_json::json;
 
@@ -112,6 +112,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 println!("{}{title}: undecided: a path filter applies; pass the changed files with --changed-file", workflow.file)
             }
             TriggerDecision::Run => {
+                if let Some(problems) = dispatch_problems(workflow, &args.event, &args.inputs) {
+                    failed = true;
+                    println!("{}{title}: not started: {problems}", workflow.file);
+                    continue;
+                }
                 runs += 1;
                 let ctx = plan_context(&event, &git_ref, &dispatch_inputs(workflow, &args.inputs));
                 match plan_workflow(workflow, &ctx) {
@@ -122,6 +127,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
                                 String::new()
                             } else {
                                 format!("  (needs {})", job.needs.join(", "))
+                            };
+                            let condition = match job.condition {
+                                IfDecision::False => "  (skipped: its if: is false)",
+                                IfDecision::AtRunTime => {
+                                    "  (its if: is decided when its needs finish)"
+                                }
+                                IfDecision::NoCondition | IfDecision::True => "",
                             };
                             let extra = match (&job.matrix, &job.calls) {
                                 (MatrixState::Deferred, _) => {
@@ -134,7 +146,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                             job_count += names.len();
                             for (i, name) in names.iter().enumerate() {
                                 let suffix = if i == 0 {
-                                    format!("{needs}{extra}")
+                                    format!("{needs}{extra}{condition}")
                                 } else {
                                     String::new()
                                 };
@@ -187,6 +199,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// What GitHub would refuse in the `--input` values of a `workflow_dispatch`.
+fn dispatch_problems(
+    workflow: &ParsedWorkflow,
+    event: &str,
+    given: &[(String, String)],
+) -> Option<String> {
+    let dispatch = workflow.on.workflow_dispatch.as_ref()?;
+    if event != "workflow_dispatch" {
+        return None;
+    }
+    let problems = check_dispatch_inputs(dispatch, given);
+    (!problems.is_empty()).then(|| {
+        problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
     })
 }
 

@@ -121,6 +121,17 @@ fn follow(at: &Site, call: &Call, source: &dyn WorkflowSource, out: &mut Vec<Dia
                 .map(|p| at.error(format!("jobs.{}: in a nested call: {p}", at.job.id))),
         );
     }
+    for (pos, name) in unknown_outputs(call.caller, &call.job.id, &callee) {
+        let message = format!(
+            "needs.{}.outputs.{name}: {label} declares no output '{name}'",
+            call.job.id
+        );
+        if call.depth == 2 {
+            out.push(Diagnostic::error(&call.caller.file, pos, message));
+        } else {
+            out.push(at.error(format!("jobs.{}: in a nested call: {message}", at.job.id)));
+        }
+    }
     if let Some(granted) = call.granted {
         check_permissions(at, &label, &callee, granted, out);
     }
@@ -143,6 +154,111 @@ fn follow(at: &Site, call: &Call, source: &dyn WorkflowSource, out: &mut Vec<Dia
         };
         follow(at, &inner, source, out);
     }
+}
+
+/// `needs.<call_job>.outputs.<name>` read by the caller's jobs that need
+/// the call, where the callee declares no such output.
+fn unknown_outputs(
+    caller: &ParsedWorkflow,
+    call_job: &str,
+    callee: &ParsedWorkflow,
+) -> Vec<(crate::diagnostic::Pos, String)> {
+    let declared = callee
+        .on
+        .workflow_call
+        .as_ref()
+        .map(|c| {
+            c.outputs
+                .keys()
+                .map(|k| k.to_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for job in caller.jobs.values() {
+        if !job
+            .needs
+            .iter()
+            .any(|n| n.value.eq_ignore_ascii_case(call_job))
+        {
+            continue;
+        }
+        for text in job_texts(job) {
+            for name in read_outputs(&text.value, call_job) {
+                if !declared.contains(&name.to_lowercase()) {
+                    out.push((text.pos, name));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every string of a job that may hold expressions.
+fn job_texts(job: &Job) -> Vec<crate::model::Template> {
+    use crate::model::StepAction;
+    let mut texts: Vec<crate::model::Template> = Vec::new();
+    let value_texts = |v: &crate::diagnostic::Spanned<crate::value::Value>| match &v.value {
+        crate::value::Value::String(s) => Some(crate::diagnostic::Spanned::new(s.clone(), v.pos)),
+        _ => None,
+    };
+    // An `if:` is an expression even without `${{ }}`.
+    let condition = |c: &crate::model::Template| {
+        if c.value.contains("${{") {
+            c.clone()
+        } else {
+            crate::diagnostic::Spanned::new(format!("${{{{ {} }}}}", c.value), c.pos)
+        }
+    };
+    texts.extend(job.name.iter().cloned());
+    texts.extend(job.if_cond.iter().map(condition));
+    texts.extend(job.env.values().cloned());
+    texts.extend(job.outputs.values().cloned());
+    match &job.body {
+        JobBody::Call(call) => texts.extend(call.with.values().filter_map(value_texts)),
+        JobBody::Steps(steps) => {
+            for step in steps {
+                texts.extend(step.name.iter().cloned());
+                texts.extend(step.if_cond.iter().map(condition));
+                texts.extend(step.env.values().cloned());
+                match &step.action {
+                    StepAction::Run { script, .. } => texts.push(script.clone()),
+                    StepAction::Uses { with, .. } => {
+                        texts.extend(with.values().filter_map(value_texts))
+                    }
+                    StepAction::Control(_) => {}
+                }
+            }
+        }
+    }
+    texts
+}
+
+/// The output names the `${{ }}` expressions of `text` read as
+/// `needs.<job>.outputs.<name>` (ignoring case).
+fn read_outputs(text: &str, job: &str) -> Vec<String> {
+    let pattern = format!("needs.{}.outputs.", job.to_ascii_lowercase());
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find("${{") {
+        let inner = &rest[open + 3..];
+        let close = inner.find("}}").unwrap_or(inner.len());
+        let expression = &inner[..close];
+        let lower = expression.to_ascii_lowercase();
+        let mut from = 0;
+        while let Some(found) = lower[from..].find(&pattern) {
+            let start = from + found + pattern.len();
+            let end = expression[start..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                .map_or(expression.len(), |e| start + e);
+            if end > start {
+                names.push(expression[start..end].to_owned());
+            }
+            from = end.max(start);
+        }
+        rest = &inner[close..];
+    }
+    names
 }
 
 /// A `./` or `$/` call inside a remote workflow names a file of that remote

@@ -79,11 +79,32 @@ pub struct PlannedJob {
     pub max_parallel: Option<u32>,
     /// The reusable workflow it calls, if any.
     pub calls: Option<String>,
+    /// What its `if:` says at planning time.
+    pub condition: IfDecision,
+    /// The display names with `${{ }}` in `name:` evaluated, one per instance,
+    /// when they could be evaluated now.
+    pub evaluated_names: Option<Vec<String>>,
+}
+
+/// A job's `if:` as far as the event decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfDecision {
+    /// No `if:`: the job runs when its needs succeed.
+    NoCondition,
+    /// The event makes the condition true.
+    True,
+    /// The event makes the condition false: the job is skipped.
+    False,
+    /// It depends on the results or outputs of needed jobs.
+    AtRunTime,
 }
 
 impl PlannedJob {
     /// The display name of each instance: `name (v1, v2)` for matrix jobs.
     pub fn instance_names(&self) -> Vec<String> {
+        if let Some(names) = &self.evaluated_names {
+            return names.clone();
+        }
         match &self.matrix {
             MatrixState::Expanded(combos) if !self.name.contains("${{") => combos
                 .iter()
@@ -158,11 +179,14 @@ pub fn plan_workflow(
             }
             None => None,
         };
+        let name = job
+            .name
+            .as_ref()
+            .map_or_else(|| id.clone(), |n| n.value.clone());
         jobs.push(PlannedJob {
-            name: job
-                .name
-                .as_ref()
-                .map_or_else(|| id.clone(), |n| n.value.clone()),
+            condition: decide_if(job, &eval),
+            evaluated_names: evaluate_names(&name, &matrix, &eval),
+            name,
             needs: job.needs.iter().map(|n| n.value.clone()).collect(),
             matrix,
             fail_fast,
@@ -175,6 +199,54 @@ pub fn plan_workflow(
         });
     }
     Ok(WorkflowPlan { jobs })
+}
+
+/// Evaluates a job's `if:` when it depends only on what the event gives.
+fn decide_if(job: &crate::model::Job, eval: &EvalContext) -> IfDecision {
+    let Some(text) = &job.if_cond else {
+        return IfDecision::NoCondition;
+    };
+    let Ok(condition) = expr::parse_condition(&text.value, crate::load::JOB_IF_CONTEXTS) else {
+        return IfDecision::AtRunTime;
+    };
+    // Status functions look at the needed jobs' results, unknown before they run.
+    if condition.references("needs") || (condition.has_status_function() && !job.needs.is_empty()) {
+        return IfDecision::AtRunTime;
+    }
+    match condition.evaluate(eval) {
+        Ok(true) => IfDecision::True,
+        Ok(false) => IfDecision::False,
+        Err(_) => IfDecision::AtRunTime,
+    }
+}
+
+/// `name:` evaluated for each instance (with its `matrix`), when it holds
+/// expressions that need nothing but the event and the matrix.
+fn evaluate_names(name: &str, matrix: &MatrixState, eval: &EvalContext) -> Option<Vec<String>> {
+    if !name.contains("${{") {
+        return None;
+    }
+    let template = expr::parse_template(name, expr::ALL_CONTEXTS).ok()?;
+    if template.references("needs") {
+        return None;
+    }
+    let combos = match matrix {
+        MatrixState::Expanded(combos) => combos.clone(),
+        MatrixState::None => vec![Object::new()],
+        MatrixState::Deferred => return None,
+    };
+    combos
+        .into_iter()
+        .map(|combo| {
+            let mut ctx = eval.clone();
+            ctx.contexts
+                .insert("matrix".to_owned(), Value::Object(combo));
+            template
+                .evaluate(&ctx)
+                .ok()
+                .map(|v| expr::to_string(&v).into_owned())
+        })
+        .collect()
 }
 
 fn references_needs(value: &Value) -> bool {

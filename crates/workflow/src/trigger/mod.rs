@@ -4,10 +4,12 @@
 //! filters (ordered, with `!` negation), path filters on the changed files, and
 //! activity `types`.
 
+mod dispatch;
 mod glob;
 
 use std::collections::HashSet;
 
+pub use dispatch::{check_dispatch_inputs, DispatchInputError};
 pub use glob::{validate_pattern, Glob, GlobError, PatternList};
 
 use crate::model::{EventFilters, ParsedWorkflow, Template};
