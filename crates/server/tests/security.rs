@@ -358,3 +358,71 @@ async fn a_run_interrupted_too_often_is_failed_instead_of_started_again() {
     );
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_live_stream_need_a_signed_in_viewer() {
+    let service = Service::start(|_| {}).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |path: &str, cookie: Option<&str>| {
+        let mut request = client
+            .get(format!("{}{path}", service.url))
+            .header("Accept", "text/html");
+        if let Some(cookie) = cookie {
+            request = request.header("Cookie", cookie);
+        }
+        request.send()
+    };
+    let page = get("/", None).await.unwrap();
+    assert_eq!(page.status().as_u16(), 303);
+    assert_eq!(page.headers()["location"], "/login");
+    for path in ["/events", "/fragments/runs", "/runs/x", "/learning"] {
+        let answer = client
+            .get(format!("{}{path}", service.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 401, "{path}");
+    }
+    let login = |token: &str| {
+        client
+            .post(format!("{}/login", service.url))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+    };
+    let wrong = login("guess").await.unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    let right = login(service::API_TOKEN).await.unwrap();
+    assert_eq!(right.status().as_u16(), 303);
+    let cookie = right.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(service::API_TOKEN),
+        "the cookie is not the token"
+    );
+    let session = cookie.split(';').next().unwrap();
+    let page = get("/", Some(session)).await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let headers = page.headers().clone();
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("<script>"), "no inline script");
+    let forged = get("/", Some("firerunner_session=00")).await.unwrap();
+    assert_eq!(forged.status().as_u16(), 303);
+    let (status, _) = service.get("/health", None).await;
+    assert_eq!(status, 200, "health stays open");
+    service.stop().await;
+}
