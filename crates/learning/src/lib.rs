@@ -25,7 +25,7 @@ pub mod store;
 pub use compose::{workflow_from_text, ComposeError};
 pub use concepts::{concepts_of, Concept};
 pub use coordinator::{
-    one_line, short_sha, FixedBy, FlakyStep, Hint, LearningConfig, LearningCoordinator,
+    one_line, short_sha, FixedBy, FlakyStep, Hint, HintScope, LearningConfig, LearningCoordinator,
     LearningStats, Lesson, RecordedStep, StepLocation, StepOutcome, StepRecord,
 };
 pub use error::LearningError;
