@@ -132,6 +132,10 @@ pub fn serve(
                         send_error(&sink, id, &std::io::Error::last_os_error());
                     }
                 }
+                Body::AddEntropy { seed } => match crate::entropy::add(&seed) {
+                    Ok(()) => send(&sink, id, Body::Done),
+                    Err(err) => send_error(&sink, id, &err),
+                },
                 Body::PutFile { path, mode } => {
                     let opened = File::create(&path).and_then(|f| {
                         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
