@@ -426,3 +426,63 @@ async fn the_dashboard_and_live_stream_need_a_signed_in_viewer() {
     assert_eq!(status, 200, "health stays open");
     service.stop().await;
 }
+
+const LEAKY: &str = "name: Leaky
+on: [push, pull_request]
+permissions:
+  contents: read
+jobs:
+  leak-fail:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo ${{ secrets.GITHUB_TOKEN }}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_a_job_prints_is_masked_in_the_comment_statuses_store_api_and_learning() {
+    let service = Service::start(|config| {
+        app(config);
+        config.learning.lesson_threshold = 1;
+    })
+    .await;
+    let public = format!(
+        "{}/../github/testdata/app-public-key.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    service
+        .github
+        .set_app_public_key(&std::fs::read_to_string(public).unwrap());
+    service
+        .github
+        .add_file(REPO, HEAD, ".github/workflows/leaky.yml", LEAKY);
+    let request = run_of(&service, "pull_request", &pull_request(REPO)).await;
+    let token = request.secrets["GITHUB_TOKEN"].clone();
+    let number = fixture("pull_request-opened")["number"].as_u64().unwrap();
+    let comments = service.github.comments(REPO, number);
+    assert!(!comments.is_empty());
+    let mut seen = format!("{comments:?}");
+    seen.push_str(&format!("{:?}", service.github.statuses(REPO, HEAD)));
+    let jobs = service.state.store.jobs(&request.run.id).await.unwrap();
+    seen.push_str(&format!("{jobs:?}"));
+    let (_, api) = service
+        .get(
+            &format!("/api/runs/{}", request.run.id),
+            Some(service::API_TOKEN),
+        )
+        .await;
+    seen.push_str(&api);
+    let learning = service.state.learning.as_ref().expect("learning is on");
+    learning.flush().await.unwrap();
+    seen.push_str(&format!("{:?}", learning.lessons()));
+    let graph = learning.with_graph(|graph| format!("{graph:?}"));
+    assert!(graph.contains("deploy"), "the step was learned: {graph}");
+    seen.push_str(&graph);
+    let (_, page) = service.get("/learning", Some(service::API_TOKEN)).await;
+    seen.push_str(&page);
+    assert!(
+        seen.contains("went wrong ***"),
+        "the masked text is there: {seen}"
+    );
+    assert!(!seen.contains(&token), "the token leaked: {seen}");
+    service.stop().await;
+}
