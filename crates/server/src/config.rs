@@ -287,7 +287,7 @@ impl Default for LimitsConfig {
             max_vms: 3,
             warm_vms: 1,
             dispatch_attempts: 6,
-            webhook_concurrency: 32,
+            webhook_concurrency: 128,
             webhook_timeout_seconds: 10,
             run_attempts: 5,
         }
