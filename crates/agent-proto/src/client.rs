@@ -205,6 +205,12 @@ impl Client {
         expect_body(self.request(Body::SetClock { unix_ns }).await?, Body::Done)
     }
 
+    /// Gives the guest kernel's RNG `seed` (at most [`crate::message::MAX_ENTROPY_SEED`]
+    /// bytes) and has it reseed.
+    pub async fn add_entropy(&self, seed: Vec<u8>) -> Result<(), ClientError> {
+        expect_body(self.request(Body::AddEntropy { seed }).await?, Body::Done)
+    }
+
     /// Asks the agent to sync and power off the VM.
     pub async fn shutdown(&self) -> Result<(), ClientError> {
         expect_body(self.request(Body::Shutdown).await?, Body::Done)

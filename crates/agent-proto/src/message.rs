@@ -20,7 +20,12 @@ pub const MAX_CHUNK: usize = 64 * 1024;
 pub const INITIAL_OUTPUT_CREDIT: u64 = 1024 * 1024;
 
 /// Capability names an agent of this version announces.
-pub const CAPABILITIES: &[&str] = &["exec", "kill", "stdin", "file", "tar", "clock", "shutdown"];
+pub const CAPABILITIES: &[&str] = &[
+    "exec", "kill", "stdin", "file", "tar", "clock", "shutdown", "entropy",
+];
+
+/// Largest seed [`Body::AddEntropy`] carries.
+pub const MAX_ENTROPY_SEED: usize = 512;
 
 /// One protocol message: the operation it belongs to and what it says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +230,13 @@ pub enum Body {
         /// Human-readable detail.
         message: String,
     },
+    /// Random bytes from the host for the guest's kernel RNG, credited and
+    /// followed by a reseed (host → agent): VMs restored from one snapshot
+    /// share its RNG state until they get a seed of their own.
+    AddEntropy {
+        /// The seed, at most [`MAX_ENTROPY_SEED`] bytes.
+        seed: Vec<u8>,
+    },
 }
 
 /// Errors of the message layer.
@@ -344,6 +356,12 @@ mod tests {
             },
         ));
         round_trip(Message::new(3, Body::SetClock { unix_ns: u64::MAX }));
+        round_trip(Message::new(
+            3,
+            Body::AddEntropy {
+                seed: vec![7; MAX_ENTROPY_SEED],
+            },
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! firerunner guest agent: serves the host's requests over a framed byte stream.
 
+mod entropy;
 mod server;
 mod system;
 

@@ -35,6 +35,30 @@ pub struct LearningConfig {
     pub batch_size: usize,
     /// Jobs whose last step is remembered to link sequences (default 4096, oldest forgotten first).
     pub tracked_jobs: usize,
+    /// Whose lessons a failure's hints may name (default: its own repository's only).
+    pub hint_scope: HintScope,
+}
+
+/// How far hints reach: what is learned in one repository is never shown for
+/// another unless the operator allows its owner's other repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HintScope {
+    /// Lessons of the failing step's own repository.
+    #[default]
+    Repository,
+    /// Lessons of every repository of the same owner (`owner/*`).
+    Owner,
+}
+
+impl HintScope {
+    /// Whether a lesson learned in `learned_in` may be shown for `repository`.
+    pub fn covers(self, learned_in: &str, repository: &str) -> bool {
+        let owner = |name: &str| name.split('/').next().unwrap_or_default().to_string();
+        match self {
+            HintScope::Repository => learned_in == repository,
+            HintScope::Owner => owner(learned_in) == owner(repository),
+        }
+    }
 }
 
 impl Default for LearningConfig {
@@ -45,6 +69,7 @@ impl Default for LearningConfig {
             queue_capacity: 4096,
             batch_size: 256,
             tracked_jobs: 4096,
+            hint_scope: HintScope::Repository,
         }
     }
 }
@@ -517,7 +542,7 @@ impl LearningCoordinator {
     }
 
     /// Hints for a failed step: the step is flaky, and lessons with the same signature (those of
-    /// this very step first).
+    /// this very step first), from the repositories [`LearningConfig::hint_scope`] covers.
     pub fn hints_for_failure(&self, step: &StepRecord) -> Vec<Hint> {
         let key = normalize_command(&step.command);
         let location = step.location();
@@ -536,6 +561,11 @@ impl LearningCoordinator {
                 .lessons_in(&state)
                 .into_iter()
                 .filter(|lesson| lesson.signature.hash == signature.hash)
+                .filter(|lesson| {
+                    self.config
+                        .hint_scope
+                        .covers(&lesson.location.repository, &step.repository)
+                })
                 .map(|lesson| (lesson.location == location, lesson))
                 .collect();
             matching.sort_by_key(|(same_step, _)| !*same_step);

@@ -27,7 +27,7 @@ pub mod store;
 
 pub use compose::{workflow_from_text, ComposeError};
 pub use concepts::{concepts_of, Concept};
-pub use coordinator::{Hint, LearningConfig, LearningCoordinator, RecordedStep};
+pub use coordinator::{Hint, HintScope, LearningConfig, LearningCoordinator, RecordedStep};
 pub use error::LearningError;
 pub use graph::{
     CommandKnowledgeGraph, EvidenceLevel, FailingSignature, NodeStats, Prediction,

@@ -1,6 +1,6 @@
 use firerunner_learning::{
-    EvidenceLevel, FixedBy, Hint, LearningConfig, LearningCoordinator, LearningStore, LessonStatus,
-    PredictionContext, StepOutcome, StepRecord,
+    EvidenceLevel, FixedBy, Hint, HintScope, LearningConfig, LearningCoordinator, LearningStore,
+    LessonStatus, PredictionContext, StepOutcome, StepRecord,
 };
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -277,4 +277,35 @@ async fn state_survives_a_restart() {
         related_before
     );
     reopened.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn hints_stay_in_their_repository_unless_the_owner_scope_is_allowed() {
+    let log = COMPILE_ERROR.replace("LINE", "1");
+    for (scope, shown_to) in [
+        (HintScope::Repository, vec!["acme/app"]),
+        (HintScope::Owner, vec!["acme/app", "acme/other"]),
+    ] {
+        let store = LearningStore::connect("sqlite::memory:").await.unwrap();
+        let config = LearningConfig {
+            hint_scope: scope,
+            ..LearningConfig::default()
+        };
+        let learning = LearningCoordinator::open(store, config).await.unwrap();
+        for run in 0..3 {
+            let commit = format!("c{run}");
+            let failed = step(run, &commit, "build", "cargo build", Some(&log));
+            learning.record_step(failed).await.unwrap();
+        }
+        for repository in ["acme/app", "acme/other", "evil/app"] {
+            let mut failure = step(9, "z", "build", "cargo build", Some(&log));
+            failure.repository = repository.into();
+            let hints = learning.hints_for_failure(&failure);
+            assert_eq!(
+                !hints.is_empty(),
+                shown_to.contains(&repository),
+                "{scope:?} {repository}: {hints:?}"
+            );
+        }
+    }
 }

@@ -169,7 +169,7 @@ fn main() {
         config.github.api_url = github.url();
         config.github.token = "ghs_bench".into();
         config.worker.enabled = false;
-        config.limits.webhook_concurrency = connections.max(32);
+        config.limits.webhook_concurrency = connections.max(128);
         let state = AppState::open(config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let service_url = format!("http://{}/webhook", listener.local_addr().unwrap());

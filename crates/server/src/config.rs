@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use firerunner_github::permissions::DefaultPermissions;
+use firerunner_learning::HintScope;
 use serde::Deserialize;
 
 /// Errors reading the configuration.
@@ -90,6 +91,20 @@ pub struct LearningSettings {
     pub enabled: bool,
     /// Failures with one signature at one step before a lesson is reported.
     pub lesson_threshold: u64,
+    /// Whose lessons a failure's hints may name: `repository` (its own) or
+    /// `owner` (every repository of the same owner).
+    #[serde(deserialize_with = "hint_scope")]
+    pub hint_scope: HintScope,
+}
+
+fn hint_scope<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<HintScope, D::Error> {
+    match String::deserialize(deserializer)?.as_str() {
+        "repository" => Ok(HintScope::Repository),
+        "owner" => Ok(HintScope::Owner),
+        other => Err(serde::de::Error::custom(format!(
+            "hint_scope is repository or owner, not {other:?}"
+        ))),
+    }
 }
 
 impl Default for LearningSettings {
@@ -97,6 +112,7 @@ impl Default for LearningSettings {
         Self {
             enabled: true,
             lesson_threshold: 3,
+            hint_scope: HintScope::Repository,
         }
     }
 }
@@ -271,7 +287,7 @@ impl Default for LimitsConfig {
             max_vms: 3,
             warm_vms: 1,
             dispatch_attempts: 6,
-            webhook_concurrency: 32,
+            webhook_concurrency: 128,
             webhook_timeout_seconds: 10,
             run_attempts: 5,
         }
@@ -683,6 +699,7 @@ mod tests {
         )
         .unwrap();
         assert!(config.learning.enabled, "on by default");
+        assert_eq!(config.learning.hint_scope, HintScope::Repository);
         assert_eq!(config.learning.lesson_threshold, 5);
         assert_eq!(config.llm.url, "http://127.0.0.1:11434/v1");
         assert_eq!(config.llm.model, "llama3.1");

@@ -313,6 +313,7 @@ async fn open_learning(config: &Config) -> Option<Arc<LearningCoordinator>> {
         let store = LearningStore::connect(&config.database_url).await?;
         let settings = LearningConfig {
             lesson_threshold: config.learning.lesson_threshold,
+            hint_scope: config.learning.hint_scope,
             ..LearningConfig::default()
         };
         LearningCoordinator::open(store, settings).await

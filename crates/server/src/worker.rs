@@ -234,8 +234,10 @@ async fn execute_claimed<E: RunExecutor>(
         let run_id = run_id.clone();
         let worker = worker.to_string();
         let installation = run.installation_id;
+        let masker = Masker::for_request(&request);
         tokio::spawn(async move {
             while let Some(event) = received.recv().await {
+                let event = masker.job_event(event);
                 on_job_event(&state, &run_id, &worker, installation, event).await;
             }
         })
@@ -349,6 +351,74 @@ async fn job_secrets(
     Ok(token
         .map(|token| BTreeMap::from([("GITHUB_TOKEN".to_string(), token)]))
         .unwrap_or_default())
+}
+
+/// Hides a run's secrets (its job token, the host's fetch token) in what its
+/// jobs report before any of it reaches the store, the PR comment, statuses,
+/// the dashboard, the API or the learning store.
+struct Masker {
+    secrets: Vec<String>,
+}
+
+impl Masker {
+    fn for_request(request: &RunRequest) -> Masker {
+        let mut secrets: Vec<String> = request
+            .secrets
+            .values()
+            .chain(request.fetch_token.as_ref())
+            .filter(|secret| secret.len() >= 4)
+            .cloned()
+            .collect();
+        // Longest first, so a secret containing another is hidden whole.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        Masker { secrets }
+    }
+
+    fn mask(&self, text: String) -> String {
+        self.secrets
+            .iter()
+            .fold(text, |text, secret| text.replace(secret.as_str(), "***"))
+    }
+
+    fn job_event(&self, event: JobEvent) -> JobEvent {
+        match event {
+            JobEvent::Started { name } => JobEvent::Started {
+                name: self.mask(name),
+            },
+            JobEvent::Finished {
+                name,
+                conclusion,
+                duration,
+                steps,
+                summary,
+                log_tail,
+                learned,
+            } => JobEvent::Finished {
+                name: self.mask(name),
+                conclusion,
+                duration,
+                steps: steps
+                    .into_iter()
+                    .map(|mut step| {
+                        step.name = self.mask(step.name);
+                        step
+                    })
+                    .collect(),
+                summary: self.mask(summary),
+                log_tail: self.mask(log_tail),
+                learned: learned
+                    .into_iter()
+                    .map(|mut step| {
+                        step.job = self.mask(step.job);
+                        step.step_name = self.mask(step.step_name);
+                        step.command = self.mask(step.command);
+                        step.log_tail = self.mask(step.log_tail);
+                        step
+                    })
+                    .collect(),
+            },
+        }
+    }
 }
 
 async fn on_job_event(

@@ -36,7 +36,31 @@ async fn the_dashboard_updates_itself_and_streams_logs() {
         .github
         .add_file(REPO, sha, ".github/workflows/ci.yml", CI);
     let mut browser = Browser::launch().await;
+    // Signed out, the dashboard sends the browser to the sign-in form.
     browser.navigate(&format!("{}/", service.url)).await;
+    browser
+        .wait_for("location.pathname === '/login'", Duration::from_secs(20))
+        .await;
+    browser
+        .evaluate(&format!(
+            "document.querySelector('input[name=token]').value = '{}';              document.querySelector('form').submit()",
+            service::API_TOKEN
+        ))
+        .await;
+    browser
+        .wait_for(
+            "location.pathname === '/' && !!document.getElementById('live')",
+            Duration::from_secs(20),
+        )
+        .await;
+    browser.navigate(&format!("{}/", service.url)).await;
+    assert_eq!(
+        browser
+            .evaluate("document.querySelectorAll('script:not([src]), style').length")
+            .await,
+        json!(0),
+        "no inline script or style: the CSP forbids them"
+    );
     browser.evaluate("window.__marker = 'same page'").await;
     browser
         .wait_for(

@@ -358,3 +358,131 @@ async fn a_run_interrupted_too_often_is_failed_instead_of_started_again() {
     );
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_live_stream_need_a_signed_in_viewer() {
+    let service = Service::start(|_| {}).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |path: &str, cookie: Option<&str>| {
+        let mut request = client
+            .get(format!("{}{path}", service.url))
+            .header("Accept", "text/html");
+        if let Some(cookie) = cookie {
+            request = request.header("Cookie", cookie);
+        }
+        request.send()
+    };
+    let page = get("/", None).await.unwrap();
+    assert_eq!(page.status().as_u16(), 303);
+    assert_eq!(page.headers()["location"], "/login");
+    for path in ["/events", "/fragments/runs", "/runs/x", "/learning"] {
+        let answer = client
+            .get(format!("{}{path}", service.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 401, "{path}");
+    }
+    let login = |token: &str| {
+        client
+            .post(format!("{}/login", service.url))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+    };
+    let wrong = login("guess").await.unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    let right = login(service::API_TOKEN).await.unwrap();
+    assert_eq!(right.status().as_u16(), 303);
+    let cookie = right.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(service::API_TOKEN),
+        "the cookie is not the token"
+    );
+    let session = cookie.split(';').next().unwrap();
+    let page = get("/", Some(session)).await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let headers = page.headers().clone();
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("<script>"), "no inline script");
+    let forged = get("/", Some("firerunner_session=00")).await.unwrap();
+    assert_eq!(forged.status().as_u16(), 303);
+    let (status, _) = service.get("/health", None).await;
+    assert_eq!(status, 200, "health stays open");
+    service.stop().await;
+}
+
+const LEAKY: &str = "name: Leaky
+on: [push, pull_request]
+permissions:
+  contents: read
+jobs:
+  leak-fail:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo ${{ secrets.GITHUB_TOKEN }}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_a_job_prints_is_masked_in_the_comment_statuses_store_api_and_learning() {
+    let service = Service::start(|config| {
+        app(config);
+        config.learning.lesson_threshold = 1;
+    })
+    .await;
+    let public = format!(
+        "{}/../github/testdata/app-public-key.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    service
+        .github
+        .set_app_public_key(&std::fs::read_to_string(public).unwrap());
+    service
+        .github
+        .add_file(REPO, HEAD, ".github/workflows/leaky.yml", LEAKY);
+    let request = run_of(&service, "pull_request", &pull_request(REPO)).await;
+    let token = request.secrets["GITHUB_TOKEN"].clone();
+    let number = fixture("pull_request-opened")["number"].as_u64().unwrap();
+    let comments = service.github.comments(REPO, number);
+    assert!(!comments.is_empty());
+    let mut seen = format!("{comments:?}");
+    seen.push_str(&format!("{:?}", service.github.statuses(REPO, HEAD)));
+    let jobs = service.state.store.jobs(&request.run.id).await.unwrap();
+    seen.push_str(&format!("{jobs:?}"));
+    let (_, api) = service
+        .get(
+            &format!("/api/runs/{}", request.run.id),
+            Some(service::API_TOKEN),
+        )
+        .await;
+    seen.push_str(&api);
+    let learning = service.state.learning.as_ref().expect("learning is on");
+    learning.flush().await.unwrap();
+    seen.push_str(&format!("{:?}", learning.lessons()));
+    let graph = learning.with_graph(|graph| format!("{graph:?}"));
+    assert!(graph.contains("deploy"), "the step was learned: {graph}");
+    seen.push_str(&graph);
+    let (_, page) = service.get("/learning", Some(service::API_TOKEN)).await;
+    seen.push_str(&page);
+    assert!(
+        seen.contains("went wrong ***"),
+        "the masked text is there: {seen}"
+    );
+    assert!(!seen.contains(&token), "the token leaked: {seen}");
+    service.stop().await;
+}

@@ -186,17 +186,19 @@ async fn a_push_runs_the_workflows_its_filters_select_and_reports_every_job() {
     assert_eq!(status_json["workers"][0]["id"], "test-worker");
 
     // The dashboard's pages.
-    let (status, html) = service.get("/", None).await;
+    let (status, html) = service.get("/", Some(API_TOKEN)).await;
     assert_eq!(status, 200);
     assert!(html.contains(&format!("href='/runs/{}'", run.id)), "{html}");
     assert!(html.contains("d-push-1") && html.contains("test-worker"));
-    let (status, html) = service.get(&format!("/runs/{}", run.id), None).await;
+    let (status, html) = service
+        .get(&format!("/runs/{}", run.id), Some(API_TOKEN))
+        .await;
     assert_eq!(status, 200);
     assert!(
         html.contains("test-fail") && html.contains("Run tests"),
         "{html}"
     );
-    let (status, _) = service.get("/runs/nope", None).await;
+    let (status, _) = service.get("/runs/nope", Some(API_TOKEN)).await;
     assert_eq!(status, 404);
 
     // Health and metrics.
@@ -477,7 +479,7 @@ async fn a_failure_seen_before_is_named_in_the_comment_with_the_models_explanati
     );
     let stats = service.state.learning.as_ref().unwrap().stats();
     assert_eq!((stats.successes, stats.failures, stats.lessons), (8, 4, 1));
-    let (code, page) = service.get("/learning", None).await;
+    let (code, page) = service.get("/learning", Some(API_TOKEN)).await;
     assert_eq!(code, 200);
     assert!(
         page.contains("make run tests") && page.contains("test-fail went wrong"),

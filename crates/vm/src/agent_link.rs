@@ -166,3 +166,24 @@ pub async fn boot_and_connect<B: crate::VmBackend>(
     }
     Err(last_error.expect("at least one attempt"))
 }
+
+/// Brings a guest restored from a snapshot up to date before it runs
+/// anything: the host's time (its clock otherwise resumes at the snapshot's
+/// moment) and a fresh seed for its kernel RNG (every VM restored from one
+/// snapshot otherwise produces the same random bytes).
+pub async fn refresh_restored(client: &Client) -> Result<(), VmError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    client.set_clock(now).await?;
+    let mut seed = vec![0; 64];
+    {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut random| random.read_exact(&mut seed))
+            .map_err(|err| VmError::io("/dev/urandom", err))?;
+    }
+    client.add_entropy(seed).await?;
+    Ok(())
+}

@@ -7,8 +7,10 @@
 //! SHA-256 of what it depends on, written under a temporary name and renamed,
 //! so later processes reuse it and a crash never leaves half a snapshot.
 //! When no snapshot can be made or restored the pool cold-boots instead.
-//! Every restored VM gets the host's time ([`Client::set_clock`]): its clock
-//! otherwise resumes at the moment of the snapshot.
+//! Every restored VM gets the host's time and a fresh seed for its kernel
+//! RNG ([`agent_link::refresh_restored`]): its clock otherwise resumes at the
+//! moment of the snapshot, and its random bytes would repeat those of every
+//! other VM restored from the same snapshot.
 //!
 //! Pool VMs hold a slot of the session manager's `max_vms` like any other VM.
 
@@ -16,7 +18,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use firerunner_agent_proto::client::Client;
 use sha2::{Digest, Sha256};
@@ -83,14 +85,6 @@ pub(crate) fn new_vm_id(prefix: &str) -> String {
     format!("{prefix}-{}-{}-{n}", me.pid, me.start_time)
 }
 
-/// The host's time in nanoseconds since the epoch.
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default()
-}
-
 /// Boots a VM from its image and connects to its agent; nothing is left
 /// behind when that fails.
 pub(crate) async fn cold_boot<B: VmBackend>(
@@ -114,7 +108,8 @@ pub(crate) async fn cold_boot<B: VmBackend>(
     }
 }
 
-/// Restores a VM from `snapshot`, connects to its agent and sets its clock;
+/// Restores a VM from `snapshot`, connects to its agent, sets its clock and
+/// seeds its RNG;
 /// nothing is left behind when that fails.
 async fn restore<B: VmBackend>(
     backend: &B,
@@ -137,7 +132,7 @@ async fn restore<B: VmBackend>(
     };
     let connected = async {
         let client = agent_link::connect(&vm, spec.boot_timeout).await?;
-        client.set_clock(now_ns()).await?;
+        agent_link::refresh_restored(&client).await?;
         Ok::<_, VmError>(client)
     }
     .await;

@@ -125,7 +125,9 @@ pub struct VmDir {
 }
 
 impl VmDir {
-    /// Creates `<root>/vms/<id>/` and records the calling process as its owner.
+    /// Creates `<root>/vms/<id>/` (and `<root>/vms/`) readable by this user
+    /// alone (0700: sockets, console and disk are the VM's) and records the
+    /// calling process as its owner.
     pub fn create(root: &Path, id: &str) -> Result<Self, VmDirError> {
         if id.is_empty()
             || !id
@@ -136,6 +138,11 @@ impl VmDir {
         }
         let path = root.join("vms").join(id);
         fs::create_dir_all(&path).map_err(io_at(&path))?;
+        for private in [root.join("vms"), path.clone()] {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&private, fs::Permissions::from_mode(0o700))
+                .map_err(io_at(&private))?;
+        }
         let dir = Self {
             id: id.to_string(),
             path,
@@ -277,7 +284,17 @@ impl VmDir {
 
 /// The last `lines` lines of a console log.
 pub fn console_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    use std::io::{Read, Seek, SeekFrom};
+    // The guest writes the console: read its end only, never the whole file.
+    const TAIL_BYTES: u64 = 64 * 1024;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(size.saturating_sub(TAIL_BYTES)));
+    let mut bytes = Vec::new();
+    let _ = file.take(TAIL_BYTES).read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -302,6 +319,22 @@ mod tests {
         assert_eq!(VmDir::list(root.path()).unwrap(), vec![dir.clone()]);
         dir.remove().unwrap();
         assert!(VmDir::list(root.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn runtime_folders_are_the_users_alone_and_the_console_tail_reads_the_end() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = VmDir::create(root.path(), "vm-1").unwrap();
+        for path in [root.path().join("vms"), dir.path().to_path_buf()] {
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", path.display());
+        }
+        let log = dir.path().join("console.log");
+        let mut text = "x".repeat(1 << 20);
+        text.push_str("\nsecond to last\nlast\n");
+        fs::write(&log, text).unwrap();
+        assert_eq!(console_tail(&log, 2), "second to last\nlast");
     }
 
     #[test]

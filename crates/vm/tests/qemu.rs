@@ -164,7 +164,7 @@ async fn futures_join(client: &Client, count: usize) -> Vec<(Vec<u8>, Option<i32
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restored_guests_answer_and_are_independent() {
+async fn restored_guests_answer_and_are_independent_with_their_own_time_and_randomness() {
     let root = tempfile::tempdir().unwrap();
     let (mut vm, client) = boot(root.path(), "base").await;
     client
@@ -179,6 +179,7 @@ async fn restored_guests_answer_and_are_independent() {
 
     let backend = common::qemu().await;
     let spec = common::test_spec();
+    let mut seen_random = Vec::new();
     for id in ["restored-1", "restored-2"] {
         let started = Instant::now();
         let vm = backend
@@ -191,10 +192,11 @@ async fn restored_guests_answer_and_are_independent() {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap();
-        client.set_clock(now.as_nanos() as u64).await.unwrap();
+        agent_link::refresh_restored(&client).await.unwrap();
         let (stdout, _, _) = client
             .exec(sh(
-                "cat /tmp/marker; echo; date +%s; echo changed > /tmp/marker",
+                "cat /tmp/marker; echo; date +%s; echo changed > /tmp/marker; \
+                 cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1",
             ))
             .await
             .unwrap()
@@ -214,6 +216,14 @@ async fn restored_guests_answer_and_are_independent() {
             guest_secs.abs_diff(now.as_secs()) <= 2,
             "clock set after restore"
         );
+        for random in lines {
+            eprintln!("{id}: random bytes {random}");
+            assert!(
+                !seen_random.iter().any(|seen| seen == random),
+                "two restored guests produced the same random bytes: {random}"
+            );
+            seen_random.push(random.to_string());
+        }
         drop(client);
         vm.destroy().await.unwrap();
     }

@@ -109,6 +109,10 @@ impl Connection {
             ),
             Body::Ping => send(&self.sink, id, Body::Pong),
             Body::SetClock { unix_ns } => set_clock(&self.sink, id, unix_ns),
+            Body::AddEntropy { seed } => match crate::entropy::add(&seed) {
+                Ok(()) => send(&self.sink, id, Body::Done),
+                Err(err) => send_error(&self.sink, id, &err),
+            },
             Body::Shutdown => {
                 send(&self.sink, id, Body::Done);
                 return Flow::Shutdown;

@@ -4,6 +4,7 @@
 
 mod api;
 mod pages;
+pub mod session;
 mod webhook;
 
 use std::convert::Infallible;
@@ -25,13 +26,22 @@ pub use api::{BoxFuture, ExecInput, ExecOutput, VmInfo, VmOperations};
 
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {
+    let viewers = Router::new()
+        .route("/events", get(events))
+        .merge(pages::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            session::require_viewer,
+        ));
     Router::new()
         .route("/webhook", post(webhook::receive))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .route("/events", get(events))
-        .merge(pages::routes())
+        .route("/login", get(session::login_page).post(session::login))
+        .merge(pages::assets())
+        .merge(viewers)
         .nest("/api", api::routes(state.clone()))
+        .layer(axum::middleware::from_fn(session::security_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

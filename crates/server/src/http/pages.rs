@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -15,6 +15,26 @@ use firerunner_learning::{one_line, short_sha};
 use crate::report::{human_duration, percent_encode, StepRecord};
 use crate::state::AppState;
 use crate::store::{JobRecord, RunRecord};
+
+/// The dashboard's script and style, served as files: the pages carry no
+/// inline script, so the Content-Security-Policy can forbid it.
+pub(super) fn assets() -> Router<AppState> {
+    Router::new()
+        .route("/static/dashboard.js", get(script))
+        .route("/static/dashboard.css", get(style))
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+}
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -27,7 +47,7 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// Escapes text for HTML.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -42,7 +62,7 @@ fn escape(text: &str) -> String {
     out
 }
 
-const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1f2328}\
+pub(super) const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1f2328}\
 header{background:#24292f;color:#fff;padding:10px 20px;display:flex;gap:20px;align-items:center}\
 header a{color:#fff;text-decoration:none;font-weight:600}\
 main{padding:16px 20px;display:grid;gap:16px}\
@@ -59,9 +79,9 @@ pre{background:#0d1117;color:#e6edf3;padding:12px;border-radius:6px;overflow:aut
 fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>{title} · firerunner</title>\
-         <meta name=viewport content='width=device-width'><style>{STYLE}</style></head><body>\
+         <meta name=viewport content='width=device-width'><link rel=stylesheet href='/static/dashboard.css'></head><body>\
          <header><a href='/'>firerunner</a><a href='/learning'>learning</a><span>{title}</span><span class=live id=live>connecting…</span></header>\
-         <main>{body}</main><script>{SCRIPT}</script></body></html>",
+         <main>{body}</main><script src='/static/dashboard.js'></script></body></html>",
         title = escape(title),
     ))
 }

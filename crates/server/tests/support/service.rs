@@ -138,7 +138,7 @@ impl RunExecutor for ScriptedExecutor {
                         "failure"
                     };
                 }
-                let learned = steps
+                let learned: Vec<firerunner_learning::StepRecord> = steps
                     .iter()
                     .filter(|step| step.conclusion != "skipped")
                     .map(|step| {
@@ -167,13 +167,34 @@ impl RunExecutor for ScriptedExecutor {
                         }
                     })
                     .collect();
+                // A job named `leak` prints every secret it was given.
+                let leaked: String = if name.contains("leak") {
+                    request
+                        .secrets
+                        .values()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                } else {
+                    String::new()
+                };
+                let learned: Vec<firerunner_learning::StepRecord> = learned
+                    .into_iter()
+                    .map(|mut step: firerunner_learning::StepRecord| {
+                        if !leaked.is_empty() {
+                            step.command = format!("deploy --token {leaked}");
+                            step.log_tail.push_str(&format!("\ntoken was {leaked}"));
+                        }
+                        step
+                    })
+                    .collect();
                 let _ = events.send(JobEvent::Finished {
                     name: name.clone(),
                     conclusion: result.into(),
                     duration: started.elapsed(),
                     steps,
-                    summary: format!("### {name} summary"),
-                    log_tail: format!("error: {name} went wrong\nexit 1"),
+                    summary: format!("### {name} summary {leaked}"),
+                    log_tail: format!("error: {name} went wrong {leaked}\nexit 1"),
                     learned,
                 });
                 if cancel.is_cancelled() {

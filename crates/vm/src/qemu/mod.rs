@@ -206,6 +206,9 @@ impl QemuBackend {
             .args(["-M", &machine, "-accel", accel])
             .args(["-smp", &spec.vcpus.to_string()])
             .args(["-m", &format!("{}M", spec.memory_mib)])
+            // seccomp: obsolete system calls and privilege changes refused
+            // (spawning stays allowed: restores read memory through `exec:`).
+            .args(["-sandbox", "on"])
             .args([
                 "-nodefaults",
                 "-no-user-config",
