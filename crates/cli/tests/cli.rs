@@ -1,7 +1,10 @@
-//! The `firerunner` binary's validate and plan commands, run as a user would.
+//! The `firerunner` binary's validate and plan commands, its hypervisor
+//! options and its logs, run as a user would.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn firerunner(args: &[&str], dir: &Path) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_firerunner"))
@@ -223,4 +226,68 @@ fn plan_checks_dispatch_inputs_and_job_conditions() {
     let (_, stdout, _) = plan(&["-e", "push"]);
     assert!(stdout.contains("(skipped: its if: is false)"), "{stdout}");
     std::fs::remove_dir_all(&repo).ok();
+}
+
+#[test]
+fn backend_and_accel_take_only_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["vm", "run", "--backend", "vmware", "--", "true"][..],
+        &["vm", "run", "--accel", "hvf", "--", "true"][..],
+        &["run", "--backend", "vmware"][..],
+        &["run", "--accel", "hvf"][..],
+    ] {
+        let (code, _, stderr) = firerunner(args, dir.path());
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
+        let expected = if args.contains(&"--backend") {
+            "[possible values: qemu, firecracker]"
+        } else {
+            "[possible values: auto, kvm, tcg]"
+        };
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+/// Logs that go to a pipe (journald, a file) carry no ANSI colour codes.
+#[test]
+fn serve_logs_to_a_pipe_without_colour_codes() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_firerunner"))
+        .arg("serve")
+        .env("FIRERUNNER_DATA_DIR", data.path())
+        .env(
+            "FIRERUNNER_DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", data.path().join("db").display()),
+        )
+        .env("FIRERUNNER_LISTEN", "127.0.0.1:0")
+        .env("FIRERUNNER_WORKER_ENABLED", "false")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = server.stderr.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut log = String::new();
+    while !log.contains("listening on") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match received.recv_timeout(left) {
+            Ok(line) => log.push_str(&(line + "\n")),
+            Err(_) => break,
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(log.contains("listening on"), "{log}");
+    assert!(log.contains("WARN"), "the webhook secret warning: {log}");
+    assert!(!log.contains('\x1b'), "{log:?}");
 }

@@ -165,111 +165,14 @@ impl LearningStore {
     pub(crate) async fn write_batch(&self, batch: &[StepWrite]) -> Result<(), LearningError> {
         let mut tx = self.pool.begin().await?;
         for write in batch {
-            let row = &write.row;
-            sqlx::query(
-                "INSERT INTO learning_steps (run_id, repository, commit_sha, workflow, job, step_name, command, command_key, success, exit_code, duration_ms, signature_hash, signature_text, recorded_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            )
-            .bind(&row.run_id)
-            .bind(&row.repository)
-            .bind(&row.commit_sha)
-            .bind(&row.workflow)
-            .bind(&row.job)
-            .bind(&row.step_name)
-            .bind(&row.command)
-            .bind(&row.command_key)
-            .bind(i64::from(row.success))
-            .bind(row.exit_code.map(i64::from))
-            .bind(row.duration_ms)
-            .bind(row.signature.as_ref().map(|signature| signature.hash.clone()))
-            .bind(row.signature.as_ref().map(|signature| signature.text.clone()))
-            .bind(row.recorded_at_ms)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO learning_node_stats (command_key, repository, successes, failures) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (command_key, repository) DO UPDATE SET successes = learning_node_stats.successes + excluded.successes, failures = learning_node_stats.failures + excluded.failures",
-            )
-            .bind(&row.command_key)
-            .bind(&row.repository)
-            .bind(i64::from(row.success))
-            .bind(i64::from(!row.success))
-            .execute(&mut *tx)
-            .await?;
-            if let Some(from) = &write.sequence_from {
-                sqlx::query(
-                    "INSERT INTO learning_edges (source_key, target_key, count) VALUES ($1, $2, 1) \
-                     ON CONFLICT (source_key, target_key) DO UPDATE SET count = learning_edges.count + 1",
-                )
-                .bind(from)
-                .bind(&row.command_key)
-                .execute(&mut *tx)
-                .await?;
-            }
-            if let (false, Some(signature)) = (row.success, &row.signature) {
-                sqlx::query(
-                    "INSERT INTO learning_signatures (command_key, signature_hash, signature_text, count) VALUES ($1, $2, $3, 1) \
-                     ON CONFLICT (command_key, signature_hash) DO UPDATE SET count = learning_signatures.count + 1",
-                )
-                .bind(&row.command_key)
-                .bind(&signature.hash)
-                .bind(&signature.text)
-                .execute(&mut *tx)
-                .await?;
-            }
-            sqlx::query(
-                "INSERT INTO learning_outcomes (repository, workflow, job, command_key, commit_sha, passes, failures) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (repository, workflow, job, command_key, commit_sha) DO UPDATE SET passes = learning_outcomes.passes + excluded.passes, failures = learning_outcomes.failures + excluded.failures",
-            )
-            .bind(&row.repository)
-            .bind(&row.workflow)
-            .bind(&row.job)
-            .bind(&row.command_key)
-            .bind(&row.commit_sha)
-            .bind(i64::from(row.success))
-            .bind(i64::from(!row.success))
-            .execute(&mut *tx)
-            .await?;
+            insert_step(&mut tx, &write.row).await?;
+            count_in_graph(&mut tx, write).await?;
+            count_outcome(&mut tx, &write.row).await?;
             for lesson in &write.lessons {
-                sqlx::query(
-                    "INSERT INTO learning_lessons (signature_hash, repository, workflow, job, step_name, signature_text, command_key, count, first_seen_ms, last_seen_ms, last_commit_sha, still_failing, fixed_commit_sha, fixed_command_key) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                     ON CONFLICT (signature_hash, repository, workflow, job, step_name) DO UPDATE SET command_key = excluded.command_key, count = excluded.count, last_seen_ms = excluded.last_seen_ms, last_commit_sha = excluded.last_commit_sha, still_failing = excluded.still_failing, fixed_commit_sha = excluded.fixed_commit_sha, fixed_command_key = excluded.fixed_command_key",
-                )
-                .bind(&lesson.signature.hash)
-                .bind(&lesson.location.repository)
-                .bind(&lesson.location.workflow)
-                .bind(&lesson.location.job)
-                .bind(&lesson.location.step_name)
-                .bind(&lesson.signature.text)
-                .bind(&lesson.command)
-                .bind(signed(lesson.count))
-                .bind(to_millis(lesson.first_seen))
-                .bind(to_millis(lesson.last_seen))
-                .bind(&lesson.last_commit_sha)
-                .bind(i64::from(lesson.still_failing))
-                .bind(lesson.fixed_by.as_ref().map(|fix| fix.commit_sha.clone()))
-                .bind(lesson.fixed_by.as_ref().and_then(|fix| fix.command.clone()))
-                .execute(&mut *tx)
-                .await?;
+                upsert_lesson(&mut tx, lesson).await?;
             }
             if let Some(flaky) = &write.flaky {
-                sqlx::query(
-                    "INSERT INTO learning_flaky (repository, workflow, job, command_key, step_name, flaky_commits, last_commit_sha, first_detected_ms, last_detected_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                     ON CONFLICT (repository, workflow, job, command_key) DO UPDATE SET step_name = excluded.step_name, flaky_commits = excluded.flaky_commits, last_commit_sha = excluded.last_commit_sha, last_detected_ms = excluded.last_detected_ms",
-                )
-                .bind(&flaky.location.repository)
-                .bind(&flaky.location.workflow)
-                .bind(&flaky.location.job)
-                .bind(&flaky.command)
-                .bind(&flaky.location.step_name)
-                .bind(signed(flaky.flaky_commits))
-                .bind(&flaky.last_commit_sha)
-                .bind(to_millis(flaky.first_detected))
-                .bind(to_millis(flaky.last_detected))
-                .execute(&mut *tx)
-                .await?;
+                upsert_flaky(&mut tx, flaky).await?;
             }
         }
         tx.commit().await?;
@@ -278,102 +181,275 @@ impl LearningStore {
 
     /// Loads the aggregated state.
     pub(crate) async fn load(&self) -> Result<Snapshot, LearningError> {
-        let mut snapshot = Snapshot::default();
-        for row in sqlx::query(
-            "SELECT command_key, repository, successes, failures FROM learning_node_stats",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            snapshot.node_stats.push((
-                row.try_get("command_key")?,
-                row.try_get("repository")?,
-                count(row.try_get("successes")?),
-                count(row.try_get("failures")?),
-            ));
-        }
-        for row in sqlx::query("SELECT source_key, target_key, count FROM learning_edges")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            snapshot.edges.push((
-                row.try_get("source_key")?,
-                row.try_get("target_key")?,
-                count(row.try_get("count")?),
-            ));
-        }
-        for row in sqlx::query(
-            "SELECT command_key, signature_hash, signature_text, count FROM learning_signatures",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            snapshot.signatures.push((
-                row.try_get("command_key")?,
-                ErrorSignature {
-                    hash: row.try_get("signature_hash")?,
-                    text: row.try_get("signature_text")?,
-                },
-                count(row.try_get("count")?),
-            ));
-        }
-        for row in sqlx::query(
-            "SELECT repository, workflow, job, command_key, commit_sha, passes, failures FROM learning_outcomes",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            snapshot.outcomes.push((
-                location(&row, false)?,
-                row.try_get("command_key")?,
-                row.try_get("commit_sha")?,
-                count(row.try_get("passes")?),
-                count(row.try_get("failures")?),
-            ));
-        }
-        for row in sqlx::query(
-            "SELECT signature_hash, repository, workflow, job, step_name, signature_text, command_key, count, first_seen_ms, last_seen_ms, last_commit_sha, still_failing, fixed_commit_sha, fixed_command_key FROM learning_lessons",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            let fixed_commit: Option<String> = row.try_get("fixed_commit_sha")?;
-            let fixed_command: Option<String> = row.try_get("fixed_command_key")?;
-            snapshot.lessons.push(Lesson {
-                signature: ErrorSignature {
-                    hash: row.try_get("signature_hash")?,
-                    text: row.try_get("signature_text")?,
-                },
-                location: location(&row, true)?,
-                command: row.try_get("command_key")?,
-                count: count(row.try_get("count")?),
-                first_seen: from_millis(row.try_get("first_seen_ms")?),
-                last_seen: from_millis(row.try_get("last_seen_ms")?),
-                last_commit_sha: row.try_get("last_commit_sha")?,
-                still_failing: row.try_get::<i64, _>("still_failing")? != 0,
-                fixed_by: fixed_commit.map(|commit_sha| FixedBy {
-                    commit_sha,
-                    command: fixed_command,
-                }),
-            });
-        }
-        for row in sqlx::query(
-            "SELECT repository, workflow, job, command_key, step_name, flaky_commits, last_commit_sha, first_detected_ms, last_detected_ms FROM learning_flaky",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            snapshot.flaky.push(FlakyStep {
-                location: location(&row, true)?,
-                command: row.try_get("command_key")?,
-                flaky_commits: count(row.try_get("flaky_commits")?),
-                last_commit_sha: row.try_get("last_commit_sha")?,
-                first_detected: from_millis(row.try_get("first_detected_ms")?),
-                last_detected: from_millis(row.try_get("last_detected_ms")?),
-            });
-        }
-        Ok(snapshot)
+        let pool = &self.pool;
+        Ok(Snapshot {
+            node_stats: load_node_stats(pool).await?,
+            edges: load_edges(pool).await?,
+            signatures: load_signatures(pool).await?,
+            outcomes: load_outcomes(pool).await?,
+            lessons: load_lessons(pool).await?,
+            flaky: load_flaky(pool).await?,
+        })
     }
+}
+
+/// Success and failure counts per command and repository.
+async fn load_node_stats(pool: &AnyPool) -> Result<Vec<(String, String, u64, u64)>, LearningError> {
+    let mut out = Vec::new();
+    for row in
+        sqlx::query("SELECT command_key, repository, successes, failures FROM learning_node_stats")
+            .fetch_all(pool)
+            .await?
+    {
+        out.push((
+            row.try_get("command_key")?,
+            row.try_get("repository")?,
+            count(row.try_get("successes")?),
+            count(row.try_get("failures")?),
+        ));
+    }
+    Ok(out)
+}
+
+/// Sequence counts between commands.
+async fn load_edges(pool: &AnyPool) -> Result<Vec<(String, String, u64)>, LearningError> {
+    let mut out = Vec::new();
+    for row in sqlx::query("SELECT source_key, target_key, count FROM learning_edges")
+        .fetch_all(pool)
+        .await?
+    {
+        out.push((
+            row.try_get("source_key")?,
+            row.try_get("target_key")?,
+            count(row.try_get("count")?),
+        ));
+    }
+    Ok(out)
+}
+
+/// Failure signature counts per command.
+async fn load_signatures(
+    pool: &AnyPool,
+) -> Result<Vec<(String, ErrorSignature, u64)>, LearningError> {
+    let mut out = Vec::new();
+    for row in sqlx::query(
+        "SELECT command_key, signature_hash, signature_text, count FROM learning_signatures",
+    )
+    .fetch_all(pool)
+    .await?
+    {
+        out.push((
+            row.try_get("command_key")?,
+            ErrorSignature {
+                hash: row.try_get("signature_hash")?,
+                text: row.try_get("signature_text")?,
+            },
+            count(row.try_get("count")?),
+        ));
+    }
+    Ok(out)
+}
+
+/// Passes and failures per step and commit.
+async fn load_outcomes(
+    pool: &AnyPool,
+) -> Result<Vec<(StepLocation, String, String, u64, u64)>, LearningError> {
+    let mut out = Vec::new();
+    for row in sqlx::query(
+        "SELECT repository, workflow, job, command_key, commit_sha, passes, failures FROM learning_outcomes",
+    )
+    .fetch_all(pool)
+    .await?
+    {
+        out.push((
+            location(&row, false)?,
+            row.try_get("command_key")?,
+            row.try_get("commit_sha")?,
+            count(row.try_get("passes")?),
+            count(row.try_get("failures")?),
+        ));
+    }
+    Ok(out)
+}
+
+/// Every lesson, below the threshold too.
+async fn load_lessons(pool: &AnyPool) -> Result<Vec<Lesson>, LearningError> {
+    let mut out = Vec::new();
+    for row in sqlx::query(
+        "SELECT signature_hash, repository, workflow, job, step_name, signature_text, command_key, count, first_seen_ms, last_seen_ms, last_commit_sha, still_failing, fixed_commit_sha, fixed_command_key FROM learning_lessons",
+    )
+    .fetch_all(pool)
+    .await?
+    {
+        let fixed_commit: Option<String> = row.try_get("fixed_commit_sha")?;
+        let fixed_command: Option<String> = row.try_get("fixed_command_key")?;
+        out.push(Lesson {
+            signature: ErrorSignature {
+                hash: row.try_get("signature_hash")?,
+                text: row.try_get("signature_text")?,
+            },
+            location: location(&row, true)?,
+            command: row.try_get("command_key")?,
+            count: count(row.try_get("count")?),
+            first_seen: from_millis(row.try_get("first_seen_ms")?),
+            last_seen: from_millis(row.try_get("last_seen_ms")?),
+            last_commit_sha: row.try_get("last_commit_sha")?,
+            still_failing: row.try_get::<i64, _>("still_failing")? != 0,
+            fixed_by: fixed_commit.map(|commit_sha| FixedBy {
+                commit_sha,
+                command: fixed_command,
+            }),
+        });
+    }
+    Ok(out)
+}
+
+/// Flaky steps.
+async fn load_flaky(pool: &AnyPool) -> Result<Vec<FlakyStep>, LearningError> {
+    let mut out = Vec::new();
+    for row in sqlx::query(
+        "SELECT repository, workflow, job, command_key, step_name, flaky_commits, last_commit_sha, first_detected_ms, last_detected_ms FROM learning_flaky",
+    )
+    .fetch_all(pool)
+    .await?
+    {
+        out.push(FlakyStep {
+            location: location(&row, true)?,
+            command: row.try_get("command_key")?,
+            flaky_commits: count(row.try_get("flaky_commits")?),
+            last_commit_sha: row.try_get("last_commit_sha")?,
+            first_detected: from_millis(row.try_get("first_detected_ms")?),
+            last_detected: from_millis(row.try_get("last_detected_ms")?),
+        });
+    }
+    Ok(out)
+}
+
+type Transaction = sqlx::Transaction<'static, sqlx::Any>;
+
+/// One row of `learning_steps`.
+async fn insert_step(tx: &mut Transaction, row: &StepRow) -> Result<(), LearningError> {
+    sqlx::query(
+        "INSERT INTO learning_steps (run_id, repository, commit_sha, workflow, job, step_name, command, command_key, success, exit_code, duration_ms, signature_hash, signature_text, recorded_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(&row.run_id)
+    .bind(&row.repository)
+    .bind(&row.commit_sha)
+    .bind(&row.workflow)
+    .bind(&row.job)
+    .bind(&row.step_name)
+    .bind(&row.command)
+    .bind(&row.command_key)
+    .bind(i64::from(row.success))
+    .bind(row.exit_code.map(i64::from))
+    .bind(row.duration_ms)
+    .bind(row.signature.as_ref().map(|signature| signature.hash.clone()))
+    .bind(row.signature.as_ref().map(|signature| signature.text.clone()))
+    .bind(row.recorded_at_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The step's counts in the graph: its node, the sequence it continues, its signature.
+async fn count_in_graph(tx: &mut Transaction, write: &StepWrite) -> Result<(), LearningError> {
+    let row = &write.row;
+    sqlx::query(
+        "INSERT INTO learning_node_stats (command_key, repository, successes, failures) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (command_key, repository) DO UPDATE SET successes = learning_node_stats.successes + excluded.successes, failures = learning_node_stats.failures + excluded.failures",
+    )
+    .bind(&row.command_key)
+    .bind(&row.repository)
+    .bind(i64::from(row.success))
+    .bind(i64::from(!row.success))
+    .execute(&mut **tx)
+    .await?;
+    if let Some(from) = &write.sequence_from {
+        sqlx::query(
+            "INSERT INTO learning_edges (source_key, target_key, count) VALUES ($1, $2, 1) \
+             ON CONFLICT (source_key, target_key) DO UPDATE SET count = learning_edges.count + 1",
+        )
+        .bind(from)
+        .bind(&row.command_key)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let (false, Some(signature)) = (row.success, &row.signature) {
+        sqlx::query(
+            "INSERT INTO learning_signatures (command_key, signature_hash, signature_text, count) VALUES ($1, $2, $3, 1) \
+             ON CONFLICT (command_key, signature_hash) DO UPDATE SET count = learning_signatures.count + 1",
+        )
+        .bind(&row.command_key)
+        .bind(&signature.hash)
+        .bind(&signature.text)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The step's pass or failure at its commit.
+async fn count_outcome(tx: &mut Transaction, row: &StepRow) -> Result<(), LearningError> {
+    sqlx::query(
+        "INSERT INTO learning_outcomes (repository, workflow, job, command_key, commit_sha, passes, failures) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (repository, workflow, job, command_key, commit_sha) DO UPDATE SET passes = learning_outcomes.passes + excluded.passes, failures = learning_outcomes.failures + excluded.failures",
+    )
+    .bind(&row.repository)
+    .bind(&row.workflow)
+    .bind(&row.job)
+    .bind(&row.command_key)
+    .bind(&row.commit_sha)
+    .bind(i64::from(row.success))
+    .bind(i64::from(!row.success))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_lesson(tx: &mut Transaction, lesson: &Lesson) -> Result<(), LearningError> {
+    sqlx::query(
+        "INSERT INTO learning_lessons (signature_hash, repository, workflow, job, step_name, signature_text, command_key, count, first_seen_ms, last_seen_ms, last_commit_sha, still_failing, fixed_commit_sha, fixed_command_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (signature_hash, repository, workflow, job, step_name) DO UPDATE SET command_key = excluded.command_key, count = excluded.count, last_seen_ms = excluded.last_seen_ms, last_commit_sha = excluded.last_commit_sha, still_failing = excluded.still_failing, fixed_commit_sha = excluded.fixed_commit_sha, fixed_command_key = excluded.fixed_command_key",
+    )
+    .bind(&lesson.signature.hash)
+    .bind(&lesson.location.repository)
+    .bind(&lesson.location.workflow)
+    .bind(&lesson.location.job)
+    .bind(&lesson.location.step_name)
+    .bind(&lesson.signature.text)
+    .bind(&lesson.command)
+    .bind(signed(lesson.count))
+    .bind(to_millis(lesson.first_seen))
+    .bind(to_millis(lesson.last_seen))
+    .bind(&lesson.last_commit_sha)
+    .bind(i64::from(lesson.still_failing))
+    .bind(lesson.fixed_by.as_ref().map(|fix| fix.commit_sha.clone()))
+    .bind(lesson.fixed_by.as_ref().and_then(|fix| fix.command.clone()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_flaky(tx: &mut Transaction, flaky: &FlakyStep) -> Result<(), LearningError> {
+    sqlx::query(
+        "INSERT INTO learning_flaky (repository, workflow, job, command_key, step_name, flaky_commits, last_commit_sha, first_detected_ms, last_detected_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (repository, workflow, job, command_key) DO UPDATE SET step_name = excluded.step_name, flaky_commits = excluded.flaky_commits, last_commit_sha = excluded.last_commit_sha, last_detected_ms = excluded.last_detected_ms",
+    )
+    .bind(&flaky.location.repository)
+    .bind(&flaky.location.workflow)
+    .bind(&flaky.location.job)
+    .bind(&flaky.command)
+    .bind(&flaky.location.step_name)
+    .bind(signed(flaky.flaky_commits))
+    .bind(&flaky.last_commit_sha)
+    .bind(to_millis(flaky.first_detected))
+    .bind(to_millis(flaky.last_detected))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn location(row: &AnyRow, with_step: bool) -> Result<StepLocation, LearningError> {

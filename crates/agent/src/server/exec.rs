@@ -1,7 +1,7 @@
 //! Running commands: spawning a child, feeding its stdin, pumping its output under
 //! the host's credit, enforcing its timeout and reporting its exit.
 
-use super::{send, send_error, OwnChildren, Sink};
+use super::wire::{send, send_error, Sink};
 use firerunner_agent_proto::message::{
     Body, Command, ErrorKind, ExecRequest, Stream, INITIAL_OUTPUT_CREDIT, MAX_CHUNK,
 };
@@ -15,6 +15,9 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Pids of the exec children the agent waits for itself (so a PID 1 reaper leaves them alone).
+pub type OwnChildren = Arc<Mutex<std::collections::HashSet<i32>>>;
 
 /// Output credit shared by an exec's pipe readers and the dispatch loop.
 #[derive(Default)]

@@ -1,46 +1,20 @@
 //! Request dispatch: one reader loop, a shared frame writer, a thread per running exec stream.
 //!
 //! The state the loop keeps is split by what it serves: [`exec`] holds the running
-//! commands, [`transfer`] the file and tar uploads in progress.
+//! commands, [`transfer`] the file and tar uploads in progress; [`wire`] writes the answers.
 
 mod exec;
 mod transfer;
+mod wire;
 
 use exec::Execs;
+pub use exec::OwnChildren;
 use firerunner_agent_proto::message::{Body, ErrorKind, Message};
 use firerunner_agent_proto::FrameDecoder;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use transfer::Uploads;
-
-type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
-
-/// Pids of the exec children the agent waits for itself (so a PID 1 reaper leaves them alone).
-pub type OwnChildren = Arc<Mutex<std::collections::HashSet<i32>>>;
-
-fn send(sink: &Sink, id: u32, body: Body) {
-    if let Ok(frame) = Message::new(id, body).to_frame() {
-        let mut out = sink.lock().expect("writer lock");
-        let _ = out.write_all(&frame).and_then(|_| out.flush());
-    }
-}
-
-fn send_error(sink: &Sink, id: u32, err: &std::io::Error) {
-    send(sink, id, io_error_body(err));
-}
-
-/// The `Error` answer for an I/O failure, its kind kept where the protocol has one.
-fn io_error_body(err: &std::io::Error) -> Body {
-    let kind = match err.kind() {
-        std::io::ErrorKind::NotFound => ErrorKind::NotFound,
-        std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
-        _ => ErrorKind::Io,
-    };
-    Body::Error {
-        kind,
-        message: err.to_string(),
-    }
-}
+use wire::{send, send_error, Sink};
 
 /// Serves requests until the stream ends or a shutdown is requested; returns true on shutdown.
 pub fn serve(

@@ -1,6 +1,6 @@
 //! File and tar transfers: uploads in progress by request id, and downloads on their own threads.
 
-use super::{send, send_error, Sink};
+use super::wire::{send, send_error, Sink};
 use firerunner_agent_proto::message::{Body, MAX_CHUNK};
 use firerunner_agent_proto::tar;
 use std::collections::HashMap;

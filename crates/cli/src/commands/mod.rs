@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod hypervisor;
 pub mod image;
 pub mod learn;
 pub mod plan;

@@ -18,7 +18,6 @@ use firerunner_engine::vm_executor::VmJobExecutor;
 use firerunner_engine::{dotenv, orchestrator, run_context};
 use firerunner_vm::image;
 use firerunner_vm::pool::PoolConfig;
-use firerunner_vm::qemu::{Accel, QemuBackend, QemuConfig};
 use firerunner_vm::session::{SessionConfig, SessionManager};
 use firerunner_vm::VmSpec;
 use firerunner_workflow::model::{JobBody, ParsedWorkflow};
@@ -27,6 +26,7 @@ use firerunner_workflow::trigger::{decide, Event, TriggerDecision};
 use firerunner_workflow::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::hypervisor::{self, AccelChoice, Backend};
 use super::plan::{current_ref, default_payload, dispatch_inputs, parse_key_value, plan_context};
 use crate::workflows;
 
@@ -94,11 +94,11 @@ pub struct Args {
     actions_url: String,
     /// Hypervisor: `qemu` (microvm; TCG or KVM) or `firecracker` (needs
     /// hardware KVM; the binary from $FIRECRACKER_BIN or PATH).
-    #[arg(long, default_value = "qemu")]
-    backend: String,
-    /// QEMU accelerator: auto, kvm or tcg.
-    #[arg(long, default_value = "auto")]
-    accel: String,
+    #[arg(long, value_enum, default_value_t = Backend::Qemu)]
+    backend: Backend,
+    /// QEMU accelerator.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
     /// Do not record the steps in the learning store (see `firerunner learn`).
     #[arg(long)]
     no_learn: bool,
@@ -352,29 +352,15 @@ async fn run_all(
     secrets: BTreeMap<String, String>,
     vars: BTreeMap<String, String>,
 ) -> Result<ExitCode> {
-    let accel = match args.accel.as_str() {
-        "auto" => Accel::Auto,
-        "kvm" => Accel::Kvm,
-        "tcg" => Accel::Tcg,
-        other => bail!("--accel must be auto, kvm or tcg, not {other}"),
-    };
-    match args.backend.as_str() {
-        "qemu" => {
-            let backend = QemuBackend::new(QemuConfig {
-                accel,
-                ..QemuConfig::default()
-            })
-            .await?;
+    match args.backend {
+        Backend::Qemu => {
+            let backend = hypervisor::qemu(args.accel).await?;
             run_with(backend, args, root, event, git_ref, chosen, secrets, vars).await
         }
-        "firecracker" => {
-            let binary =
-                std::env::var_os("FIRECRACKER_BIN").unwrap_or_else(|| "firecracker".into());
-            let backend = firerunner_vm::firecracker::FirecrackerBackend::new(binary);
-            backend.check().await?;
+        Backend::Firecracker => {
+            let backend = hypervisor::firecracker().await?;
             run_with(backend, args, root, event, git_ref, chosen, secrets, vars).await
         }
-        other => bail!("--backend must be qemu or firecracker, not {other}"),
     }
 }
 

@@ -3,21 +3,24 @@
 //! dispatches deliveries and (unless `worker.enabled = false`) runs jobs;
 //! `worker` only runs jobs, taking them from the shared store.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use firerunner_engine::artifacts::ArtifactStore;
 use firerunner_engine::cache::{CacheLimits, CacheStore};
 use firerunner_server::vm_ops::SessionVmOperations;
 use firerunner_server::{AppState, Config, Roles, VmRunExecutor};
 use firerunner_vm::pool::PoolConfig;
-use firerunner_vm::qemu::{Accel, QemuBackend, QemuConfig};
+use firerunner_vm::qemu::QemuBackend;
 use firerunner_vm::session::{SessionConfig, SessionManager};
 use firerunner_vm::{image, VmBackend, VmSpec};
 use tokio::net::TcpListener;
+
+use super::hypervisor::{self, AccelChoice, Backend};
 use tokio_util::sync::CancellationToken;
 
 /// Arguments of `firerunner serve` / `firerunner worker`.
@@ -36,6 +39,8 @@ pub fn run(args: Args, worker_only: bool) -> Result<ExitCode> {
                 .unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not for journald or a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = Config::load(args.config.as_deref())?;
     let roles = Roles {
@@ -89,28 +94,17 @@ async fn start(config: Config, roles: Roles) -> Result<ExitCode> {
         .await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let accel = match config.vm.accel.as_str() {
-        "kvm" => Accel::Kvm,
-        "tcg" => Accel::Tcg,
-        _ => Accel::Auto,
-    };
-    match config.vm.backend.as_str() {
-        "firecracker" => {
-            let binary =
-                std::env::var_os("FIRECRACKER_BIN").unwrap_or_else(|| "firecracker".into());
-            let backend = firerunner_vm::firecracker::FirecrackerBackend::new(binary);
-            backend.check().await?;
+    // Both were checked when the configuration was loaded.
+    let accel: AccelChoice = hypervisor::from_config("vm.accel", &config.vm.accel)?;
+    match hypervisor::from_config("vm.backend", &config.vm.backend)? {
+        Backend::Firecracker => {
+            let backend = hypervisor::firecracker().await?;
             run_with(backend, state, roles, listener, shutdown).await
         }
-        "qemu" => {
-            let backend = QemuBackend::new(QemuConfig {
-                accel,
-                ..QemuConfig::default()
-            })
-            .await?;
+        Backend::Qemu => {
+            let backend = hypervisor::qemu(accel).await?;
             run_with(backend, state, roles, listener, shutdown).await
         }
-        other => bail!("vm.backend must be qemu or firecracker, not {other}"),
     }
 }
 

@@ -9,14 +9,13 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use firerunner_agent_proto::client::{ExecEvent, ExitStatus};
 use firerunner_agent_proto::message::{ExecRequest, Stream};
-use firerunner_vm::firecracker::FirecrackerBackend;
 use firerunner_vm::pool::{self, PoolConfig};
-use firerunner_vm::qemu::{Accel, QemuBackend, QemuConfig};
 use firerunner_vm::reaper::{self, FreedVm, ReapReport};
 use firerunner_vm::runtime::{self, ProcessId};
 use firerunner_vm::session::{Session, SessionConfig, SessionManager};
 use firerunner_vm::{image, VmBackend, VmDir, VmSpec};
 
+use super::hypervisor::{self, AccelChoice, Backend};
 use super::plan::parse_key_value;
 
 /// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
@@ -66,11 +65,11 @@ struct RunArgs {
     warm: bool,
     /// Hypervisor: `qemu` (microvm; TCG or KVM) or `firecracker` (needs
     /// hardware KVM; the binary from $FIRECRACKER_BIN or PATH).
-    #[arg(long, default_value = "qemu")]
-    backend: String,
-    /// QEMU accelerator: auto, kvm or tcg.
-    #[arg(long, default_value = "auto")]
-    accel: String,
+    #[arg(long, value_enum, default_value_t = Backend::Qemu)]
+    backend: Backend,
+    /// QEMU accelerator.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -103,36 +102,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 }
 
-/// QEMU with the accelerator `--accel` names.
-async fn qemu_backend(args: &RunArgs) -> Result<QemuBackend> {
-    let accel = match args.accel.as_str() {
-        "auto" => Accel::Auto,
-        "kvm" => Accel::Kvm,
-        "tcg" => Accel::Tcg,
-        other => bail!("--accel must be auto, kvm or tcg, not {other}"),
-    };
-    Ok(QemuBackend::new(QemuConfig {
-        accel,
-        ..QemuConfig::default()
-    })
-    .await?)
-}
-
-/// Firecracker from `$FIRECRACKER_BIN`, else `firecracker` on the PATH.
-async fn firecracker_backend() -> Result<FirecrackerBackend> {
-    let binary = std::env::var_os("FIRECRACKER_BIN").unwrap_or_else(|| "firecracker".into());
-    let backend = FirecrackerBackend::new(binary);
-    backend.check().await?;
-    Ok(backend)
-}
-
 /// Runs the command on the backend `--backend` names: the one place that
 /// chooses a hypervisor.
 async fn run_on_chosen_backend(args: &RunArgs, spec: VmSpec, root: PathBuf) -> Result<ExitCode> {
-    match args.backend.as_str() {
-        "qemu" => run_in_vm(qemu_backend(args).await?, spec, args, root).await,
-        "firecracker" => run_in_vm(firecracker_backend().await?, spec, args, root).await,
-        other => bail!("--backend must be qemu or firecracker, not {other}"),
+    match args.backend {
+        Backend::Qemu => run_in_vm(hypervisor::qemu(args.accel).await?, spec, args, root).await,
+        Backend::Firecracker => run_in_vm(hypervisor::firecracker().await?, spec, args, root).await,
     }
 }
 

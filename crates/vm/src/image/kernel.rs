@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::ImageError;
+use super::error::ImageError;
 
 /// An unpacked kernel package: the boot image and its modules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +128,7 @@ pub fn fetch(cache: &Path, package: &str, version: &str) -> Result<Kernel, Image
     }
     let work = cache
         .join("kernels")
-        .join(format!(".{package}_{version}.{}", super::unique_suffix()));
+        .join(format!(".{package}_{version}.{}", unique_suffix()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|err| ImageError::io(&work, err))?;
     run(
@@ -179,4 +179,11 @@ pub(crate) fn run(command: &mut Command, what: &str) -> Result<String, ImageErro
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A suffix no other build in this or another process uses at the same time.
+pub(super) fn unique_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
 }

@@ -12,6 +12,8 @@
 //! rebuild happens exactly when an input changes.
 
 mod cpio;
+mod error;
+mod guest;
 mod kernel;
 pub mod rootfs;
 pub mod ssh;
@@ -22,6 +24,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use cpio::CpioWriter;
+pub use error::ImageError;
+pub use guest::GuestImage;
+use kernel::unique_suffix;
 pub use kernel::Kernel;
 pub use ssh::SshRecipe;
 
@@ -48,33 +53,6 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "vmw_vsock_virtio_transport_common",
     "vmw_vsock_virtio_transport",
 ];
-
-/// A built, immutable guest image: the files a backend boots from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuestImage {
-    /// Kernel image (bzImage for QEMU; Firecracker extracts a vmlinux from it).
-    pub kernel: PathBuf,
-    /// Initramfs (uncompressed `newc` cpio) that loads the virtio modules.
-    pub initrd: PathBuf,
-    /// Root filesystem (ext4) the initramfs hands over to; `None` when the
-    /// initramfs itself is the whole userland (the small test image).
-    pub rootfs: Option<PathBuf>,
-    /// Kernel command line the image needs, before backend-specific additions.
-    pub kernel_cmdline: String,
-}
-
-impl GuestImage {
-    /// Loads the image described by `<dir>/image.json`.
-    pub fn load(dir: &Path) -> Result<Self, ImageError> {
-        let manifest = dir.join("image.json");
-        let text =
-            std::fs::read_to_string(&manifest).map_err(|err| ImageError::io(&manifest, err))?;
-        serde_json::from_str(&text).map_err(|err| ImageError::Manifest {
-            path: manifest,
-            reason: err.to_string(),
-        })
-    }
-}
 
 /// Which userland an image carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,66 +137,6 @@ pub enum BuildProgress {
     Cached(PathBuf),
     /// The image is ready in this directory.
     Done(PathBuf),
-}
-
-/// Errors building or loading images.
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    /// A file operation failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path involved.
-        path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
-    },
-    /// An external tool failed.
-    #[error("{command} failed: {detail}")]
-    Command {
-        /// The tool and what it was asked.
-        command: String,
-        /// Its exit status and the end of its error output.
-        detail: String,
-    },
-    /// The kernel meta package could not be resolved.
-    #[error("cannot resolve kernel package {package}: {reason} (run scripts/setup-vm.sh, which runs apt-get update)")]
-    Resolve {
-        /// The meta package.
-        package: String,
-        /// Why.
-        reason: String,
-    },
-    /// A module the recipe names is not in the kernel package.
-    #[error("kernel {kernel} has no module {module}")]
-    MissingModule {
-        /// The module.
-        module: String,
-        /// The kernel package.
-        kernel: String,
-    },
-    /// A binary that must be static is dynamically linked.
-    #[error("{0} is not statically linked (for busybox, install Debian's busybox-static)")]
-    NotStatic(PathBuf),
-    /// The root filesystem could not be built.
-    #[error("building the root filesystem: {0}")]
-    Rootfs(#[from] rootfs::RootfsError),
-    /// An image manifest cannot be read.
-    #[error("{path}: bad image manifest: {reason}")]
-    Manifest {
-        /// The manifest file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl ImageError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
 }
 
 /// The image cache: `$FIRERUNNER_CACHE_DIR`, else `$XDG_CACHE_HOME/firerunner`,
@@ -358,13 +276,6 @@ pub fn build(
     let _ = std::fs::remove_dir_all(&work);
     progress(BuildProgress::Done(dir.clone()));
     Ok((image, dir))
-}
-
-/// A suffix no other build in this or another process uses at the same time.
-pub(crate) fn unique_suffix() -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{}-{n}", std::process::id())
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {

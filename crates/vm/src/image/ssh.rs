@@ -17,7 +17,9 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CpioWriter, GuestImage, ImageError};
+use super::cpio::CpioWriter;
+use super::error::ImageError;
+use super::guest::GuestImage;
 
 /// Where the private client key lies, relative to the image directory.
 pub const CLIENT_KEY: &str = "ssh/id_ed25519";
