@@ -10,6 +10,7 @@ pub mod client;
 pub mod frame;
 pub mod message;
 pub mod tar;
+pub mod testing;
 
 #[cfg(feature = "client")]
 pub use client::{Client, ClientError, ExecEvent, ExecHandle, ExitStatus, PeerInfo};
