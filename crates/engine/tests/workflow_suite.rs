@@ -337,6 +337,17 @@ async fn run_case(
         conclusions.push(report.conclusion.as_str().to_string());
         for (_, job) in executor.reports() {
             summaries.push_str(&job.summary);
+            // What reports carry (the final summary, the service) is held to log_excludes too.
+            all_lines.extend(
+                job.steps
+                    .iter()
+                    .map(|s| format!("report: {} | {}", s.name, s.command)),
+            );
+            all_lines.extend(
+                job.outputs
+                    .iter()
+                    .map(|(k, v)| format!("output: {k}={v:?}")),
+            );
         }
         for instance in &report.instances {
             seen_jobs.insert(instance.name.clone(), instance.result.as_str().to_string());
