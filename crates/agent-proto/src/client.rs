@@ -344,26 +344,29 @@ impl Client {
     }
 
     /// Fetches the guest directory `guest_dir` as a tar stream and unpacks it beneath
-    /// `local_dir` as it arrives, under `limits` and the rules of [`crate::tar::unpack`];
+    /// `local_dir` as it arrives, under `options` and the rules of [`crate::tar::unpack`];
     /// the stream is never held whole in memory.
     pub async fn get_tar(
         &self,
         guest_dir: &str,
         local_dir: &std::path::Path,
-        limits: Limits,
+        options: UnpackOptions,
     ) -> Result<Unpacked, ClientError> {
         let (id, mut rx) = self.open();
         let (tx, chunks) = mpsc::channel::<Vec<u8>>(16);
         let dir = local_dir.to_owned();
         let unpacker = tokio::task::spawn_blocking(move || {
             let mut input = ChannelReader::new(chunks);
-            crate::tar::unpack(&mut input, &dir, &UnpackOptions::hostile(limits))
+            crate::tar::unpack(&mut input, &dir, &options)
         });
         let request = Body::GetTar {
             path: guest_dir.into(),
         };
         let received = match self.send(id, request).await {
-            Ok(()) => self.forward_stream(&mut rx, tx, stream_cap(limits)).await,
+            Ok(()) => {
+                self.forward_stream(&mut rx, tx, stream_cap(options.limits))
+                    .await
+            }
             Err(err) => Err(err),
         };
         self.close(id);

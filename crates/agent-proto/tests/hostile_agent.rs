@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use firerunner_agent_proto::message::Body;
-use firerunner_agent_proto::tar::{Limits, TarError};
+use firerunner_agent_proto::tar::{Limits, TarError, UnpackOptions};
 use firerunner_agent_proto::testing::agent::{self, frame, frames, Reply};
 use firerunner_agent_proto::testing::{HostileTar, ScratchDir};
 use firerunner_agent_proto::{Client, ClientError, MAX_PAYLOAD};
@@ -86,7 +86,9 @@ async fn a_hostile_tar_stream_cannot_escape_through_the_client() {
         tar_reply(id, stream)
     })
     .await;
-    let err = client.get_tar("/guest", &dest, Limits::default()).await;
+    let err = client
+        .get_tar("/guest", &dest, UnpackOptions::hostile(Limits::default()))
+        .await;
     assert!(matches!(err, Err(ClientError::Tar(_))), "{err:?}");
     assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
 }
@@ -107,7 +109,7 @@ async fn tar_quotas_hold_while_the_stream_arrives() {
         ..Limits::default()
     };
     let err = client
-        .get_tar("/guest", base.path(), limits)
+        .get_tar("/guest", base.path(), UnpackOptions::hostile(limits))
         .await
         .unwrap_err();
     assert!(
@@ -134,7 +136,11 @@ async fn a_large_tar_streams_to_disk_without_being_held_in_memory() {
     .await;
     let before = peak_rss();
     let done = client
-        .get_tar("/guest", base.path(), Limits::default())
+        .get_tar(
+            "/guest",
+            base.path(),
+            UnpackOptions::hostile(Limits::default()),
+        )
         .await
         .unwrap();
     assert_eq!(done.bytes, size);

@@ -248,3 +248,28 @@ fn garbage_headers_and_truncated_streams_are_errors() {
     let stream = HostileTar::new().file(b"a", 0o644, b"data").unfinished();
     assert!(unpack(&stream, &dest).is_err());
 }
+
+#[test]
+fn read_only_copies_can_leave_escaping_links_out() {
+    let (_base, dest, outside) = rooms("tar-skip-links");
+    let stream = HostileTar::new()
+        .symlink(b"python", b"/usr/bin/python3")
+        .symlink(b"up", outside.as_os_str().as_bytes())
+        .file(b"up/pwned", 0o644, b"x")
+        .file(b"a.txt", 0o644, b"data")
+        .finish();
+    let options = UnpackOptions {
+        skip_escaping_links: true,
+        ..UnpackOptions::hostile(Limits::default())
+    };
+    let _ = tar::unpack(&mut stream.as_slice(), &dest, &options);
+    assert!(fs::symlink_metadata(dest.join("python")).is_err());
+    assert!(is_empty(&outside));
+    let stream = HostileTar::new()
+        .symlink(b"python", b"/usr/bin/python3")
+        .file(b"a.txt", 0o644, b"data")
+        .finish();
+    let dest2 = dest.with_file_name("dest2");
+    tar::unpack(&mut stream.as_slice(), &dest2, &options).unwrap();
+    assert_eq!(fs::read(dest2.join("a.txt")).unwrap(), b"data");
+}

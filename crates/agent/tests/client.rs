@@ -142,7 +142,11 @@ async fn tar_round_trip_through_the_guest() {
         .unwrap();
     let back = base.join("back");
     client
-        .get_tar(guest.to_str().unwrap(), &back, Default::default())
+        .get_tar(
+            guest.to_str().unwrap(),
+            &back,
+            firerunner_agent_proto::tar::UnpackOptions::hostile(Default::default()),
+        )
         .await
         .unwrap();
 

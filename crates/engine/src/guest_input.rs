@@ -1,7 +1,7 @@
 //! Caps on everything the engine reads back from a guest, which is attacker-controlled:
 //! file commands, action metadata, tar streams. GitHub's documented limits where they exist.
 
-use firerunner_agent_proto::tar::Limits;
+use firerunner_agent_proto::tar::{Limits, UnpackOptions};
 
 use crate::sandbox::{Sandbox, SandboxError};
 
@@ -96,17 +96,21 @@ pub async fn read_file_command(
     }
 }
 
-/// Quotas for the workspace copy `hashFiles` reads.
-pub fn workspace_snapshot_limits() -> Limits {
-    Limits::default()
+/// How the workspace copy `hashFiles` reads is unpacked: links that may point outside
+/// (a virtualenv's `bin/python` → `/usr/bin/python3`) are left out rather than failing.
+pub fn workspace_snapshot_options() -> UnpackOptions {
+    UnpackOptions {
+        skip_escaping_links: true,
+        ..UnpackOptions::hostile(Limits::default())
+    }
 }
 
-/// Quotas for one artifact upload.
-pub fn artifact_limits() -> Limits {
-    Limits::default()
+/// How one artifact upload is unpacked.
+pub fn artifact_options() -> UnpackOptions {
+    UnpackOptions::hostile(Limits::default())
 }
 
-/// Quotas for one cache path (GitHub keeps 10 GiB of caches per repository).
-pub fn cache_limits() -> Limits {
-    Limits::default()
+/// How one cache path is unpacked (GitHub keeps 10 GiB of caches per repository).
+pub fn cache_options() -> UnpackOptions {
+    UnpackOptions::hostile(Limits::default())
 }

@@ -1333,7 +1333,7 @@ impl JobRunner<'_> {
             .get_tar(
                 &self.environment.layout.workspace,
                 dir.path(),
-                crate::guest_input::workspace_snapshot_limits(),
+                crate::guest_input::workspace_snapshot_options(),
             )
             .await
             .map_err(|e| e.to_string())?;

@@ -353,7 +353,7 @@ pub async fn upload_artifact(
         .get_tar(
             &staging,
             &writer.files(),
-            crate::guest_input::artifact_limits(),
+            crate::guest_input::artifact_options(),
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -538,7 +538,7 @@ pub async fn save_cache(
             std::fs::create_dir_all(&slot).map_err(|e| e.to_string())?;
             sandbox
                 .client()
-                .get_tar(guest, &slot, crate::guest_input::cache_limits())
+                .get_tar(guest, &slot, crate::guest_input::cache_options())
                 .await
                 .map_err(|e| e.to_string())?;
         }

@@ -54,6 +54,10 @@ pub struct UnpackOptions {
     pub limits: Limits,
     /// Existing names.
     pub existing: Existing,
+    /// Leave out symlinks whose target may resolve outside (instead of refusing the stream):
+    /// for read-only copies such as the `hashFiles` snapshot, where a virtualenv's absolute
+    /// `python` link must not fail the job.
+    pub skip_escaping_links: bool,
 }
 
 impl UnpackOptions {
@@ -62,6 +66,7 @@ impl UnpackOptions {
         Self {
             limits,
             existing: Existing::Refuse,
+            skip_escaping_links: false,
         }
     }
 
@@ -70,6 +75,7 @@ impl UnpackOptions {
         Self {
             limits,
             existing: Existing::Replace,
+            skip_escaping_links: false,
         }
     }
 }
@@ -239,6 +245,9 @@ impl State {
             }
             Kind::Symlink => {
                 if !link_stays_inside(parents.len(), &header.link) {
+                    if self.options.skip_escaping_links {
+                        return Ok(());
+                    }
                     let target = display(&header.link);
                     return Err(TarError::LinkEscapes { name, target });
                 }
