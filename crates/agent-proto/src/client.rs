@@ -3,6 +3,7 @@
 use crate::frame::FrameDecoder;
 use crate::message::{check_version, Body, ErrorKind, ExecRequest, Message, ProtoError, Stream};
 use crate::message::{MAX_CHUNK, PROTOCOL_VERSION};
+use crate::tar::{Limits, TarError, UnpackOptions, Unpacked};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,21 @@ pub enum ClientError {
     /// The agent sent a message that does not fit the operation.
     #[error("unexpected reply: {0}")]
     Unexpected(String),
+    /// A tar stream from the agent was refused.
+    #[error(transparent)]
+    Tar(#[from] TarError),
+    /// The agent sent more than the limit for this transfer.
+    #[error("{what} exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// What was being read.
+        what: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The agent sent bytes that are not a valid frame or message after the handshake;
+    /// the connection was dropped.
+    #[error("agent sent garbage ({0}); connection dropped")]
+    Garbage(String),
 }
 
 /// What the agent announced in its handshake.
@@ -76,7 +92,9 @@ pub enum ExecEvent {
 }
 
 type Writer = tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>;
-type Routes = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<Body>>>>;
+/// Where replies go, by operation id; `None` once the connection is gone (an operation
+/// opened after that sees its reply channel closed at once).
+type Routes = Arc<Mutex<Option<HashMap<u32, mpsc::UnboundedSender<Body>>>>>;
 
 /// A connected, handshaken agent; cheap to clone and usable from many tasks at once.
 #[derive(Clone)]
@@ -85,6 +103,61 @@ pub struct Client {
     routes: Routes,
     next_id: Arc<AtomicU32>,
     peer: PeerInfo,
+    violation: Violation,
+}
+
+/// Why the connection was dropped for garbage, once it was.
+type Violation = Arc<Mutex<Option<String>>>;
+
+/// Routes each reply to its operation. After the handshake the link carries nothing but
+/// frames, so any skipped byte, bad checksum, oversize frame or undecodable message is an
+/// attack or a broken agent: the connection is dropped and every operation fails.
+async fn route_replies<R: AsyncRead + Unpin>(
+    mut reader: R,
+    mut decoder: FrameDecoder,
+    routes: Routes,
+    violation: Violation,
+) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    let garbage = |d: &FrameDecoder| d.skipped_bytes() + d.bad_checksums() + d.oversize_frames();
+    let baseline = garbage(&decoder);
+    let reason = 'read: loop {
+        while let Some(payload) = decoder.next_payload() {
+            if garbage(&decoder) > baseline {
+                break 'read Some(garbage_report(&decoder));
+            }
+            let message = match Message::from_payload(&payload) {
+                Ok(message) => message,
+                Err(err) => break 'read Some(format!("undecodable message: {err}")),
+            };
+            let route = routes
+                .lock()
+                .expect("routes")
+                .as_ref()
+                .and_then(|r| r.get(&message.id).cloned());
+            if let Some(route) = route {
+                let _ = route.send(message.body);
+            }
+        }
+        if garbage(&decoder) > baseline {
+            break Some(garbage_report(&decoder));
+        }
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => break None,
+            Ok(n) => decoder.push(&buffer[..n]),
+        }
+    };
+    *violation.lock().expect("violation") = reason;
+    *routes.lock().expect("routes") = None;
+}
+
+fn garbage_report(decoder: &FrameDecoder) -> String {
+    format!(
+        "{} stray bytes, {} bad checksums, {} oversize frames",
+        decoder.skipped_bytes(),
+        decoder.bad_checksums(),
+        decoder.oversize_frames()
+    )
 }
 
 impl Client {
@@ -126,36 +199,34 @@ impl Client {
             }
             decoder.push(&buffer[..n]);
         };
-        let routes: Routes = Arc::default();
-        let task_routes = routes.clone();
-        tokio::spawn(async move {
-            loop {
-                while let Some(payload) = decoder.next_payload() {
-                    let Ok(message) = Message::from_payload(&payload) else {
-                        continue;
-                    };
-                    let route = task_routes
-                        .lock()
-                        .expect("routes")
-                        .get(&message.id)
-                        .cloned();
-                    if let Some(route) = route {
-                        let _ = route.send(message.body);
-                    }
-                }
-                match reader.read(&mut buffer).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => decoder.push(&buffer[..n]),
-                }
-            }
-            task_routes.lock().expect("routes").clear();
-        });
+        let routes: Routes = Arc::new(Mutex::new(Some(HashMap::new())));
+        let violation: Violation = Arc::default();
+        tokio::spawn(route_replies(
+            reader,
+            decoder,
+            routes.clone(),
+            violation.clone(),
+        ));
         Ok(Self {
             writer: Arc::new(tokio::sync::Mutex::new(Box::new(writer))),
             routes,
             next_id: Arc::new(AtomicU32::new(1)),
             peer,
+            violation,
         })
+    }
+
+    /// Why the connection was dropped for garbage, if it was.
+    pub fn violation(&self) -> Option<String> {
+        self.violation.lock().expect("violation").clone()
+    }
+
+    /// The error for a reply that will never come.
+    fn closed(&self) -> ClientError {
+        match self.violation() {
+            Some(reason) => ClientError::Garbage(reason),
+            None => ClientError::Closed,
+        }
     }
 
     /// The agent's handshake.
@@ -179,18 +250,22 @@ impl Client {
     fn open(&self) -> (u32, mpsc::UnboundedReceiver<Body>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.routes.lock().expect("routes").insert(id, tx);
+        if let Some(routes) = self.routes.lock().expect("routes").as_mut() {
+            routes.insert(id, tx);
+        }
         (id, rx)
     }
 
     fn close(&self, id: u32) {
-        self.routes.lock().expect("routes").remove(&id);
+        if let Some(routes) = self.routes.lock().expect("routes").as_mut() {
+            routes.remove(&id);
+        }
     }
 
     async fn request(&self, body: Body) -> Result<Body, ClientError> {
         let (id, mut rx) = self.open();
         self.send(id, body).await?;
-        let reply = rx.recv().await.ok_or(ClientError::Closed);
+        let reply = rx.recv().await.ok_or_else(|| self.closed());
         self.close(id);
         into_result(reply?)
     }
@@ -246,7 +321,7 @@ impl Client {
             }
             self.send(id, Body::End).await?;
             expect_body(
-                into_result(rx.recv().await.ok_or(ClientError::Closed)?)?,
+                into_result(rx.recv().await.ok_or_else(|| self.closed())?)?,
                 Body::Done,
             )
         }
@@ -274,52 +349,69 @@ impl Client {
         self.upload(start, &stream).await
     }
 
-    /// Fetches the guest directory `guest_dir` as a tar stream and unpacks it into `local_dir`.
+    /// Fetches the guest directory `guest_dir` as a tar stream and unpacks it beneath
+    /// `local_dir` as it arrives, under `options` and the rules of [`crate::tar::unpack`];
+    /// the stream is never held whole in memory.
     pub async fn get_tar(
         &self,
         guest_dir: &str,
         local_dir: &std::path::Path,
-    ) -> Result<(), ClientError> {
+        options: UnpackOptions,
+    ) -> Result<Unpacked, ClientError> {
         let (id, mut rx) = self.open();
-        let received = async {
-            self.send(
-                id,
-                Body::GetTar {
-                    path: guest_dir.into(),
-                },
-            )
-            .await?;
-            let mut stream = Vec::new();
-            loop {
-                match into_result(rx.recv().await.ok_or(ClientError::Closed)?)? {
-                    Body::Data(chunk) => stream.extend(chunk),
-                    Body::End => return Ok(stream),
-                    other => return Err(ClientError::Unexpected(format!("{other:?}"))),
-                }
-            }
-        }
-        .await;
-        self.close(id);
-        let stream = received?;
+        let (tx, chunks) = mpsc::channel::<Vec<u8>>(16);
         let dir = local_dir.to_owned();
-        tokio::task::spawn_blocking(move || crate::tar::unpack(&mut stream.as_slice(), &dir))
+        let unpacker = tokio::task::spawn_blocking(move || {
+            let mut input = ChannelReader::new(chunks);
+            crate::tar::unpack(&mut input, &dir, &options)
+        });
+        let request = Body::GetTar {
+            path: guest_dir.into(),
+        };
+        let received = match self.send(id, request).await {
+            Ok(()) => {
+                self.forward_stream(&mut rx, tx, stream_cap(options.limits))
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        self.close(id);
+        let unpacked = unpacker
             .await
-            .map_err(|err| ClientError::Io(std::io::Error::other(err)))??;
-        Ok(())
+            .map_err(|err| ClientError::Io(std::io::Error::other(err)))?;
+        match (unpacked, received) {
+            (Err(TarError::Read(_)), Err(err)) => Err(err),
+            (Err(err), _) => Err(err.into()),
+            (Ok(_), Err(err)) => Err(err),
+            (Ok(done), Ok(())) => Ok(done),
+        }
     }
 
-    /// Reads a guest file; returns its bytes and permission bits.
-    pub async fn get_file(&self, path: &str) -> Result<(Vec<u8>, u32), ClientError> {
+    /// Reads a guest file of at most `max_bytes`; returns its bytes and permission bits.
+    /// A larger file (declared or sent) is refused as soon as that shows.
+    pub async fn get_file(
+        &self,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<(Vec<u8>, u32), ClientError> {
         let (id, mut rx) = self.open();
+        let too_large = || ClientError::TooLarge {
+            what: path.to_string(),
+            limit: max_bytes,
+        };
         let result = async {
             self.send(id, Body::GetFile { path: path.into() }).await?;
             let mut data = Vec::new();
             let mut mode = 0;
             loop {
-                match into_result(rx.recv().await.ok_or(ClientError::Closed)?)? {
+                match into_result(rx.recv().await.ok_or_else(|| self.closed())?)? {
+                    Body::FileInfo { size, .. } if size > max_bytes => return Err(too_large()),
                     Body::FileInfo { size, mode: m } => {
                         mode = m;
                         data.reserve(size as usize);
+                    }
+                    Body::Data(chunk) if (data.len() + chunk.len()) as u64 > max_bytes => {
+                        return Err(too_large());
                     }
                     Body::Data(chunk) => data.extend(chunk),
                     Body::End => return Ok((data, mode)),
@@ -330,6 +422,83 @@ impl Client {
         .await;
         self.close(id);
         result
+    }
+}
+
+/// Bytes a tar stream within `limits` can take on the wire: the file bytes, plus per entry
+/// a header, a long name and a long link with their headers, and padding.
+fn stream_cap(limits: Limits) -> u64 {
+    let per_entry = 512 * 5 + 2 * 4096;
+    limits
+        .max_bytes
+        .saturating_add(limits.max_entries.saturating_mul(per_entry))
+        .saturating_add(1024)
+}
+
+impl Client {
+    /// Hands the data of a stream to `tx` until its end, refusing more than `cap` bytes.
+    async fn forward_stream(
+        &self,
+        rx: &mut mpsc::UnboundedReceiver<Body>,
+        tx: mpsc::Sender<Vec<u8>>,
+        cap: u64,
+    ) -> Result<(), ClientError> {
+        let mut total: u64 = 0;
+        loop {
+            match into_result(rx.recv().await.ok_or_else(|| self.closed())?)? {
+                Body::Data(chunk) => {
+                    total += chunk.len() as u64;
+                    if total > cap {
+                        return Err(ClientError::TooLarge {
+                            what: "tar stream".into(),
+                            limit: cap,
+                        });
+                    }
+                    if tx.send(chunk).await.is_err() {
+                        // The unpacker has stopped, at the end of the archive or at an
+                        // error it reports: nothing more is read from this stream.
+                        return Ok(());
+                    }
+                }
+                Body::End => return Ok(()),
+                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            }
+        }
+    }
+}
+
+/// A blocking reader over chunks sent from async code; ends when the sender is dropped.
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    offset: usize,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<Vec<u8>>) -> Self {
+        Self {
+            rx,
+            current: Vec::new(),
+            offset: 0,
+        }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.offset == self.current.len() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    self.current = chunk;
+                    self.offset = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.offset);
+        buf[..n].copy_from_slice(&self.current[self.offset..self.offset + n]);
+        self.offset += n;
+        Ok(n)
     }
 }
 
@@ -359,7 +528,10 @@ impl ExecHandle {
     /// The next event, or `None` after the exit; consuming output grants the agent more credit.
     pub async fn next_event(&mut self) -> Result<Option<ExecEvent>, ClientError> {
         let Some(body) = self.rx.recv().await else {
-            return Ok(None);
+            return match self.client.violation() {
+                Some(reason) => Err(ClientError::Garbage(reason)),
+                None => Ok(None),
+            };
         };
         match into_result(body)? {
             Body::Started { pid } => Ok(Some(ExecEvent::Started(pid))),
@@ -409,7 +581,7 @@ impl ExecHandle {
                 ExecEvent::Exit(status) => return Ok((out, err, status)),
             }
         }
-        Err(ClientError::Closed)
+        Err(self.client.closed())
     }
 
     /// Sends more stdin bytes.

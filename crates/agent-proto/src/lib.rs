@@ -10,7 +10,6 @@ pub mod client;
 pub mod frame;
 pub mod message;
 pub mod tar;
-#[cfg(feature = "testing")]
 pub mod testing;
 
 #[cfg(feature = "client")]

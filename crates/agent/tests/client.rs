@@ -60,12 +60,19 @@ async fn client_runs_concurrent_execs_files_and_ping() {
         .put_file(path.to_str().unwrap(), 0o755, &data)
         .await
         .unwrap();
-    let (back, mode) = client.get_file(path.to_str().unwrap()).await.unwrap();
+    let (back, mode) = client
+        .get_file(path.to_str().unwrap(), 1 << 20)
+        .await
+        .unwrap();
+    assert!(matches!(
+        client.get_file(path.to_str().unwrap(), 1000).await,
+        Err(ClientError::TooLarge { limit: 1000, .. })
+    ));
     std::fs::remove_file(&path).unwrap();
     assert_eq!(mode, 0o755);
     assert!(back == data);
     assert!(matches!(
-        client.get_file("/nonexistent/firerunner").await,
+        client.get_file("/nonexistent/firerunner", 1 << 20).await,
         Err(ClientError::Agent { .. })
     ));
 
@@ -126,7 +133,11 @@ async fn tar_round_trip_through_the_guest() {
         .unwrap();
     let back = base.join("back");
     client
-        .get_tar(guest.to_str().unwrap(), &back)
+        .get_tar(
+            guest.to_str().unwrap(),
+            &back,
+            firerunner_agent_proto::tar::UnpackOptions::hostile(Default::default()),
+        )
         .await
         .unwrap();
 

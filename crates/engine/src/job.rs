@@ -256,6 +256,10 @@ pub async fn run_job(
             "error: the job exceeded its timeout of {job_timeout} minutes"
         ));
     }
+    let outputs = runner.job_outputs();
+    if runner.log.truncated() {
+        runner.failed = true;
+    }
     let result = if cancel.is_cancelled() {
         JobResult::Cancelled
     } else if runner.failed || timed_out {
@@ -263,7 +267,6 @@ pub async fn run_job(
     } else {
         JobResult::Success
     };
-    let outputs = runner.job_outputs();
     JobReport {
         result,
         outputs,
@@ -508,10 +511,11 @@ impl JobRunner<'_> {
         Ok(env)
     }
 
-    fn step_name(&self, step: &Step, ctx: &EvalContext) -> String {
+    /// The step's display name, secrets masked (it reaches logs, reports and summaries).
+    fn step_name(&mut self, step: &Step, ctx: &EvalContext) -> String {
         if let Some(name) = &step.name {
             if let Ok(text) = self.template(&name.value, ctx) {
-                return text;
+                return self.masker.mask(&text);
             }
         }
         match &step.action {
@@ -810,23 +814,26 @@ impl JobRunner<'_> {
             _ => None,
         };
         let mut outputs = std::mem::take(&mut self.legacy_outputs);
-        let read = |path: &str| {
-            let sandbox = self.sandbox;
-            let path = path.to_string();
-            async move {
-                sandbox
-                    .read_file(&path)
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
+        use crate::guest_input::{read_file_command, FileCommand, ReadError};
+        let mut texts = Vec::new();
+        for (path, command) in [
+            (&files.env, FileCommand::Env),
+            (&files.output, FileCommand::Output),
+            (&files.path, FileCommand::Path),
+            (&files.summary, FileCommand::StepSummary),
+            (&files.state, FileCommand::State),
+        ] {
+            match read_file_command(sandbox, path, command).await {
+                Ok(text) => texts.push(text),
+                Err(ReadError::Limit(limit)) => {
+                    self.runner_line(&format!("error: {limit}"));
+                    return Ok((StepResult::Failure, outputs));
+                }
+                Err(err) => return Err(err.to_string()),
             }
-        };
-        let env_file = String::from_utf8_lossy(&read(&files.env).await).into_owned();
-        let output_file = String::from_utf8_lossy(&read(&files.output).await).into_owned();
-        let path_file = String::from_utf8_lossy(&read(&files.path).await).into_owned();
-        let summary = String::from_utf8_lossy(&read(&files.summary).await).into_owned();
-        let state_file = String::from_utf8_lossy(&read(&files.state).await).into_owned();
+        }
+        let [env_file, output_file, path_file, summary, state_file] =
+            <[String; 5]>::try_from(texts).expect("five file commands");
         self.last_state = parse_env_file(&state_file).unwrap_or_default();
         match parse_env_file(&env_file) {
             Ok(pairs) => self.added_env.extend(pairs),
@@ -847,6 +854,7 @@ impl JobRunner<'_> {
             }
         }
         apply_path_file(&path_file, &mut self.added_path);
+        let summary = self.masker.mask(&summary);
         self.summary.push_str(&summary);
         let result = match end {
             ProcessEnd::Exited(0) => StepResult::Success,
@@ -957,7 +965,7 @@ impl JobRunner<'_> {
             let path = format!("{dir}/{name}");
             if let Some(bytes) = self
                 .sandbox
-                .read_file(&path)
+                .read_file(&path, crate::guest_input::ACTION_METADATA_LIMIT)
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -1330,7 +1338,11 @@ impl JobRunner<'_> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         self.sandbox
             .client()
-            .get_tar(&self.environment.layout.workspace, dir.path())
+            .get_tar(
+                &self.environment.layout.workspace,
+                dir.path(),
+                crate::guest_input::workspace_snapshot_options(),
+            )
             .await
             .map_err(|e| e.to_string())?;
         Ok(dir)
@@ -1354,7 +1366,14 @@ impl JobRunner<'_> {
             return;
         }
         match WorkflowCommand::parse(text) {
-            Some(WorkflowCommand::AddMask(value)) => self.masker.add(&value),
+            Some(WorkflowCommand::AddMask(value)) => {
+                if !self.masker.add(&value) {
+                    let limit = crate::runner_text::MAX_MASKED_VALUES;
+                    self.runner_line(&format!(
+                        "warning: add-mask ignored: the job already masks {limit} values"
+                    ));
+                }
+            }
             Some(WorkflowCommand::SetOutput { name, value }) => {
                 self.runner_line(
                     "warning: The `set-output` command is deprecated; use environment files (GITHUB_OUTPUT).",
@@ -1379,17 +1398,36 @@ impl JobRunner<'_> {
         }
     }
 
+    /// The evaluated `outputs:`; like GitHub's runner, one that holds a secret is left out,
+    /// and outputs over [`JOB_OUTPUTS_LIMIT`](crate::guest_input::JOB_OUTPUTS_LIMIT) in all
+    /// fail the job.
     fn job_outputs(&mut self) -> Object {
         let mut outputs = Object::new();
         let ctx = self.eval_context(&BTreeMap::new(), JobStatus::Success);
+        let mut total = 0u64;
         for (name, template) in &self.job.outputs {
             match self.template(&template.value, &ctx) {
-                Ok(value) => outputs.insert(name.clone(), Value::String(value)),
+                Ok(value) if self.masker.contains_secret(&value) => {
+                    let line =
+                        format!("warning: Skip output '{name}' since it may contain secret.");
+                    self.runner_line(&line);
+                }
+                Ok(value) => {
+                    total += (name.len() + value.len()) as u64;
+                    outputs.insert(name.clone(), Value::String(value));
+                }
                 Err(message) => {
                     let line = format!("warning: outputs.{name}: {message}");
                     self.runner_line(&line);
                 }
             }
+        }
+        let limit = crate::guest_input::JOB_OUTPUTS_LIMIT;
+        if total > limit {
+            let error = crate::guest_input::LimitExceeded::JobOutputs { limit };
+            self.runner_line(&format!("error: {error}"));
+            self.failed = true;
+            return Object::new();
         }
         outputs
     }

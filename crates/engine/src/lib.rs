@@ -24,6 +24,7 @@ pub mod artifacts;
 pub mod cache;
 pub mod checkout;
 pub mod dotenv;
+pub mod guest_input;
 pub mod job;
 pub mod learn;
 pub mod logs;

@@ -12,6 +12,9 @@ use tokio::sync::broadcast;
 /// Longest line kept whole; longer output is cut into pieces of this size.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
+/// Stored log bytes per job instance; past it one line says so and the rest is dropped.
+pub const MAX_JOB_LOG_BYTES: u64 = 64 << 20;
+
 /// Splits a byte stream into lines (`\n`, `\r\n`), keeping a partial line
 /// until more bytes or [`LineSplitter::finish`] complete it.
 #[derive(Debug, Default)]
@@ -129,6 +132,8 @@ impl LogHub {
         Ok(JobLogWriter {
             file,
             live: self.live.clone(),
+            written: 0,
+            limit: MAX_JOB_LOG_BYTES,
         })
     }
 
@@ -158,11 +163,46 @@ pub fn parse_log(text: &str) -> io::Result<Vec<LogLine>> {
 pub struct JobLogWriter {
     file: File,
     live: broadcast::Sender<LogLine>,
+    written: u64,
+    limit: u64,
 }
 
 impl JobLogWriter {
-    /// Stores and broadcasts a line.
+    /// Stores and broadcasts a line; past the job's limit ([`MAX_JOB_LOG_BYTES`]) one
+    /// runner line says so and later lines are dropped.
     pub fn write(&mut self, line: LogLine) -> io::Result<()> {
+        if self.truncated() {
+            return Ok(());
+        }
+        let text_len = line.text.len() as u64;
+        if self.written + text_len > self.limit {
+            self.written = self.limit + 1;
+            let text = format!(
+                "error: the job's log exceeded its limit of {} bytes; later output is dropped",
+                self.limit
+            );
+            return self.store(LogLine {
+                text,
+                stream: LogStream::Runner,
+                ..line
+            });
+        }
+        self.written += text_len;
+        self.store(line)
+    }
+
+    /// Whether the log reached its limit.
+    pub fn truncated(&self) -> bool {
+        self.written > self.limit
+    }
+
+    /// Uses another limit (tests).
+    pub fn with_limit(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    fn store(&mut self, line: LogLine) -> io::Result<()> {
         let mut json = serde_json::to_vec(&line).map_err(io::Error::other)?;
         json.push(b'\n');
         self.file.write_all(&json)?;
@@ -213,6 +253,22 @@ mod tests {
         assert_eq!(lines[0].len(), MAX_LINE_BYTES);
         assert_eq!(splitter.finish().unwrap().len(), 10);
         assert_eq!(splitter.push(b"\xff\xfeok\n"), vec!["\u{fffd}\u{fffd}ok"]);
+    }
+
+    #[test]
+    fn a_job_log_stops_at_its_limit_with_one_line_saying_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = LogHub::new(dir.path());
+        let mut writer = hub.job_writer("run", "job").unwrap().with_limit(100);
+        for i in 0..50 {
+            let line = LogLine::now("run", "job", 1, LogStream::Stdout, format!("line {i:04}"));
+            writer.write(line).unwrap();
+        }
+        assert!(writer.truncated());
+        let lines = hub.read("run", "job").unwrap();
+        assert_eq!(lines.len(), 12);
+        assert!(lines[11].text.contains("exceeded its limit of 100 bytes"));
+        assert_eq!(lines[11].stream, LogStream::Runner);
     }
 
     #[tokio::test]

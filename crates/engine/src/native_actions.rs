@@ -350,7 +350,11 @@ pub async fn upload_artifact(
     stage(sandbox, &root, &files, &staging).await?;
     sandbox
         .client()
-        .get_tar(&staging, &writer.files())
+        .get_tar(
+            &staging,
+            &writer.files(),
+            crate::guest_input::artifact_options(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let info = writer.commit().map_err(|e| e.to_string())?;
@@ -534,7 +538,7 @@ pub async fn save_cache(
             std::fs::create_dir_all(&slot).map_err(|e| e.to_string())?;
             sandbox
                 .client()
-                .get_tar(guest, &slot)
+                .get_tar(guest, &slot, crate::guest_input::cache_options())
                 .await
                 .map_err(|e| e.to_string())?;
         }

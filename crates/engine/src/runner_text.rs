@@ -154,10 +154,16 @@ fn unescape(text: &str) -> String {
         .replace("%25", "%")
 }
 
-/// Replaces secret values with `***` in log lines.
+/// Most values a [`Masker`] holds (secrets, their encoded forms, `::add-mask::` values).
+pub const MAX_MASKED_VALUES: usize = 20_000;
+
+/// Replaces secret values, and the encoded forms GitHub's runner also masks (base64 at each
+/// of the three byte offsets, URL-, JSON- and shell-escaped), with `***`, in one
+/// Aho-Corasick pass over the text.
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
     values: Vec<String>,
+    automaton: Option<aho_corasick::AhoCorasick>,
 }
 
 impl Masker {
@@ -170,25 +176,153 @@ impl Masker {
         masker
     }
 
-    /// Adds a value (each line of a multi-line value too).
-    pub fn add(&mut self, value: &str) {
+    /// Adds a value (each line of a multi-line value too) with its encoded forms; `false`
+    /// when the list is full and the value was not added.
+    pub fn add(&mut self, value: &str) -> bool {
+        let mut added = true;
         for part in std::iter::once(value).chain(value.lines()) {
             let part = part.trim();
-            if !part.is_empty() && !self.values.iter().any(|v| v == part) {
-                self.values.push(part.to_string());
+            if part.is_empty() {
+                continue;
+            }
+            for form in std::iter::once(part.to_string()).chain(encoded_forms(part)) {
+                if self.values.contains(&form) {
+                    continue;
+                }
+                if self.values.len() >= MAX_MASKED_VALUES {
+                    added = false;
+                    break;
+                }
+                self.values.push(form);
             }
         }
-        self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        self.automaton = None;
+        added
     }
 
-    /// The line with every known value replaced.
-    pub fn mask(&self, line: &str) -> String {
-        let mut masked = line.to_string();
-        for value in &self.values {
-            if masked.contains(value.as_str()) {
-                masked = masked.replace(value.as_str(), "***");
+    /// The text with every known value replaced (longest match first).
+    pub fn mask(&mut self, text: &str) -> String {
+        if self.values.is_empty() {
+            return text.to_string();
+        }
+        let values = &self.values;
+        let automaton = self.automaton.get_or_insert_with(|| {
+            aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(values)
+                .expect("masker automaton")
+        });
+        automaton.replace_all(text, &vec!["***"; values.len()])
+    }
+
+    /// Whether the text holds any known value.
+    pub fn contains_secret(&mut self, text: &str) -> bool {
+        self.mask(text) != text
+    }
+}
+
+/// The encodings of `secret` the runner also masks; base64 forms keep only the characters
+/// that depend on the secret alone, and only when at least 6 remain.
+fn encoded_forms(secret: &str) -> Vec<String> {
+    let mut forms = Vec::new();
+    for offset in 0..3 {
+        let mut bytes = vec![0u8; offset];
+        bytes.extend_from_slice(secret.as_bytes());
+        let encoded = base64(&bytes);
+        let start = (offset * 4).div_ceil(3);
+        let end = (bytes.len() * 4) / 3;
+        if end >= start + 6 {
+            forms.push(encoded[start..end].to_string());
+        }
+    }
+    let url: String = secret
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    let json = serde_json::to_string(secret).expect("a string serialises");
+    let json = json[1..json.len() - 1].to_string();
+    let shell = secret.replace('\'', "'\\''");
+    for form in [url, json, shell] {
+        if form != secret {
+            forms.push(form);
+        }
+    }
+    forms
+}
+
+/// Standard base64 with padding.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk.len();
+        let word = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= n {
+                out.push(char::from(ALPHABET[((word >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
             }
         }
-        masked
+    }
+    out
+}
+
+#[cfg(test)]
+mod masker_tests {
+    use super::*;
+
+    const SECRET: &str = "s3cr3t-Zq8W/value'\"x y";
+
+    #[test]
+    fn secrets_and_their_encodings_are_masked() {
+        let mut masker = Masker::new([&SECRET.to_string()]);
+        let line = format!("plain {SECRET} end");
+        assert_eq!(masker.mask(&line), "plain *** end");
+        for offset in 0..3 {
+            let mut bytes = b"abc"[..offset].to_vec();
+            bytes.extend_from_slice(SECRET.as_bytes());
+            bytes.extend_from_slice(b"tail");
+            let encoded = base64(&bytes);
+            let masked = masker.mask(&encoded);
+            assert!(masked.contains("***"), "offset {offset}: {masked}");
+            assert!(
+                !masked.contains(&base64(SECRET.as_bytes())[4..12]),
+                "offset {offset}"
+            );
+        }
+        let url = "s3cr3t-Zq8W%2Fvalue%27%22x%20y";
+        assert_eq!(masker.mask(&format!("?q={url}&")), "?q=***&");
+        let json = serde_json::to_string(SECRET).unwrap();
+        assert_eq!(masker.mask(&format!("{{\"k\":{json}}}")), "{\"k\":\"***\"}");
+        let shell = SECRET.replace('\'', "'\\''");
+        assert_eq!(masker.mask(&format!("echo '{shell}'")), "echo '***'");
+    }
+
+    #[test]
+    fn the_list_is_bounded() {
+        let mut masker = Masker::default();
+        let mut refused = 0;
+        for i in 0..MAX_MASKED_VALUES + 10 {
+            if !masker.add(&format!("v{i}")) {
+                refused += 1;
+            }
+        }
+        assert!(refused >= 10);
+        assert!(masker.values.len() <= MAX_MASKED_VALUES);
+    }
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(b"fooba"), "Zm9vYmE=");
+        assert_eq!(base64(b"f"), "Zg==");
     }
 }

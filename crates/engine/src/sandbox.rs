@@ -179,9 +179,13 @@ impl Sandbox {
         Ok(self.client.put_file(path, mode, data).await?)
     }
 
-    /// Reads a guest file; `None` when it does not exist.
-    pub async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, SandboxError> {
-        match self.client.get_file(path).await {
+    /// Reads a guest file of at most `max_bytes`; `None` when it does not exist.
+    pub async fn read_file(
+        &self,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, SandboxError> {
+        match self.client.get_file(path, max_bytes).await {
             Ok((data, _)) => Ok(Some(data)),
             Err(ClientError::Agent {
                 kind: ErrorKind::NotFound,

@@ -117,12 +117,15 @@ async fn files_and_directories() {
         .await
         .unwrap();
     assert_eq!(
-        sandbox.read_file(file.to_str().unwrap()).await.unwrap(),
+        sandbox
+            .read_file(file.to_str().unwrap(), 1 << 20)
+            .await
+            .unwrap(),
         Some(b"content".to_vec())
     );
     assert_eq!(
         sandbox
-            .read_file(nested.join("missing").to_str().unwrap())
+            .read_file(nested.join("missing").to_str().unwrap(), 1 << 20)
             .await
             .unwrap(),
         None

@@ -52,6 +52,12 @@ struct Expect {
     #[serde(default)]
     summary_contains: Vec<String>,
     #[serde(default)]
+    summary_excludes: Vec<String>,
+    /// Host folders made empty before the run that must still be empty after it (hostile
+    /// cases point links at them).
+    #[serde(default)]
+    host_dirs_stay_empty: Vec<String>,
+    #[serde(default)]
     run_name: Option<String>,
     #[serde(default)]
     needs: Vec<String>,
@@ -150,6 +156,10 @@ async fn run_case(
         return Err("no workflow was triggered".into());
     }
 
+    for dir in &expect.host_dirs_stay_empty {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|e| format!("{dir}: {e}"))?;
+    }
     let stores = tempfile::tempdir().unwrap();
     let logs = Arc::new(LogHub::new(&stores.path().join("logs")));
     let repository = "octo/suite";
@@ -300,6 +310,17 @@ async fn run_case(
         conclusions.push(report.conclusion.as_str().to_string());
         for (_, job) in executor.reports() {
             summaries.push_str(&job.summary);
+            // What reports carry (the final summary, the service) is held to log_excludes too.
+            all_lines.extend(
+                job.steps
+                    .iter()
+                    .map(|s| format!("report: {} | {}", s.name, s.command)),
+            );
+            all_lines.extend(
+                job.outputs
+                    .iter()
+                    .map(|(k, v)| format!("output: {k}={v:?}")),
+            );
         }
         for instance in &report.instances {
             seen_jobs.insert(instance.name.clone(), instance.result.as_str().to_string());
@@ -365,6 +386,20 @@ async fn run_case(
         if text.contains(needle.as_str()) {
             failures.push(format!("the logs contain {needle:?}"));
         }
+    }
+    for needle in &expect.summary_excludes {
+        if summaries.contains(needle.as_str()) {
+            failures.push(format!("the step summaries contain {needle:?}"));
+        }
+    }
+    for dir in &expect.host_dirs_stay_empty {
+        let entries: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        if !entries.is_empty() {
+            failures.push(format!("the host folder {dir} was written: {entries:?}"));
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
     if failures.is_empty() {
         Ok(())
@@ -436,7 +471,10 @@ fn main() {
     };
     cases.sort();
     if let Ok(filter) = std::env::var("FIRERUNNER_SUITE_FILTER") {
-        cases.retain(|c| c.to_string_lossy().contains(&filter));
+        cases.retain(|c| {
+            c.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(&filter))
+        });
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

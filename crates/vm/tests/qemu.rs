@@ -104,7 +104,7 @@ async fn a_cold_booted_guest_runs_commands_through_the_agent() {
         .put_file("/tmp/payload", 0o640, &payload)
         .await
         .unwrap();
-    let (back, mode) = client.get_file("/tmp/payload").await.unwrap();
+    let (back, mode) = client.get_file("/tmp/payload", 1 << 20).await.unwrap();
     assert_eq!(back, payload);
     assert_eq!(mode & 0o777, 0o640);
     let (sum, _, _) = client

@@ -68,7 +68,10 @@ impl Uploads {
                 current: Vec::new(),
                 offset: 0,
             };
-            let result = tar::unpack(&mut input, Path::new(&path));
+            let options = tar::UnpackOptions::replacing(tar::Limits::default());
+            let result = tar::unpack(&mut input, Path::new(&path), &options)
+                .map(|_| ())
+                .map_err(std::io::Error::from);
             input.drain();
             match result {
                 Ok(()) => send(&sink, id, Body::Done),
