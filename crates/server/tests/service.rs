@@ -660,7 +660,7 @@ async fn the_dashboard_shows_a_lesson_that_failed_again_after_its_fix_as_failing
     ] {
         learning.record_step(step(commit, failed)).await.unwrap();
     }
-    let (code, page) = service.get("/learning", None).await;
+    let (code, page) = service.get("/learning", Some(API_TOKEN)).await;
     assert_eq!(code, 200);
     assert!(page.contains("<td>4</td><td>failing</td></tr>"), "{page}");
     assert!(!page.contains("fixed in"), "{page}");
