@@ -573,6 +573,7 @@ async fn a_new_push_cancels_the_running_run_of_its_group_and_a_restart_resumes_t
         })
         .await;
     let first_id = runs.values().find(|r| r.sha == first).unwrap().id.clone();
+    service.wait_for_executions(&first_id, 1).await;
     service
         .webhook(
             "pull_request",
@@ -617,6 +618,7 @@ async fn a_new_push_cancels_the_running_run_of_its_group_and_a_restart_resumes_t
         })
         .await;
     assert_eq!(runs[&second_id].lease_owner.as_deref(), Some("test-worker"));
+    service.wait_for_executions(&second_id, 2).await;
     let executed = service.executor.executed.lock().unwrap().clone();
     assert_eq!(executed.iter().filter(|id| **id == first_id).count(), 1);
     assert_eq!(executed.iter().filter(|id| **id == second_id).count(), 2);

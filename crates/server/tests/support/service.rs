@@ -345,6 +345,24 @@ impl Service {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
+    /// Waits until the executor has started run `id` `times` times: a run
+    /// shows as running in the store once claimed, a moment before the
+    /// executor is called, and a loaded machine makes that moment long.
+    pub async fn wait_for_executions(&self, id: &str, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let executed = self.executor.executed.lock().unwrap().clone();
+            if executed.iter().filter(|run| *run == id).count() >= times {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for run {id} to be executed {times} times: {executed:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until `check` holds for the store's runs, by id.
     pub async fn wait_for_runs(
         &self,
