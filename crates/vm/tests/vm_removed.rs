@@ -129,6 +129,18 @@ async fn wait_for_hypervisor(root: &Path, id: &str) -> VmDir {
     }
 }
 
+/// Boots VM `id` in the background (3 s boot timeout, 3 attempts), as `vm run` does.
+fn start_booting(
+    backend: &SilentBackend,
+    root: &Path,
+    id: &'static str,
+) -> tokio::task::JoinHandle<Result<(SilentVm, firerunner_agent_proto::Client), VmError>> {
+    let (backend, root) = (backend.clone(), root.to_path_buf());
+    tokio::spawn(async move {
+        agent_link::boot_and_connect(&backend, &spec(Duration::from_secs(3)), &root, id, 3).await
+    })
+}
+
 fn assert_removed(result: Result<impl Sized, VmError>) {
     match result {
         Err(VmError::Dir(VmDirError::Removed(_))) => {}
@@ -141,14 +153,7 @@ fn assert_removed(result: Result<impl Sized, VmError>) {
 async fn a_vm_removed_by_vm_rm_while_booting_is_not_replaced() {
     let root = tempfile::tempdir().unwrap();
     let backend = SilentBackend::default();
-    let boot = tokio::spawn({
-        let backend = backend.clone();
-        let root = root.path().to_path_buf();
-        async move {
-            agent_link::boot_and_connect(&backend, &spec(Duration::from_secs(3)), &root, "vm-1", 3)
-                .await
-        }
-    });
+    let boot = start_booting(&backend, root.path(), "vm-1");
     let dir = wait_for_hypervisor(root.path(), "vm-1").await;
     let removed_at = Instant::now();
     let freed = reaper::destroy_dir(dir).unwrap();
@@ -167,14 +172,7 @@ async fn a_vm_removed_by_vm_rm_while_booting_is_not_replaced() {
 async fn a_vm_whose_directory_vanishes_while_booting_is_not_replaced() {
     let root = tempfile::tempdir().unwrap();
     let backend = SilentBackend::default();
-    let boot = tokio::spawn({
-        let backend = backend.clone();
-        let root = root.path().to_path_buf();
-        async move {
-            agent_link::boot_and_connect(&backend, &spec(Duration::from_secs(3)), &root, "vm-2", 3)
-                .await
-        }
-    });
+    let boot = start_booting(&backend, root.path(), "vm-2");
     let dir = wait_for_hypervisor(root.path(), "vm-2").await;
     let hypervisor = dir.processes()[0].1;
     std::fs::remove_dir_all(dir.path()).unwrap();
