@@ -15,11 +15,13 @@
 //! - [`session`] (with [`pool`]): sessions of one VM each under limits, and a
 //!   warm pool of VMs restored from a snapshot; [`lifecycle`] holds a session's
 //!   states and [`metrics`] the counters the manager, its sessions and pool share.
+//! - [`console`]: the guest's serial console, kept within a quota.
 //! - [`reaper`]: freeing the VMs of owners that died.
 #![warn(missing_docs)]
 
 pub mod agent_link;
 pub mod backend;
+pub mod console;
 pub mod firecracker;
 pub mod image;
 pub mod lifecycle;

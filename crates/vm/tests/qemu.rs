@@ -286,6 +286,56 @@ async fn only_a_nat_guest_reaches_the_host_network() {
     vm.destroy().await.unwrap();
 }
 
+/// A guest that floods its serial console fills at most the console quota on
+/// the host, and goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_flooding_its_console_fills_only_its_quota_on_the_host() {
+    use firerunner_vm::console::{dropped_line, ConsoleQuota};
+    use firerunner_vm::qemu::{Accel, QemuBackend, QemuConfig};
+    let quota = ConsoleQuota { bytes: 8 * 1024 };
+    let backend = QemuBackend::new(QemuConfig {
+        accel: Accel::Tcg,
+        console_quota: quota,
+        ..QemuConfig::default()
+    })
+    .await
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let spec = common::test_spec();
+    let (vm, client) =
+        firerunner_vm::agent_link::boot_and_connect(&backend, &spec, root.path(), "flood", 2)
+            .await
+            .unwrap();
+    let (_, stderr, status) = client
+        .exec(sh("head -c 40000 /dev/zero | tr '\\0' x > /dev/ttyS0"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(status.code, Some(0), "{}", String::from_utf8_lossy(&stderr));
+    // The flood has left the guest; wait until the host has drained it all.
+    let console = vm.console_log();
+    let expected = quota.bytes + dropped_line(quota).len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&console).unwrap().len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = std::fs::read(&console).unwrap();
+    assert_eq!(kept.len() as u64, expected, "console.log holds the quota and one line");
+    assert!(kept.ends_with(dropped_line(quota).as_bytes()));
+    let (stdout, _, _) = client
+        .exec(exec(&["echo", "still here"]))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&stdout), "still here\n");
+    drop(client);
+    vm.destroy().await.unwrap();
+}
+
 /// The SSH variant of the test image runs Dropbear beside the agent: a
 /// forwarded port reaches it, and root logs in with the image's client key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,7 @@ use self::network::{NatConfig, TapPlan, GUEST_IFACE};
 use crate::backend::{
     AgentEndpoint, BackendKind, Network, Snapshot, VmBackend, VmError, VmInstance, VmSpec,
 };
+use crate::console::ConsoleQuota;
 use crate::runtime::VmDir;
 
 /// The guest vsock port the agent listens on unless configured otherwise.
@@ -52,8 +53,9 @@ pub const VSOCK_FILE: &str = "vsock.sock";
 pub const ROOTFS_DRIVE: &str = "rootfs";
 /// Name of the API socket in the workspace.
 pub const API_SOCKET_FILE: &str = "fc.sock";
-/// The guest console (Firecracker's stdout) in the [`VmDir`].
-pub const CONSOLE_FILE: &str = "console.log";
+/// The guest console (Firecracker's stdout, kept within
+/// [`FirecrackerBackend::console_quota`]) in the [`VmDir`].
+pub use crate::console::CONSOLE_FILE;
 /// Firecracker's own stderr in the [`VmDir`].
 pub const STDERR_FILE: &str = "firecracker.stderr";
 
@@ -117,6 +119,8 @@ pub struct FirecrackerBackend {
     pub api_timeout: Duration,
     /// Longest wait for `InstanceStart` or `PUT /snapshot/load` to answer.
     pub start_timeout: Duration,
+    /// How much of each guest's serial console the host keeps.
+    pub console_quota: ConsoleQuota,
 }
 
 impl FirecrackerBackend {
@@ -130,6 +134,7 @@ impl FirecrackerBackend {
             nat: NatConfig::default(),
             api_timeout: Duration::from_secs(10),
             start_timeout: Duration::from_secs(60),
+            console_quota: ConsoleQuota::default(),
         }
     }
 
@@ -276,7 +281,6 @@ impl FirecrackerBackend {
 
     /// Starts the (possibly jailed) Firecracker process and waits for its API.
     async fn launch(&self, dir: &VmDir, workspace: &Workspace) -> Result<Child, VmError> {
-        let console = open_log(&dir.join(CONSOLE_FILE))?;
         let stderr = open_log(&dir.join(STDERR_FILE))?;
         let mut command = match &self.jailer {
             None => {
@@ -316,7 +320,7 @@ impl FirecrackerBackend {
         };
         command
             .stdin(Stdio::null())
-            .stdout(console)
+            .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true);
         let program = command
@@ -329,6 +333,11 @@ impl FirecrackerBackend {
             .map_err(|source| VmError::Spawn { program, source })?;
         let pid = child.id().unwrap_or(0);
         dir.record_process("firecracker", pid)?;
+        if let Some(stdout) = child.stdout.take() {
+            let path = dir.join(CONSOLE_FILE);
+            crate::console::capture(stdout, &path, self.console_quota)
+                .map_err(|err| VmError::io(format!("open {}", path.display()), err))?;
+        }
         if let Err(err) =
             wait_for_api(&mut child, &workspace.api_socket, self.api_timeout, dir).await
         {

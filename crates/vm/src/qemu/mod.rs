@@ -32,6 +32,7 @@ use tokio::process::{Child, Command};
 use crate::backend::{
     AgentEndpoint, BackendKind, Network, Snapshot, VmBackend, VmError, VmInstance, VmSpec,
 };
+use crate::console::{self, ConsoleQuota, CONSOLE_FILE};
 use crate::image::GuestImage;
 use crate::runtime::{ProcessId, VmDir};
 use qmp::Qmp;
@@ -95,6 +96,8 @@ pub struct QemuConfig {
     pub binary: PathBuf,
     /// The accelerator.
     pub accel: Accel,
+    /// How much of each guest's serial console the host keeps.
+    pub console_quota: ConsoleQuota,
 }
 
 impl Default for QemuConfig {
@@ -102,6 +105,7 @@ impl Default for QemuConfig {
         Self {
             binary: PathBuf::from("qemu-system-x86_64"),
             accel: Accel::Auto,
+            console_quota: ConsoleQuota::default(),
         }
     }
 }
@@ -111,6 +115,7 @@ impl Default for QemuConfig {
 pub struct QemuBackend {
     binary: PathBuf,
     accel: Accel,
+    console_quota: ConsoleQuota,
 }
 
 impl QemuBackend {
@@ -143,6 +148,7 @@ impl QemuBackend {
         Ok(Self {
             binary: config.binary,
             accel,
+            console_quota: config.console_quota,
         })
     }
 
@@ -225,8 +231,9 @@ impl QemuBackend {
                 .args(["-append", &cmdline]);
         }
         command
-            .arg("-serial")
-            .arg(format!("file:{}", dir.join("console.log").display()))
+            // The console reaches the host through QEMU's stdout, which
+            // [`crate::console::capture`] keeps within its quota.
+            .args(["-serial", "stdio"])
             .arg("-qmp")
             .arg(format!(
                 "unix:{},server=on,wait=off",
@@ -258,7 +265,7 @@ impl QemuBackend {
         }
         command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.join("qemu.log")).unwrap_or_else(|_| {
                     std::fs::File::create("/dev/null").expect("/dev/null opens")
@@ -319,12 +326,17 @@ impl QemuBackend {
                 }
             }
         }
-        let child = command.spawn().map_err(|source| VmError::Spawn {
+        let mut child = command.spawn().map_err(|source| VmError::Spawn {
             program: self.binary.display().to_string(),
             source,
         })?;
         let pid = child.id().unwrap_or_default();
         dir.record_process("qemu", pid)?;
+        if let Some(stdout) = child.stdout.take() {
+            let path = dir.join(CONSOLE_FILE);
+            console::capture(stdout, &path, self.console_quota)
+                .map_err(|err| VmError::io(format!("open {}", path.display()), err))?;
+        }
         let mut vm = QemuVm {
             dir,
             child,
@@ -499,7 +511,7 @@ impl QemuVm {
 
     /// The guest's serial console log.
     pub fn console_log(&self) -> PathBuf {
-        self.dir.join("console.log")
+        self.dir.join(CONSOLE_FILE)
     }
 
     /// Forwards a free TCP port on the host's loopback to `guest_port` of a
