@@ -291,3 +291,59 @@ fn serve_logs_to_a_pipe_without_colour_codes() {
     assert!(log.contains("WARN"), "the webhook secret warning: {log}");
     assert!(!log.contains('\x1b'), "{log:?}");
 }
+
+/// `serve` runs Firecracker under its jailer unless told otherwise, and a
+/// missing jailer stops it with a message saying both ways out.
+#[test]
+fn serve_with_firecracker_wants_the_jailer_or_an_explicit_no() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let fake = data.path().join("firecracker");
+    std::fs::write(&fake, "#!/bin/sh\necho 'Firecracker v1.7.0'\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let serve = |jailer: &str| {
+        let config = data.path().join("firerunner.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{0}\"\n\
+                 database_url = \"sqlite://{0}/db?mode=rwc\"\n\
+                 [vm]\nbackend = \"firecracker\"\n[vm.jailer]\n{jailer}\n",
+                data.path().display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_firerunner"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("FIRECRACKER_BIN", &fake)
+            .env_remove("FIRECRACKER_JAILER")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // It either stops with an error or (unjailed, where /dev/kvm exists)
+        // goes on to prepare its guest image, and is stopped then.
+        let mut log = String::new();
+        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+            let line = line.unwrap();
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("guest image") {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        log
+    };
+    let refused = serve("binary = \"/nonexistent/jailer\"");
+    assert!(
+        refused.contains("jailer '/nonexistent/jailer' was not found"),
+        "{refused}"
+    );
+    assert!(refused.contains("enabled = false"), "{refused}");
+    let unjailed = serve("enabled = false\nbinary = \"/nonexistent/jailer\"");
+    assert!(!unjailed.contains("jailer"), "{unjailed}");
+}

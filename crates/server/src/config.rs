@@ -238,6 +238,39 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// Guest vCPUs.
     pub vcpus: u8,
+    /// Firecracker's jailer (`vm.backend = "firecracker"` only).
+    pub jailer: JailerSettings,
+}
+
+/// How the service runs Firecracker under its jailer: a chroot of its own
+/// and an unprivileged uid/gid for every VM. On by default; turning it off
+/// runs Firecracker as the service's own user.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JailerSettings {
+    /// Run Firecracker through the jailer.
+    pub enabled: bool,
+    /// The `jailer` binary: a path, or a name looked up on `PATH`
+    /// (`$FIRECRACKER_JAILER` overrides it).
+    pub binary: String,
+    /// User the jailed Firecracker runs as.
+    pub uid: u32,
+    /// Group the jailed Firecracker runs as.
+    pub gid: u32,
+    /// Where the jails are built.
+    pub chroot_base: PathBuf,
+}
+
+impl Default for JailerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            binary: "jailer".into(),
+            uid: 10000,
+            gid: 10000,
+            chroot_base: PathBuf::from("/srv/jailer"),
+        }
+    }
 }
 
 impl Default for Config {
@@ -312,6 +345,7 @@ impl Default for VmConfig {
             image: "debian".into(),
             memory_mib: 1024,
             vcpus: 1,
+            jailer: JailerSettings::default(),
         }
     }
 }

@@ -358,7 +358,7 @@ async fn run_all(
             run_with(backend, args, root, event, git_ref, chosen, secrets, vars).await
         }
         Backend::Firecracker => {
-            let backend = hypervisor::firecracker().await?;
+            let backend = hypervisor::firecracker(None).await?;
             run_with(backend, args, root, event, git_ref, chosen, secrets, vars).await
         }
     }

@@ -98,7 +98,12 @@ async fn start(config: Config, roles: Roles) -> Result<ExitCode> {
     let accel: AccelChoice = hypervisor::from_config("vm.accel", &config.vm.accel)?;
     match hypervisor::from_config("vm.backend", &config.vm.backend)? {
         Backend::Firecracker => {
-            let backend = hypervisor::firecracker().await?;
+            let jailer = hypervisor::service_jailer(
+                &config.vm.jailer,
+                std::env::var_os("FIRECRACKER_JAILER").map(Into::into),
+                running_as_root(),
+            )?;
+            let backend = hypervisor::firecracker(jailer).await?;
             run_with(backend, state, roles, listener, shutdown).await
         }
         Backend::Qemu => {
@@ -199,4 +204,10 @@ async fn run_with<B: VmBackend>(
     watcher.abort();
     sessions.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether this process runs as root (the owner of `/proc/self`).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }

@@ -107,7 +107,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
 async fn run_on_chosen_backend(args: &RunArgs, spec: VmSpec, root: PathBuf) -> Result<ExitCode> {
     match args.backend {
         Backend::Qemu => run_in_vm(hypervisor::qemu(args.accel).await?, spec, args, root).await,
-        Backend::Firecracker => run_in_vm(hypervisor::firecracker().await?, spec, args, root).await,
+        Backend::Firecracker => {
+            run_in_vm(hypervisor::firecracker(None).await?, spec, args, root).await
+        }
     }
 }
 
