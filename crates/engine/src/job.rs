@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use firerunner_workflow::expr::{self, EvalContext, JobStatus, ALL_CONTEXTS};
 use firerunner_workflow::model::{Job, JobBody, ParsedWorkflow, Step, StepAction};
-use firerunner_workflow::plan::JobResult;
+use firerunner_workflow::Conclusion;
 use firerunner_workflow::{Object, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -76,40 +76,15 @@ pub struct JobEnvironment {
     pub actions_cache_dir: std::path::PathBuf,
 }
 
-/// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepResult {
-    /// It succeeded.
-    Success,
-    /// It failed.
-    Failure,
-    /// It was cancelled.
-    Cancelled,
-    /// Its `if:` was false.
-    Skipped,
-}
-
-impl StepResult {
-    /// The value in `steps.<id>.outcome` and `.conclusion`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepResult::Success => "success",
-            StepResult::Failure => "failure",
-            StepResult::Cancelled => "cancelled",
-            StepResult::Skipped => "skipped",
-        }
-    }
-}
-
 /// The end of one step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepReport {
     /// Its display name.
     pub name: String,
     /// Result before `continue-on-error`.
-    pub outcome: StepResult,
+    pub outcome: Conclusion,
     /// Result after `continue-on-error`.
-    pub conclusion: StepResult,
+    pub conclusion: Conclusion,
     /// How long it ran.
     pub duration: Duration,
     /// How long its command ran as the guest measured it (zero for steps
@@ -129,7 +104,7 @@ pub struct StepReport {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobReport {
     /// The job's result.
-    pub result: JobResult,
+    pub result: Conclusion,
     /// Its evaluated `outputs:`.
     pub outputs: Object,
     /// Each step.
@@ -202,7 +177,7 @@ pub async fn run_job(
             "error: this job uses 'container' or 'services', which need a container engine in the guest; firerunner does not run them yet",
         );
         return JobReport {
-            result: JobResult::Failure,
+            result: Conclusion::Failure,
             outputs: Object::new(),
             steps: Vec::new(),
             summary: String::new(),
@@ -213,7 +188,7 @@ pub async fn run_job(
         JobBody::Call(_) => {
             runner.runner_line("error: calling a reusable workflow is not supported yet");
             return JobReport {
-                result: JobResult::Failure,
+                result: Conclusion::Failure,
                 outputs: Object::new(),
                 steps: Vec::new(),
                 summary: String::new(),
@@ -261,11 +236,11 @@ pub async fn run_job(
         runner.failed = true;
     }
     let result = if cancel.is_cancelled() {
-        JobResult::Cancelled
+        Conclusion::Cancelled
     } else if runner.failed || timed_out {
-        JobResult::Failure
+        Conclusion::Failure
     } else {
-        JobResult::Success
+        Conclusion::Success
     };
     JobReport {
         result,
@@ -552,7 +527,7 @@ impl JobRunner<'_> {
                 let name = self.step_name(step, &ctx);
                 self.runner_line(&format!("error: {name}: env: {message}"));
                 self.failed = true;
-                return self.finish_step(step, name, StepResult::Failure, Object::new(), started);
+                return self.finish_step(step, name, Conclusion::Failure, Object::new(), started);
             }
         };
         let ctx = self.eval_context(&env, status);
@@ -567,12 +542,12 @@ impl JobRunner<'_> {
             .map_err(|e| e.to_string());
         match run_it {
             Ok(false) => {
-                return self.finish_step(step, name, StepResult::Skipped, Object::new(), started)
+                return self.finish_step(step, name, Conclusion::Skipped, Object::new(), started)
             }
             Err(message) => {
                 self.runner_line(&format!("error: {name}: if: {message}"));
                 self.failed = true;
-                return self.finish_step(step, name, StepResult::Failure, Object::new(), started);
+                return self.finish_step(step, name, Conclusion::Failure, Object::new(), started);
             }
             Ok(true) => {}
         }
@@ -598,7 +573,7 @@ impl JobRunner<'_> {
                     Ok(done) => done,
                     Err(message) => {
                         self.runner_line(&format!("error: {message}"));
-                        (StepResult::Failure, Object::new())
+                        (Conclusion::Failure, Object::new())
                     }
                 }
             }
@@ -606,10 +581,10 @@ impl JobRunner<'_> {
                 let action = uses.value.to_ascii_lowercase();
                 if action.starts_with("actions/checkout@") {
                     match self.checkout(with, &ctx).await {
-                        Ok(()) => (StepResult::Success, Object::new()),
+                        Ok(()) => (Conclusion::Success, Object::new()),
                         Err(message) => {
                             self.runner_line(&format!("error: actions/checkout: {message}"));
-                            (StepResult::Failure, Object::new())
+                            (Conclusion::Failure, Object::new())
                         }
                     }
                 } else if uses.value.starts_with("./") {
@@ -620,15 +595,15 @@ impl JobRunner<'_> {
                         Ok(done) => done,
                         Err(message) => {
                             self.runner_line(&format!("error: {}: {message}", uses.value));
-                            (StepResult::Failure, Object::new())
+                            (Conclusion::Failure, Object::new())
                         }
                     }
                 } else if let Some(kind) = NativeAction::of(&action) {
                     match self.native_action(kind, with, &ctx).await {
-                        Ok(outputs) => (StepResult::Success, outputs),
+                        Ok(outputs) => (Conclusion::Success, outputs),
                         Err(message) => {
                             self.runner_line(&format!("error: {}: {message}", uses.value));
-                            (StepResult::Failure, Object::new())
+                            (Conclusion::Failure, Object::new())
                         }
                     }
                 } else if uses.value.starts_with("docker://") {
@@ -636,7 +611,7 @@ impl JobRunner<'_> {
                         "error: {}: docker actions are not supported by firerunner",
                         uses.value
                     ));
-                    (StepResult::Failure, Object::new())
+                    (Conclusion::Failure, Object::new())
                 } else {
                     match self
                         .remote_action(step, &uses.value, with, &ctx, cancel)
@@ -645,7 +620,7 @@ impl JobRunner<'_> {
                         Ok(done) => done,
                         Err(message) => {
                             self.runner_line(&format!("error: {}: {message}", uses.value));
-                            (StepResult::Failure, Object::new())
+                            (Conclusion::Failure, Object::new())
                         }
                     }
                 }
@@ -654,7 +629,7 @@ impl JobRunner<'_> {
                 self.runner_line(
                     "error: wait, wait-all, cancel and parallel steps are not supported by firerunner",
                 );
-                (StepResult::Failure, Object::new())
+                (Conclusion::Failure, Object::new())
             }
         };
         self.finish_step(step, name, outcome, outputs, started)
@@ -664,7 +639,7 @@ impl JobRunner<'_> {
         &mut self,
         step: &Step,
         name: String,
-        outcome: StepResult,
+        outcome: Conclusion,
         outputs: Object,
         started: Instant,
     ) -> StepReport {
@@ -674,12 +649,12 @@ impl JobRunner<'_> {
             .and_then(|v| self.evaluate_value(&v.value).ok())
             .map(|v| expr::truthy(&v))
             .unwrap_or(false);
-        let conclusion = if outcome == StepResult::Failure && continue_on_error {
-            StepResult::Success
+        let conclusion = if outcome == Conclusion::Failure && continue_on_error {
+            Conclusion::Success
         } else {
             outcome
         };
-        if conclusion == StepResult::Failure || conclusion == StepResult::Cancelled {
+        if conclusion == Conclusion::Failure || conclusion == Conclusion::Cancelled {
             self.failed = true;
         }
         if let Some(id) = &step.id {
@@ -711,7 +686,7 @@ impl JobRunner<'_> {
         shell: Option<&firerunner_workflow::model::Template>,
         working_directory: Option<&firerunner_workflow::model::Template>,
         cancel: &CancellationToken,
-    ) -> Result<(StepResult, Object), String> {
+    ) -> Result<(Conclusion, Object), String> {
         let source = self.template(&script.value, ctx)?;
         self.step_command = self.masker.mask(&source);
         let shell = match shell.or(self.job.defaults.shell.as_ref()).or(self
@@ -777,7 +752,7 @@ impl JobRunner<'_> {
         argv: Vec<String>,
         directory: String,
         cancel: &CancellationToken,
-    ) -> Result<(StepResult, Object), String> {
+    ) -> Result<(Conclusion, Object), String> {
         let layout = self.environment.layout.clone();
         let files = FileCommands::new(&layout.temp, self.step_index);
         for (name, path) in files.all() {
@@ -827,7 +802,7 @@ impl JobRunner<'_> {
                 Ok(text) => texts.push(text),
                 Err(ReadError::Limit(limit)) => {
                     self.runner_line(&format!("error: {limit}"));
-                    return Ok((StepResult::Failure, outputs));
+                    return Ok((Conclusion::Failure, outputs));
                 }
                 Err(err) => return Err(err.to_string()),
             }
@@ -839,7 +814,7 @@ impl JobRunner<'_> {
             Ok(pairs) => self.added_env.extend(pairs),
             Err(message) => {
                 self.runner_line(&format!("error: GITHUB_ENV: {message}"));
-                return Ok((StepResult::Failure, outputs));
+                return Ok((Conclusion::Failure, outputs));
             }
         }
         match parse_env_file(&output_file) {
@@ -850,29 +825,29 @@ impl JobRunner<'_> {
             }
             Err(message) => {
                 self.runner_line(&format!("error: GITHUB_OUTPUT: {message}"));
-                return Ok((StepResult::Failure, outputs));
+                return Ok((Conclusion::Failure, outputs));
             }
         }
         apply_path_file(&path_file, &mut self.added_path);
         let summary = self.masker.mask(&summary);
         self.summary.push_str(&summary);
         let result = match end {
-            ProcessEnd::Exited(0) => StepResult::Success,
+            ProcessEnd::Exited(0) => Conclusion::Success,
             ProcessEnd::Exited(code) => {
                 self.runner_line(&format!("error: Process completed with exit code {code}."));
-                StepResult::Failure
+                Conclusion::Failure
             }
             ProcessEnd::Signalled(signal) => {
                 self.runner_line(&format!(
                     "error: The process was killed by signal {signal}."
                 ));
-                StepResult::Failure
+                Conclusion::Failure
             }
             ProcessEnd::TimedOut => {
                 self.runner_line("error: The step exceeded its timeout-minutes.");
-                StepResult::Failure
+                Conclusion::Failure
             }
-            ProcessEnd::Cancelled => StepResult::Cancelled,
+            ProcessEnd::Cancelled => Conclusion::Cancelled,
         };
         Ok((result, outputs))
     }
@@ -954,7 +929,7 @@ impl JobRunner<'_> {
         with: &indexmap::IndexMap<String, firerunner_workflow::Spanned<Value>>,
         ctx: &EvalContext,
         cancel: &CancellationToken,
-    ) -> Result<(StepResult, Object), String> {
+    ) -> Result<(Conclusion, Object), String> {
         let dir = format!(
             "{}/{}",
             self.environment.layout.workspace,
@@ -1000,7 +975,7 @@ impl JobRunner<'_> {
         with: &indexmap::IndexMap<String, firerunner_workflow::Spanned<Value>>,
         ctx: &EvalContext,
         cancel: &CancellationToken,
-    ) -> Result<(StepResult, Object), String> {
+    ) -> Result<(Conclusion, Object), String> {
         let reference = crate::remote_actions::ActionRef::parse(uses)?;
         let base = self.environment.actions_base_url.clone();
         let cache = self.environment.actions_cache_dir.clone();
@@ -1059,7 +1034,7 @@ impl JobRunner<'_> {
         with: &indexmap::IndexMap<String, firerunner_workflow::Spanned<Value>>,
         ctx: &EvalContext,
         cancel: &CancellationToken,
-    ) -> Result<(StepResult, Object), String> {
+    ) -> Result<(Conclusion, Object), String> {
         let steps = match &action.runs {
             firerunner_workflow::load::ActionRuns::Composite(steps) => steps.clone(),
             firerunner_workflow::load::ActionRuns::Node {
@@ -1151,11 +1126,11 @@ impl JobRunner<'_> {
             return Err(message);
         }
         let result = if cancel.is_cancelled() {
-            StepResult::Cancelled
+            Conclusion::Cancelled
         } else if failed {
-            StepResult::Failure
+            Conclusion::Failure
         } else {
-            StepResult::Success
+            Conclusion::Success
         };
         Ok((result, outputs))
     }
@@ -1174,7 +1149,7 @@ impl JobRunner<'_> {
         with: &indexmap::IndexMap<String, firerunner_workflow::Spanned<Value>>,
         ctx: &EvalContext,
         cancel: &CancellationToken,
-    ) -> Result<((StepResult, Object), BTreeMap<String, String>), String> {
+    ) -> Result<((Conclusion, Object), BTreeMap<String, String>), String> {
         if !self.guest_has("node").await? {
             return Err(format!(
                 "this '{using}' action needs node, which the guest image does not have"
@@ -1232,7 +1207,7 @@ impl JobRunner<'_> {
             let argv = vec!["node".to_string(), post.script.clone()];
             let workspace = self.environment.layout.workspace.clone();
             match self.run_process(None, env, argv, workspace, cancel).await {
-                Ok((StepResult::Success, _)) => {}
+                Ok((Conclusion::Success, _)) => {}
                 Ok(_) => self.failed = true,
                 Err(message) => {
                     self.runner_line(&format!("error: {}: {message}", post.name));

@@ -8,9 +8,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use firerunner_learning::signature::DEFAULT_TAIL_LINES;
-use firerunner_learning::{StepOutcome, StepRecord};
+use firerunner_learning::StepRecord;
+use firerunner_workflow::Conclusion;
 
-use crate::job::{JobReport, StepResult};
+use crate::job::JobReport;
 use crate::logs::LogLine;
 
 /// The runner's header line that opens every step's log.
@@ -59,9 +60,9 @@ pub fn indexed_step_records(job: &FinishedJob<'_>) -> Vec<(usize, StepRecord)> {
         .enumerate()
         .filter_map(|(position, step)| {
             let outcome = match step.outcome {
-                StepResult::Success => StepOutcome::Success,
-                StepResult::Failure => StepOutcome::Failure,
-                StepResult::Skipped | StepResult::Cancelled => return None,
+                Conclusion::Success => Conclusion::Success,
+                Conclusion::Failure => Conclusion::Failure,
+                Conclusion::Skipped | Conclusion::Cancelled => return None,
             };
             // Steps are numbered from 1 in the log; 0 holds the job's set-up lines.
             let lines: Vec<&LogLine> = job
@@ -73,7 +74,7 @@ pub fn indexed_step_records(job: &FinishedJob<'_>) -> Vec<(usize, StepRecord)> {
                 .last()
                 .map(|line| UNIX_EPOCH + Duration::from_millis(line.timestamp_ms))
                 .unwrap_or(job.finished_at);
-            let log_tail = if outcome == StepOutcome::Failure {
+            let log_tail = if outcome == Conclusion::Failure {
                 log_tail(&lines, DEFAULT_TAIL_LINES)
             } else {
                 String::new()
@@ -115,14 +116,13 @@ mod tests {
     use super::*;
     use crate::job::StepReport;
     use crate::logs::LogStream;
-    use firerunner_workflow::plan::JobResult;
     use firerunner_workflow::Object;
 
     fn step(
         name: &str,
         command: &str,
-        outcome: StepResult,
-        conclusion: StepResult,
+        outcome: Conclusion,
+        conclusion: Conclusion,
         exit_code: Option<i32>,
     ) -> StepReport {
         StepReport {
@@ -149,35 +149,35 @@ mod tests {
 
     fn report() -> JobReport {
         JobReport {
-            result: JobResult::Failure,
+            result: Conclusion::Failure,
             outputs: Object::new(),
             steps: vec![
                 step(
                     "Run actions/checkout@v4",
                     "uses: actions/checkout@v4",
-                    StepResult::Success,
-                    StepResult::Success,
+                    Conclusion::Success,
+                    Conclusion::Success,
                     None,
                 ),
                 step(
                     "lint",
                     "npm run lint",
-                    StepResult::Failure,
-                    StepResult::Success,
+                    Conclusion::Failure,
+                    Conclusion::Success,
                     Some(2),
                 ),
                 step(
                     "test",
                     "npm test",
-                    StepResult::Failure,
-                    StepResult::Failure,
+                    Conclusion::Failure,
+                    Conclusion::Failure,
                     Some(1),
                 ),
                 step(
                     "deploy",
                     "./deploy.sh",
-                    StepResult::Skipped,
-                    StepResult::Skipped,
+                    Conclusion::Skipped,
+                    Conclusion::Skipped,
                     None,
                 ),
             ],
@@ -233,14 +233,14 @@ mod tests {
 
         let checkout = &records[0];
         assert_eq!(checkout.command, "uses: actions/checkout@v4");
-        assert_eq!(checkout.outcome, StepOutcome::Success);
+        assert_eq!(checkout.outcome, Conclusion::Success);
         assert_eq!(checkout.log_tail, "");
         assert_eq!(checkout.timestamp, UNIX_EPOCH + Duration::from_secs(3));
 
         let lint = &records[1];
         assert_eq!(
             lint.outcome,
-            StepOutcome::Failure,
+            Conclusion::Failure,
             "continue-on-error does not hide the failure"
         );
         assert_eq!(lint.exit_code, Some(2));
@@ -396,7 +396,7 @@ jobs:
 
         let log = hub.read("run-7", "test").unwrap();
         let dump: Vec<&str> = log.iter().map(|line| line.text.as_str()).collect();
-        let steps: Vec<(&str, StepResult, Option<i32>)> = report
+        let steps: Vec<(&str, Conclusion, Option<i32>)> = report
             .steps
             .iter()
             .map(|step| (step.command.as_str(), step.outcome, step.exit_code))
@@ -404,15 +404,15 @@ jobs:
         assert_eq!(
             steps,
             [
-                ("exit 3", StepResult::Failure, Some(3)),
-                ("uses: docker://alpine:3", StepResult::Failure, None),
+                ("exit 3", Conclusion::Failure, Some(3)),
+                ("uses: docker://alpine:3", Conclusion::Failure, None),
                 (
                     "echo \"token ***\"\necho \"boom: it broke\" >&2\nexit 1\n",
-                    StepResult::Failure,
+                    Conclusion::Failure,
                     Some(1)
                 ),
-                ("echo never", StepResult::Skipped, None),
-                ("echo recovered", StepResult::Success, Some(0)),
+                ("echo never", Conclusion::Skipped, None),
+                ("echo recovered", Conclusion::Success, Some(0)),
             ],
             "{dump:?}"
         );
@@ -433,17 +433,17 @@ jobs:
             .collect();
         assert_eq!(indices, [0, 1, 2, 4], "the skipped step has no record");
         let records = step_records(&finished);
-        let outcomes: Vec<(&str, StepOutcome)> = records
+        let outcomes: Vec<(&str, Conclusion)> = records
             .iter()
             .map(|record| (record.step_name.as_str(), record.outcome))
             .collect();
         assert_eq!(
             outcomes,
             [
-                ("soft", StepOutcome::Failure),
-                ("Run docker://alpine:3", StepOutcome::Failure),
-                ("leak", StepOutcome::Failure),
-                ("Run echo recovered", StepOutcome::Success),
+                ("soft", Conclusion::Failure),
+                ("Run docker://alpine:3", Conclusion::Failure),
+                ("leak", Conclusion::Failure),
+                ("Run echo recovered", Conclusion::Success),
             ]
         );
         let leak = &records[2];
@@ -463,7 +463,7 @@ jobs:
     #[test]
     fn a_job_without_steps_gives_no_records() {
         let report = JobReport {
-            result: JobResult::Failure,
+            result: Conclusion::Failure,
             outputs: Object::new(),
             steps: Vec::new(),
             summary: String::new(),
