@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use firerunner_engine::actions::native::CacheScope;
 use firerunner_engine::artifacts::ArtifactStore;
 use firerunner_engine::cache::CacheStore;
 use firerunner_engine::checkout::{CheckoutSource, GitToken};
 use firerunner_engine::job::{GuestLayout, JobEnvironment};
 use firerunner_engine::learn::{step_records, FinishedJob};
 use firerunner_engine::logs::LogHub;
-use firerunner_engine::native_actions::CacheScope;
 use firerunner_engine::orchestrator::{
     run_workflow, InstanceOutcome, JobExecutor, JobInstance, RunLimits, RunScope,
 };
