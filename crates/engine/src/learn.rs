@@ -11,7 +11,7 @@ use firerunner_learning::signature::DEFAULT_TAIL_LINES;
 use firerunner_learning::StepRecord;
 use firerunner_workflow::Conclusion;
 
-use crate::job::JobReport;
+use crate::job::{JobReport, StepReport};
 use crate::logs::LogLine;
 
 /// The runner's header line that opens every step's log.
@@ -58,46 +58,47 @@ pub fn indexed_step_records(job: &FinishedJob<'_>) -> Vec<(usize, StepRecord)> {
         .steps
         .iter()
         .enumerate()
-        .filter_map(|(position, step)| {
-            let outcome = match step.outcome {
-                Conclusion::Success => Conclusion::Success,
-                Conclusion::Failure => Conclusion::Failure,
-                Conclusion::Skipped | Conclusion::Cancelled => return None,
-            };
-            // Steps are numbered from 1 in the log; 0 holds the job's set-up lines.
-            let lines: Vec<&LogLine> = job
-                .log
-                .iter()
-                .filter(|line| line.step == position + 1)
-                .collect();
-            let timestamp = lines
-                .last()
-                .map(|line| UNIX_EPOCH + Duration::from_millis(line.timestamp_ms))
-                .unwrap_or(job.finished_at);
-            let log_tail = if outcome == Conclusion::Failure {
-                log_tail(&lines, DEFAULT_TAIL_LINES)
-            } else {
-                String::new()
-            };
-            Some((
-                position,
-                StepRecord {
-                    run_id: job.run_id.to_string(),
-                    repository: job.repository.to_string(),
-                    commit_sha: job.commit_sha.to_string(),
-                    workflow: job.workflow.to_string(),
-                    job: job.job.to_string(),
-                    step_name: step.name.clone(),
-                    command: step.command.clone(),
-                    outcome,
-                    exit_code: step.exit_code,
-                    duration: step.duration,
-                    log_tail,
-                    timestamp,
-                },
-            ))
-        })
+        .filter_map(|(position, step)| Some((position, job.record(position, step)?)))
         .collect()
+}
+
+impl FinishedJob<'_> {
+    /// The record of the step at `position`, unless it was skipped or cancelled.
+    fn record(&self, position: usize, step: &StepReport) -> Option<StepRecord> {
+        let outcome = match step.outcome {
+            Conclusion::Success | Conclusion::Failure => step.outcome,
+            Conclusion::Skipped | Conclusion::Cancelled => return None,
+        };
+        // Steps are numbered from 1 in the log; 0 holds the job's set-up lines.
+        let lines: Vec<&LogLine> = self
+            .log
+            .iter()
+            .filter(|line| line.step == position + 1)
+            .collect();
+        let timestamp = lines
+            .last()
+            .map(|line| UNIX_EPOCH + Duration::from_millis(line.timestamp_ms))
+            .unwrap_or(self.finished_at);
+        let log_tail = if outcome == Conclusion::Failure {
+            log_tail(&lines, DEFAULT_TAIL_LINES)
+        } else {
+            String::new()
+        };
+        Some(StepRecord {
+            run_id: self.run_id.to_string(),
+            repository: self.repository.to_string(),
+            commit_sha: self.commit_sha.to_string(),
+            workflow: self.workflow.to_string(),
+            job: self.job.to_string(),
+            step_name: step.name.clone(),
+            command: step.command.clone(),
+            outcome,
+            exit_code: step.exit_code,
+            duration: step.duration,
+            log_tail,
+            timestamp,
+        })
+    }
 }
 
 /// The last `max_lines` lines of a step, one per line, without its header.

@@ -60,20 +60,13 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, EnvFileError>
                         text: line.to_owned(),
                     });
                 }
-                let mut value = Vec::new();
-                loop {
-                    match lines.next() {
-                        Some((_, l)) if l == delimiter => break,
-                        Some((_, l)) => value.push(l),
-                        None => {
-                            return Err(EnvFileError::UnclosedHeredoc {
-                                line: index + 1,
-                                delimiter: delimiter.to_owned(),
-                            })
-                        }
+                let value = heredoc_value(&mut lines, delimiter).ok_or_else(|| {
+                    EnvFileError::UnclosedHeredoc {
+                        line: index + 1,
+                        delimiter: delimiter.to_owned(),
                     }
-                }
-                pairs.push((name.to_string(), value.join("\n")));
+                })?;
+                pairs.push((name.to_string(), value));
             }
             (_, Some(e)) => {
                 let name = &line[..e];
@@ -86,6 +79,21 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, EnvFileError>
         }
     }
     Ok(pairs)
+}
+
+/// The lines up to the one equal to `delimiter`, joined; `None` when no line is.
+fn heredoc_value<'a>(
+    lines: &mut impl Iterator<Item = (usize, &'a str)>,
+    delimiter: &str,
+) -> Option<String> {
+    let mut value = Vec::new();
+    for (_, line) in lines {
+        if line == delimiter {
+            return Some(value.join("\n"));
+        }
+        value.push(line);
+    }
+    None
 }
 
 /// Prepends the paths of a `GITHUB_PATH` file (later lines first).

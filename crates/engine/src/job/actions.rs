@@ -675,3 +675,45 @@ async fn prepare_on_host(source: CheckoutSource, dest: &Path) -> Result<String, 
         tokio::task::spawn_blocking(move || crate::checkout::prepare(&source, &dest)).await??;
     Ok(prepared)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(uses: &str) -> RemoteRef {
+        match ActionRef::parse(uses) {
+            Ok(ActionRef::Remote(remote)) => remote,
+            other => panic!("{uses}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_host_serves_checkout_artifacts_and_cache_by_name() {
+        assert!(is_checkout(&remote("actions/checkout@v4")));
+        assert!(is_checkout(&remote("Actions/Checkout@v4")));
+        assert!(!is_checkout(&remote("actions/checkout/sub@v4")));
+        assert!(!is_checkout(&remote("octo/checkout@v4")));
+        let kinds: Vec<Option<NativeAction>> = [
+            "actions/upload-artifact@v4",
+            "actions/download-artifact@v4",
+            "actions/cache@v4",
+            "actions/cache/restore@v4",
+            "actions/cache/save@v4",
+            "actions/setup-node@v4",
+        ]
+        .iter()
+        .map(|uses| NativeAction::of(&remote(uses)))
+        .collect();
+        assert_eq!(
+            kinds,
+            [
+                Some(NativeAction::UploadArtifact),
+                Some(NativeAction::DownloadArtifact),
+                Some(NativeAction::Cache),
+                Some(NativeAction::Cache),
+                None,
+                None,
+            ]
+        );
+    }
+}

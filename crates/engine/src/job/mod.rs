@@ -2,12 +2,11 @@
 //! does: step `if:` with status functions, env layering (workflow < job <
 //! step), the runner's file commands, outputs, `continue-on-error`,
 //! `timeout-minutes`, cancellation, and secrets masked in every line.
-
 //!
-//! The parts: [`runner`](self) holds a job's state (contexts, env, masking,
-//! failure) and runs its steps; `steps` runs one step; `process` runs a
-//! step's process with the file commands; `actions` runs `uses:` steps;
-//! [`StepError`] says why a step could not finish.
+//! The parts: `runner` holds a job's state (contexts, env, masking, failure)
+//! and runs its steps; `steps` runs one step; `process` runs a step's process
+//! with the file commands; `actions` runs `uses:` steps; [`StepError`] says
+//! why a step could not finish.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
