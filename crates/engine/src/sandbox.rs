@@ -32,6 +32,60 @@ struct Stopping {
     signal: i32,
 }
 
+/// A process in the guest with its timeout and, once it is being ended, the
+/// signals still due.
+struct RunningProcess {
+    handle: ExecHandle,
+    grace: (Duration, Duration),
+    deadline: Option<tokio::time::Instant>,
+    stopping: Option<Stopping>,
+}
+
+impl RunningProcess {
+    /// The process's next event; meanwhile ends it, politely first, on
+    /// cancellation or timeout.
+    async fn next_event(
+        &mut self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<ExecEvent>, ClientError> {
+        loop {
+            let next_signal_at = self.stopping.map(|s| s.at);
+            let running = self.stopping.is_none();
+            tokio::select! {
+                event = self.handle.next_event() => return event,
+                _ = cancel.cancelled(), if running => self.interrupt(ProcessEnd::Cancelled).await?,
+                _ = sleep_until(self.deadline), if running && self.deadline.is_some() => {
+                    self.interrupt(ProcessEnd::TimedOut).await?
+                }
+                _ = sleep_until(next_signal_at), if next_signal_at.is_some() => self.escalate().await?,
+            }
+        }
+    }
+
+    /// Starts ending the process for `why`: SIGINT now, SIGTERM after the first grace.
+    async fn interrupt(&mut self, why: ProcessEnd) -> Result<(), ClientError> {
+        self.handle.kill(libc_signal::SIGINT).await?;
+        self.stopping = Some(Stopping {
+            why,
+            at: tokio::time::Instant::now() + self.grace.0,
+            signal: libc_signal::SIGTERM,
+        });
+        Ok(())
+    }
+
+    /// Sends the due signal (SIGTERM), SIGKILL following after the second grace.
+    async fn escalate(&mut self) -> Result<(), ClientError> {
+        let stopping = self.stopping.expect("a process being stopped");
+        self.handle.kill(stopping.signal).await?;
+        self.stopping = Some(Stopping {
+            why: stopping.why,
+            at: tokio::time::Instant::now() + self.grace.1,
+            signal: libc_signal::SIGKILL,
+        });
+        Ok(())
+    }
+}
+
 /// A process's stdout and stderr, split into lines.
 #[derive(Default)]
 struct OutputLines {
@@ -165,34 +219,21 @@ impl Sandbox {
             stdin: Vec::new(),
             stdin_streamed: false,
         };
-        let mut handle = self.client.exec(request).await?;
+        let handle = self.client.exec(request).await?;
+        let mut process = RunningProcess {
+            handle,
+            grace: self.grace,
+            deadline: spec.timeout.map(|t| tokio::time::Instant::now() + t),
+            stopping: None,
+        };
         let mut lines = OutputLines::default();
-        let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut stopping: Option<Stopping> = None;
         loop {
-            let next_signal_at = stopping.map(|s| s.at);
-            let event = tokio::select! {
-                event = handle.next_event() => event?,
-                _ = cancel.cancelled(), if stopping.is_none() => {
-                    stopping = Some(self.interrupt(&handle, ProcessEnd::Cancelled).await?);
-                    continue;
-                }
-                _ = sleep_until(deadline), if stopping.is_none() && deadline.is_some() => {
-                    stopping = Some(self.interrupt(&handle, ProcessEnd::TimedOut).await?);
-                    continue;
-                }
-                _ = sleep_until(next_signal_at), if next_signal_at.is_some() => {
-                    let next = self.escalate(&handle, stopping.expect("stopping")).await?;
-                    stopping = Some(next);
-                    continue;
-                }
-            };
-            match event {
+            match process.next_event(cancel).await? {
                 Some(ExecEvent::Output { stream, data, .. }) => lines.push(stream, &data, on_line),
                 Some(ExecEvent::Exit(status)) => {
                     lines.finish(on_line);
                     let ran = Duration::from_millis(status.duration_ms);
-                    let end = match stopping {
+                    let end = match process.stopping {
                         Some(stopping) => stopping.why,
                         None => exit_end(status.code, status.signal),
                     };
@@ -202,34 +243,6 @@ impl Sandbox {
                 None => return Err(SandboxError::Agent(ClientError::Closed)),
             }
         }
-    }
-
-    /// Starts ending a process for `why`: SIGINT now, SIGTERM after the first grace.
-    async fn interrupt(
-        &self,
-        handle: &ExecHandle,
-        why: ProcessEnd,
-    ) -> Result<Stopping, ClientError> {
-        handle.kill(libc_signal::SIGINT).await?;
-        Ok(Stopping {
-            why,
-            at: tokio::time::Instant::now() + self.grace.0,
-            signal: libc_signal::SIGTERM,
-        })
-    }
-
-    /// Sends the due signal (SIGTERM), SIGKILL following after the second grace.
-    async fn escalate(
-        &self,
-        handle: &ExecHandle,
-        stopping: Stopping,
-    ) -> Result<Stopping, ClientError> {
-        handle.kill(stopping.signal).await?;
-        Ok(Stopping {
-            why: stopping.why,
-            at: tokio::time::Instant::now() + self.grace.1,
-            signal: libc_signal::SIGKILL,
-        })
     }
 
     /// Writes a guest file (parents must exist).
