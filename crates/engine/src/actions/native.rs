@@ -318,37 +318,50 @@ async fn select_files(
     Ok((selection.common_root(&files), files))
 }
 
+/// Why `hashFiles` could not hash the workspace copy.
+#[derive(Debug, thiserror::Error)]
+pub enum HashFilesError {
+    /// A pattern that is not a glob.
+    #[error("{pattern:?}: {message}")]
+    Pattern {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The workspace copy could not be listed.
+    #[error("{0}")]
+    List(std::io::Error),
+    /// A matching file could not be read.
+    #[error("{file}: {source}")]
+    Read {
+        /// The file, relative to the workspace.
+        file: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
 /// `hashFiles(patterns)` over a host copy of the workspace at `root`: the
 /// SHA-256 of the concatenated SHA-256 digests of every matching file, in
 /// path order, as GitHub computes it; empty when nothing matches. Patterns
 /// are relative to the workspace; `!pattern` excludes; a matching directory
 /// selects what is under it.
-pub fn hash_files(root: &std::path::Path, patterns: &[String]) -> Result<String, String> {
+pub fn hash_files(root: &std::path::Path, patterns: &[String]) -> Result<String, HashFilesError> {
     use sha2::{Digest, Sha256};
-    let mut includes = Vec::new();
-    let mut excludes = Vec::new();
-    for pattern in patterns {
-        let (negated, body) = match pattern.strip_prefix('!') {
-            Some(body) => (true, body),
-            None => (false, pattern.as_str()),
-        };
-        let body = body.trim().trim_start_matches("./").trim_end_matches('/');
-        let glob = Glob::new(body).map_err(|e| format!("{pattern:?}: {e}"))?;
-        if negated {
-            excludes.push(glob);
-        } else {
-            includes.push(glob);
-        }
-    }
+    let (includes, excludes) = hash_globs(patterns)?;
     let mut files = Vec::new();
-    collect_files(root, root, &mut files).map_err(|e| e.to_string())?;
+    collect_files(root, root, &mut files).map_err(HashFilesError::List)?;
     files.sort();
     let mut outer = Sha256::new();
     let mut any = false;
     for relative in files {
         if selected(&includes, &relative) && !selected(&excludes, &relative) {
             let bytes =
-                std::fs::read(root.join(&relative)).map_err(|e| format!("{relative}: {e}"))?;
+                std::fs::read(root.join(&relative)).map_err(|source| HashFilesError::Read {
+                    file: relative.clone(),
+                    source,
+                })?;
             outer.update(Sha256::digest(&bytes));
             any = true;
         }
@@ -362,6 +375,29 @@ pub fn hash_files(root: &std::path::Path, patterns: &[String]) -> Result<String,
     } else {
         String::new()
     })
+}
+
+/// The include and exclude (`!pattern`) globs of `hashFiles`, relative to the workspace.
+fn hash_globs(patterns: &[String]) -> Result<(Vec<Glob>, Vec<Glob>), HashFilesError> {
+    let mut includes = Vec::new();
+    let mut excludes = Vec::new();
+    for pattern in patterns {
+        let (negated, body) = match pattern.strip_prefix('!') {
+            Some(body) => (true, body),
+            None => (false, pattern.as_str()),
+        };
+        let body = body.trim().trim_start_matches("./").trim_end_matches('/');
+        let glob = Glob::new(body).map_err(|e| HashFilesError::Pattern {
+            pattern: pattern.clone(),
+            message: e.to_string(),
+        })?;
+        if negated {
+            excludes.push(glob);
+        } else {
+            includes.push(glob);
+        }
+    }
+    Ok((includes, excludes))
 }
 
 /// Whether `path` or one of its parent directories matches a glob.

@@ -261,8 +261,10 @@ impl<'a> JobRunner<'a> {
             status,
             hash_files: self.hash_snapshot.as_ref().map(|dir| {
                 let root = dir.path().to_path_buf();
-                let hash: expr::HashFiles =
-                    Arc::new(move |patterns: &[String]| native::hash_files(&root, patterns));
+                // The evaluator's callback type takes errors as text.
+                let hash: expr::HashFiles = Arc::new(move |patterns: &[String]| {
+                    native::hash_files(&root, patterns).map_err(|e| e.to_string())
+                });
                 hash
             }),
         }
