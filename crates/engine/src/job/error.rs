@@ -112,3 +112,48 @@ impl StepError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_text_of_step_failures_is_the_runner_s() {
+        let cases = [
+            (
+                StepError::NoLocalActionFile("/w/r/x".into()),
+                "no action.yml in /w/r/x (is the repository checked out?)",
+            ),
+            (
+                StepError::MissingInput("who".into()),
+                "input 'who' is required",
+            ),
+            (
+                StepError::NoStore("artifact"),
+                "no artifact store is configured",
+            ),
+            (
+                StepError::NoNode("node20".into()),
+                "this 'node20' action needs node, which the guest image does not have",
+            ),
+            (
+                StepError::Shell(ShellError("zsh".into())),
+                "shell \"zsh\" must contain {0}",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn faults_of_the_vm_or_host_are_told_from_failing_steps() {
+        let closed = StepError::Transfer(ClientError::Closed);
+        assert!(closed.is_infrastructure());
+        assert!(StepError::Host(std::io::Error::other("disk full")).is_infrastructure());
+        assert!(!StepError::MissingInput("who".into()).is_infrastructure());
+        assert!(!StepError::Unsupported("docker actions are not supported").is_infrastructure());
+        let no_files = NativeActionError::NoFiles("no files were found".into());
+        assert!(!StepError::Native(no_files).is_infrastructure());
+    }
+}
