@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, UNIX_EPOCH};
 
 use firerunner_learning::{
-    LearningConfig, LearningCoordinator, LearningStore, StepOutcome, StepRecord,
+    Conclusion, LearningConfig, LearningCoordinator, LearningStore, StepRecord,
 };
 
 fn step(
@@ -25,9 +25,9 @@ fn step(
         step_name: name.into(),
         command: command.into(),
         outcome: if log.is_some() {
-            StepOutcome::Failure
+            Conclusion::Failure
         } else {
-            StepOutcome::Success
+            Conclusion::Success
         },
         exit_code: Some(i32::from(log.is_some())),
         duration: Duration::from_secs(2),

@@ -14,7 +14,8 @@ use firerunner_engine::run_context;
 use firerunner_engine::vm_executor::VmJobExecutor;
 use firerunner_vm::testing;
 use firerunner_workflow::load::parse_workflow;
-use firerunner_workflow::plan::{plan_workflow, JobResult, PlanContext};
+use firerunner_workflow::plan::{plan_workflow, PlanContext};
+use firerunner_workflow::Conclusion;
 use firerunner_workflow::{Object, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -91,7 +92,12 @@ async fn run(yaml: &str, parallel: usize, warm: usize) -> Measure {
     .await;
     let wall = started.elapsed();
     sessions.shutdown().await;
-    assert_eq!(report.conclusion, JobResult::Success, "{:?}", report.errors);
+    assert_eq!(
+        report.conclusion,
+        Conclusion::Success,
+        "{:?}",
+        report.errors
+    );
     Measure {
         wall,
         reports: executor.reports(),

@@ -119,65 +119,81 @@ fn git_with(dir: &Path, args: &[&str], token: Option<&GitToken>) -> Result<Strin
 
 /// Fills the empty directory `dest` with the checkout; returns the commit SHA.
 pub fn prepare(source: &CheckoutSource, dest: &Path) -> Result<String, CheckoutError> {
-    let io_at = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CheckoutError::Io { path, source }
-    };
     fs::create_dir_all(dest).map_err(io_at(dest))?;
     match source {
-        CheckoutSource::WorkingTree(tree) => {
-            let listed = git(
-                tree,
-                &[
-                    "ls-files",
-                    "-z",
-                    "--cached",
-                    "--others",
-                    "--exclude-standard",
-                ],
-            )?;
-            for relative in listed.split('\0').filter(|p| !p.is_empty()) {
-                let from = tree.join(relative);
-                let to = dest.join(relative);
-                let Ok(meta) = fs::symlink_metadata(&from) else {
-                    continue;
-                };
-                if let Some(parent) = to.parent() {
-                    fs::create_dir_all(parent).map_err(io_at(parent))?;
-                }
-                if meta.file_type().is_symlink() {
-                    let target = fs::read_link(&from).map_err(io_at(&from))?;
-                    std::os::unix::fs::symlink(target, &to).map_err(io_at(&to))?;
-                } else if meta.is_file() {
-                    fs::copy(&from, &to).map_err(io_at(&to))?;
-                }
-            }
-            let git_dir = tree.join(".git");
-            if git_dir.is_dir() {
-                copy_tree(&git_dir, &dest.join(".git"))?;
-            }
-            Ok(git(tree, &["rev-parse", "HEAD"])?.trim().to_string())
-        }
+        CheckoutSource::WorkingTree(tree) => copy_working_tree(tree, dest),
         CheckoutSource::Commit {
             repository,
             commit,
             depth,
             credentials,
-        } => {
-            git(dest, &["init", "-q"])?;
-            git(dest, &["remote", "add", "--", "origin", repository])?;
-            let mut fetch = vec!["fetch", "-q", "--no-tags"];
-            let depth_arg = format!("--depth={depth}");
-            if *depth > 0 {
-                fetch.push(&depth_arg);
-            }
-            // A ref from a workflow's `with: ref` is never read as an option.
-            fetch.extend(["--end-of-options", "origin", commit]);
-            git_with(dest, &fetch, credentials.as_ref())?;
-            git(dest, &["checkout", "-q", "--detach", "FETCH_HEAD"])?;
-            Ok(git(dest, &["rev-parse", "HEAD"])?.trim().to_string())
+        } => fetch_commit(repository, commit, *depth, credentials.as_ref(), dest),
+    }
+}
+
+/// Maps an I/O error at `path` to [`CheckoutError::Io`].
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> CheckoutError {
+    let path = path.to_path_buf();
+    move |source| CheckoutError::Io { path, source }
+}
+
+/// Copies the files of the working tree `tree` that git tracks or does not
+/// ignore, and its `.git`, into `dest`; returns its HEAD.
+fn copy_working_tree(tree: &Path, dest: &Path) -> Result<String, CheckoutError> {
+    let listed = git(
+        tree,
+        &[
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ],
+    )?;
+    for relative in listed.split('\0').filter(|p| !p.is_empty()) {
+        let from = tree.join(relative);
+        let to = dest.join(relative);
+        let Ok(meta) = fs::symlink_metadata(&from) else {
+            continue;
+        };
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent).map_err(io_at(parent))?;
+        }
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&from).map_err(io_at(&from))?;
+            std::os::unix::fs::symlink(target, &to).map_err(io_at(&to))?;
+        } else if meta.is_file() {
+            fs::copy(&from, &to).map_err(io_at(&to))?;
         }
     }
+    let git_dir = tree.join(".git");
+    if git_dir.is_dir() {
+        copy_tree(&git_dir, &dest.join(".git"))?;
+    }
+    Ok(git(tree, &["rev-parse", "HEAD"])?.trim().to_string())
+}
+
+/// Fetches `commit` of `repository` (`depth` deep, 0 for all) into `dest`
+/// and checks it out; returns its SHA.
+fn fetch_commit(
+    repository: &str,
+    commit: &str,
+    depth: u32,
+    credentials: Option<&GitToken>,
+    dest: &Path,
+) -> Result<String, CheckoutError> {
+    git(dest, &["init", "-q"])?;
+    git(dest, &["remote", "add", "--", "origin", repository])?;
+    let mut fetch = vec!["fetch", "-q", "--no-tags"];
+    let depth_arg = format!("--depth={depth}");
+    if depth > 0 {
+        fetch.push(&depth_arg);
+    }
+    // A ref from a workflow's `with: ref` is never read as an option.
+    fetch.extend(["--end-of-options", "origin", commit]);
+    git_with(dest, &fetch, credentials)?;
+    git(dest, &["checkout", "-q", "--detach", "FETCH_HEAD"])?;
+    Ok(git(dest, &["rev-parse", "HEAD"])?.trim().to_string())
 }
 
 /// The commit `git_ref` (`refs/heads/main`, a tag, a SHA) names in
@@ -207,10 +223,6 @@ pub fn resolve_ref(
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<(), CheckoutError> {
-    let io_at = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CheckoutError::Io { path, source }
-    };
     fs::create_dir_all(to).map_err(io_at(to))?;
     for entry in fs::read_dir(from).map_err(io_at(from))? {
         let entry = entry.map_err(io_at(from))?;

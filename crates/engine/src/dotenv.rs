@@ -20,18 +20,16 @@ pub struct DotenvError {
 
 /// Parses dotenv text; later keys replace earlier ones.
 pub fn parse(file: &str, text: &str) -> Result<IndexMap<String, String>, DotenvError> {
+    let mut reader = Reader {
+        file,
+        lines: text.lines().collect(),
+        index: 0,
+    };
     let mut values = IndexMap::new();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut index = 0;
-    while index < lines.len() {
-        let number = index + 1;
-        let error = |message: String| DotenvError {
-            file: file.to_string(),
-            line: number,
-            message,
-        };
-        let line = lines[index].trim();
-        index += 1;
+    while let Some(line) = reader.lines.get(reader.index).copied() {
+        let number = reader.index + 1;
+        reader.index += 1;
+        let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
@@ -40,7 +38,7 @@ pub fn parse(file: &str, text: &str) -> Result<IndexMap<String, String>, DotenvE
             .map(str::trim_start)
             .unwrap_or(line);
         let Some((key, rest)) = line.split_once('=') else {
-            return Err(error(format!("expected KEY=value, found {line:?}")));
+            return Err(reader.error(number, format!("expected KEY=value, found {line:?}")));
         };
         let key = key.trim();
         if key.is_empty()
@@ -48,39 +46,65 @@ pub fn parse(file: &str, text: &str) -> Result<IndexMap<String, String>, DotenvE
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
         {
-            return Err(error(format!("invalid name {key:?}")));
+            return Err(reader.error(number, format!("invalid name {key:?}")));
         }
-        let rest = rest.trim_start();
-        let value = if let Some(body) = rest.strip_prefix('\'') {
-            let end = body
-                .find('\'')
-                .ok_or_else(|| error("unterminated single-quoted value".into()))?;
-            body[..end].to_string()
-        } else if let Some(body) = rest.strip_prefix('"') {
-            let mut raw = body.to_string();
-            loop {
-                if let Some(end) = closing_quote(&raw) {
-                    raw.truncate(end);
-                    break;
-                }
-                let Some(next) = lines.get(index) else {
-                    return Err(error("unterminated double-quoted value".into()));
-                };
-                raw.push('\n');
-                raw.push_str(next);
-                index += 1;
-            }
-            unescape(&raw)
-        } else {
-            let bare = match rest.find(" #") {
-                Some(at) => &rest[..at],
-                None => rest,
-            };
-            bare.trim_end().to_string()
-        };
+        let value = reader.value(rest.trim_start(), number)?;
         values.insert(key.to_string(), value);
     }
     Ok(values)
+}
+
+/// Dotenv lines being read, with the index of the next one.
+struct Reader<'a> {
+    file: &'a str,
+    lines: Vec<&'a str>,
+    index: usize,
+}
+
+impl Reader<'_> {
+    fn error(&self, line: usize, message: String) -> DotenvError {
+        DotenvError {
+            file: self.file.to_string(),
+            line,
+            message,
+        }
+    }
+
+    /// The value after `=` on line `number`: quoted (a double-quoted one may
+    /// go on over the next lines) or bare.
+    fn value(&mut self, rest: &str, number: usize) -> Result<String, DotenvError> {
+        if let Some(body) = rest.strip_prefix('\'') {
+            let end = body
+                .find('\'')
+                .ok_or_else(|| self.error(number, "unterminated single-quoted value".into()))?;
+            return Ok(body[..end].to_string());
+        }
+        if let Some(body) = rest.strip_prefix('"') {
+            return self.double_quoted(body, number);
+        }
+        let bare = match rest.find(" #") {
+            Some(at) => &rest[..at],
+            None => rest,
+        };
+        Ok(bare.trim_end().to_string())
+    }
+
+    /// A double-quoted value from `body` on, reading lines until its closing quote.
+    fn double_quoted(&mut self, body: &str, number: usize) -> Result<String, DotenvError> {
+        let mut raw = body.to_string();
+        loop {
+            if let Some(end) = closing_quote(&raw) {
+                raw.truncate(end);
+                return Ok(unescape(&raw));
+            }
+            let Some(next) = self.lines.get(self.index) else {
+                return Err(self.error(number, "unterminated double-quoted value".into()));
+            };
+            raw.push('\n');
+            raw.push_str(next);
+            self.index += 1;
+        }
+    }
 }
 
 /// The byte offset of the first unescaped `"`.

@@ -8,9 +8,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use firerunner_learning::signature::DEFAULT_TAIL_LINES;
-use firerunner_learning::{StepOutcome, StepRecord};
+use firerunner_learning::StepRecord;
+use firerunner_workflow::Conclusion;
 
-use crate::job::{JobReport, StepResult};
+use crate::job::{JobReport, StepReport};
 use crate::logs::LogLine;
 
 /// The runner's header line that opens every step's log.
@@ -57,46 +58,47 @@ pub fn indexed_step_records(job: &FinishedJob<'_>) -> Vec<(usize, StepRecord)> {
         .steps
         .iter()
         .enumerate()
-        .filter_map(|(position, step)| {
-            let outcome = match step.outcome {
-                StepResult::Success => StepOutcome::Success,
-                StepResult::Failure => StepOutcome::Failure,
-                StepResult::Skipped | StepResult::Cancelled => return None,
-            };
-            // Steps are numbered from 1 in the log; 0 holds the job's set-up lines.
-            let lines: Vec<&LogLine> = job
-                .log
-                .iter()
-                .filter(|line| line.step == position + 1)
-                .collect();
-            let timestamp = lines
-                .last()
-                .map(|line| UNIX_EPOCH + Duration::from_millis(line.timestamp_ms))
-                .unwrap_or(job.finished_at);
-            let log_tail = if outcome == StepOutcome::Failure {
-                log_tail(&lines, DEFAULT_TAIL_LINES)
-            } else {
-                String::new()
-            };
-            Some((
-                position,
-                StepRecord {
-                    run_id: job.run_id.to_string(),
-                    repository: job.repository.to_string(),
-                    commit_sha: job.commit_sha.to_string(),
-                    workflow: job.workflow.to_string(),
-                    job: job.job.to_string(),
-                    step_name: step.name.clone(),
-                    command: step.command.clone(),
-                    outcome,
-                    exit_code: step.exit_code,
-                    duration: step.duration,
-                    log_tail,
-                    timestamp,
-                },
-            ))
-        })
+        .filter_map(|(position, step)| Some((position, job.record(position, step)?)))
         .collect()
+}
+
+impl FinishedJob<'_> {
+    /// The record of the step at `position`, unless it was skipped or cancelled.
+    fn record(&self, position: usize, step: &StepReport) -> Option<StepRecord> {
+        let outcome = match step.outcome {
+            Conclusion::Success | Conclusion::Failure => step.outcome,
+            Conclusion::Skipped | Conclusion::Cancelled => return None,
+        };
+        // Steps are numbered from 1 in the log; 0 holds the job's set-up lines.
+        let lines: Vec<&LogLine> = self
+            .log
+            .iter()
+            .filter(|line| line.step == position + 1)
+            .collect();
+        let timestamp = lines
+            .last()
+            .map(|line| UNIX_EPOCH + Duration::from_millis(line.timestamp_ms))
+            .unwrap_or(self.finished_at);
+        let log_tail = if outcome == Conclusion::Failure {
+            log_tail(&lines, DEFAULT_TAIL_LINES)
+        } else {
+            String::new()
+        };
+        Some(StepRecord {
+            run_id: self.run_id.to_string(),
+            repository: self.repository.to_string(),
+            commit_sha: self.commit_sha.to_string(),
+            workflow: self.workflow.to_string(),
+            job: self.job.to_string(),
+            step_name: step.name.clone(),
+            command: step.command.clone(),
+            outcome,
+            exit_code: step.exit_code,
+            duration: step.duration,
+            log_tail,
+            timestamp,
+        })
+    }
 }
 
 /// The last `max_lines` lines of a step, one per line, without its header.
@@ -115,14 +117,13 @@ mod tests {
     use super::*;
     use crate::job::StepReport;
     use crate::logs::LogStream;
-    use firerunner_workflow::plan::JobResult;
     use firerunner_workflow::Object;
 
     fn step(
         name: &str,
         command: &str,
-        outcome: StepResult,
-        conclusion: StepResult,
+        outcome: Conclusion,
+        conclusion: Conclusion,
         exit_code: Option<i32>,
     ) -> StepReport {
         StepReport {
@@ -149,35 +150,35 @@ mod tests {
 
     fn report() -> JobReport {
         JobReport {
-            result: JobResult::Failure,
+            result: Conclusion::Failure,
             outputs: Object::new(),
             steps: vec![
                 step(
                     "Run actions/checkout@v4",
                     "uses: actions/checkout@v4",
-                    StepResult::Success,
-                    StepResult::Success,
+                    Conclusion::Success,
+                    Conclusion::Success,
                     None,
                 ),
                 step(
                     "lint",
                     "npm run lint",
-                    StepResult::Failure,
-                    StepResult::Success,
+                    Conclusion::Failure,
+                    Conclusion::Success,
                     Some(2),
                 ),
                 step(
                     "test",
                     "npm test",
-                    StepResult::Failure,
-                    StepResult::Failure,
+                    Conclusion::Failure,
+                    Conclusion::Failure,
                     Some(1),
                 ),
                 step(
                     "deploy",
                     "./deploy.sh",
-                    StepResult::Skipped,
-                    StepResult::Skipped,
+                    Conclusion::Skipped,
+                    Conclusion::Skipped,
                     None,
                 ),
             ],
@@ -233,14 +234,14 @@ mod tests {
 
         let checkout = &records[0];
         assert_eq!(checkout.command, "uses: actions/checkout@v4");
-        assert_eq!(checkout.outcome, StepOutcome::Success);
+        assert_eq!(checkout.outcome, Conclusion::Success);
         assert_eq!(checkout.log_tail, "");
         assert_eq!(checkout.timestamp, UNIX_EPOCH + Duration::from_secs(3));
 
         let lint = &records[1];
         assert_eq!(
             lint.outcome,
-            StepOutcome::Failure,
+            Conclusion::Failure,
             "continue-on-error does not hide the failure"
         );
         assert_eq!(lint.exit_code, Some(2));
@@ -396,7 +397,7 @@ jobs:
 
         let log = hub.read("run-7", "test").unwrap();
         let dump: Vec<&str> = log.iter().map(|line| line.text.as_str()).collect();
-        let steps: Vec<(&str, StepResult, Option<i32>)> = report
+        let steps: Vec<(&str, Conclusion, Option<i32>)> = report
             .steps
             .iter()
             .map(|step| (step.command.as_str(), step.outcome, step.exit_code))
@@ -404,15 +405,15 @@ jobs:
         assert_eq!(
             steps,
             [
-                ("exit 3", StepResult::Failure, Some(3)),
-                ("uses: docker://alpine:3", StepResult::Failure, None),
+                ("exit 3", Conclusion::Failure, Some(3)),
+                ("uses: docker://alpine:3", Conclusion::Failure, None),
                 (
                     "echo \"token ***\"\necho \"boom: it broke\" >&2\nexit 1\n",
-                    StepResult::Failure,
+                    Conclusion::Failure,
                     Some(1)
                 ),
-                ("echo never", StepResult::Skipped, None),
-                ("echo recovered", StepResult::Success, Some(0)),
+                ("echo never", Conclusion::Skipped, None),
+                ("echo recovered", Conclusion::Success, Some(0)),
             ],
             "{dump:?}"
         );
@@ -433,17 +434,17 @@ jobs:
             .collect();
         assert_eq!(indices, [0, 1, 2, 4], "the skipped step has no record");
         let records = step_records(&finished);
-        let outcomes: Vec<(&str, StepOutcome)> = records
+        let outcomes: Vec<(&str, Conclusion)> = records
             .iter()
             .map(|record| (record.step_name.as_str(), record.outcome))
             .collect();
         assert_eq!(
             outcomes,
             [
-                ("soft", StepOutcome::Failure),
-                ("Run docker://alpine:3", StepOutcome::Failure),
-                ("leak", StepOutcome::Failure),
-                ("Run echo recovered", StepOutcome::Success),
+                ("soft", Conclusion::Failure),
+                ("Run docker://alpine:3", Conclusion::Failure),
+                ("leak", Conclusion::Failure),
+                ("Run echo recovered", Conclusion::Success),
             ]
         );
         let leak = &records[2];
@@ -463,7 +464,7 @@ jobs:
     #[test]
     fn a_job_without_steps_gives_no_records() {
         let report = JobReport {
-            result: JobResult::Failure,
+            result: Conclusion::Failure,
             outputs: Object::new(),
             steps: Vec::new(),
             summary: String::new(),

@@ -13,13 +13,14 @@
 //! - [`job`]: runs the steps of one job instance in its sandbox.
 //! - [`learn`]: turns a finished job into step records for the learning layer.
 //! - [`vm_executor`]: the executor that gives each job instance a fresh microVM.
-//! - [`native_actions`]: upload/download-artifact and cache served by the host.
+//! - [`actions`]: upload/download-artifact and cache served by the host, and
+//!   `owner/repo@ref` actions fetched on the host with git.
 //! - [`run_context`]: the `github` context and default variables of a run.
-//! - [`remote_actions`]: `owner/repo@ref` actions fetched on the host with git.
 //! - [`artifacts`]: the host-side store behind `actions/upload-artifact` and
 //!   `actions/download-artifact`, with retention.
 #![warn(missing_docs)]
 
+pub mod actions;
 pub mod artifacts;
 pub mod cache;
 pub mod checkout;
@@ -28,9 +29,7 @@ pub mod guest_input;
 pub mod job;
 pub mod learn;
 pub mod logs;
-pub mod native_actions;
 pub mod orchestrator;
-pub mod remote_actions;
 pub mod run_context;
 pub mod runner_text;
 pub mod sandbox;

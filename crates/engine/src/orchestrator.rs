@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use firerunner_workflow::expr::{self, EvalContext, JobStatus};
 use firerunner_workflow::model::{CallSecrets, JobBody, ParsedWorkflow, WorkflowCallJob};
 use firerunner_workflow::plan::{
-    expand_matrix, matrix, JobResult, MatrixState, PlanContext, Scheduler, WorkflowPlan,
+    expand_matrix, matrix, MatrixState, PlanContext, Scheduler, WorkflowPlan,
 };
-use firerunner_workflow::{Object, Value};
+use firerunner_workflow::{Conclusion, Object, Value};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -66,7 +66,7 @@ pub struct RunScope {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceOutcome {
     /// Its result.
-    pub result: JobResult,
+    pub result: Conclusion,
     /// Its evaluated `outputs:`.
     pub outputs: Object,
 }
@@ -104,7 +104,7 @@ pub struct InstanceReport {
     /// The instance's display name.
     pub name: String,
     /// Its result.
-    pub result: JobResult,
+    pub result: Conclusion,
     /// Its outputs.
     pub outputs: Object,
     /// When it started, relative to the run's start (`None` if it never ran).
@@ -119,11 +119,11 @@ pub struct RunReport {
     /// Every instance, in the order they finished.
     pub instances: Vec<InstanceReport>,
     /// Each job's combined result (`needs.<id>.result`), by id.
-    pub jobs: HashMap<String, JobResult>,
+    pub jobs: HashMap<String, Conclusion>,
     /// Each job's merged outputs, by id.
     pub job_outputs: HashMap<String, Object>,
     /// The run's conclusion.
-    pub conclusion: JobResult,
+    pub conclusion: Conclusion,
     /// Problems that ended jobs before they ran (bad `if:`, bad matrix).
     pub errors: Vec<String>,
 }
@@ -131,7 +131,7 @@ pub struct RunReport {
 #[derive(Default)]
 struct JobProgress {
     remaining: usize,
-    results: Vec<JobResult>,
+    results: Vec<Conclusion>,
     outputs: Object,
     /// An instance failed without `continue-on-error`.
     hard_failure: bool,
@@ -188,13 +188,13 @@ async fn run<E: JobExecutor>(
     let workflow = workflow_ref;
     let mut scheduler = Scheduler::new(plan.jobs.iter().map(|j| (j.id.clone(), j.needs.clone())));
     let mut progress: HashMap<String, JobProgress> = HashMap::new();
-    let mut finished: HashMap<String, (JobResult, Object)> = HashMap::new();
-    let mut visible: HashMap<String, JobResult> = HashMap::new();
+    let mut finished: HashMap<String, (Conclusion, Object)> = HashMap::new();
+    let mut visible: HashMap<String, Conclusion> = HashMap::new();
     let mut report = RunReport {
         instances: Vec::new(),
         jobs: HashMap::new(),
         job_outputs: HashMap::new(),
-        conclusion: JobResult::Success,
+        conclusion: Conclusion::Success,
         errors: Vec::new(),
     };
     let mut tasks: JoinSet<TaskEnd> = JoinSet::new();
@@ -218,7 +218,7 @@ async fn run<E: JobExecutor>(
                     JobStatus::Cancelled
                 } else if ancestors(plan, &id)
                     .iter()
-                    .any(|a| visible.get(a) == Some(&JobResult::Failure))
+                    .any(|a| visible.get(a) == Some(&Conclusion::Failure))
                 {
                     JobStatus::Failure
                 } else {
@@ -227,7 +227,7 @@ async fn run<E: JobExecutor>(
                 let needs_all_succeeded = planned
                     .needs
                     .iter()
-                    .all(|n| visible.get(n) == Some(&JobResult::Success));
+                    .all(|n| visible.get(n) == Some(&Conclusion::Success));
                 let decision = decide_job(
                     job.if_cond.as_ref().map(|c| c.value.as_str()),
                     &job_contexts,
@@ -256,9 +256,9 @@ async fn run<E: JobExecutor>(
                 };
                 let Some(combos) = combos else {
                     let result = if run_it {
-                        JobResult::Failure
+                        Conclusion::Failure
                     } else {
-                        JobResult::Skipped
+                        Conclusion::Skipped
                     };
                     report.instances.push(InstanceReport {
                         job_id: id.clone(),
@@ -347,7 +347,7 @@ async fn run<E: JobExecutor>(
                         let cancelled = InstanceReport {
                             job_id: id.clone(),
                             name: name.clone(),
-                            result: JobResult::Cancelled,
+                            result: Conclusion::Cancelled,
                             outputs: Object::new(),
                             started: None,
                             duration: Duration::ZERO,
@@ -409,7 +409,8 @@ async fn run<E: JobExecutor>(
                         }
                         let started = Instant::now();
                         let outcome = executor.run(instance, job_cancel.clone()).await;
-                        if outcome.result == JobResult::Failure && !continue_on_error && fail_fast {
+                        if outcome.result == Conclusion::Failure && !continue_on_error && fail_fast
+                        {
                             // Before this instance's slot frees, so no later
                             // instance starts in it.
                             job_cancel.cancel();
@@ -447,7 +448,7 @@ async fn run<E: JobExecutor>(
         for (key, value) in instance.outputs.iter() {
             job_progress.outputs.insert(key.clone(), value.clone());
         }
-        if instance.result == JobResult::Failure && !continue_on_error {
+        if instance.result == Conclusion::Failure && !continue_on_error {
             job_progress.hard_failure = true;
             if fail_fast.get(&id).copied().unwrap_or(true) {
                 if let Some(token) = job_cancels.get(&id) {
@@ -458,14 +459,14 @@ async fn run<E: JobExecutor>(
         report.instances.push(instance);
         if job_progress.remaining == 0 {
             let result = combine(&job_progress.results);
-            let tolerated = result == JobResult::Failure && !job_progress.hard_failure;
+            let tolerated = result == Conclusion::Failure && !job_progress.hard_failure;
             let outputs = std::mem::take(&mut job_progress.outputs);
             report.job_outputs.insert(id.clone(), outputs.clone());
             finished.insert(id.clone(), (result, outputs));
             visible.insert(
                 id.clone(),
                 if tolerated {
-                    JobResult::Success
+                    Conclusion::Success
                 } else {
                     result
                 },
@@ -478,16 +479,16 @@ async fn run<E: JobExecutor>(
         report.jobs.insert(id.clone(), *result);
     }
     report.conclusion = if cancel.is_cancelled() {
-        JobResult::Cancelled
-    } else if visible.values().any(|r| *r == JobResult::Failure) {
-        JobResult::Failure
-    } else if visible.values().any(|r| *r == JobResult::Cancelled) {
-        JobResult::Cancelled
+        Conclusion::Cancelled
+    } else if visible.values().any(|r| *r == Conclusion::Failure) {
+        Conclusion::Failure
+    } else if visible.values().any(|r| *r == Conclusion::Cancelled) {
+        Conclusion::Cancelled
     } else {
-        JobResult::Success
+        Conclusion::Success
     };
-    if !report.errors.is_empty() && report.conclusion == JobResult::Success {
-        report.conclusion = JobResult::Failure;
+    if !report.errors.is_empty() && report.conclusion == Conclusion::Success {
+        report.conclusion = Conclusion::Failure;
     }
     report
 }
@@ -523,7 +524,7 @@ async fn call_workflow<E: JobExecutor>(
 ) -> CallEnd {
     let failed = |message: String| CallEnd {
         outcome: InstanceOutcome {
-            result: JobResult::Failure,
+            result: Conclusion::Failure,
             outputs: Object::new(),
         },
         nested: Vec::new(),
@@ -659,22 +660,22 @@ async fn call_workflow<E: JobExecutor>(
 }
 
 /// `needs.<id>.result` of a job from its instances' results.
-pub fn combine(results: &[JobResult]) -> JobResult {
-    if results.contains(&JobResult::Failure) {
-        JobResult::Failure
-    } else if results.contains(&JobResult::Cancelled) {
-        JobResult::Cancelled
-    } else if !results.is_empty() && results.iter().all(|r| *r == JobResult::Skipped) {
-        JobResult::Skipped
+pub fn combine(results: &[Conclusion]) -> Conclusion {
+    if results.contains(&Conclusion::Failure) {
+        Conclusion::Failure
+    } else if results.contains(&Conclusion::Cancelled) {
+        Conclusion::Cancelled
+    } else if !results.is_empty() && results.iter().all(|r| *r == Conclusion::Skipped) {
+        Conclusion::Skipped
     } else {
-        JobResult::Success
+        Conclusion::Success
     }
 }
 
 fn needs_context(
     needs: &[String],
-    finished: &HashMap<String, (JobResult, Object)>,
-    visible: &HashMap<String, JobResult>,
+    finished: &HashMap<String, (Conclusion, Object)>,
+    visible: &HashMap<String, Conclusion>,
 ) -> Object {
     let mut context = Object::new();
     for need in needs {
@@ -682,7 +683,7 @@ fn needs_context(
             continue;
         };
         let mut entry = Object::new();
-        let result = visible.get(need).copied().unwrap_or(JobResult::Skipped);
+        let result = visible.get(need).copied().unwrap_or(Conclusion::Skipped);
         entry.insert("result", Value::String(result.as_str().to_string()));
         entry.insert("outputs", Value::Object(outputs.clone()));
         context.insert(need.clone(), Value::Object(entry));

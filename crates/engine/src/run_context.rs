@@ -72,44 +72,46 @@ pub fn github_context(
     ] {
         github.insert(key, Value::from(value));
     }
-    let ref_type = if github
-        .get("ref")
-        .and_then(|r| match r {
-            Value::String(s) => Some(s.starts_with("refs/tags/")),
-            _ => None,
-        })
-        .unwrap_or(false)
-    {
-        "tag"
-    } else {
-        "branch"
-    };
-    github.insert("ref_type", Value::from(ref_type));
-    // head_ref and base_ref are set for pull request events only.
-    let pr_ref = |side: &str| -> String {
-        let Some(Value::Object(event)) = github.get("event") else {
-            return String::new();
-        };
-        let Some(Value::Object(pr)) = event.get("pull_request") else {
-            return String::new();
-        };
-        match pr.get(side) {
-            Some(Value::Object(end)) => match end.get("ref") {
-                Some(Value::String(name)) => name.clone(),
-                _ => String::new(),
-            },
-            _ => String::new(),
-        }
-    };
-    let is_pr = matches!(github.get("event_name"), Some(Value::String(name)) if name.starts_with("pull_request"));
-    let (head_ref, base_ref) = if is_pr {
-        (pr_ref("head"), pr_ref("base"))
-    } else {
-        (String::new(), String::new())
-    };
+    github.insert("ref_type", Value::from(ref_type(&github)));
+    let (head_ref, base_ref) = pull_request_refs(&github);
     github.insert("head_ref", Value::from(head_ref.as_str()));
     github.insert("base_ref", Value::from(base_ref.as_str()));
     github
+}
+
+/// `github.ref_type`: `tag` for `refs/tags/...`, else `branch`.
+fn ref_type(github: &Object) -> &'static str {
+    match github.get("ref") {
+        Some(Value::String(s)) if s.starts_with("refs/tags/") => "tag",
+        _ => "branch",
+    }
+}
+
+/// `github.head_ref` and `github.base_ref`: set for pull request events only.
+fn pull_request_refs(github: &Object) -> (String, String) {
+    let is_pr = matches!(github.get("event_name"), Some(Value::String(name)) if name.starts_with("pull_request"));
+    if !is_pr {
+        return (String::new(), String::new());
+    }
+    let pr_ref = |side: &str| -> Option<String> {
+        let Some(Value::Object(event)) = github.get("event") else {
+            return None;
+        };
+        let Some(Value::Object(pr)) = event.get("pull_request") else {
+            return None;
+        };
+        let Some(Value::Object(end)) = pr.get(side) else {
+            return None;
+        };
+        match end.get("ref") {
+            Some(Value::String(name)) => Some(name.clone()),
+            _ => None,
+        }
+    };
+    (
+        pr_ref("head").unwrap_or_default(),
+        pr_ref("base").unwrap_or_default(),
+    )
 }
 
 /// The default environment variables of every step (`CI`, `GITHUB_*`,

@@ -1,9 +1,47 @@
 //! The runner's text formats used by the job runner: file commands, the
 //! workflow commands it acts on, shells, and secret masking.
 
+/// Why a `GITHUB_ENV`/`GITHUB_OUTPUT` file could not be read (lines count from 1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvFileError {
+    /// `NAME<<DELIMITER` with an empty name or delimiter.
+    #[error("line {line}: invalid heredoc {text:?}")]
+    InvalidHeredoc {
+        /// Where.
+        line: usize,
+        /// The line.
+        text: String,
+    },
+    /// A heredoc without its closing delimiter.
+    #[error("line {line}: matching delimiter {delimiter:?} not found")]
+    UnclosedHeredoc {
+        /// Where the heredoc starts.
+        line: usize,
+        /// The delimiter looked for.
+        delimiter: String,
+    },
+    /// `=value` without a name.
+    #[error("line {line}: empty name")]
+    EmptyName {
+        /// Where.
+        line: usize,
+    },
+    /// A line of neither form.
+    #[error("line {line}: expected NAME=value or NAME<<DELIMITER")]
+    Malformed {
+        /// Where.
+        line: usize,
+    },
+}
+
+/// A `shell:` without the `{0}` the script path goes in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shell {0:?} must contain {{0}}")]
+pub struct ShellError(pub String);
+
 /// Parses a `GITHUB_ENV`/`GITHUB_OUTPUT` file: `NAME=value` lines and
 /// `NAME<<DELIMITER` blocks ending at a line equal to `DELIMITER`.
-pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, EnvFileError> {
     let mut pairs = Vec::new();
     let mut lines = text.lines().enumerate();
     while let Some((index, line)) = lines.next() {
@@ -17,39 +55,45 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
                 let name = &line[..h];
                 let delimiter = &line[h + 2..];
                 if name.is_empty() || delimiter.is_empty() {
-                    return Err(format!("line {}: invalid heredoc {line:?}", index + 1));
+                    return Err(EnvFileError::InvalidHeredoc {
+                        line: index + 1,
+                        text: line.to_owned(),
+                    });
                 }
-                let mut value = Vec::new();
-                loop {
-                    match lines.next() {
-                        Some((_, l)) if l == delimiter => break,
-                        Some((_, l)) => value.push(l),
-                        None => {
-                            return Err(format!(
-                                "line {}: matching delimiter {delimiter:?} not found",
-                                index + 1
-                            ))
-                        }
+                let value = heredoc_value(&mut lines, delimiter).ok_or_else(|| {
+                    EnvFileError::UnclosedHeredoc {
+                        line: index + 1,
+                        delimiter: delimiter.to_owned(),
                     }
-                }
-                pairs.push((name.to_string(), value.join("\n")));
+                })?;
+                pairs.push((name.to_string(), value));
             }
             (_, Some(e)) => {
                 let name = &line[..e];
                 if name.is_empty() {
-                    return Err(format!("line {}: empty name", index + 1));
+                    return Err(EnvFileError::EmptyName { line: index + 1 });
                 }
                 pairs.push((name.to_string(), line[e + 1..].to_string()));
             }
-            _ => {
-                return Err(format!(
-                    "line {}: expected NAME=value or NAME<<DELIMITER",
-                    index + 1
-                ))
-            }
+            _ => return Err(EnvFileError::Malformed { line: index + 1 }),
         }
     }
     Ok(pairs)
+}
+
+/// The lines up to the one equal to `delimiter`, joined; `None` when no line is.
+fn heredoc_value<'a>(
+    lines: &mut impl Iterator<Item = (usize, &'a str)>,
+    delimiter: &str,
+) -> Option<String> {
+    let mut value = Vec::new();
+    for (_, line) in lines {
+        if line == delimiter {
+            return Some(value.join("\n"));
+        }
+        value.push(line);
+    }
+    None
 }
 
 /// Prepends the paths of a `GITHUB_PATH` file (later lines first).
@@ -66,7 +110,7 @@ pub fn apply_path_file(text: &str, path: &mut Vec<String>) {
 pub fn shell_command(
     shell: Option<&str>,
     has_bash: bool,
-) -> Result<(String, &'static str), String> {
+) -> Result<(String, &'static str), ShellError> {
     Ok(match shell {
         None if has_bash => ("bash -e {0}".into(), "sh"),
         None => ("sh -e {0}".into(), "sh"),
@@ -75,7 +119,7 @@ pub fn shell_command(
         Some("python") => ("python {0}".into(), "py"),
         Some("pwsh") => ("pwsh -command . '{0}'".into(), "ps1"),
         Some(custom) if custom.contains("{0}") => (custom.to_string(), "sh"),
-        Some(custom) => return Err(format!("shell {custom:?} must contain {{0}}")),
+        Some(custom) => return Err(ShellError(custom.to_owned())),
     })
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use firerunner_agent_proto::message::{Command, ErrorKind, ExecRequest, Stream};
-use firerunner_agent_proto::{Client, ClientError, ExecEvent};
+use firerunner_agent_proto::{Client, ClientError, ExecEvent, ExecHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::logs::{LineSplitter, LogStream};
@@ -22,6 +22,111 @@ pub enum SandboxError {
     /// The agent connection failed.
     #[error("sandbox: {0}")]
     Agent(#[from] ClientError),
+}
+
+/// A process being ended: why, and which signal is due when.
+#[derive(Debug, Clone, Copy)]
+struct Stopping {
+    why: ProcessEnd,
+    at: tokio::time::Instant,
+    signal: i32,
+}
+
+/// A process in the guest with its timeout and, once it is being ended, the
+/// signals still due.
+struct RunningProcess {
+    handle: ExecHandle,
+    grace: (Duration, Duration),
+    deadline: Option<tokio::time::Instant>,
+    stopping: Option<Stopping>,
+}
+
+impl RunningProcess {
+    /// The process's next event; meanwhile ends it, politely first, on
+    /// cancellation or timeout.
+    async fn next_event(
+        &mut self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<ExecEvent>, ClientError> {
+        loop {
+            let next_signal_at = self.stopping.map(|s| s.at);
+            let running = self.stopping.is_none();
+            tokio::select! {
+                event = self.handle.next_event() => return event,
+                _ = cancel.cancelled(), if running => self.interrupt(ProcessEnd::Cancelled).await?,
+                _ = sleep_until(self.deadline), if running && self.deadline.is_some() => {
+                    self.interrupt(ProcessEnd::TimedOut).await?
+                }
+                _ = sleep_until(next_signal_at), if next_signal_at.is_some() => self.escalate().await?,
+            }
+        }
+    }
+
+    /// Starts ending the process for `why`: SIGINT now, SIGTERM after the first grace.
+    async fn interrupt(&mut self, why: ProcessEnd) -> Result<(), ClientError> {
+        self.handle.kill(libc_signal::SIGINT).await?;
+        self.stopping = Some(Stopping {
+            why,
+            at: tokio::time::Instant::now() + self.grace.0,
+            signal: libc_signal::SIGTERM,
+        });
+        Ok(())
+    }
+
+    /// Sends the due signal (SIGTERM), SIGKILL following after the second grace.
+    async fn escalate(&mut self) -> Result<(), ClientError> {
+        let stopping = self.stopping.expect("a process being stopped");
+        self.handle.kill(stopping.signal).await?;
+        self.stopping = Some(Stopping {
+            why: stopping.why,
+            at: tokio::time::Instant::now() + self.grace.1,
+            signal: libc_signal::SIGKILL,
+        });
+        Ok(())
+    }
+}
+
+/// A process's stdout and stderr, split into lines.
+#[derive(Default)]
+struct OutputLines {
+    stdout: LineSplitter,
+    stderr: LineSplitter,
+}
+
+impl OutputLines {
+    fn push(
+        &mut self,
+        stream: Stream,
+        data: &[u8],
+        on_line: &mut (dyn FnMut(LogStream, String) + Send),
+    ) {
+        let (splitter, kind) = match stream {
+            Stream::Stdout => (&mut self.stdout, LogStream::Stdout),
+            Stream::Stderr => (&mut self.stderr, LogStream::Stderr),
+        };
+        for line in splitter.push(data) {
+            on_line(kind, line);
+        }
+    }
+
+    /// Hands over the partial last lines.
+    fn finish(&mut self, on_line: &mut (dyn FnMut(LogStream, String) + Send)) {
+        if let Some(line) = self.stdout.finish() {
+            on_line(LogStream::Stdout, line);
+        }
+        if let Some(line) = self.stderr.finish() {
+            on_line(LogStream::Stderr, line);
+        }
+    }
+}
+
+/// How a process that exited by itself ended.
+fn exit_end(code: Option<i32>, signal: Option<i32>) -> ProcessEnd {
+    match (code, signal) {
+        (Some(code), _) => ProcessEnd::Exited(code),
+        (None, Some(signal)) => ProcessEnd::Signalled(signal),
+        (None, None) => ProcessEnd::Exited(-1),
+    }
 }
 
 /// A command to run in the guest.
@@ -114,57 +219,23 @@ impl Sandbox {
             stdin: Vec::new(),
             stdin_streamed: false,
         };
-        let mut handle = self.client.exec(request).await?;
-        let mut stdout = LineSplitter::default();
-        let mut stderr = LineSplitter::default();
-        let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut stopping: Option<(ProcessEnd, tokio::time::Instant, i32)> = None;
+        let handle = self.client.exec(request).await?;
+        let mut process = RunningProcess {
+            handle,
+            grace: self.grace,
+            deadline: spec.timeout.map(|t| tokio::time::Instant::now() + t),
+            stopping: None,
+        };
+        let mut lines = OutputLines::default();
         loop {
-            let next_signal_at = stopping.map(|(_, at, _)| at);
-            let event = tokio::select! {
-                event = handle.next_event() => event?,
-                _ = cancel.cancelled(), if stopping.is_none() => {
-                    handle.kill(libc_signal::SIGINT).await?;
-                    stopping = Some((ProcessEnd::Cancelled, tokio::time::Instant::now() + self.grace.0, libc_signal::SIGTERM));
-                    continue;
-                }
-                _ = sleep_until(deadline), if stopping.is_none() && deadline.is_some() => {
-                    handle.kill(libc_signal::SIGINT).await?;
-                    stopping = Some((ProcessEnd::TimedOut, tokio::time::Instant::now() + self.grace.0, libc_signal::SIGTERM));
-                    continue;
-                }
-                _ = sleep_until(next_signal_at), if next_signal_at.is_some() => {
-                    let (why, _, signal) = stopping.expect("stopping");
-                    handle.kill(signal).await?;
-                    stopping = Some((why, tokio::time::Instant::now() + self.grace.1, libc_signal::SIGKILL));
-                    continue;
-                }
-            };
-            match event {
-                Some(ExecEvent::Output { stream, data, .. }) => {
-                    let (splitter, kind) = match stream {
-                        Stream::Stdout => (&mut stdout, LogStream::Stdout),
-                        Stream::Stderr => (&mut stderr, LogStream::Stderr),
-                    };
-                    for line in splitter.push(&data) {
-                        on_line(kind, line);
-                    }
-                }
+            match process.next_event(cancel).await? {
+                Some(ExecEvent::Output { stream, data, .. }) => lines.push(stream, &data, on_line),
                 Some(ExecEvent::Exit(status)) => {
-                    if let Some(line) = stdout.finish() {
-                        on_line(LogStream::Stdout, line);
-                    }
-                    if let Some(line) = stderr.finish() {
-                        on_line(LogStream::Stderr, line);
-                    }
+                    lines.finish(on_line);
                     let ran = Duration::from_millis(status.duration_ms);
-                    if let Some((why, _, _)) = stopping {
-                        return Ok((why, ran));
-                    }
-                    let end = match (status.code, status.signal) {
-                        (Some(code), _) => ProcessEnd::Exited(code),
-                        (None, Some(signal)) => ProcessEnd::Signalled(signal),
-                        (None, None) => ProcessEnd::Exited(-1),
+                    let end = match process.stopping {
+                        Some(stopping) => stopping.why,
+                        None => exit_end(status.code, status.signal),
                     };
                     return Ok((end, ran));
                 }

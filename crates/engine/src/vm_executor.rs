@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use firerunner_vm::session::SessionManager;
 use firerunner_vm::{VmBackend, VmSpec};
-use firerunner_workflow::plan::JobResult;
+use firerunner_workflow::Conclusion;
 use firerunner_workflow::Object;
 use tokio_util::sync::CancellationToken;
 
@@ -55,7 +55,7 @@ const VM_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 impl<B: VmBackend> JobExecutor for VmJobExecutor<B> {
     async fn run(&self, instance: JobInstance, cancel: CancellationToken) -> InstanceOutcome {
         let failure = InstanceOutcome {
-            result: JobResult::Failure,
+            result: Conclusion::Failure,
             outputs: Object::new(),
         };
         let run_id = &self.environment.run_id;
@@ -77,7 +77,7 @@ impl<B: VmBackend> JobExecutor for VmJobExecutor<B> {
             let acquired = tokio::select! {
                 acquired = self.sessions.acquire(&self.spec) => acquired,
                 _ = cancel.cancelled() => {
-                    return InstanceOutcome { result: JobResult::Cancelled, outputs: Object::new() };
+                    return InstanceOutcome { result: Conclusion::Cancelled, outputs: Object::new() };
                 }
             };
             match acquired {
@@ -93,7 +93,7 @@ impl<B: VmBackend> JobExecutor for VmJobExecutor<B> {
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         _ = cancel.cancelled() => {
-                            return InstanceOutcome { result: JobResult::Cancelled, outputs: Object::new() };
+                            return InstanceOutcome { result: Conclusion::Cancelled, outputs: Object::new() };
                         }
                     }
                     attempt += 1;
@@ -126,7 +126,7 @@ impl<B: VmBackend> JobExecutor for VmJobExecutor<B> {
         )
         .await;
         drop(sandbox);
-        let _ = if report.result == JobResult::Success {
+        let _ = if report.result == Conclusion::Success {
             session.mark_complete()
         } else {
             session.mark_failed()

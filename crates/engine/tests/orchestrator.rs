@@ -9,7 +9,8 @@ use firerunner_engine::orchestrator::{
     run_workflow, InstanceOutcome, JobExecutor, JobInstance, RunLimits, RunReport, RunScope,
 };
 use firerunner_workflow::load::parse_workflow;
-use firerunner_workflow::plan::{plan_workflow, JobResult, PlanContext};
+use firerunner_workflow::plan::{plan_workflow, PlanContext};
+use firerunner_workflow::Conclusion;
 use firerunner_workflow::{Object, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -17,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 struct Script {
     millis: u64,
-    result: JobResult,
+    result: Conclusion,
     outputs: Vec<(&'static str, &'static str)>,
 }
 
-type LogEntry = (String, Instant, Instant, JobResult);
+type LogEntry = (String, Instant, Instant, Conclusion);
 
 #[derive(Default)]
 struct Scripted {
@@ -37,7 +38,7 @@ impl JobExecutor for Scripted {
             .get(&instance.name)
             .or_else(|| self.scripts.get(&instance.job_id))
             .cloned()
-            .unwrap_or_else(|| script(20, JobResult::Success));
+            .unwrap_or_else(|| script(20, Conclusion::Success));
         self.seen
             .lock()
             .unwrap()
@@ -45,7 +46,7 @@ impl JobExecutor for Scripted {
         let start = Instant::now();
         let result = tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(script.millis)) => script.result,
-            _ = cancel.cancelled() => JobResult::Cancelled,
+            _ = cancel.cancelled() => Conclusion::Cancelled,
         };
         self.log
             .lock()
@@ -60,7 +61,7 @@ impl JobExecutor for Scripted {
     }
 }
 
-fn script(millis: u64, result: JobResult) -> Script {
+fn script(millis: u64, result: Conclusion) -> Script {
     Script {
         millis,
         result,
@@ -121,7 +122,7 @@ fn span(executor: &Scripted, name: &str) -> (Instant, Instant) {
     (entry.1, entry.2)
 }
 
-fn result(report: &RunReport, name: &str) -> JobResult {
+fn result(report: &RunReport, name: &str) -> Conclusion {
     report
         .instances
         .iter()
@@ -150,13 +151,13 @@ async fn a_job_starts_when_its_own_needs_finish_not_in_stages() {
     let (report, executor) = run(
         &yaml,
         vec![
-            ("slow", script(400, JobResult::Success)),
-            ("quick", script(20, JobResult::Success)),
+            ("slow", script(400, Conclusion::Success)),
+            ("quick", script(20, Conclusion::Success)),
         ],
         RunLimits::default(),
     )
     .await;
-    assert_eq!(report.conclusion, JobResult::Success);
+    assert_eq!(report.conclusion, Conclusion::Success);
     let (_, slow_end) = span(&executor, "slow");
     let (after_start, _) = span(&executor, "after_quick");
     let (_, quick_end) = span(&executor, "quick");
@@ -178,13 +179,13 @@ async fn a_diamond_runs_its_middle_in_parallel_and_joins() {
     let (report, executor) = run(
         &yaml,
         vec![
-            ("b", script(200, JobResult::Success)),
-            ("c", script(200, JobResult::Success)),
+            ("b", script(200, Conclusion::Success)),
+            ("c", script(200, Conclusion::Success)),
         ],
         RunLimits::default(),
     )
     .await;
-    assert_eq!(report.conclusion, JobResult::Success);
+    assert_eq!(report.conclusion, Conclusion::Success);
     let (b_start, b_end) = span(&executor, "b");
     let (c_start, c_end) = span(&executor, "c");
     let (d_start, _) = span(&executor, "d");
@@ -204,20 +205,20 @@ async fn failures_skip_dependents_unless_their_if_asks_for_it() {
     ]);
     let (report, executor) = run(
         &yaml,
-        vec![("build", script(10, JobResult::Failure))],
+        vec![("build", script(10, Conclusion::Failure))],
         RunLimits::default(),
     )
     .await;
-    assert_eq!(report.conclusion, JobResult::Failure);
-    assert_eq!(result(&report, "test"), JobResult::Skipped);
-    assert_eq!(result(&report, "deploy"), JobResult::Skipped);
-    assert_eq!(result(&report, "on_success"), JobResult::Skipped);
+    assert_eq!(report.conclusion, Conclusion::Failure);
+    assert_eq!(result(&report, "test"), Conclusion::Skipped);
+    assert_eq!(result(&report, "deploy"), Conclusion::Skipped);
+    assert_eq!(result(&report, "on_success"), Conclusion::Skipped);
     assert_eq!(
         result(&report, "report_failure"),
-        JobResult::Success,
+        Conclusion::Success,
         "failure() sees an ancestor's failure"
     );
-    assert_eq!(result(&report, "cleanup"), JobResult::Success);
+    assert_eq!(result(&report, "cleanup"), Conclusion::Success);
     let seen = executor.seen.lock().unwrap();
     let needs = seen["cleanup"].get("needs").unwrap();
     let expected: Value =
@@ -232,17 +233,17 @@ async fn fail_fast_cancels_the_other_instances_of_a_matrix() {
     let (report, _) = run(
         MATRIX_123,
         vec![
-            ("test (1)", script(20, JobResult::Failure)),
-            ("test (2)", script(2000, JobResult::Success)),
-            ("test (3)", script(2000, JobResult::Success)),
+            ("test (1)", script(20, Conclusion::Failure)),
+            ("test (2)", script(2000, Conclusion::Success)),
+            ("test (3)", script(2000, Conclusion::Success)),
         ],
         RunLimits::default(),
     )
     .await;
-    assert_eq!(result(&report, "test (1)"), JobResult::Failure);
-    assert_eq!(result(&report, "test (2)"), JobResult::Cancelled);
-    assert_eq!(result(&report, "test (3)"), JobResult::Cancelled);
-    assert_eq!(report.jobs["test"], JobResult::Failure);
+    assert_eq!(result(&report, "test (1)"), Conclusion::Failure);
+    assert_eq!(result(&report, "test (2)"), Conclusion::Cancelled);
+    assert_eq!(result(&report, "test (3)"), Conclusion::Cancelled);
+    assert_eq!(report.jobs["test"], Conclusion::Failure);
 }
 
 /// Instances take slots in matrix order even when the runtime polls their
@@ -260,7 +261,7 @@ async fn instances_take_slots_in_matrix_order() {
             },
         )
         .await;
-        assert_eq!(report.conclusion, JobResult::Success);
+        assert_eq!(report.conclusion, Conclusion::Success);
         let order: Vec<String> = executor
             .log
             .lock()
@@ -274,18 +275,18 @@ async fn instances_take_slots_in_matrix_order() {
     let (report, executor) = run(
         MATRIX_123,
         vec![
-            ("test (1)", script(20, JobResult::Failure)),
-            ("test (2)", script(2000, JobResult::Success)),
-            ("test (3)", script(2000, JobResult::Success)),
+            ("test (1)", script(20, Conclusion::Failure)),
+            ("test (2)", script(2000, Conclusion::Success)),
+            ("test (3)", script(2000, Conclusion::Success)),
         ],
         RunLimits {
             max_parallel_jobs: 2,
         },
     )
     .await;
-    assert_eq!(result(&report, "test (1)"), JobResult::Failure);
-    assert_eq!(result(&report, "test (2)"), JobResult::Cancelled);
-    assert_eq!(result(&report, "test (3)"), JobResult::Cancelled);
+    assert_eq!(result(&report, "test (1)"), Conclusion::Failure);
+    assert_eq!(result(&report, "test (2)"), Conclusion::Cancelled);
+    assert_eq!(result(&report, "test (3)"), Conclusion::Cancelled);
     let started: Vec<String> = executor
         .log
         .lock()
@@ -305,15 +306,15 @@ async fn without_fail_fast_the_other_instances_finish() {
     let (report, _) = run(
         &yaml,
         vec![
-            ("test (1)", script(10, JobResult::Failure)),
-            ("test (2)", script(200, JobResult::Success)),
+            ("test (1)", script(10, Conclusion::Failure)),
+            ("test (2)", script(200, Conclusion::Success)),
         ],
         RunLimits::default(),
     )
     .await;
-    assert_eq!(result(&report, "test (2)"), JobResult::Success);
-    assert_eq!(result(&report, "test (3)"), JobResult::Success);
-    assert_eq!(report.conclusion, JobResult::Failure);
+    assert_eq!(result(&report, "test (2)"), Conclusion::Success);
+    assert_eq!(result(&report, "test (3)"), Conclusion::Success);
+    assert_eq!(report.conclusion, Conclusion::Failure);
 }
 
 #[tokio::test]
@@ -329,7 +330,7 @@ async fn max_parallel_and_the_global_limit_bound_concurrency() {
         },
     )
     .await;
-    assert_eq!(report.conclusion, JobResult::Success);
+    assert_eq!(report.conclusion, Conclusion::Success);
     let log = executor.log.lock().unwrap();
     let overlap = |filter: &dyn Fn(&str) -> bool| {
         let spans: Vec<_> = log
@@ -362,16 +363,21 @@ async fn outputs_flow_to_needs_and_a_matrix_made_from_them() {
             "setup",
             Script {
                 millis: 10,
-                result: JobResult::Success,
+                result: Conclusion::Success,
                 outputs: vec![("list", "[\"a\",\"b\"]")],
             },
         )],
         RunLimits::default(),
     )
     .await;
-    assert_eq!(report.conclusion, JobResult::Success, "{:?}", report.errors);
-    assert_eq!(result(&report, "use (a)"), JobResult::Success);
-    assert_eq!(result(&report, "use (b)"), JobResult::Success);
+    assert_eq!(
+        report.conclusion,
+        Conclusion::Success,
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(result(&report, "use (a)"), Conclusion::Success);
+    assert_eq!(result(&report, "use (b)"), Conclusion::Success);
     let seen = executor.seen.lock().unwrap();
     let strategy = seen["use (b)"].get("strategy").unwrap();
     let expected: Value =
@@ -388,13 +394,13 @@ async fn a_continue_on_error_job_fails_without_failing_the_run() {
     ]);
     let (report, _) = run(
         &yaml,
-        vec![("flaky", script(10, JobResult::Failure))],
+        vec![("flaky", script(10, Conclusion::Failure))],
         RunLimits::default(),
     )
     .await;
-    assert_eq!(result(&report, "flaky"), JobResult::Failure);
-    assert_eq!(result(&report, "next"), JobResult::Success);
-    assert_eq!(report.conclusion, JobResult::Success);
+    assert_eq!(result(&report, "flaky"), Conclusion::Failure);
+    assert_eq!(result(&report, "next"), Conclusion::Success);
+    assert_eq!(report.conclusion, Conclusion::Success);
 }
 
 #[tokio::test]
@@ -410,15 +416,15 @@ async fn a_job_if_reads_github_and_a_bad_matrix_is_an_error_not_a_crash() {
         CancellationToken::new(),
     )
     .await;
-    assert_eq!(result(&report, "only_pr"), JobResult::Skipped);
-    assert_eq!(result(&report, "uses_bad"), JobResult::Failure);
+    assert_eq!(result(&report, "only_pr"), Conclusion::Skipped);
+    assert_eq!(result(&report, "uses_bad"), Conclusion::Failure);
     assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
     assert!(
         report.errors[0].contains("jobs.uses_bad.strategy.matrix"),
         "{}",
         report.errors[0]
     );
-    assert_eq!(report.conclusion, JobResult::Failure);
+    assert_eq!(report.conclusion, Conclusion::Failure);
 }
 
 #[tokio::test]
@@ -429,7 +435,7 @@ async fn cancelling_the_run_cancels_running_jobs_and_skips_the_rest() {
         ("always", "    needs: long\n    if: always()\n"),
     ]);
     let executor = Arc::new(Scripted {
-        scripts: [("long".to_string(), script(5000, JobResult::Success))]
+        scripts: [("long".to_string(), script(5000, Conclusion::Success))]
             .into_iter()
             .collect(),
         ..Scripted::default()
@@ -444,14 +450,14 @@ async fn cancelling_the_run_cancels_running_jobs_and_skips_the_rest() {
     let report = run_with(&yaml, Object::new(), executor, RunLimits::default(), cancel).await;
     // Well before the 5 s the job would take if the cancellation did not reach it.
     assert!(started.elapsed() < Duration::from_secs(4));
-    assert_eq!(result(&report, "long"), JobResult::Cancelled);
-    assert_eq!(result(&report, "after"), JobResult::Skipped);
+    assert_eq!(result(&report, "long"), Conclusion::Cancelled);
+    assert_eq!(result(&report, "after"), Conclusion::Skipped);
     assert_eq!(
         result(&report, "always"),
-        JobResult::Cancelled,
+        Conclusion::Cancelled,
         "always() jobs start, but under a cancelled run they are cancelled at once"
     );
-    assert_eq!(report.conclusion, JobResult::Cancelled);
+    assert_eq!(report.conclusion, Conclusion::Cancelled);
 }
 
 #[tokio::test]
@@ -466,7 +472,7 @@ async fn a_local_reusable_workflow_runs_its_jobs_with_inputs_secrets_and_outputs
             "call / inner".to_string(),
             Script {
                 millis: 10,
-                result: JobResult::Success,
+                result: Conclusion::Success,
                 outputs: vec![("said", "hello")],
             },
         )]
@@ -495,8 +501,8 @@ async fn a_local_reusable_workflow_runs_its_jobs_with_inputs_secrets_and_outputs
     )
     .await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(result(&report, "call / inner"), JobResult::Success);
-    assert_eq!(report.jobs["call"], JobResult::Success);
+    assert_eq!(result(&report, "call / inner"), Conclusion::Success);
+    assert_eq!(report.jobs["call"], Conclusion::Success);
     assert_eq!(
         report.job_outputs["call"].get("said"),
         Some(&Value::from("hello"))

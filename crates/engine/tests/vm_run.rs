@@ -3,17 +3,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use firerunner_engine::actions::native::CacheScope;
 use firerunner_engine::artifacts::ArtifactStore;
 use firerunner_engine::cache::{CacheLimits, CacheStore};
 use firerunner_engine::checkout::CheckoutSource;
-use firerunner_engine::job::{GuestLayout, JobEnvironment, StepResult};
+use firerunner_engine::job::{GuestLayout, JobEnvironment};
 use firerunner_engine::logs::LogHub;
-use firerunner_engine::native_actions::CacheScope;
 use firerunner_engine::orchestrator::{run_workflow, RunLimits, RunScope};
 use firerunner_engine::vm_executor::VmJobExecutor;
 use firerunner_vm::testing::{self, git, git_repo};
 use firerunner_workflow::load::parse_workflow;
-use firerunner_workflow::plan::{plan_workflow, JobResult, PlanContext};
+use firerunner_workflow::plan::{plan_workflow, PlanContext};
+use firerunner_workflow::Conclusion;
 use firerunner_workflow::Object;
 use tokio_util::sync::CancellationToken;
 
@@ -220,10 +221,10 @@ async fn a_workflow_runs_in_microvms_with_needs_matrix_outputs_and_masking() {
         .collect();
     let dump = all_logs.join("\n");
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(report.jobs["setup"], JobResult::Success, "{dump}");
-    assert_eq!(report.jobs["use"], JobResult::Success, "{dump}");
-    assert_eq!(report.jobs["fails"], JobResult::Failure, "{dump}");
-    assert_eq!(report.conclusion, JobResult::Failure);
+    assert_eq!(report.jobs["setup"], Conclusion::Success, "{dump}");
+    assert_eq!(report.jobs["use"], Conclusion::Success, "{dump}");
+    assert_eq!(report.jobs["fails"], Conclusion::Failure, "{dump}");
+    assert_eq!(report.conclusion, Conclusion::Failure);
     assert!(all_logs.iter().any(|l| l == "the token is ***"), "{dump}");
     assert!(!dump.contains("s3cret"), "the secret leaked:\n{dump}");
     assert!(all_logs.iter().any(|l| l == "recovered"), "{dump}");
@@ -231,13 +232,13 @@ async fn a_workflow_runs_in_microvms_with_needs_matrix_outputs_and_masking() {
 
     let reports = executor.reports();
     let (_, fails) = reports.iter().find(|(name, _)| name == "fails").unwrap();
-    let results: Vec<StepResult> = fails.steps.iter().map(|s| s.conclusion).collect();
+    let results: Vec<Conclusion> = fails.steps.iter().map(|s| s.conclusion).collect();
     assert_eq!(
         results,
         [
-            StepResult::Failure,
-            StepResult::Skipped,
-            StepResult::Success
+            Conclusion::Failure,
+            Conclusion::Skipped,
+            Conclusion::Success
         ]
     );
     assert!(
@@ -346,7 +347,7 @@ async fn a_vm_that_fails_to_start_is_started_again_and_the_job_runs() {
         .into_iter()
         .map(|l| l.text)
         .collect();
-    assert_eq!(report.conclusion, JobResult::Success, "{lines:#?}");
+    assert_eq!(report.conclusion, Conclusion::Success, "{lines:#?}");
     assert!(
         lines
             .iter()

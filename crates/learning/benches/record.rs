@@ -4,7 +4,7 @@
 //! over 10,000 back-to-back records (the writer persists them concurrently).
 
 use firerunner_learning::{
-    LearningConfig, LearningCoordinator, LearningStore, StepOutcome, StepRecord,
+    Conclusion, LearningConfig, LearningCoordinator, LearningStore, StepRecord,
 };
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -60,9 +60,9 @@ fn step(index: usize, rng: &mut fastrand::Rng) -> StepRecord {
         step_name: format!("step{}", rng.u32(0..6)),
         command,
         outcome: if failed {
-            StepOutcome::Failure
+            Conclusion::Failure
         } else {
-            StepOutcome::Success
+            Conclusion::Success
         },
         exit_code: Some(if failed { 101 } else { 0 }),
         duration: Duration::from_millis(rng.u64(10..60_000)),

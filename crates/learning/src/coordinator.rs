@@ -10,13 +10,13 @@
 
 use crate::graph::{CommandKnowledgeGraph, Prediction, PredictionContext};
 use crate::model::{
-    one_line, short_sha, FixedBy, FlakyStep, LearningStats, Lesson, StepLocation, StepOutcome,
-    StepRecord,
+    one_line, short_sha, FixedBy, FlakyStep, LearningStats, Lesson, StepLocation, StepRecord,
 };
 use crate::normalize::normalize_command;
 use crate::signature::{signature_from_log, ErrorSignature, DEFAULT_TAIL_LINES};
 use crate::store::{LearningStore, StepRow, StepWrite};
 use crate::LearningError;
+use firerunner_workflow::Conclusion;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
@@ -445,7 +445,7 @@ impl LearningCoordinator {
     /// Updates the in-memory state with `step` and returns what it found and what to store.
     fn apply(&self, step: StepRecord) -> (RecordedStep, StepWrite) {
         let key = normalize_command(&step.command);
-        let success = step.outcome == StepOutcome::Success;
+        let success = step.outcome == Conclusion::Success;
         let signature = if success {
             None
         } else {

@@ -29,6 +29,8 @@ pub use compose::{workflow_from_text, ComposeError};
 pub use concepts::{concepts_of, Concept};
 pub use coordinator::{Hint, HintScope, LearningConfig, LearningCoordinator, RecordedStep};
 pub use error::LearningError;
+/// How a recorded step ended: the workflow crate's outcome of steps and jobs.
+pub use firerunner_workflow::Conclusion;
 pub use graph::{
     CommandKnowledgeGraph, EvidenceLevel, FailingSignature, NodeStats, Prediction,
     PredictionContext, RelatedCommand,
@@ -36,7 +38,7 @@ pub use graph::{
 pub use llm::{FailureToExplain, GeneratedWorkflow, LlmClient, LlmConfig, LlmError};
 pub use model::{
     one_line, short_sha, FixedBy, FlakyStep, LearningStats, Lesson, LessonStatus, StepLocation,
-    StepOutcome, StepRecord,
+    StepRecord,
 };
 pub use normalize::normalize_command;
 pub use signature::{signature_from_log, ErrorSignature};

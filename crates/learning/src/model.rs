@@ -3,18 +3,10 @@
 //! `firerunner learn --json` prints.
 
 use crate::signature::ErrorSignature;
+use firerunner_workflow::Conclusion;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepOutcome {
-    /// The step succeeded.
-    Success,
-    /// The step failed.
-    Failure,
-}
 
 /// One executed step, as reported by the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +26,7 @@ pub struct StepRecord {
     /// The step's command or script.
     pub command: String,
     /// Outcome.
-    pub outcome: StepOutcome,
+    pub outcome: Conclusion,
     /// Exit code when the step was a process.
     pub exit_code: Option<i32>,
     /// How long the step took.

@@ -1,6 +1,6 @@
 use firerunner_learning::{
-    EvidenceLevel, FixedBy, Hint, HintScope, LearningConfig, LearningCoordinator, LearningStore,
-    LessonStatus, PredictionContext, StepOutcome, StepRecord,
+    Conclusion, EvidenceLevel, FixedBy, Hint, HintScope, LearningConfig, LearningCoordinator,
+    LearningStore, LessonStatus, PredictionContext, StepRecord,
 };
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -14,9 +14,9 @@ fn step(run: u32, commit: &str, step_name: &str, command: &str, log: Option<&str
         step_name: step_name.into(),
         command: command.into(),
         outcome: if log.is_some() {
-            StepOutcome::Failure
+            Conclusion::Failure
         } else {
-            StepOutcome::Success
+            Conclusion::Success
         },
         exit_code: Some(i32::from(log.is_some())),
         duration: Duration::from_millis(1200),

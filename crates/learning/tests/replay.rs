@@ -2,7 +2,7 @@
 //! failures, and measures how well the coordinator finds them.
 
 use firerunner_learning::{
-    Hint, LearningConfig, LearningCoordinator, LearningStore, StepOutcome, StepRecord,
+    Conclusion, Hint, LearningConfig, LearningCoordinator, LearningStore, StepRecord,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, UNIX_EPOCH};
@@ -293,9 +293,9 @@ async fn replayed_history_finds_flaky_steps_and_lessons() {
                     step_name: (*step_name).into(),
                     command: fill(template, &sha, &mut rng),
                     outcome: if log.is_some() {
-                        StepOutcome::Failure
+                        Conclusion::Failure
                     } else {
-                        StepOutcome::Success
+                        Conclusion::Success
                     },
                     exit_code: Some(i32::from(log.is_some())),
                     duration: Duration::from_millis(rng.u64(100..90_000)),

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use firerunner_engine::actions::native::CacheScope;
 use firerunner_engine::artifacts::ArtifactStore;
 use firerunner_engine::cache::CacheStore;
 use firerunner_engine::checkout::{CheckoutSource, GitToken};
-use firerunner_engine::job::{GuestLayout, JobEnvironment, StepResult};
+use firerunner_engine::job::{GuestLayout, JobEnvironment};
 use firerunner_engine::learn::{step_records, FinishedJob};
 use firerunner_engine::logs::LogHub;
-use firerunner_engine::native_actions::CacheScope;
 use firerunner_engine::orchestrator::{
     run_workflow, InstanceOutcome, JobExecutor, JobInstance, RunLimits, RunScope,
 };
@@ -23,8 +23,9 @@ use firerunner_vm::session::SessionManager;
 use firerunner_vm::{VmBackend, VmSpec};
 use firerunner_workflow::load::parse_workflow;
 use firerunner_workflow::model::{JobBody, ParsedWorkflow};
-use firerunner_workflow::plan::{plan_workflow, JobResult, PlanContext};
+use firerunner_workflow::plan::{plan_workflow, PlanContext};
 use firerunner_workflow::trigger::Event;
+use firerunner_workflow::Conclusion;
 use firerunner_workflow::Value;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -137,12 +138,12 @@ pub trait RunExecutor: Send + Sync + 'static {
 }
 
 /// The word GitHub uses for a result.
-pub fn conclusion_word(result: JobResult) -> &'static str {
+pub fn conclusion_word(result: Conclusion) -> &'static str {
     match result {
-        JobResult::Success => "success",
-        JobResult::Failure => "failure",
-        JobResult::Cancelled => "cancelled",
-        JobResult::Skipped => "skipped",
+        Conclusion::Success => "success",
+        Conclusion::Failure => "failure",
+        Conclusion::Cancelled => "cancelled",
+        Conclusion::Skipped => "skipped",
     }
 }
 
@@ -388,10 +389,10 @@ impl<B: VmBackend> JobExecutor for ObservedExecutor<B> {
                     .map(|step| StepRecord {
                         name: step.name.clone(),
                         conclusion: match step.conclusion {
-                            StepResult::Success => "success",
-                            StepResult::Failure => "failure",
-                            StepResult::Cancelled => "cancelled",
-                            StepResult::Skipped => "skipped",
+                            Conclusion::Success => "success",
+                            Conclusion::Failure => "failure",
+                            Conclusion::Cancelled => "cancelled",
+                            Conclusion::Skipped => "skipped",
                         }
                         .into(),
                         duration_ms: step.duration.as_millis() as u64,

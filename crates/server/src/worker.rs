@@ -507,7 +507,7 @@ async fn learn_from(state: &AppState, steps: Vec<firerunner_learning::StepRecord
     let mut hints = Vec::new();
     let mut explained = false;
     for step in steps {
-        let failed = step.outcome == firerunner_learning::StepOutcome::Failure;
+        let failed = step.outcome == firerunner_learning::Conclusion::Failure;
         if failed {
             if let Some(learning) = &state.learning {
                 hints.extend(

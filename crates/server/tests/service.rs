@@ -640,9 +640,9 @@ async fn the_dashboard_shows_a_lesson_that_failed_again_after_its_fix_as_failing
         step_name: "unit".into(),
         command: "npm test".into(),
         outcome: if failed {
-            firerunner_learning::StepOutcome::Failure
+            firerunner_learning::Conclusion::Failure
         } else {
-            firerunner_learning::StepOutcome::Success
+            firerunner_learning::Conclusion::Success
         },
         exit_code: Some(i32::from(failed)),
         duration: Duration::from_secs(1),

@@ -7,6 +7,7 @@
 //! - [`plan`] expands matrices and orders jobs by their `needs` graph.
 #![warn(missing_docs)]
 
+pub mod conclusion;
 pub mod diagnostic;
 pub mod expr;
 pub mod load;
@@ -16,6 +17,7 @@ pub mod reference;
 pub mod trigger;
 pub mod value;
 
+pub use conclusion::Conclusion;
 pub use diagnostic::{Diagnostic, Diagnostics, Pos, Severity, Spanned};
 pub use model::ParsedWorkflow;
 pub use reference::{ActionRef, RemoteRef, WorkflowRef};

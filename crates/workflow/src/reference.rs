@@ -92,22 +92,34 @@ fn relative(path: &str) -> String {
     p.trim_end_matches('/').to_owned()
 }
 
-/// `OWNER/REPO[/PATH]@REF` with non-empty owner, repo and ref.
+/// A name git and the host's file system take as written: ASCII letters,
+/// digits, `-`, `_` and `.`, and neither `.` nor `..` (no way out of a folder).
+fn plain(segment: &str) -> bool {
+    segment != "."
+        && segment != ".."
+        && !segment.is_empty()
+        && segment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// `OWNER/REPO[/PATH]@REF` with plain owner, repo, path segments and ref
+/// (whose `/`-separated parts are plain too); one trailing `/` on the path is dropped.
 fn remote(text: &str) -> Option<RemoteRef> {
     let (target, git_ref) = text.split_once('@')?;
     let mut parts = target.splitn(3, '/');
     let owner = parts.next()?;
     let repo = parts.next()?;
     let path = parts.next().unwrap_or_default();
-    let ok = !owner.is_empty()
-        && !repo.is_empty()
-        && !git_ref.is_empty()
-        && !git_ref.contains('@')
-        && !target.contains(char::is_whitespace);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let ok = plain(owner)
+        && plain(repo)
+        && git_ref.split('/').all(plain)
+        && (path.is_empty() || path.split('/').all(plain));
     ok.then(|| RemoteRef {
         owner: owner.to_owned(),
         repo: repo.to_owned(),
-        path: path.trim_end_matches('/').to_owned(),
+        path: path.to_owned(),
         git_ref: git_ref.to_owned(),
     })
 }
@@ -253,6 +265,43 @@ mod tests {
         ] {
             assert!(ActionRef::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn remote_path(text: &str) -> String {
+        match ActionRef::parse(text) {
+            Ok(ActionRef::Remote(r)) => r.path,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn remote_references_stay_inside_their_repository() {
+        assert_eq!(remote_path("octo/tools/lint@v2"), "lint");
+        assert_eq!(remote_path("actions/setup-node@v4"), "");
+        assert_eq!(remote_path("a/b/lint/@v1"), "lint");
+        for bad in [
+            "no-version",
+            "a/../b@v1",
+            "a/b/../../etc@v1",
+            "a/b//etc@v1",
+            "a/b///etc@v1",
+            "a/b/lint//x@v1",
+            "a/b/./x@v1",
+            "a/b/x/..@v1",
+            "a/b/x/.@v1",
+            "a/b@v1 --upload-pack=x",
+            "a/b@../v1",
+        ] {
+            assert!(ActionRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_version_that_looks_like_an_option_is_kept_as_a_version() {
+        let Ok(ActionRef::Remote(r)) = ActionRef::parse("octo/act@--dry-run") else {
+            panic!("an option-like version is a version; the fetch ends git's options")
+        };
+        assert_eq!(r.git_ref, "--dry-run");
     }
 
     #[test]

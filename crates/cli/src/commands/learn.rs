@@ -11,9 +11,9 @@ use firerunner_engine::job::JobReport;
 use firerunner_engine::learn::{indexed_step_records, FinishedJob};
 use firerunner_engine::logs::LogHub;
 use firerunner_learning::{
-    one_line, short_sha, workflow_from_text, Concept, EvidenceLevel, FlakyStep, Hint,
+    one_line, short_sha, workflow_from_text, Concept, Conclusion, EvidenceLevel, FlakyStep, Hint,
     LearningConfig, LearningCoordinator, LearningStats, LearningStore, Lesson, LlmClient,
-    LlmConfig, PredictionContext, StepOutcome,
+    LlmConfig, PredictionContext,
 };
 use serde::Serialize;
 
@@ -564,7 +564,7 @@ impl Recorder {
                 finished_at: SystemTime::now(),
             };
             for (index, record) in indexed_step_records(&finished) {
-                if record.outcome == StepOutcome::Failure {
+                if record.outcome == Conclusion::Failure {
                     let lines = hint_lines(&self.learning.hints_for_failure(&record));
                     if !lines.is_empty() {
                         hints.insert((name.clone(), index), lines);
@@ -607,7 +607,7 @@ mod tests {
             job: "test".into(),
             step_name: "unit".into(),
             command: "npm test".into(),
-            outcome: StepOutcome::Failure,
+            outcome: Conclusion::Failure,
             exit_code: Some(1),
             duration: Duration::from_secs(3),
             log_tail: log.into(),
@@ -643,7 +643,7 @@ mod tests {
             learning.record_step(failure(commit, log)).await.unwrap();
         }
         let mut fixed = failure("c4fixed", "");
-        fixed.outcome = StepOutcome::Success;
+        fixed.outcome = Conclusion::Success;
         learning.record_step(fixed).await.unwrap();
         learning.record_step(failure("c5", log)).await.unwrap();
         let text = lessons(&learning.lessons(), false);
@@ -666,7 +666,7 @@ mod tests {
             learning.record_step(failure(commit, log)).await.unwrap();
         }
         let mut fixed = failure("c4fixed", "");
-        fixed.outcome = StepOutcome::Success;
+        fixed.outcome = Conclusion::Success;
         fixed.command = "npm ci && npm test".into();
         learning.record_step(fixed).await.unwrap();
         let lines = hint_lines(&learning.hints_for_failure(&failure("c5", log)));

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use firerunner_engine::actions::native::CacheScope;
 use firerunner_engine::artifacts::ArtifactStore;
 use firerunner_engine::cache::{CacheLimits, CacheStore};
 use firerunner_engine::checkout::CheckoutSource;
-use firerunner_engine::job::{GuestLayout, JobEnvironment, StepResult};
+use firerunner_engine::job::{GuestLayout, JobEnvironment};
 use firerunner_engine::logs::{LogHub, LogStream};
-use firerunner_engine::native_actions::CacheScope;
 use firerunner_engine::orchestrator::{run_workflow, RunLimits, RunScope};
 use firerunner_engine::vm_executor::VmJobExecutor;
 use firerunner_engine::{dotenv, orchestrator, run_context};
@@ -21,8 +21,9 @@ use firerunner_vm::pool::PoolConfig;
 use firerunner_vm::session::{SessionConfig, SessionManager};
 use firerunner_vm::VmSpec;
 use firerunner_workflow::model::{JobBody, ParsedWorkflow};
-use firerunner_workflow::plan::{plan_workflow, JobResult, MatrixState, WorkflowPlan};
+use firerunner_workflow::plan::{plan_workflow, MatrixState, WorkflowPlan};
 use firerunner_workflow::trigger::{decide, Event, TriggerDecision};
+use firerunner_workflow::Conclusion;
 use firerunner_workflow::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -536,7 +537,7 @@ async fn run_with<B: firerunner_vm::VmBackend>(
             None => super::learn::StepHints::new(),
         };
         print_summary(&title, &report, &jobs, &hints);
-        if report.conclusion != JobResult::Success {
+        if report.conclusion != Conclusion::Success {
             all_ok = false;
         }
     }
@@ -585,13 +586,13 @@ fn print_summary(
         if let Some((_, job)) = details.iter().find(|(name, _)| *name == instance.name) {
             for (index, step) in job.steps.iter().enumerate() {
                 let mark = match step.conclusion {
-                    StepResult::Success if step.outcome == StepResult::Failure => {
+                    Conclusion::Success if step.outcome == Conclusion::Failure => {
                         "✓ (failed, continue-on-error)"
                     }
-                    StepResult::Success => "✓",
-                    StepResult::Failure => "✗",
-                    StepResult::Cancelled => "cancelled",
-                    StepResult::Skipped => "skipped",
+                    Conclusion::Success => "✓",
+                    Conclusion::Failure => "✗",
+                    Conclusion::Cancelled => "cancelled",
+                    Conclusion::Skipped => "skipped",
                 };
                 println!(
                     "      {mark} {} ({:.1}s)",

@@ -152,9 +152,9 @@ impl RunExecutor for ScriptedExecutor {
                             step_name: step.name.clone(),
                             command: format!("make {}", step.name.to_lowercase()),
                             outcome: if failed {
-                                firerunner_learning::StepOutcome::Failure
+                                firerunner_learning::Conclusion::Failure
                             } else {
-                                firerunner_learning::StepOutcome::Success
+                                firerunner_learning::Conclusion::Success
                             },
                             exit_code: Some(if failed { 2 } else { 0 }),
                             duration: Duration::from_millis(step.duration_ms),

@@ -7,6 +7,7 @@ use indexmap::IndexMap;
 
 use crate::diagnostic::Diagnostic;
 use crate::model::{Job, ParsedWorkflow};
+use crate::Conclusion;
 
 /// Checks every `needs` entry: unknown jobs, a job needing itself, and cycles
 /// (each reported once, at the entry that closes it).
@@ -124,7 +125,7 @@ pub fn topological_order(jobs: &IndexMap<String, Job>) -> Vec<String> {
             break;
         }
         for id in ready {
-            scheduler.finish(&id, JobResult::Success);
+            scheduler.finish(&id, Conclusion::Success);
             order.push(id);
         }
     }
@@ -137,36 +138,11 @@ pub fn topological_order(jobs: &IndexMap<String, Job>) -> Vec<String> {
     order
 }
 
-/// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JobResult {
-    /// Every step passed (or failed with continue-on-error).
-    Success,
-    /// A step failed.
-    Failure,
-    /// Cancelled before it finished.
-    Cancelled,
-    /// Its `if:` was false, or a job it needs did not succeed.
-    Skipped,
-}
-
-impl JobResult {
-    /// The name used in `needs.<job>.result`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobResult::Success => "success",
-            JobResult::Failure => "failure",
-            JobResult::Cancelled => "cancelled",
-            JobResult::Skipped => "skipped",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum JobState {
     Waiting,
     Running,
-    Finished(JobResult),
+    Finished(Conclusion),
 }
 
 /// Tracks which jobs may start: a job is ready as soon as every job it needs
@@ -224,14 +200,14 @@ impl Scheduler {
     }
 
     /// Records how a job ended. Unknown ids are ignored.
-    pub fn finish(&mut self, id: &str, result: JobResult) {
+    pub fn finish(&mut self, id: &str, result: Conclusion) {
         if let Some(i) = self.ids.iter().position(|x| x == id) {
             self.state[i] = JobState::Finished(result);
         }
     }
 
     /// The results of the jobs `id` needs, in the order it lists them.
-    pub fn needs_results(&self, id: &str) -> Vec<(String, Option<JobResult>)> {
+    pub fn needs_results(&self, id: &str) -> Vec<(String, Option<Conclusion>)> {
         let Some(i) = self.ids.iter().position(|x| x == id) else {
             return Vec::new();
         };
@@ -289,20 +265,20 @@ mod tests {
             ("c", &["b", "slow"]),
         ]);
         assert_eq!(s.start_ready(), vec!["a", "slow"]);
-        s.finish("a", JobResult::Success);
+        s.finish("a", Conclusion::Success);
         assert_eq!(s.start_ready(), vec!["b"], "b must not wait for 'slow'");
-        s.finish("b", JobResult::Failure);
+        s.finish("b", Conclusion::Failure);
         assert!(s.start_ready().is_empty());
-        s.finish("slow", JobResult::Success);
+        s.finish("slow", Conclusion::Success);
         assert_eq!(s.start_ready(), vec!["c"]);
         assert_eq!(
             s.needs_results("c"),
             vec![
-                ("b".into(), Some(JobResult::Failure)),
-                ("slow".into(), Some(JobResult::Success))
+                ("b".into(), Some(Conclusion::Failure)),
+                ("slow".into(), Some(Conclusion::Success))
             ]
         );
-        s.finish("c", JobResult::Skipped);
+        s.finish("c", Conclusion::Skipped);
         assert!(s.is_done());
     }
 

@@ -7,7 +7,7 @@
 pub mod graph;
 pub mod matrix;
 
-pub use graph::{check_needs, topological_order, JobResult, Scheduler};
+pub use graph::{check_needs, topological_order, Scheduler};
 pub use matrix::{expand_matrix, MatrixError, MAX_COMBINATIONS};
 
 use crate::diagnostic::Pos;
