@@ -322,7 +322,11 @@ async fn a_guest_flooding_its_console_fills_only_its_quota_on_the_host() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let kept = std::fs::read(&console).unwrap();
-    assert_eq!(kept.len() as u64, expected, "console.log holds the quota and one line");
+    assert_eq!(
+        kept.len() as u64,
+        expected,
+        "console.log holds the quota and one line"
+    );
     assert!(kept.ends_with(dropped_line(quota).as_bytes()));
     let (stdout, _, _) = client
         .exec(exec(&["echo", "still here"]))
