@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::live::LiveEvent;
 use crate::report::{post_job_status, update_pull_request_comment};
 use crate::state::AppState;
-use crate::store::{Concurrency, NewRun, PendingDelivery};
+use crate::store::{Concurrency, DeliveryState, NewRun, PendingDelivery};
 
 /// Deliveries dispatched at once.
 const PARALLEL_DISPATCH: usize = 8;
@@ -106,11 +106,17 @@ async fn dispatch_and_settle(state: &AppState, delivery: PendingDelivery) {
     let (label, result) = match &outcome {
         Dispatch::Dispatched(note) => (
             "dispatched",
-            state.store.settle_delivery(&id, "dispatched", note).await,
+            state
+                .store
+                .settle_delivery(&id, DeliveryState::Dispatched, note)
+                .await,
         ),
         Dispatch::Ignored(note) => (
             "ignored",
-            state.store.settle_delivery(&id, "ignored", note).await,
+            state
+                .store
+                .settle_delivery(&id, DeliveryState::Ignored, note)
+                .await,
         ),
         Dispatch::Failed(note) => {
             state
@@ -118,7 +124,10 @@ async fn dispatch_and_settle(state: &AppState, delivery: PendingDelivery) {
                 .await;
             (
                 "failed",
-                state.store.settle_delivery(&id, "failed", note).await,
+                state
+                    .store
+                    .settle_delivery(&id, DeliveryState::Failed, note)
+                    .await,
             )
         }
         Dispatch::Retry(note) => {
@@ -130,7 +139,10 @@ async fn dispatch_and_settle(state: &AppState, delivery: PendingDelivery) {
                     .await;
                 (
                     "failed",
-                    state.store.settle_delivery(&id, "failed", &note).await,
+                    state
+                        .store
+                        .settle_delivery(&id, DeliveryState::Failed, &note)
+                        .await,
                 )
             } else {
                 let delay = Duration::from_secs(2u64.pow(attempts.clamp(0, 9) as u32))

@@ -30,8 +30,9 @@ pub use config::Config;
 pub use executor::{RunExecutor, VmRunExecutor};
 pub use state::AppState;
 pub use store::{
-    ClaimedRun, Concurrency, DeliveryRecord, Enqueued, ErrorRecord, JobRecord, NewRun, RunCounts,
-    RunRecord, Store, StoreError, WorkerRecord,
+    ClaimedRun, Concurrency, DeliveryRecord, DeliveryState, Enqueued, ErrorRecord, JobRecord,
+    JobState, NewRun, RunCounts, RunRecord, RunState, Store, StoreError, UnknownState,
+    WorkerRecord,
 };
 
 /// What a process runs.

@@ -13,6 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
+mod states;
+
+pub use states::{DeliveryState, JobState, RunState, UnknownState};
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,6 +26,9 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("store migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A state column holds a word this version does not know.
+    #[error("store: {0}")]
+    UnknownState(#[from] UnknownState),
 }
 
 /// A workflow's `concurrency:` as evaluated for one run.
@@ -33,8 +40,11 @@ pub struct Concurrency {
     pub cancel_in_progress: bool,
 }
 
-/// A run to put in the queue.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A run to put in the queue: what a run is, whatever became of it.
+///
+/// Serialized (inside [`RunRecord`]) without its installation and
+/// concurrency group, which the API does not show.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NewRun {
     /// Unique id of the run.
     pub id: String,
@@ -55,8 +65,10 @@ pub struct NewRun {
     /// The pull request it belongs to, if any.
     pub pr_number: Option<i64>,
     /// The GitHub App installation that sent the event, if any.
+    #[serde(skip)]
     pub installation_id: Option<i64>,
     /// Its concurrency group, if the workflow has one.
+    #[serde(skip)]
     pub concurrency: Option<Concurrency>,
 }
 
@@ -81,29 +93,15 @@ pub struct ClaimedRun {
     pub attempt: i64,
 }
 
-/// A run as stored.
+/// A run as stored: what was queued and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RunRecord {
-    /// Its id.
-    pub id: String,
-    /// The delivery it came from.
-    pub delivery_id: String,
-    /// `owner/name`.
-    pub repository: String,
-    /// The commit.
-    pub sha: String,
-    /// The ref.
-    pub git_ref: String,
-    /// The workflow file.
-    pub workflow_file: String,
-    /// The workflow's name.
-    pub workflow_name: String,
-    /// The triggering event.
-    pub event: String,
-    /// The pull request, if any.
-    pub pr_number: Option<i64>,
-    /// `queued`, `running` or `completed`.
-    pub state: String,
+    /// What was queued (its concurrency group without `cancel_in_progress`,
+    /// which is not stored).
+    #[serde(flatten)]
+    pub run: NewRun,
+    /// Where it is in the queue.
+    pub state: RunState,
     /// `success`, `failure`, `cancelled`, ... once completed.
     pub conclusion: Option<String>,
     /// Claims so far.
@@ -127,8 +125,8 @@ pub struct JobRecord {
     pub run_id: String,
     /// The job instance's display name (`build (linux)`).
     pub name: String,
-    /// `running` or `completed`.
-    pub state: String,
+    /// Running or completed.
+    pub state: JobState,
     /// Its result once completed.
     pub conclusion: Option<String>,
     /// The worker that ran it.
@@ -158,8 +156,8 @@ pub struct DeliveryRecord {
     pub repository: Option<String>,
     /// Milliseconds since the epoch.
     pub received_at: i64,
-    /// `received`, `dispatching`, `dispatched`, `ignored` or `failed`.
-    pub state: String,
+    /// Where it is on its way to runs.
+    pub state: DeliveryState,
     /// What became of it.
     pub note: Option<String>,
     /// Dispatch attempts so far.
@@ -229,10 +227,12 @@ pub fn now_ms() -> i64 {
 }
 
 const RUN_COLUMNS: &str = "id, delivery_id, repository, sha, git_ref, workflow_file, workflow_name, \
-     event, pr_number, state, conclusion, attempts, lease_owner, created_at, started_at, finished_at, note";
+     event, pr_number, installation_id, concurrency_group, state, conclusion, attempts, lease_owner, \
+     created_at, started_at, finished_at, note";
 
-fn run_record(row: &sqlx::any::AnyRow) -> RunRecord {
-    RunRecord {
+/// The run in a row's first 11 columns (as [`RUN_COLUMNS`] start).
+fn new_run(row: &sqlx::any::AnyRow) -> NewRun {
+    NewRun {
         id: row.get(0),
         delivery_id: row.get(1),
         repository: row.get(2),
@@ -242,25 +242,36 @@ fn run_record(row: &sqlx::any::AnyRow) -> RunRecord {
         workflow_name: row.get(6),
         event: row.get(7),
         pr_number: row.get(8),
-        state: row.get(9),
-        conclusion: row.get(10),
-        attempts: row.get(11),
-        lease_owner: row.get(12),
-        created_at: row.get(13),
-        started_at: row.get(14),
-        finished_at: row.get(15),
-        note: row.get(16),
+        installation_id: row.get(9),
+        concurrency: row.get::<Option<String>, _>(10).map(|group| Concurrency {
+            group,
+            cancel_in_progress: false,
+        }),
     }
+}
+
+fn run_record(row: &sqlx::any::AnyRow) -> Result<RunRecord, StoreError> {
+    Ok(RunRecord {
+        run: new_run(row),
+        state: RunState::parse(&row.get::<String, _>(11))?,
+        conclusion: row.get(12),
+        attempts: row.get(13),
+        lease_owner: row.get(14),
+        created_at: row.get(15),
+        started_at: row.get(16),
+        finished_at: row.get(17),
+        note: row.get(18),
+    })
 }
 
 const JOB_COLUMNS: &str =
     "run_id, name, state, conclusion, worker, started_at, finished_at, steps, summary, log_tail, hints";
 
-fn job_record(row: &sqlx::any::AnyRow) -> JobRecord {
-    JobRecord {
+fn job_record(row: &sqlx::any::AnyRow) -> Result<JobRecord, StoreError> {
+    Ok(JobRecord {
         run_id: row.get(0),
         name: row.get(1),
-        state: row.get(2),
+        state: JobState::parse(&row.get::<String, _>(2))?,
         conclusion: row.get(3),
         worker: row.get(4),
         started_at: row.get(5),
@@ -269,7 +280,7 @@ fn job_record(row: &sqlx::any::AnyRow) -> JobRecord {
         summary: row.get(8),
         log_tail: row.get(9),
         hints: row.get(10),
-    }
+    })
 }
 
 /// The database behind deliveries and runs.
@@ -441,14 +452,14 @@ impl Store {
     pub async fn settle_delivery(
         &self,
         delivery_id: &str,
-        state: &str,
+        state: DeliveryState,
         note: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE deliveries SET state = $1, note = $2, processed_at = $3, attempts = attempts + 1 \
              WHERE delivery_id = $4",
         )
-        .bind(state)
+        .bind(state.as_str())
         .bind(note)
         .bind(now_ms())
         .bind(delivery_id)
@@ -485,7 +496,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(delivery_record).collect())
+        rows.iter().map(delivery_record).collect()
     }
 
     /// One delivery, without its payload.
@@ -497,16 +508,18 @@ impl Store {
         .bind(delivery_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(delivery_record))
+        row.as_ref().map(delivery_record).transpose()
     }
 
     /// Deliveries by state.
-    pub async fn delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn delivery_counts(&self) -> Result<Vec<(DeliveryState, i64)>, StoreError> {
         let rows =
             sqlx::query("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        rows.iter()
+            .map(|row| Ok((DeliveryState::parse(&row.get::<String, _>(0))?, row.get(1))))
+            .collect()
     }
 
     /// Puts a run in the queue (once: a run id already there changes nothing).
@@ -608,22 +621,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|row| ClaimedRun {
-            run: NewRun {
-                id: row.get(0),
-                delivery_id: row.get(1),
-                repository: row.get(2),
-                sha: row.get(3),
-                git_ref: row.get(4),
-                workflow_file: row.get(5),
-                workflow_name: row.get(6),
-                event: row.get(7),
-                pr_number: row.get(8),
-                installation_id: row.get(9),
-                concurrency: row.get::<Option<String>, _>(10).map(|group| Concurrency {
-                    group,
-                    cancel_in_progress: false,
-                }),
-            },
+            run: new_run(&row),
             attempt: row.get(11),
         }))
     }
@@ -711,11 +709,10 @@ impl Store {
         let mut counts = RunCounts::default();
         for row in &rows {
             let count: i64 = row.get(1);
-            match row.get::<String, _>(0).as_str() {
-                "queued" => counts.queued = count,
-                "running" => counts.running = count,
-                "completed" => counts.completed = count,
-                _ => {}
+            match RunState::parse(&row.get::<String, _>(0))? {
+                RunState::Queued => counts.queued = count,
+                RunState::Running => counts.running = count,
+                RunState::Completed => counts.completed = count,
             }
         }
         Ok(counts)
@@ -737,7 +734,7 @@ impl Store {
             .bind(run_id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(run_record))
+        row.as_ref().map(run_record).transpose()
     }
 
     /// The most recent runs, newest first.
@@ -748,7 +745,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(run_record).collect())
+        rows.iter().map(run_record).collect()
     }
 
     /// The runs of one pull request's head commit, oldest first (what its
@@ -769,7 +766,7 @@ impl Store {
             .bind(sha)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(run_record).collect())
+        rows.iter().map(run_record).collect()
     }
 
     /// Forgets a run's jobs (before it runs again).
@@ -792,7 +789,7 @@ impl Store {
         )
         .bind(&job.run_id)
         .bind(&job.name)
-        .bind(&job.state)
+        .bind(job.state.as_str())
         .bind(&job.conclusion)
         .bind(&job.worker)
         .bind(job.started_at)
@@ -814,7 +811,7 @@ impl Store {
             .bind(run_id)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(job_record).collect())
+        rows.iter().map(job_record).collect()
     }
 
     /// Jobs running now (across every worker).
@@ -825,7 +822,7 @@ impl Store {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(job_record).collect())
+        rows.iter().map(job_record).collect()
     }
 
     /// Records that a worker host is alive, with its capacity and load.
@@ -941,14 +938,14 @@ impl Store {
     }
 }
 
-fn delivery_record(row: &sqlx::any::AnyRow) -> DeliveryRecord {
-    DeliveryRecord {
+fn delivery_record(row: &sqlx::any::AnyRow) -> Result<DeliveryRecord, StoreError> {
+    Ok(DeliveryRecord {
         delivery_id: row.get(0),
         event: row.get(1),
         repository: row.get(2),
         received_at: row.get(3),
-        state: row.get(4),
+        state: DeliveryState::parse(&row.get::<String, _>(4))?,
         note: row.get(5),
         attempts: row.get(6),
-    }
+    })
 }

@@ -16,7 +16,7 @@ use crate::executor::{JobEvent, RunExecutor, RunRequest, Trust};
 use crate::live::LiveEvent;
 use crate::report::{post_job_status, update_pull_request_comment};
 use crate::state::AppState;
-use crate::store::{now_ms, ClaimedRun, JobRecord, WorkerRecord};
+use crate::store::{now_ms, ClaimedRun, JobRecord, JobState, WorkerRecord};
 
 /// Runs the worker until `shutdown` fires. Runs still executing then are
 /// stopped and put back in the queue (another worker, or this one after a
@@ -436,7 +436,7 @@ async fn on_job_event(
             let job = JobRecord {
                 run_id: run_id.into(),
                 name: name.clone(),
-                state: "running".into(),
+                state: JobState::Running,
                 conclusion: None,
                 worker: Some(worker.into()),
                 started_at: Some(now_ms()),
@@ -470,7 +470,7 @@ async fn on_job_event(
             let job = JobRecord {
                 run_id: run_id.into(),
                 name: name.clone(),
-                state: "completed".into(),
+                state: JobState::Completed,
                 conclusion: Some(conclusion.clone()),
                 worker: Some(worker.into()),
                 started_at: Some(finished - duration.as_millis() as i64),
@@ -631,7 +631,7 @@ async fn conclude(
         let job = JobRecord {
             run_id: run_id.into(),
             name: name.clone(),
-            state: "completed".into(),
+            state: JobState::Completed,
             conclusion: Some(result.clone()),
             worker: None,
             started_at: None,

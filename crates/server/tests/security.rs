@@ -77,7 +77,7 @@ async fn run_of(service: &Service, event: &str, payload: &Value) -> RunRequest {
     service
         .wait_for_runs("the run", |runs| {
             runs.values()
-                .any(|r| r.delivery_id == delivery && r.state == "completed")
+                .any(|r| r.run.delivery_id == delivery && r.state == "completed")
         })
         .await;
     let requests = service.executor.requests.lock().unwrap();

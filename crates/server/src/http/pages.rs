@@ -240,11 +240,11 @@ async fn render_fragment(state: &AppState, name: &str) -> Option<String> {
                 let _ = write!(
                     out,
                     "<tr data-run-row='{id}'><td><a href='/runs/{id}'>{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-                    escape(&run.repository), escape(&run.workflow_name), escape(&run.event),
-                    escape(&run.sha[..run.sha.len().min(7)]),
-                    result_cell(&run.state, run.conclusion.as_deref()),
+                    escape(&run.run.repository), escape(&run.run.workflow_name), escape(&run.run.event),
+                    escape(&run.run.sha[..run.run.sha.len().min(7)]),
+                    result_cell(run.state.as_str(), run.conclusion.as_deref()),
                     duration_between(run.started_at, run.finished_at),
-                    id = escape(&run.id),
+                    id = escape(&run.run.id),
                 );
             }
             out.push_str("</table>");
@@ -257,7 +257,7 @@ async fn render_fragment(state: &AppState, name: &str) -> Option<String> {
                     out,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     time(d.received_at), escape(&d.delivery_id), escape(&d.event),
-                    escape(d.repository.as_deref().unwrap_or("")), escape(&d.state),
+                    escape(d.repository.as_deref().unwrap_or("")), escape(d.state.as_str()),
                     escape(d.note.as_deref().unwrap_or("")),
                 );
             }
@@ -287,13 +287,13 @@ fn run_details(run: &RunRecord, jobs: &[JobRecord]) -> String {
          <tr><th>Event</th><td>{} ({})</td><th>Result</th><td id=run-result>{}</td></tr>\
          <tr><th>Attempts</th><td>{}</td><th>Note</th><td>{}</td></tr></table>\
          <h2>Jobs</h2><table><tr><th>Job</th><th>Result</th><th>Duration</th><th>Steps</th></tr>",
-        escape(&run.workflow_name),
-        escape(&run.id),
-        escape(&run.repository),
-        escape(&run.sha),
-        escape(&run.event),
-        escape(&run.git_ref),
-        result_cell(&run.state, run.conclusion.as_deref()),
+        escape(&run.run.workflow_name),
+        escape(&run.run.id),
+        escape(&run.run.repository),
+        escape(&run.run.sha),
+        escape(&run.run.event),
+        escape(&run.run.git_ref),
+        result_cell(run.state.as_str(), run.conclusion.as_deref()),
         run.attempts,
         escape(run.note.as_deref().unwrap_or("")),
     );
@@ -313,10 +313,10 @@ fn run_details(run: &RunRecord, jobs: &[JobRecord]) -> String {
         let _ = write!(
             out,
             "<tr><td><a href='/runs/{}/jobs/{}'>{}</a></td><td>{}</td><td>{}</td><td>{steps}</td></tr>",
-            escape(&run.id),
+            escape(&run.run.id),
             percent_encode(&job.name),
             escape(&job.name),
-            result_cell(&job.state, job.conclusion.as_deref()),
+            result_cell(job.state.as_str(), job.conclusion.as_deref()),
             duration_between(job.started_at, job.finished_at),
         );
     }
@@ -345,11 +345,11 @@ async fn load_run(state: &AppState, id: &str) -> Result<(RunRecord, Vec<JobRecor
 async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match load_run(&state, &id).await {
         Ok((run, jobs)) => page(
-            &format!("Run {}", run.id),
+            &format!("Run {}", run.run.id),
             &format!(
                 "<section id=run data-fragment='/fragments/run/{id}' data-on='run job' data-run='{id}'>{}</section>",
                 run_details(&run, &jobs),
-                id = escape(&run.id)
+                id = escape(&run.run.id)
             ),
         )
         .into_response(),
@@ -400,7 +400,7 @@ async fn job_page(
         )
     };
     page(
-        &format!("{} / {}", run.workflow_name, job),
+        &format!("{} / {}", run.run.workflow_name, job),
         &format!(
             "<section><h2><a href='/runs/{rid}'>{wf}</a> / {job} · {}</h2>\
              <pre id=log data-run='{rid}' data-job='{job}'>{log}</pre></section>{summary}",
@@ -408,8 +408,8 @@ async fn job_page(
                 record.map_or("queued", |r| r.state.as_str()),
                 record.and_then(|r| r.conclusion.as_deref())
             ),
-            rid = escape(&run.id),
-            wf = escape(&run.workflow_name),
+            rid = escape(&run.run.id),
+            wf = escape(&run.run.workflow_name),
             job = escape(&job),
         ),
     )

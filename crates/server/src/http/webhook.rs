@@ -16,7 +16,7 @@ use crate::live::LiveEvent;
 use crate::state::AppState;
 use sha2::{Digest, Sha256};
 
-use crate::store::{now_ms, DeliveryRecord, Recorded};
+use crate::store::{now_ms, DeliveryRecord, DeliveryState, Recorded};
 
 /// How a webhook request ended, for the answer, the log and the metrics.
 struct Verdict {
@@ -174,7 +174,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Verdict {
                 event: event_name.to_string(),
                 repository,
                 received_at: now_ms(),
-                state: "received".into(),
+                state: DeliveryState::Received,
                 note: None,
                 attempts: 0,
             }));
