@@ -156,10 +156,31 @@ pub struct CommentInput<'a> {
 /// Renders the pull request comment: a headline, a table of jobs, the
 /// failing steps' last log lines, hints, and the step summaries.
 pub fn render_comment(input: CommentInput<'_>) -> String {
-    let mut passed = 0;
-    let mut failed = 0;
-    let mut pending = 0;
+    let short_sha = &input.sha[..input.sha.len().min(7)];
+    let mut comment = Comment {
+        public_url: input.public_url,
+        out: format!(
+            "{COMMENT_MARKER}\n## firerunner: {} · `{short_sha}`\n\n| Workflow | Job | Result | Duration |\n| --- | --- | --- | --- |\n",
+            headline(input.runs)
+        ),
+        failures: String::new(),
+        summaries: String::new(),
+    };
     for (run, jobs) in input.runs {
+        if jobs.is_empty() {
+            comment.run_without_jobs(run);
+        }
+        for job in jobs {
+            comment.job(run, job);
+        }
+    }
+    comment.finish()
+}
+
+/// The comment's counts of failed, passed and pending jobs.
+fn headline(runs: &[(RunRecord, Vec<JobRecord>)]) -> String {
+    let (mut passed, mut failed, mut pending) = (0, 0, 0);
+    for (run, jobs) in runs {
         if jobs.is_empty() && run.state != RunState::Completed {
             pending += 1;
         }
@@ -184,104 +205,111 @@ pub fn render_comment(input: CommentInput<'_>) -> String {
     if parts.is_empty() {
         parts.push("nothing ran".into());
     }
-    let short_sha = &input.sha[..input.sha.len().min(7)];
-    let mut out = format!(
-        "{COMMENT_MARKER}\n## firerunner: {} · `{short_sha}`\n\n| Workflow | Job | Result | Duration |\n| --- | --- | --- | --- |\n",
-        parts.join(", ")
-    );
-    let mut failures = String::new();
-    let mut summaries = String::new();
-    for (run, jobs) in input.runs {
+    parts.join(", ")
+}
+
+/// The comment as it is written: its table, then its failures and summaries.
+struct Comment<'a> {
+    public_url: &'a str,
+    /// The headline and the table so far.
+    out: String,
+    failures: String,
+    summaries: String,
+}
+
+impl Comment<'_> {
+    /// A table row for a run with no jobs yet (or none that ran).
+    fn run_without_jobs(&mut self, run: &RunRecord) {
         let workflow = cell(&run.run.workflow_name);
-        if jobs.is_empty() {
-            let result = match run.conclusion.as_deref() {
-                Some(conclusion) => format!(
-                    "{} {conclusion}",
-                    icon(Some(conclusion), run.state == RunState::Running)
-                ),
-                None => format!(
-                    "{} {}",
-                    icon(None, run.state == RunState::Running),
-                    run.state
-                ),
-            };
-            let note = run
-                .note
-                .as_deref()
-                .map(|n| format!(" ({})", cell(n)))
-                .unwrap_or_default();
-            out.push_str(&format!("| {workflow} | –{note} | {result} | – |\n"));
-            continue;
+        let running = run.state == RunState::Running;
+        let result = match run.conclusion.as_deref() {
+            Some(conclusion) => format!("{} {conclusion}", icon(Some(conclusion), running)),
+            None => format!("{} {}", icon(None, running), run.state),
+        };
+        let note = run
+            .note
+            .as_deref()
+            .map(|n| format!(" ({})", cell(n)))
+            .unwrap_or_default();
+        self.out
+            .push_str(&format!("| {workflow} | –{note} | {result} | – |\n"));
+    }
+
+    /// A job's row, its failure and its summary.
+    fn job(&mut self, run: &RunRecord, job: &JobRecord) {
+        let url = job_url(self.public_url, &run.run.id, &job.name);
+        let duration = match (job.started_at, job.finished_at) {
+            (Some(start), Some(end)) if end >= start => {
+                human_duration(Duration::from_millis((end - start) as u64))
+            }
+            _ => "–".into(),
+        };
+        let running = job.state == JobState::Running;
+        let result = match job.conclusion.as_deref() {
+            Some(conclusion) => format!("{} {conclusion}", icon(Some(conclusion), running)),
+            None => format!("{} {}", icon(None, running), job.state),
+        };
+        self.out.push_str(&format!(
+            "| {} | [{}]({url}) | {result} | {duration} |\n",
+            cell(&run.run.workflow_name),
+            cell(&job.name)
+        ));
+        if matches!(job.conclusion.as_deref(), Some("failure")) {
+            self.failure(run, job);
         }
-        for job in jobs {
-            let url = job_url(input.public_url, &run.run.id, &job.name);
-            let duration = match (job.started_at, job.finished_at) {
-                (Some(start), Some(end)) if end >= start => {
-                    human_duration(Duration::from_millis((end - start) as u64))
-                }
-                _ => "–".into(),
-            };
-            let result = match job.conclusion.as_deref() {
-                Some(conclusion) => format!(
-                    "{} {conclusion}",
-                    icon(Some(conclusion), job.state == JobState::Running)
-                ),
-                None => format!(
-                    "{} {}",
-                    icon(None, job.state == JobState::Running),
-                    job.state
-                ),
-            };
-            out.push_str(&format!(
-                "| {workflow} | [{}]({url}) | {result} | {duration} |\n",
-                cell(&job.name)
+        if !job.summary.trim().is_empty() {
+            self.summaries.push_str(&format!(
+                "<details><summary>{} / {}</summary>\n\n{}\n\n</details>\n",
+                run.run.workflow_name,
+                job.name,
+                job.summary.trim_end()
             ));
-            if matches!(job.conclusion.as_deref(), Some("failure")) {
-                let steps: Vec<StepRecord> = serde_json::from_str(&job.steps).unwrap_or_default();
-                let failing = steps.iter().find(|s| s.conclusion == "failure");
-                failures.push_str(&format!(
-                    "\n### ❌ {} / {}\n",
-                    run.run.workflow_name, job.name
-                ));
-                if let Some(step) = failing {
-                    failures.push_str(&format!("Failing step: **{}**\n", step.name));
-                }
-                if !job.log_tail.trim().is_empty() {
-                    failures.push_str(&format!(
-                        "<details><summary>Last log lines</summary>\n\n{}\n\n</details>\n",
-                        fenced(&job.log_tail)
-                    ));
-                }
-                let hints: Vec<&str> = job.hints.lines().filter(|h| !h.trim().is_empty()).collect();
-                if !hints.is_empty() {
-                    failures.push_str("\n💡 What firerunner has seen before:\n");
-                    for hint in hints {
-                        failures.push_str(&format!("- {hint}\n"));
-                    }
-                }
-            }
-            if !job.summary.trim().is_empty() {
-                summaries.push_str(&format!(
-                    "<details><summary>{} / {}</summary>\n\n{}\n\n</details>\n",
-                    run.run.workflow_name,
-                    job.name,
-                    job.summary.trim_end()
-                ));
+        }
+    }
+
+    /// A failed job's failing step, last log lines and hints.
+    fn failure(&mut self, run: &RunRecord, job: &JobRecord) {
+        let failures = &mut self.failures;
+        let steps: Vec<StepRecord> = serde_json::from_str(&job.steps).unwrap_or_default();
+        let failing = steps.iter().find(|s| s.conclusion == "failure");
+        failures.push_str(&format!(
+            "\n### ❌ {} / {}\n",
+            run.run.workflow_name, job.name
+        ));
+        if let Some(step) = failing {
+            failures.push_str(&format!("Failing step: **{}**\n", step.name));
+        }
+        if !job.log_tail.trim().is_empty() {
+            failures.push_str(&format!(
+                "<details><summary>Last log lines</summary>\n\n{}\n\n</details>\n",
+                fenced(&job.log_tail)
+            ));
+        }
+        let hints: Vec<&str> = job.hints.lines().filter(|h| !h.trim().is_empty()).collect();
+        if !hints.is_empty() {
+            failures.push_str("\n💡 What firerunner has seen before:\n");
+            for hint in hints {
+                failures.push_str(&format!("- {hint}\n"));
             }
         }
     }
-    out.push_str(&failures);
-    if !summaries.is_empty() {
-        out.push_str("\n### Step summaries\n");
-        out.push_str(&summaries);
+
+    /// The whole comment, cut to GitHub's size.
+    fn finish(self) -> String {
+        let mut out = self.out;
+        out.push_str(&self.failures);
+        if !self.summaries.is_empty() {
+            out.push_str("\n### Step summaries\n");
+            out.push_str(&self.summaries);
+        }
+        if out.chars().count() > MAX_COMMENT {
+            out = truncate(&out, MAX_COMMENT - 200);
+            out.push_str(
+                "\n\n(cut to fit GitHub's comment size; the full logs are on the dashboard)\n",
+            );
+        }
+        out
     }
-    if out.chars().count() > MAX_COMMENT {
-        out = truncate(&out, MAX_COMMENT - 200);
-        out.push_str(
-            "\n\n(cut to fit GitHub's comment size; the full logs are on the dashboard)\n",
-        );
-    }
-    out
 }
 
 /// The repository reference of a run, for API calls.
