@@ -558,29 +558,8 @@ impl Store {
             ..Enqueued::default()
         };
         if let (true, Some(concurrency)) = (inserted, &run.concurrency) {
-            let rows = sqlx::query(
-                "UPDATE runs SET state = 'completed', conclusion = 'cancelled', finished_at = $1, note = $2 \
-                 WHERE concurrency_group = $3 AND state = 'queued' AND id <> $4 RETURNING id",
-            )
-            .bind(now)
-            .bind(format!("superseded by run {}", run.id))
-            .bind(&concurrency.group)
-            .bind(&run.id)
-            .fetch_all(&mut *tx)
-            .await?;
-            outcome.superseded = rows.iter().map(|row| row.get(0)).collect();
-            if concurrency.cancel_in_progress {
-                let rows = sqlx::query(
-                    "UPDATE runs SET cancel_requested = 1, note = $1 \
-                     WHERE concurrency_group = $2 AND state = 'running' AND id <> $3 RETURNING id",
-                )
-                .bind(format!("cancelled in progress by run {}", run.id))
-                .bind(&concurrency.group)
-                .bind(&run.id)
-                .fetch_all(&mut *tx)
-                .await?;
-                outcome.cancel_requested = rows.iter().map(|row| row.get(0)).collect();
-            }
+            (outcome.superseded, outcome.cancel_requested) =
+                supersede(&mut tx, &run.id, concurrency, now).await?;
         }
         tx.commit().await?;
         Ok(outcome)
@@ -936,6 +915,41 @@ impl Store {
             .await?;
         Ok(row.map(|row| row.get(0)))
     }
+}
+
+/// Completes as `cancelled` the queued runs of `run_id`'s concurrency group
+/// and, with `cancel-in-progress`, asks its running ones to cancel; returns
+/// the ids of both.
+async fn supersede(
+    connection: &mut sqlx::AnyConnection,
+    run_id: &str,
+    concurrency: &Concurrency,
+    now: i64,
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    let rows = sqlx::query(
+        "UPDATE runs SET state = 'completed', conclusion = 'cancelled', finished_at = $1, note = $2 \
+         WHERE concurrency_group = $3 AND state = 'queued' AND id <> $4 RETURNING id",
+    )
+    .bind(now)
+    .bind(format!("superseded by run {run_id}"))
+    .bind(&concurrency.group)
+    .bind(run_id)
+    .fetch_all(&mut *connection)
+    .await?;
+    let superseded = rows.iter().map(|row| row.get(0)).collect();
+    if !concurrency.cancel_in_progress {
+        return Ok((superseded, Vec::new()));
+    }
+    let rows = sqlx::query(
+        "UPDATE runs SET cancel_requested = 1, note = $1 \
+         WHERE concurrency_group = $2 AND state = 'running' AND id <> $3 RETURNING id",
+    )
+    .bind(format!("cancelled in progress by run {run_id}"))
+    .bind(&concurrency.group)
+    .bind(run_id)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok((superseded, rows.iter().map(|row| row.get(0)).collect()))
 }
 
 fn delivery_record(row: &sqlx::any::AnyRow) -> Result<DeliveryRecord, StoreError> {
