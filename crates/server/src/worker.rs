@@ -406,44 +406,36 @@ impl Masker {
             .fold(text, |text, secret| text.replace(secret.as_str(), "***"))
     }
 
-    fn job_event(&self, event: JobEvent) -> JobEvent {
-        match event {
-            JobEvent::Started { name } => JobEvent::Started {
-                name: self.mask(name),
-            },
+    fn mask_in(&self, text: &mut String) {
+        *text = self.mask(std::mem::take(text));
+    }
+
+    fn job_event(&self, mut event: JobEvent) -> JobEvent {
+        match &mut event {
+            JobEvent::Started { name } => self.mask_in(name),
             JobEvent::Finished {
                 name,
-                conclusion,
-                duration,
                 steps,
                 summary,
                 log_tail,
                 learned,
-            } => JobEvent::Finished {
-                name: self.mask(name),
-                conclusion,
-                duration,
-                steps: steps
-                    .into_iter()
-                    .map(|mut step| {
-                        step.name = self.mask(step.name);
-                        step
-                    })
-                    .collect(),
-                summary: self.mask(summary),
-                log_tail: self.mask(log_tail),
-                learned: learned
-                    .into_iter()
-                    .map(|mut step| {
-                        step.job = self.mask(step.job);
-                        step.step_name = self.mask(step.step_name);
-                        step.command = self.mask(step.command);
-                        step.log_tail = self.mask(step.log_tail);
-                        step
-                    })
-                    .collect(),
-            },
+                ..
+            } => {
+                self.mask_in(name);
+                self.mask_in(summary);
+                self.mask_in(log_tail);
+                for step in steps {
+                    self.mask_in(&mut step.name);
+                }
+                for step in learned {
+                    self.mask_in(&mut step.job);
+                    self.mask_in(&mut step.step_name);
+                    self.mask_in(&mut step.command);
+                    self.mask_in(&mut step.log_tail);
+                }
+            }
         }
+        event
     }
 }
 
