@@ -367,7 +367,7 @@ impl Store {
         let done = sqlx::query(
             "INSERT INTO deliveries \
              (delivery_id, event, repository, payload, received_at, state, body_sha256) \
-             VALUES ($1, $2, $3, $4, $5, 'received', $6) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $7, $6) ON CONFLICT DO NOTHING",
         )
         .bind(delivery_id)
         .bind(event)
@@ -375,6 +375,7 @@ impl Store {
         .bind(payload)
         .bind(now_ms())
         .bind(body_sha256)
+        .bind(DeliveryState::Received.as_str())
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 1 {
@@ -395,11 +396,13 @@ impl Store {
     pub async fn pending_deliveries(&self, limit: i64) -> Result<Vec<PendingDelivery>, StoreError> {
         let rows = sqlx::query(
             "SELECT delivery_id, event, payload, attempts FROM deliveries \
-             WHERE state IN ('received', 'dispatching') AND next_attempt_at <= $1 \
+             WHERE state IN ($3, $4) AND next_attempt_at <= $1 \
              ORDER BY received_at, delivery_id LIMIT $2",
         )
         .bind(now_ms())
         .bind(limit)
+        .bind(DeliveryState::Received.as_str())
+        .bind(DeliveryState::Dispatching.as_str())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -423,13 +426,15 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let done = sqlx::query(
-            "UPDATE deliveries SET state = 'dispatching', next_attempt_at = $1, dispatcher = $2 \
-             WHERE delivery_id = $3 AND state IN ('received', 'dispatching') AND next_attempt_at <= $4",
+            "UPDATE deliveries SET state = $6, next_attempt_at = $1, dispatcher = $2 \
+             WHERE delivery_id = $3 AND state IN ($5, $6) AND next_attempt_at <= $4",
         )
         .bind(now + lease.as_millis() as i64)
         .bind(dispatcher)
         .bind(delivery_id)
         .bind(now)
+        .bind(DeliveryState::Received.as_str())
+        .bind(DeliveryState::Dispatching.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -439,10 +444,12 @@ impl Store {
     /// stopped (a restart), so they are dispatched again at once.
     pub async fn release_dispatching(&self, dispatcher: &str) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "UPDATE deliveries SET state = 'received', next_attempt_at = 0 \
-             WHERE state = 'dispatching' AND dispatcher = $1",
+            "UPDATE deliveries SET state = $2, next_attempt_at = 0 \
+             WHERE state = $3 AND dispatcher = $1",
         )
         .bind(dispatcher)
+        .bind(DeliveryState::Received.as_str())
+        .bind(DeliveryState::Dispatching.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -476,12 +483,13 @@ impl Store {
         note: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE deliveries SET state = 'received', attempts = attempts + 1, next_attempt_at = $1, \
+            "UPDATE deliveries SET state = $4, attempts = attempts + 1, next_attempt_at = $1, \
              note = $2 WHERE delivery_id = $3",
         )
         .bind(now_ms() + delay.as_millis() as i64)
         .bind(note)
         .bind(delivery_id)
+        .bind(DeliveryState::Received.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -534,7 +542,7 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO runs (id, delivery_id, repository, sha, git_ref, workflow_file, workflow_name, \
              event, pr_number, installation_id, concurrency_group, state, attempts, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', 0, $12) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, 0, $12) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&run.id)
@@ -549,6 +557,7 @@ impl Store {
         .bind(run.installation_id)
         .bind(run.concurrency.as_ref().map(|c| c.group.clone()))
         .bind(now)
+        .bind(RunState::Queued.as_str())
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -579,14 +588,14 @@ impl Store {
         } else {
             ""
         };
-        let claimable = "(state = 'queued' OR (state = 'running' AND lease_until < $3))";
+        let claimable = "(state = $4 OR (state = $5 AND lease_until < $3))";
         let sql = format!(
-            "UPDATE runs SET state = 'running', lease_owner = $1, lease_until = $2, \
+            "UPDATE runs SET state = $5, lease_owner = $1, lease_until = $2, \
              attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
              WHERE id = (SELECT id FROM runs r WHERE {claimable} \
                            AND (r.concurrency_group IS NULL OR NOT EXISTS ( \
                                 SELECT 1 FROM runs o WHERE o.concurrency_group = r.concurrency_group \
-                                AND o.state = 'running' AND o.lease_until >= $3 AND o.id <> r.id)) \
+                                AND o.state = $5 AND o.lease_until >= $3 AND o.id <> r.id)) \
                          ORDER BY created_at, id LIMIT 1{lock}) \
                AND {claimable} \
              RETURNING id, delivery_id, repository, sha, git_ref, workflow_file, workflow_name, event, \
@@ -597,6 +606,8 @@ impl Store {
             .bind(worker)
             .bind(now + lease.as_millis() as i64)
             .bind(now)
+            .bind(RunState::Queued.as_str())
+            .bind(RunState::Running.as_str())
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|row| ClaimedRun {
@@ -613,11 +624,12 @@ impl Store {
         lease: Duration,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3 AND state = 'running'",
+            "UPDATE runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3 AND state = $4",
         )
         .bind(now_ms() + lease.as_millis() as i64)
         .bind(run_id)
         .bind(worker)
+        .bind(RunState::Running.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -653,14 +665,16 @@ impl Store {
         note: Option<&str>,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE runs SET state = 'completed', conclusion = $1, finished_at = $2, lease_owner = NULL, \
-             note = COALESCE($5, note) WHERE id = $3 AND lease_owner = $4 AND state = 'running'",
+            "UPDATE runs SET state = $6, conclusion = $1, finished_at = $2, lease_owner = NULL, \
+             note = COALESCE($5, note) WHERE id = $3 AND lease_owner = $4 AND state = $7",
         )
         .bind(conclusion)
         .bind(now_ms())
         .bind(run_id)
         .bind(worker)
         .bind(note)
+        .bind(RunState::Completed.as_str())
+        .bind(RunState::Running.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -670,11 +684,13 @@ impl Store {
     /// restart of the same host): they are marked and run again.
     pub async fn requeue_interrupted(&self, worker: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE runs SET state = 'queued', lease_owner = NULL, lease_until = NULL, \
+            "UPDATE runs SET state = $2, lease_owner = NULL, lease_until = NULL, \
              note = 'interrupted when its worker stopped; queued again' \
-             WHERE state = 'running' AND lease_owner = $1 RETURNING id",
+             WHERE state = $3 AND lease_owner = $1 RETURNING id",
         )
         .bind(worker)
+        .bind(RunState::Queued.as_str())
+        .bind(RunState::Running.as_str())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
@@ -795,10 +811,10 @@ impl Store {
 
     /// Jobs running now (across every worker).
     pub async fn running_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' ORDER BY started_at, name"
-        );
+        let sql =
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1 ORDER BY started_at, name");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(JobState::Running.as_str())
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(job_record).collect()
@@ -927,13 +943,15 @@ async fn supersede(
     now: i64,
 ) -> Result<(Vec<String>, Vec<String>), StoreError> {
     let rows = sqlx::query(
-        "UPDATE runs SET state = 'completed', conclusion = 'cancelled', finished_at = $1, note = $2 \
-         WHERE concurrency_group = $3 AND state = 'queued' AND id <> $4 RETURNING id",
+        "UPDATE runs SET state = $5, conclusion = 'cancelled', finished_at = $1, note = $2 \
+         WHERE concurrency_group = $3 AND state = $6 AND id <> $4 RETURNING id",
     )
     .bind(now)
     .bind(format!("superseded by run {run_id}"))
     .bind(&concurrency.group)
     .bind(run_id)
+    .bind(RunState::Completed.as_str())
+    .bind(RunState::Queued.as_str())
     .fetch_all(&mut *connection)
     .await?;
     let superseded = rows.iter().map(|row| row.get(0)).collect();
@@ -942,11 +960,12 @@ async fn supersede(
     }
     let rows = sqlx::query(
         "UPDATE runs SET cancel_requested = 1, note = $1 \
-         WHERE concurrency_group = $2 AND state = 'running' AND id <> $3 RETURNING id",
+         WHERE concurrency_group = $2 AND state = $4 AND id <> $3 RETURNING id",
     )
     .bind(format!("cancelled in progress by run {run_id}"))
     .bind(&concurrency.group)
     .bind(run_id)
+    .bind(RunState::Running.as_str())
     .fetch_all(&mut *connection)
     .await?;
     Ok((superseded, rows.iter().map(|row| row.get(0)).collect()))
@@ -962,4 +981,30 @@ fn delivery_record(row: &sqlx::any::AnyRow) -> Result<DeliveryRecord, StoreError
         note: row.get(5),
         attempts: row.get(6),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_stored_state_is_an_error_naming_its_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store
+            .record_delivery("d1", "push", None, "{}")
+            .await
+            .unwrap();
+        sqlx::query("UPDATE deliveries SET state = 'paused'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let err = store.recent_deliveries(10).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "store: deliveries.state holds an unknown state \"paused\""
+        );
+        assert!(store.delivery_counts().await.is_err());
+    }
 }
