@@ -1007,4 +1007,35 @@ mod tests {
         );
         assert!(store.delivery_counts().await.is_err());
     }
+
+    #[test]
+    fn a_run_record_serializes_flat_without_installation_or_group() {
+        let record = RunRecord {
+            run: NewRun {
+                id: "r1".into(),
+                installation_id: Some(7),
+                concurrency: Some(Concurrency {
+                    group: "g".into(),
+                    cancel_in_progress: true,
+                }),
+                ..NewRun::default()
+            },
+            state: RunState::Queued,
+            conclusion: None,
+            attempts: 0,
+            lease_owner: None,
+            created_at: 1,
+            started_at: None,
+            finished_at: None,
+            note: None,
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            json,
+            "{\"id\":\"r1\",\"delivery_id\":\"\",\"repository\":\"\",\"sha\":\"\",\"git_ref\":\"\",\
+             \"workflow_file\":\"\",\"workflow_name\":\"\",\"event\":\"\",\"pr_number\":null,\
+             \"state\":\"queued\",\"conclusion\":null,\"attempts\":0,\"lease_owner\":null,\
+             \"created_at\":1,\"started_at\":null,\"finished_at\":null,\"note\":null}"
+        );
+    }
 }
