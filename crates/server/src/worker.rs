@@ -288,11 +288,13 @@ impl Execution {
         let run_id = &self.run.id;
         let conclusion = match stopped {
             Some(Stop::Shutdown) => {
-                return tracing::info!(run = run_id, "stopped by shutdown; it will run again");
+                tracing::info!(run = run_id, "stopped by shutdown; it will run again");
+                return;
             }
             Some(Stop::LeaseLost) => {
                 let message = "lease lost to another worker; its result is theirs";
-                return tracing::warn!(run = run_id, "{message}");
+                tracing::warn!(run = run_id, "{message}");
+                return;
             }
             Some(Stop::Superseded) => "cancelled",
             None => outcome.conclusion.as_str(),
@@ -519,11 +521,13 @@ impl Execution {
             Ok(true) => {}
             Ok(false) => {
                 let message = "another worker holds this run now; its result is kept";
-                return tracing::warn!(run = run_id, "{message}");
+                tracing::warn!(run = run_id, "{message}");
+                return;
             }
             Err(err) => {
                 let message = format!("finishing run {run_id}: {err}");
-                return state.report_error("worker", &message).await;
+                state.report_error("worker", &message).await;
+                return;
             }
         }
         metrics::counter!("firerunner_runs_total", "conclusion" => conclusion.to_string())
