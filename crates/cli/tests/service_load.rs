@@ -320,7 +320,9 @@ async fn every_accepted_webhook_is_dispatched_exactly_once_across_a_kill() {
     let runs = store.recent_runs(total as i64 + 1000).await.unwrap();
     let mut per_delivery: HashMap<&str, usize> = HashMap::new();
     for run in &runs {
-        *per_delivery.entry(run.delivery_id.as_str()).or_default() += 1;
+        *per_delivery
+            .entry(run.run.delivery_id.as_str())
+            .or_default() += 1;
     }
     assert_eq!(per_delivery.len(), total, "a delivery without its run");
     assert!(

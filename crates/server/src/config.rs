@@ -474,33 +474,8 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|err| invalid(name, text, &err))?;
-        for (key, value) in environment {
-            let Some(rest) = key.strip_prefix("FIRERUNNER_") else {
-                continue;
-            };
-            let (rest, from_file) = match rest.strip_suffix("_FILE") {
-                Some(rest) => (rest, true),
-                None => (rest, false),
-            };
-            let Some(path) = config_path(rest) else {
-                continue;
-            };
-            let value = if from_file {
-                toml::Value::String(read_secret(&path.join("."), Path::new(&value))?)
-            } else {
-                parse_override(&value)
-            };
-            set_path(&mut table, &path, value);
-        }
-        for key in SECRET_KEYS {
-            let file_key = format!("{key}_file");
-            let path: Vec<String> = file_key.split('.').map(str::to_string).collect();
-            if let Some(toml::Value::String(file)) = take_path(&mut table, &path) {
-                let secret = read_secret(key, Path::new(&file))?;
-                let path: Vec<String> = key.split('.').map(str::to_string).collect();
-                set_path(&mut table, &path, toml::Value::String(secret));
-            }
-        }
+        apply_environment(&mut table, environment)?;
+        read_secret_files(&mut table)?;
         let rendered = toml::to_string(&table).map_err(|err| ConfigError::Value {
             key: "(all)".into(),
             message: err.to_string(),
@@ -680,6 +655,47 @@ fn take_path(table: &mut toml::Table, path: &[String]) -> Option<toml::Value> {
             _ => None,
         },
     }
+}
+
+/// Sets the keys `FIRERUNNER_<SECTION>_<KEY>` name (read from a file for
+/// `..._FILE`) in `table`.
+fn apply_environment(
+    table: &mut toml::Table,
+    environment: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (key, value) in environment {
+        let Some(rest) = key.strip_prefix("FIRERUNNER_") else {
+            continue;
+        };
+        let (rest, from_file) = match rest.strip_suffix("_FILE") {
+            Some(rest) => (rest, true),
+            None => (rest, false),
+        };
+        let Some(path) = config_path(rest) else {
+            continue;
+        };
+        let value = if from_file {
+            toml::Value::String(read_secret(&path.join("."), Path::new(&value))?)
+        } else {
+            parse_override(&value)
+        };
+        set_path(table, &path, value);
+    }
+    Ok(())
+}
+
+/// Replaces each `<secret>_file` key of `table` with the secret read from that file.
+fn read_secret_files(table: &mut toml::Table) -> Result<(), ConfigError> {
+    for key in SECRET_KEYS {
+        let file_key = format!("{key}_file");
+        let path: Vec<String> = file_key.split('.').map(str::to_string).collect();
+        if let Some(toml::Value::String(file)) = take_path(table, &path) {
+            let secret = read_secret(key, Path::new(&file))?;
+            let path: Vec<String> = key.split('.').map(str::to_string).collect();
+            set_path(table, &path, toml::Value::String(secret));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

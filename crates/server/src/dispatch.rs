@@ -11,11 +11,12 @@ use firerunner_engine::checkout::{resolve_ref, GitToken};
 use firerunner_engine::run_context;
 use firerunner_github::api::RepoRef;
 use firerunner_github::webhook::WebhookEvent;
+use firerunner_github::GitHubClient;
 use firerunner_workflow::expr::{self, EvalContext};
 use firerunner_workflow::load::parse_workflow;
 use firerunner_workflow::model::ParsedWorkflow;
 use firerunner_workflow::plan::{plan_workflow, PlanContext};
-use firerunner_workflow::trigger::{decide, TriggerDecision};
+use firerunner_workflow::trigger::{decide, Event as TriggerEvent, TriggerDecision};
 use firerunner_workflow::{Object, Value};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::live::LiveEvent;
 use crate::report::{post_job_status, update_pull_request_comment};
 use crate::state::AppState;
-use crate::store::{Concurrency, NewRun, PendingDelivery};
+use crate::store::{Concurrency, DeliveryState, NewRun, PendingDelivery, StoreError};
 
 /// Deliveries dispatched at once.
 const PARALLEL_DISPATCH: usize = 8;
@@ -54,37 +55,8 @@ pub async fn run_dispatcher(state: AppState, shutdown: CancellationToken) {
         }
         Err(err) => state.report_error("dispatch", &err.to_string()).await,
     }
-    let mut tasks = JoinSet::new();
     loop {
-        let pending = match state.store.pending_deliveries(64).await {
-            Ok(pending) => pending,
-            Err(err) => {
-                state.report_error("dispatch", &err.to_string()).await;
-                Vec::new()
-            }
-        };
-        let found = !pending.is_empty();
-        for delivery in pending {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            while tasks.len() >= PARALLEL_DISPATCH {
-                tasks.join_next().await;
-            }
-            match state
-                .store
-                .claim_delivery(&delivery.delivery_id, &me, DISPATCH_LEASE)
-                .await
-            {
-                Ok(true) => {
-                    let state = state.clone();
-                    tasks.spawn(async move { dispatch_and_settle(&state, delivery).await });
-                }
-                Ok(false) => {}
-                Err(err) => state.report_error("dispatch", &err.to_string()).await,
-            }
-        }
-        while tasks.join_next().await.is_some() {}
+        let found = dispatch_pending(&state, &me, &shutdown).await;
         if shutdown.is_cancelled() {
             return;
         }
@@ -99,49 +71,46 @@ pub async fn run_dispatcher(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-async fn dispatch_and_settle(state: &AppState, delivery: PendingDelivery) {
-    let id = delivery.delivery_id.clone();
-    let attempts = delivery.attempts;
-    let outcome = dispatch(state, &delivery).await;
-    let (label, result) = match &outcome {
-        Dispatch::Dispatched(note) => (
-            "dispatched",
-            state.store.settle_delivery(&id, "dispatched", note).await,
-        ),
-        Dispatch::Ignored(note) => (
-            "ignored",
-            state.store.settle_delivery(&id, "ignored", note).await,
-        ),
-        Dispatch::Failed(note) => {
-            state
-                .report_error("dispatch", &format!("delivery {id}: {note}"))
-                .await;
-            (
-                "failed",
-                state.store.settle_delivery(&id, "failed", note).await,
-            )
-        }
-        Dispatch::Retry(note) => {
-            let max = i64::from(state.config.limits.dispatch_attempts);
-            if attempts + 1 >= max {
-                let note = format!("gave up after {max} attempts: {note}");
-                state
-                    .report_error("dispatch", &format!("delivery {id}: {note}"))
-                    .await;
-                (
-                    "failed",
-                    state.store.settle_delivery(&id, "failed", &note).await,
-                )
-            } else {
-                let delay = Duration::from_secs(2u64.pow(attempts.clamp(0, 9) as u32))
-                    .min(Duration::from_secs(600));
-                (
-                    "retried",
-                    state.store.retry_delivery(&id, delay, note).await,
-                )
-            }
+/// Dispatches the deliveries pending now, [`PARALLEL_DISPATCH`] at once;
+/// `false` when there were none.
+async fn dispatch_pending(state: &AppState, me: &str, shutdown: &CancellationToken) -> bool {
+    let pending = match state.store.pending_deliveries(64).await {
+        Ok(pending) => pending,
+        Err(err) => {
+            state.report_error("dispatch", &err.to_string()).await;
+            Vec::new()
         }
     };
+    let found = !pending.is_empty();
+    let mut tasks = JoinSet::new();
+    for delivery in pending {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        while tasks.len() >= PARALLEL_DISPATCH {
+            tasks.join_next().await;
+        }
+        match state
+            .store
+            .claim_delivery(&delivery.delivery_id, me, DISPATCH_LEASE)
+            .await
+        {
+            Ok(true) => {
+                let state = state.clone();
+                tasks.spawn(async move { dispatch_and_settle(&state, delivery).await });
+            }
+            Ok(false) => {}
+            Err(err) => state.report_error("dispatch", &err.to_string()).await,
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    found
+}
+
+async fn dispatch_and_settle(state: &AppState, delivery: PendingDelivery) {
+    let id = delivery.delivery_id.clone();
+    let outcome = dispatch(state, &delivery).await;
+    let (label, result) = settle(state, &id, delivery.attempts, &outcome).await;
     metrics::counter!("firerunner_deliveries_total", "outcome" => label).increment(1);
     if let Err(err) = result {
         state
@@ -153,6 +122,39 @@ async fn dispatch_and_settle(state: &AppState, delivery: PendingDelivery) {
     }
 }
 
+/// Writes what became of a delivery (after `attempts` earlier tries);
+/// returns the outcome's metric label with the store's answer.
+async fn settle(
+    state: &AppState,
+    id: &str,
+    attempts: i64,
+    outcome: &Dispatch,
+) -> (&'static str, Result<(), StoreError>) {
+    let (settled, note) = match outcome {
+        Dispatch::Dispatched(note) => (DeliveryState::Dispatched, note.clone()),
+        Dispatch::Ignored(note) => (DeliveryState::Ignored, note.clone()),
+        Dispatch::Failed(note) => (DeliveryState::Failed, note.clone()),
+        Dispatch::Retry(note) => {
+            let max = i64::from(state.config.limits.dispatch_attempts);
+            if attempts + 1 < max {
+                let delay = Duration::from_secs(2u64.pow(attempts.clamp(0, 9) as u32))
+                    .min(Duration::from_secs(600));
+                let result = state.store.retry_delivery(id, delay, note).await;
+                return ("retried", result);
+            }
+            let note = format!("gave up after {max} attempts: {note}");
+            (DeliveryState::Failed, note)
+        }
+    };
+    if settled == DeliveryState::Failed {
+        state
+            .report_error("dispatch", &format!("delivery {id}: {note}"))
+            .await;
+    }
+    let result = state.store.settle_delivery(id, settled, &note).await;
+    (settled.as_str(), result)
+}
+
 /// A stable run id for one workflow of one delivery, so that dispatching a
 /// delivery twice (after a crash) queues nothing twice.
 pub fn run_id(delivery_id: &str, workflow_file: &str) -> String {
@@ -162,180 +164,286 @@ pub fn run_id(delivery_id: &str, workflow_file: &str) -> String {
 
 /// Decides what a delivery runs and queues it.
 pub async fn dispatch(state: &AppState, delivery: &PendingDelivery) -> Dispatch {
-    let event = match WebhookEvent::parse(&delivery.event, delivery.payload.as_bytes()) {
-        Ok(event) => event,
-        Err(err) => return Dispatch::Failed(err.to_string()),
+    let mut dispatching = match Dispatching::start(state, delivery).await {
+        Ok(dispatching) => dispatching,
+        Err(outcome) => return outcome,
     };
-    let (repository, default_branch) = match (&event, event.repository()) {
-        (WebhookEvent::Ping(ping), _) => {
-            return Dispatch::Ignored(format!("ping from GitHub: {}", ping.zen));
-        }
-        (_, None) => return Dispatch::Ignored("the event names no repository".into()),
-        (_, Some(repository)) => (
-            repository.full_name.clone(),
-            repository.default_branch.clone(),
-        ),
-    };
-    if !state.config.repository_allowed(&repository) {
-        return Dispatch::Ignored(format!("{repository} is not in allow.repositories"));
-    }
-    if let WebhookEvent::Push(push) = &event {
-        if push.deleted {
-            return Dispatch::Ignored("a deleted branch or tag runs no workflows".into());
-        }
-    }
-    let Some(github) = &state.github else {
-        return Dispatch::Failed(
-            "no GitHub credentials are configured (github.token or github.app_id)".into(),
-        );
-    };
-    let installation = event.installation_id();
-    let Some(repo) = RepoRef::parse(&repository, installation) else {
-        return Dispatch::Failed(format!("{repository} is not owner/name"));
-    };
-    let git_ref = event
-        .git_ref()
-        .unwrap_or_else(|| format!("refs/heads/{default_branch}"));
-    let sha = match event.head_sha() {
-        Some(sha) => sha.to_string(),
-        None => match resolve_sha(state, &repo, &repository, &git_ref).await {
-            Ok(sha) => sha,
-            Err(outcome) => return outcome,
-        },
-    };
-    let files = match state.workflow_files(&repo, &sha).await {
+    let files = match state
+        .workflow_files(&dispatching.repo, &dispatching.sha)
+        .await
+    {
         Ok(files) => files,
         Err(err) if err.is_transient() => return Dispatch::Retry(err.to_string()),
         Err(err) => return Dispatch::Failed(err.to_string()),
     };
-    let mut trigger = event.to_trigger_event();
-    let mut queued = Vec::new();
-    let mut skipped = Vec::new();
-    let mut runs = Vec::new();
     for (path, text) in files.iter() {
-        if !state.config.workflow_allowed(path) {
-            skipped.push(format!("{path}: not in allow.workflows"));
-            continue;
+        if let Err(outcome) = dispatching.workflow(path, text).await {
+            return outcome;
         }
-        let workflow = match parse_workflow(path, text) {
-            Ok(workflow) => workflow,
-            Err(problems) => {
-                let first = problems
-                    .0
-                    .first()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                skipped.push(format!(
-                    "{path}: invalid ({} problem(s)): {first}",
-                    problems.0.len()
-                ));
-                invalid_workflow_status(state, &repo, &sha, path, &first).await;
-                continue;
-            }
+    }
+    dispatching.announce().await;
+    dispatching.outcome(files.is_empty())
+}
+
+/// The repository and default branch an event runs in, or why it runs
+/// nothing (no repository, one not allowed, a deleted branch).
+fn repository_of(state: &AppState, event: &WebhookEvent) -> Result<(String, String), Dispatch> {
+    let (repository, default_branch) = named_repository(event)?;
+    if !state.config.repository_allowed(&repository) {
+        let note = format!("{repository} is not in allow.repositories");
+        return Err(Dispatch::Ignored(note));
+    }
+    if let WebhookEvent::Push(push) = event {
+        if push.deleted {
+            let note = "a deleted branch or tag runs no workflows";
+            return Err(Dispatch::Ignored(note.into()));
+        }
+    }
+    Ok((repository, default_branch))
+}
+
+fn named_repository(event: &WebhookEvent) -> Result<(String, String), Dispatch> {
+    match (event, event.repository()) {
+        (WebhookEvent::Ping(ping), _) => {
+            Err(Dispatch::Ignored(format!("ping from GitHub: {}", ping.zen)))
+        }
+        (_, None) => Err(Dispatch::Ignored("the event names no repository".into())),
+        (_, Some(repository)) => Ok((
+            repository.full_name.clone(),
+            repository.default_branch.clone(),
+        )),
+    }
+}
+
+/// One delivery being dispatched: its event, where it runs, and what its
+/// workflows came to so far.
+struct Dispatching<'a> {
+    state: &'a AppState,
+    delivery: &'a PendingDelivery,
+    github: &'a GitHubClient,
+    event: WebhookEvent,
+    /// The event as the `on:` filters see it (with the changed files once asked for).
+    trigger: TriggerEvent,
+    repository: String,
+    repo: RepoRef,
+    git_ref: String,
+    sha: String,
+    /// What was queued, for the note.
+    queued: Vec<String>,
+    /// What was not run and why, for the note.
+    skipped: Vec<String>,
+    /// Runs queued now, with their planned job names.
+    runs: Vec<(NewRun, Vec<String>)>,
+}
+
+impl<'a> Dispatching<'a> {
+    /// Reads the delivery's event and finds its repository and commit.
+    async fn start(
+        state: &'a AppState,
+        delivery: &'a PendingDelivery,
+    ) -> Result<Dispatching<'a>, Dispatch> {
+        let event = WebhookEvent::parse(&delivery.event, delivery.payload.as_bytes())
+            .map_err(|err| Dispatch::Failed(err.to_string()))?;
+        let (repository, default_branch) = repository_of(state, &event)?;
+        let github = state.github.as_ref().ok_or_else(|| {
+            Dispatch::Failed(
+                "no GitHub credentials are configured (github.token or github.app_id)".into(),
+            )
+        })?;
+        let repo = RepoRef::parse(&repository, event.installation_id())
+            .ok_or_else(|| Dispatch::Failed(format!("{repository} is not owner/name")))?;
+        let git_ref = event
+            .git_ref()
+            .unwrap_or_else(|| format!("refs/heads/{default_branch}"));
+        let sha = match event.head_sha() {
+            Some(sha) => sha.to_string(),
+            None => resolve_sha(state, &repo, &repository, &git_ref).await?,
         };
-        let mut decision = decide(&workflow, &trigger);
-        if decision == TriggerDecision::NeedsChangedFiles {
-            if let Some(number) = event.pull_request_number() {
-                match github.pull_request_files(&repo, number).await {
-                    Ok(changed) => trigger = trigger.with_changed_files(changed),
-                    Err(err) if err.is_transient() => return Dispatch::Retry(err.to_string()),
-                    Err(err) => return Dispatch::Failed(err.to_string()),
-                }
-                decision = decide(&workflow, &trigger);
-            }
+        Ok(Dispatching {
+            state,
+            delivery,
+            github,
+            trigger: event.to_trigger_event(),
+            event,
+            repository,
+            repo,
+            git_ref,
+            sha,
+            queued: Vec::new(),
+            skipped: Vec::new(),
+            runs: Vec::new(),
+        })
+    }
+
+    /// Queues the run of one workflow file if the event triggers it.
+    async fn workflow(&mut self, path: &str, text: &str) -> Result<(), Dispatch> {
+        if !self.state.config.workflow_allowed(path) {
+            self.skipped.push(format!("{path}: not in allow.workflows"));
+            return Ok(());
         }
-        if let TriggerDecision::Skip { reason } = decision {
-            skipped.push(format!("{path}: {reason}"));
-            continue;
+        let Some(workflow) = self.parse(path, text).await else {
+            return Ok(());
+        };
+        if let TriggerDecision::Skip { reason } = self.decide(&workflow).await? {
+            self.skipped.push(format!("{path}: {reason}"));
+            return Ok(());
         }
         let contexts = run_context::event_contexts(
-            &trigger,
-            &git_ref,
-            &dispatch_inputs(&workflow, &trigger.payload),
+            &self.trigger,
+            &self.git_ref,
+            &dispatch_inputs(&workflow, &self.trigger.payload),
         );
+        let Some(planned) = self.plan(path, &workflow, &contexts).await else {
+            return Ok(());
+        };
+        let run = self.new_run(path, &workflow, &contexts);
+        self.enqueue(run, planned).await
+    }
+
+    /// The workflow in `text`; an invalid one is skipped with a failed status.
+    async fn parse(&mut self, path: &str, text: &str) -> Option<ParsedWorkflow> {
+        let problems = match parse_workflow(path, text) {
+            Ok(workflow) => return Some(workflow),
+            Err(problems) => problems,
+        };
+        let first = problems
+            .0
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        self.skipped.push(format!(
+            "{path}: invalid ({} problem(s)): {first}",
+            problems.0.len()
+        ));
+        invalid_workflow_status(self.state, &self.repo, &self.sha, path, &first).await;
+        None
+    }
+
+    /// Whether the event triggers `workflow`, asking GitHub for the pull
+    /// request's changed files when a `paths:` filter needs them.
+    async fn decide(&mut self, workflow: &ParsedWorkflow) -> Result<TriggerDecision, Dispatch> {
+        let decision = decide(workflow, &self.trigger);
+        let number = self.event.pull_request_number();
+        let (TriggerDecision::NeedsChangedFiles, Some(number)) = (&decision, number) else {
+            return Ok(decision);
+        };
+        match self.github.pull_request_files(&self.repo, number).await {
+            Ok(changed) => self.trigger = self.trigger.clone().with_changed_files(changed),
+            Err(err) if err.is_transient() => return Err(Dispatch::Retry(err.to_string())),
+            Err(err) => return Err(Dispatch::Failed(err.to_string())),
+        }
+        Ok(decide(workflow, &self.trigger))
+    }
+
+    /// The names of the workflow's job instances; one that cannot be
+    /// planned is skipped with a failed status.
+    async fn plan(
+        &mut self,
+        path: &str,
+        workflow: &ParsedWorkflow,
+        contexts: &Object,
+    ) -> Option<Vec<String>> {
+        let context = PlanContext {
+            contexts: contexts.clone(),
+        };
+        match plan_workflow(workflow, &context) {
+            Ok(plan) => Some(
+                plan.jobs
+                    .iter()
+                    .flat_map(|job| job.instance_names())
+                    .collect(),
+            ),
+            Err(err) => {
+                self.skipped
+                    .push(format!("{path}: cannot be planned: {err}"));
+                invalid_workflow_status(self.state, &self.repo, &self.sha, path, &err.to_string())
+                    .await;
+                None
+            }
+        }
+    }
+
+    fn new_run(&self, path: &str, workflow: &ParsedWorkflow, contexts: &Object) -> NewRun {
         let name = workflow
             .name
             .as_ref()
             .map(|n| n.value.clone())
             .unwrap_or_else(|| path.rsplit('/').next().unwrap_or(path).to_string());
-        let planned: Vec<String> = match plan_workflow(
-            &workflow,
-            &PlanContext {
-                contexts: contexts.clone(),
-            },
-        ) {
-            Ok(plan) => plan
-                .jobs
-                .iter()
-                .flat_map(|job| job.instance_names())
-                .collect(),
+        NewRun {
+            id: run_id(&self.delivery.delivery_id, path),
+            delivery_id: self.delivery.delivery_id.clone(),
+            repository: self.repository.clone(),
+            sha: self.sha.clone(),
+            git_ref: self.git_ref.clone(),
+            workflow_file: path.to_string(),
+            workflow_name: name,
+            event: self.delivery.event.clone(),
+            pr_number: self.event.pull_request_number().map(|n| n as i64),
+            installation_id: self.event.installation_id().map(|id| id as i64),
+            concurrency: concurrency(&self.repository, workflow, contexts),
+        }
+    }
+
+    async fn enqueue(&mut self, run: NewRun, planned: Vec<String>) -> Result<(), Dispatch> {
+        let enqueued = match self.state.store.enqueue(&run).await {
+            Ok(enqueued) => enqueued,
             Err(err) => {
-                skipped.push(format!("{path}: cannot be planned: {err}"));
-                invalid_workflow_status(state, &repo, &sha, path, &err.to_string()).await;
-                continue;
+                let note = format!("queueing {}: {err}", run.workflow_file);
+                return Err(Dispatch::Retry(note));
             }
         };
-        let run = NewRun {
-            id: run_id(&delivery.delivery_id, path),
-            delivery_id: delivery.delivery_id.clone(),
-            repository: repository.clone(),
-            sha: sha.clone(),
-            git_ref: git_ref.clone(),
-            workflow_file: path.clone(),
-            workflow_name: name.clone(),
-            event: delivery.event.clone(),
-            pr_number: event.pull_request_number().map(|n| n as i64),
-            installation_id: installation.map(|id| id as i64),
-            concurrency: concurrency(&repository, &workflow, &contexts),
-        };
-        match state.store.enqueue(&run).await {
-            Ok(enqueued) => {
-                if enqueued.inserted {
-                    queued.push(format!("{name} ({} job(s))", planned.len()));
-                    runs.push((run, planned));
-                } else {
-                    // Queued by an earlier attempt that stopped before settling.
-                    queued.push(format!("{name} (queued before)"));
-                }
-                for superseded in enqueued.superseded.iter().chain(&enqueued.cancel_requested) {
-                    tracing::info!(
-                        run = superseded,
-                        "superseded by run {}",
-                        run_id(&delivery.delivery_id, path)
-                    );
-                }
-            }
-            Err(err) => return Dispatch::Retry(format!("queueing {path}: {err}")),
+        for superseded in enqueued.superseded.iter().chain(&enqueued.cancel_requested) {
+            tracing::info!(run = superseded, "superseded by run {}", run.id);
         }
-    }
-    for (run, planned) in &runs {
-        let Ok(Some(record)) = state.store.run(&run.id).await else {
-            continue;
-        };
-        for job in planned {
-            post_job_status(state, &record, run.installation_id, job, None, None).await;
-        }
-        state.live.publish(LiveEvent::Run(record));
-    }
-    if let Some((run, _)) = runs.first() {
-        if let Ok(Some(record)) = state.store.run(&run.id).await {
-            update_pull_request_comment(state, &record, run.installation_id).await;
-        }
-        state.wake_workers.notify_waiters();
-    }
-    let skipped = if skipped.is_empty() {
-        String::new()
-    } else {
-        format!("; not run: {}", skipped.join("; "))
-    };
-    if queued.is_empty() {
-        if files.is_empty() {
-            Dispatch::Ignored(format!("no workflow files at {sha}"))
+        if enqueued.inserted {
+            let name = &run.workflow_name;
+            self.queued
+                .push(format!("{name} ({} job(s))", planned.len()));
+            self.runs.push((run, planned));
         } else {
-            Dispatch::Ignored(format!("no workflow runs for {}{skipped}", delivery.event))
+            // Queued by an earlier attempt that stopped before settling.
+            self.queued
+                .push(format!("{} (queued before)", run.workflow_name));
         }
-    } else {
-        Dispatch::Dispatched(format!("queued {}{skipped}", queued.join(", ")))
+        Ok(())
+    }
+
+    /// Posts the pending statuses and the pull request comment of the runs
+    /// queued now, and wakes the workers.
+    async fn announce(&self) {
+        let state = self.state;
+        for (run, planned) in &self.runs {
+            let Ok(Some(record)) = state.store.run(&run.id).await else {
+                continue;
+            };
+            for job in planned {
+                post_job_status(state, &record, run.installation_id, job, None, None).await;
+            }
+            state.live.publish(LiveEvent::Run(record));
+        }
+        if let Some((run, _)) = self.runs.first() {
+            if let Ok(Some(record)) = state.store.run(&run.id).await {
+                update_pull_request_comment(state, &record, run.installation_id).await;
+            }
+            state.wake_workers.notify_waiters();
+        }
+    }
+
+    /// What became of the delivery (`no_files` when the commit has no workflows).
+    fn outcome(self, no_files: bool) -> Dispatch {
+        let skipped = if self.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; not run: {}", self.skipped.join("; "))
+        };
+        if !self.queued.is_empty() {
+            Dispatch::Dispatched(format!("queued {}{skipped}", self.queued.join(", ")))
+        } else if no_files {
+            Dispatch::Ignored(format!("no workflow files at {}", self.sha))
+        } else {
+            let event = &self.delivery.event;
+            Dispatch::Ignored(format!("no workflow runs for {event}{skipped}"))
+        }
     }
 }
 

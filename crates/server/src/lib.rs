@@ -30,8 +30,9 @@ pub use config::Config;
 pub use executor::{RunExecutor, VmRunExecutor};
 pub use state::AppState;
 pub use store::{
-    ClaimedRun, Concurrency, DeliveryRecord, Enqueued, ErrorRecord, JobRecord, NewRun, RunCounts,
-    RunRecord, Store, StoreError, WorkerRecord,
+    ClaimedRun, Concurrency, DeliveryRecord, DeliveryState, Enqueued, ErrorRecord, JobRecord,
+    JobState, NewRun, RunCounts, RunRecord, RunState, Store, StoreError, UnknownState,
+    WorkerRecord,
 };
 
 /// What a process runs.
@@ -56,32 +57,7 @@ pub async fn serve<E: RunExecutor>(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut tasks = JoinSet::new();
-    {
-        let state = state.clone();
-        let shutdown = shutdown.clone();
-        let mut lines = state.logs.subscribe();
-        tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    line = lines.recv() => match line {
-                        Ok(line) => state.live.publish(live::LiveEvent::Log {
-                            run_id: line.run_id,
-                            job: line.job,
-                            stream: match line.stream {
-                                firerunner_engine::logs::LogStream::Stdout => "stdout",
-                                firerunner_engine::logs::LogStream::Stderr => "stderr",
-                                firerunner_engine::logs::LogStream::Runner => "runner",
-                            },
-                            text: line.text,
-                        }),
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    },
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        });
-    }
+    tasks.spawn(forward_log_lines(state.clone(), shutdown.clone()));
     if roles.http {
         tasks.spawn(dispatch::run_dispatcher(state.clone(), shutdown.clone()));
     }
@@ -93,17 +69,7 @@ pub async fn serve<E: RunExecutor>(
         ));
     }
     let served = match (roles.http, listener) {
-        (true, Some(listener)) => {
-            let app = http::router(state.clone());
-            let stop = shutdown.clone();
-            let live = state.live.clone();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    stop.cancelled().await;
-                    live.close();
-                })
-                .await
-        }
+        (true, Some(listener)) => serve_http(&state, listener, &shutdown).await,
         _ => {
             shutdown.cancelled().await;
             Ok(())
@@ -117,4 +83,49 @@ pub async fn serve<E: RunExecutor>(
         }
     }
     served
+}
+
+/// Serves the dashboard, API and webhooks on `listener` until `shutdown`
+/// fires, then finishes the requests under way.
+async fn serve_http(
+    state: &AppState,
+    listener: TcpListener,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
+    let app = http::router(state.clone());
+    let stop = shutdown.clone();
+    let live = state.live.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            stop.cancelled().await;
+            live.close();
+        })
+        .await
+}
+
+/// Forwards the jobs' log lines to the dashboard's live stream until
+/// `shutdown` fires.
+async fn forward_log_lines(state: AppState, shutdown: CancellationToken) {
+    use firerunner_engine::logs::LogStream;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut lines = state.logs.subscribe();
+    loop {
+        tokio::select! {
+            line = lines.recv() => match line {
+                Ok(line) => state.live.publish(live::LiveEvent::Log {
+                    run_id: line.run_id,
+                    job: line.job,
+                    stream: match line.stream {
+                        LogStream::Stdout => "stdout",
+                        LogStream::Stderr => "stderr",
+                        LogStream::Runner => "runner",
+                    },
+                    text: line.text,
+                }),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }

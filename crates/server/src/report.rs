@@ -7,7 +7,7 @@ use firerunner_github::api::{CommitStatus, RepoRef, StatusState};
 use serde::Deserialize;
 
 use crate::state::AppState;
-use crate::store::{JobRecord, RunRecord};
+use crate::store::{JobRecord, JobState, RunRecord, RunState};
 
 /// The hidden marker that identifies firerunner's comment on a pull request.
 pub const COMMENT_MARKER: &str = "<!-- firerunner:pull-request-report -->";
@@ -82,9 +82,9 @@ pub fn job_status(
     };
     CommitStatus {
         state,
-        context: status_context(prefix, &run.workflow_name, job),
+        context: status_context(prefix, &run.run.workflow_name, job),
         description: truncate(&description, 140),
-        target_url: Some(job_url(public_url, &run.id, job)),
+        target_url: Some(job_url(public_url, &run.run.id, job)),
     }
 }
 
@@ -119,14 +119,14 @@ fn truncate(text: &str, max: usize) -> String {
     cut
 }
 
-fn icon(conclusion: Option<&str>, state: &str) -> &'static str {
-    match (conclusion, state) {
+fn icon(conclusion: Option<&str>, running: bool) -> &'static str {
+    match (conclusion, running) {
         (Some("success"), _) => "✅",
         (Some("failure"), _) => "❌",
         (Some("cancelled"), _) => "🚫",
         (Some("skipped"), _) => "⏭️",
         (Some(_), _) => "⚠️",
-        (None, "running") => "⏳",
+        (None, true) => "⏳",
         (None, _) => "🕒",
     }
 }
@@ -156,11 +156,32 @@ pub struct CommentInput<'a> {
 /// Renders the pull request comment: a headline, a table of jobs, the
 /// failing steps' last log lines, hints, and the step summaries.
 pub fn render_comment(input: CommentInput<'_>) -> String {
-    let mut passed = 0;
-    let mut failed = 0;
-    let mut pending = 0;
+    let short_sha = &input.sha[..input.sha.len().min(7)];
+    let mut comment = Comment {
+        public_url: input.public_url,
+        out: format!(
+            "{COMMENT_MARKER}\n## firerunner: {} · `{short_sha}`\n\n| Workflow | Job | Result | Duration |\n| --- | --- | --- | --- |\n",
+            headline(input.runs)
+        ),
+        failures: String::new(),
+        summaries: String::new(),
+    };
     for (run, jobs) in input.runs {
-        if jobs.is_empty() && run.state != "completed" {
+        if jobs.is_empty() {
+            comment.run_without_jobs(run);
+        }
+        for job in jobs {
+            comment.job(run, job);
+        }
+    }
+    comment.finish()
+}
+
+/// The comment's counts of failed, passed and pending jobs.
+fn headline(runs: &[(RunRecord, Vec<JobRecord>)]) -> String {
+    let (mut passed, mut failed, mut pending) = (0, 0, 0);
+    for (run, jobs) in runs {
+        if jobs.is_empty() && run.state != RunState::Completed {
             pending += 1;
         }
         for job in jobs {
@@ -184,92 +205,116 @@ pub fn render_comment(input: CommentInput<'_>) -> String {
     if parts.is_empty() {
         parts.push("nothing ran".into());
     }
-    let short_sha = &input.sha[..input.sha.len().min(7)];
-    let mut out = format!(
-        "{COMMENT_MARKER}\n## firerunner: {} · `{short_sha}`\n\n| Workflow | Job | Result | Duration |\n| --- | --- | --- | --- |\n",
-        parts.join(", ")
-    );
-    let mut failures = String::new();
-    let mut summaries = String::new();
-    for (run, jobs) in input.runs {
-        let workflow = cell(&run.workflow_name);
-        if jobs.is_empty() {
-            let result = match run.conclusion.as_deref() {
-                Some(conclusion) => format!("{} {conclusion}", icon(Some(conclusion), &run.state)),
-                None => format!("{} {}", icon(None, &run.state), run.state),
-            };
-            let note = run
-                .note
-                .as_deref()
-                .map(|n| format!(" ({})", cell(n)))
-                .unwrap_or_default();
-            out.push_str(&format!("| {workflow} | –{note} | {result} | – |\n"));
-            continue;
+    parts.join(", ")
+}
+
+/// The comment as it is written: its table, then its failures and summaries.
+struct Comment<'a> {
+    public_url: &'a str,
+    /// The headline and the table so far.
+    out: String,
+    failures: String,
+    summaries: String,
+}
+
+impl Comment<'_> {
+    /// A table row for a run with no jobs yet (or none that ran).
+    fn run_without_jobs(&mut self, run: &RunRecord) {
+        let workflow = cell(&run.run.workflow_name);
+        let running = run.state == RunState::Running;
+        let result = match run.conclusion.as_deref() {
+            Some(conclusion) => format!("{} {conclusion}", icon(Some(conclusion), running)),
+            None => format!("{} {}", icon(None, running), run.state),
+        };
+        let note = run
+            .note
+            .as_deref()
+            .map(|n| format!(" ({})", cell(n)))
+            .unwrap_or_default();
+        self.out
+            .push_str(&format!("| {workflow} | –{note} | {result} | – |\n"));
+    }
+
+    /// A job's row, its failure and its summary.
+    fn job(&mut self, run: &RunRecord, job: &JobRecord) {
+        let url = job_url(self.public_url, &run.run.id, &job.name);
+        let duration = match (job.started_at, job.finished_at) {
+            (Some(start), Some(end)) if end >= start => {
+                human_duration(Duration::from_millis((end - start) as u64))
+            }
+            _ => "–".into(),
+        };
+        let running = job.state == JobState::Running;
+        let result = match job.conclusion.as_deref() {
+            Some(conclusion) => format!("{} {conclusion}", icon(Some(conclusion), running)),
+            None => format!("{} {}", icon(None, running), job.state),
+        };
+        self.out.push_str(&format!(
+            "| {} | [{}]({url}) | {result} | {duration} |\n",
+            cell(&run.run.workflow_name),
+            cell(&job.name)
+        ));
+        if matches!(job.conclusion.as_deref(), Some("failure")) {
+            self.failure(run, job);
         }
-        for job in jobs {
-            let url = job_url(input.public_url, &run.id, &job.name);
-            let duration = match (job.started_at, job.finished_at) {
-                (Some(start), Some(end)) if end >= start => {
-                    human_duration(Duration::from_millis((end - start) as u64))
-                }
-                _ => "–".into(),
-            };
-            let result = match job.conclusion.as_deref() {
-                Some(conclusion) => format!("{} {conclusion}", icon(Some(conclusion), &job.state)),
-                None => format!("{} {}", icon(None, &job.state), job.state),
-            };
-            out.push_str(&format!(
-                "| {workflow} | [{}]({url}) | {result} | {duration} |\n",
-                cell(&job.name)
+        if !job.summary.trim().is_empty() {
+            self.summaries.push_str(&format!(
+                "<details><summary>{} / {}</summary>\n\n{}\n\n</details>\n",
+                run.run.workflow_name,
+                job.name,
+                job.summary.trim_end()
             ));
-            if matches!(job.conclusion.as_deref(), Some("failure")) {
-                let steps: Vec<StepRecord> = serde_json::from_str(&job.steps).unwrap_or_default();
-                let failing = steps.iter().find(|s| s.conclusion == "failure");
-                failures.push_str(&format!("\n### ❌ {} / {}\n", run.workflow_name, job.name));
-                if let Some(step) = failing {
-                    failures.push_str(&format!("Failing step: **{}**\n", step.name));
-                }
-                if !job.log_tail.trim().is_empty() {
-                    failures.push_str(&format!(
-                        "<details><summary>Last log lines</summary>\n\n{}\n\n</details>\n",
-                        fenced(&job.log_tail)
-                    ));
-                }
-                let hints: Vec<&str> = job.hints.lines().filter(|h| !h.trim().is_empty()).collect();
-                if !hints.is_empty() {
-                    failures.push_str("\n💡 What firerunner has seen before:\n");
-                    for hint in hints {
-                        failures.push_str(&format!("- {hint}\n"));
-                    }
-                }
-            }
-            if !job.summary.trim().is_empty() {
-                summaries.push_str(&format!(
-                    "<details><summary>{} / {}</summary>\n\n{}\n\n</details>\n",
-                    run.workflow_name,
-                    job.name,
-                    job.summary.trim_end()
-                ));
+        }
+    }
+
+    /// A failed job's failing step, last log lines and hints.
+    fn failure(&mut self, run: &RunRecord, job: &JobRecord) {
+        let failures = &mut self.failures;
+        let steps: Vec<StepRecord> = serde_json::from_str(&job.steps).unwrap_or_default();
+        let failing = steps.iter().find(|s| s.conclusion == "failure");
+        failures.push_str(&format!(
+            "\n### ❌ {} / {}\n",
+            run.run.workflow_name, job.name
+        ));
+        if let Some(step) = failing {
+            failures.push_str(&format!("Failing step: **{}**\n", step.name));
+        }
+        if !job.log_tail.trim().is_empty() {
+            failures.push_str(&format!(
+                "<details><summary>Last log lines</summary>\n\n{}\n\n</details>\n",
+                fenced(&job.log_tail)
+            ));
+        }
+        let hints: Vec<&str> = job.hints.lines().filter(|h| !h.trim().is_empty()).collect();
+        if !hints.is_empty() {
+            failures.push_str("\n💡 What firerunner has seen before:\n");
+            for hint in hints {
+                failures.push_str(&format!("- {hint}\n"));
             }
         }
     }
-    out.push_str(&failures);
-    if !summaries.is_empty() {
-        out.push_str("\n### Step summaries\n");
-        out.push_str(&summaries);
+
+    /// The whole comment, cut to GitHub's size.
+    fn finish(self) -> String {
+        let mut out = self.out;
+        out.push_str(&self.failures);
+        if !self.summaries.is_empty() {
+            out.push_str("\n### Step summaries\n");
+            out.push_str(&self.summaries);
+        }
+        if out.chars().count() > MAX_COMMENT {
+            out = truncate(&out, MAX_COMMENT - 200);
+            out.push_str(
+                "\n\n(cut to fit GitHub's comment size; the full logs are on the dashboard)\n",
+            );
+        }
+        out
     }
-    if out.chars().count() > MAX_COMMENT {
-        out = truncate(&out, MAX_COMMENT - 200);
-        out.push_str(
-            "\n\n(cut to fit GitHub's comment size; the full logs are on the dashboard)\n",
-        );
-    }
-    out
 }
 
 /// The repository reference of a run, for API calls.
 pub fn repo_of(run: &RunRecord, installation_id: Option<i64>) -> Option<RepoRef> {
-    RepoRef::parse(&run.repository, installation_id.map(|id| id as u64))
+    RepoRef::parse(&run.run.repository, installation_id.map(|id| id as u64))
 }
 
 /// Posts a job's status; failures are recorded, never fatal.
@@ -293,11 +338,14 @@ pub async fn post_job_status(
         conclusion,
         duration,
     );
-    if let Err(err) = github.create_commit_status(&repo, &run.sha, &status).await {
+    if let Err(err) = github
+        .create_commit_status(&repo, &run.run.sha, &status)
+        .await
+    {
         state
             .report_error(
                 "status",
-                &format!("{} {}: {err}", run.repository, status.context),
+                &format!("{} {}: {err}", run.run.repository, status.context),
             )
             .await;
     }
@@ -309,7 +357,7 @@ pub async fn update_pull_request_comment(
     run: &RunRecord,
     installation_id: Option<i64>,
 ) {
-    let (Some(github), Some(number)) = (&state.github, run.pr_number) else {
+    let (Some(github), Some(number)) = (&state.github, run.run.pr_number) else {
         return;
     };
     let Some(repo) = repo_of(run, installation_id) else {
@@ -317,7 +365,7 @@ pub async fn update_pull_request_comment(
     };
     let runs = match state
         .store
-        .runs_of_pull_request(&run.repository, number, &run.sha)
+        .runs_of_pull_request(&run.run.repository, number, &run.run.sha)
         .await
     {
         Ok(runs) => runs,
@@ -328,11 +376,11 @@ pub async fn update_pull_request_comment(
     };
     let mut with_jobs = Vec::with_capacity(runs.len());
     for run in runs {
-        let jobs = state.store.jobs(&run.id).await.unwrap_or_default();
+        let jobs = state.store.jobs(&run.run.id).await.unwrap_or_default();
         with_jobs.push((run, jobs));
     }
     let body = render_comment(CommentInput {
-        sha: &run.sha,
+        sha: &run.run.sha,
         runs: &with_jobs,
         public_url: &state.config.public_url,
     });
@@ -341,7 +389,10 @@ pub async fn update_pull_request_comment(
         .await
     {
         state
-            .report_error("comment", &format!("{}#{number}: {err}", run.repository))
+            .report_error(
+                "comment",
+                &format!("{}#{number}: {err}", run.run.repository),
+            )
             .await;
     }
 }
@@ -349,19 +400,23 @@ pub async fn update_pull_request_comment(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::NewRun;
 
     fn run(id: &str, workflow: &str) -> RunRecord {
         RunRecord {
-            id: id.into(),
-            delivery_id: "d".into(),
-            repository: "octo/app".into(),
-            sha: "0123456789abcdef".into(),
-            git_ref: "refs/pull/7/merge".into(),
-            workflow_file: ".github/workflows/ci.yml".into(),
-            workflow_name: workflow.into(),
-            event: "pull_request".into(),
-            pr_number: Some(7),
-            state: "running".into(),
+            run: NewRun {
+                id: id.into(),
+                delivery_id: "d".into(),
+                repository: "octo/app".into(),
+                sha: "0123456789abcdef".into(),
+                git_ref: "refs/pull/7/merge".into(),
+                workflow_file: ".github/workflows/ci.yml".into(),
+                workflow_name: workflow.into(),
+                event: "pull_request".into(),
+                pr_number: Some(7),
+                ..NewRun::default()
+            },
+            state: RunState::Running,
             conclusion: None,
             attempts: 1,
             lease_owner: None,
@@ -383,11 +438,10 @@ mod tests {
             run_id: "r1".into(),
             name: name.into(),
             state: if conclusion.is_some() {
-                "completed"
+                JobState::Completed
             } else {
-                "running"
-            }
-            .into(),
+                JobState::Running
+            },
             conclusion: conclusion.map(str::to_string),
             worker: None,
             started_at: Some(1_000),
@@ -428,7 +482,7 @@ mod tests {
             ),
             (
                 RunRecord {
-                    state: "queued".into(),
+                    state: RunState::Queued,
                     ..run("r2", "Docs")
                 },
                 vec![],

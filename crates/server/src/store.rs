@@ -13,6 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
+mod states;
+
+pub use states::{DeliveryState, JobState, RunState, UnknownState};
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,6 +26,9 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("store migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A state column holds a word this version does not know.
+    #[error("store: {0}")]
+    UnknownState(#[from] UnknownState),
 }
 
 /// A workflow's `concurrency:` as evaluated for one run.
@@ -33,8 +40,11 @@ pub struct Concurrency {
     pub cancel_in_progress: bool,
 }
 
-/// A run to put in the queue.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A run to put in the queue: what a run is, whatever became of it.
+///
+/// Serialized (inside [`RunRecord`]) without its installation and
+/// concurrency group, which the API does not show.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NewRun {
     /// Unique id of the run.
     pub id: String,
@@ -55,8 +65,10 @@ pub struct NewRun {
     /// The pull request it belongs to, if any.
     pub pr_number: Option<i64>,
     /// The GitHub App installation that sent the event, if any.
+    #[serde(skip)]
     pub installation_id: Option<i64>,
     /// Its concurrency group, if the workflow has one.
+    #[serde(skip)]
     pub concurrency: Option<Concurrency>,
 }
 
@@ -81,29 +93,15 @@ pub struct ClaimedRun {
     pub attempt: i64,
 }
 
-/// A run as stored.
+/// A run as stored: what was queued and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RunRecord {
-    /// Its id.
-    pub id: String,
-    /// The delivery it came from.
-    pub delivery_id: String,
-    /// `owner/name`.
-    pub repository: String,
-    /// The commit.
-    pub sha: String,
-    /// The ref.
-    pub git_ref: String,
-    /// The workflow file.
-    pub workflow_file: String,
-    /// The workflow's name.
-    pub workflow_name: String,
-    /// The triggering event.
-    pub event: String,
-    /// The pull request, if any.
-    pub pr_number: Option<i64>,
-    /// `queued`, `running` or `completed`.
-    pub state: String,
+    /// What was queued (its concurrency group without `cancel_in_progress`,
+    /// which is not stored).
+    #[serde(flatten)]
+    pub run: NewRun,
+    /// Where it is in the queue.
+    pub state: RunState,
     /// `success`, `failure`, `cancelled`, ... once completed.
     pub conclusion: Option<String>,
     /// Claims so far.
@@ -127,8 +125,8 @@ pub struct JobRecord {
     pub run_id: String,
     /// The job instance's display name (`build (linux)`).
     pub name: String,
-    /// `running` or `completed`.
-    pub state: String,
+    /// Running or completed.
+    pub state: JobState,
     /// Its result once completed.
     pub conclusion: Option<String>,
     /// The worker that ran it.
@@ -158,8 +156,8 @@ pub struct DeliveryRecord {
     pub repository: Option<String>,
     /// Milliseconds since the epoch.
     pub received_at: i64,
-    /// `received`, `dispatching`, `dispatched`, `ignored` or `failed`.
-    pub state: String,
+    /// Where it is on its way to runs.
+    pub state: DeliveryState,
     /// What became of it.
     pub note: Option<String>,
     /// Dispatch attempts so far.
@@ -229,10 +227,12 @@ pub fn now_ms() -> i64 {
 }
 
 const RUN_COLUMNS: &str = "id, delivery_id, repository, sha, git_ref, workflow_file, workflow_name, \
-     event, pr_number, state, conclusion, attempts, lease_owner, created_at, started_at, finished_at, note";
+     event, pr_number, installation_id, concurrency_group, state, conclusion, attempts, lease_owner, \
+     created_at, started_at, finished_at, note";
 
-fn run_record(row: &sqlx::any::AnyRow) -> RunRecord {
-    RunRecord {
+/// The run in a row's first 11 columns (as [`RUN_COLUMNS`] start).
+fn new_run(row: &sqlx::any::AnyRow) -> NewRun {
+    NewRun {
         id: row.get(0),
         delivery_id: row.get(1),
         repository: row.get(2),
@@ -242,25 +242,36 @@ fn run_record(row: &sqlx::any::AnyRow) -> RunRecord {
         workflow_name: row.get(6),
         event: row.get(7),
         pr_number: row.get(8),
-        state: row.get(9),
-        conclusion: row.get(10),
-        attempts: row.get(11),
-        lease_owner: row.get(12),
-        created_at: row.get(13),
-        started_at: row.get(14),
-        finished_at: row.get(15),
-        note: row.get(16),
+        installation_id: row.get(9),
+        concurrency: row.get::<Option<String>, _>(10).map(|group| Concurrency {
+            group,
+            cancel_in_progress: false,
+        }),
     }
+}
+
+fn run_record(row: &sqlx::any::AnyRow) -> Result<RunRecord, StoreError> {
+    Ok(RunRecord {
+        run: new_run(row),
+        state: RunState::parse(&row.get::<String, _>(11))?,
+        conclusion: row.get(12),
+        attempts: row.get(13),
+        lease_owner: row.get(14),
+        created_at: row.get(15),
+        started_at: row.get(16),
+        finished_at: row.get(17),
+        note: row.get(18),
+    })
 }
 
 const JOB_COLUMNS: &str =
     "run_id, name, state, conclusion, worker, started_at, finished_at, steps, summary, log_tail, hints";
 
-fn job_record(row: &sqlx::any::AnyRow) -> JobRecord {
-    JobRecord {
+fn job_record(row: &sqlx::any::AnyRow) -> Result<JobRecord, StoreError> {
+    Ok(JobRecord {
         run_id: row.get(0),
         name: row.get(1),
-        state: row.get(2),
+        state: JobState::parse(&row.get::<String, _>(2))?,
         conclusion: row.get(3),
         worker: row.get(4),
         started_at: row.get(5),
@@ -269,7 +280,7 @@ fn job_record(row: &sqlx::any::AnyRow) -> JobRecord {
         summary: row.get(8),
         log_tail: row.get(9),
         hints: row.get(10),
-    }
+    })
 }
 
 /// The database behind deliveries and runs.
@@ -356,7 +367,7 @@ impl Store {
         let done = sqlx::query(
             "INSERT INTO deliveries \
              (delivery_id, event, repository, payload, received_at, state, body_sha256) \
-             VALUES ($1, $2, $3, $4, $5, 'received', $6) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $7, $6) ON CONFLICT DO NOTHING",
         )
         .bind(delivery_id)
         .bind(event)
@@ -364,6 +375,7 @@ impl Store {
         .bind(payload)
         .bind(now_ms())
         .bind(body_sha256)
+        .bind(DeliveryState::Received.as_str())
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 1 {
@@ -384,11 +396,13 @@ impl Store {
     pub async fn pending_deliveries(&self, limit: i64) -> Result<Vec<PendingDelivery>, StoreError> {
         let rows = sqlx::query(
             "SELECT delivery_id, event, payload, attempts FROM deliveries \
-             WHERE state IN ('received', 'dispatching') AND next_attempt_at <= $1 \
+             WHERE state IN ($3, $4) AND next_attempt_at <= $1 \
              ORDER BY received_at, delivery_id LIMIT $2",
         )
         .bind(now_ms())
         .bind(limit)
+        .bind(DeliveryState::Received.as_str())
+        .bind(DeliveryState::Dispatching.as_str())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -412,13 +426,15 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let done = sqlx::query(
-            "UPDATE deliveries SET state = 'dispatching', next_attempt_at = $1, dispatcher = $2 \
-             WHERE delivery_id = $3 AND state IN ('received', 'dispatching') AND next_attempt_at <= $4",
+            "UPDATE deliveries SET state = $6, next_attempt_at = $1, dispatcher = $2 \
+             WHERE delivery_id = $3 AND state IN ($5, $6) AND next_attempt_at <= $4",
         )
         .bind(now + lease.as_millis() as i64)
         .bind(dispatcher)
         .bind(delivery_id)
         .bind(now)
+        .bind(DeliveryState::Received.as_str())
+        .bind(DeliveryState::Dispatching.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -428,10 +444,12 @@ impl Store {
     /// stopped (a restart), so they are dispatched again at once.
     pub async fn release_dispatching(&self, dispatcher: &str) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "UPDATE deliveries SET state = 'received', next_attempt_at = 0 \
-             WHERE state = 'dispatching' AND dispatcher = $1",
+            "UPDATE deliveries SET state = $2, next_attempt_at = 0 \
+             WHERE state = $3 AND dispatcher = $1",
         )
         .bind(dispatcher)
+        .bind(DeliveryState::Received.as_str())
+        .bind(DeliveryState::Dispatching.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -441,14 +459,14 @@ impl Store {
     pub async fn settle_delivery(
         &self,
         delivery_id: &str,
-        state: &str,
+        state: DeliveryState,
         note: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE deliveries SET state = $1, note = $2, processed_at = $3, attempts = attempts + 1 \
              WHERE delivery_id = $4",
         )
-        .bind(state)
+        .bind(state.as_str())
         .bind(note)
         .bind(now_ms())
         .bind(delivery_id)
@@ -465,12 +483,13 @@ impl Store {
         note: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE deliveries SET state = 'received', attempts = attempts + 1, next_attempt_at = $1, \
+            "UPDATE deliveries SET state = $4, attempts = attempts + 1, next_attempt_at = $1, \
              note = $2 WHERE delivery_id = $3",
         )
         .bind(now_ms() + delay.as_millis() as i64)
         .bind(note)
         .bind(delivery_id)
+        .bind(DeliveryState::Received.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -485,7 +504,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(delivery_record).collect())
+        rows.iter().map(delivery_record).collect()
     }
 
     /// One delivery, without its payload.
@@ -497,16 +516,18 @@ impl Store {
         .bind(delivery_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(delivery_record))
+        row.as_ref().map(delivery_record).transpose()
     }
 
     /// Deliveries by state.
-    pub async fn delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn delivery_counts(&self) -> Result<Vec<(DeliveryState, i64)>, StoreError> {
         let rows =
             sqlx::query("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        rows.iter()
+            .map(|row| Ok((DeliveryState::parse(&row.get::<String, _>(0))?, row.get(1))))
+            .collect()
     }
 
     /// Puts a run in the queue (once: a run id already there changes nothing).
@@ -521,7 +542,7 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO runs (id, delivery_id, repository, sha, git_ref, workflow_file, workflow_name, \
              event, pr_number, installation_id, concurrency_group, state, attempts, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', 0, $12) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, 0, $12) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&run.id)
@@ -536,6 +557,7 @@ impl Store {
         .bind(run.installation_id)
         .bind(run.concurrency.as_ref().map(|c| c.group.clone()))
         .bind(now)
+        .bind(RunState::Queued.as_str())
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -545,29 +567,8 @@ impl Store {
             ..Enqueued::default()
         };
         if let (true, Some(concurrency)) = (inserted, &run.concurrency) {
-            let rows = sqlx::query(
-                "UPDATE runs SET state = 'completed', conclusion = 'cancelled', finished_at = $1, note = $2 \
-                 WHERE concurrency_group = $3 AND state = 'queued' AND id <> $4 RETURNING id",
-            )
-            .bind(now)
-            .bind(format!("superseded by run {}", run.id))
-            .bind(&concurrency.group)
-            .bind(&run.id)
-            .fetch_all(&mut *tx)
-            .await?;
-            outcome.superseded = rows.iter().map(|row| row.get(0)).collect();
-            if concurrency.cancel_in_progress {
-                let rows = sqlx::query(
-                    "UPDATE runs SET cancel_requested = 1, note = $1 \
-                     WHERE concurrency_group = $2 AND state = 'running' AND id <> $3 RETURNING id",
-                )
-                .bind(format!("cancelled in progress by run {}", run.id))
-                .bind(&concurrency.group)
-                .bind(&run.id)
-                .fetch_all(&mut *tx)
-                .await?;
-                outcome.cancel_requested = rows.iter().map(|row| row.get(0)).collect();
-            }
+            (outcome.superseded, outcome.cancel_requested) =
+                supersede(&mut tx, &run.id, concurrency, now).await?;
         }
         tx.commit().await?;
         Ok(outcome)
@@ -587,14 +588,14 @@ impl Store {
         } else {
             ""
         };
-        let claimable = "(state = 'queued' OR (state = 'running' AND lease_until < $3))";
+        let claimable = "(state = $4 OR (state = $5 AND lease_until < $3))";
         let sql = format!(
-            "UPDATE runs SET state = 'running', lease_owner = $1, lease_until = $2, \
+            "UPDATE runs SET state = $5, lease_owner = $1, lease_until = $2, \
              attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
              WHERE id = (SELECT id FROM runs r WHERE {claimable} \
                            AND (r.concurrency_group IS NULL OR NOT EXISTS ( \
                                 SELECT 1 FROM runs o WHERE o.concurrency_group = r.concurrency_group \
-                                AND o.state = 'running' AND o.lease_until >= $3 AND o.id <> r.id)) \
+                                AND o.state = $5 AND o.lease_until >= $3 AND o.id <> r.id)) \
                          ORDER BY created_at, id LIMIT 1{lock}) \
                AND {claimable} \
              RETURNING id, delivery_id, repository, sha, git_ref, workflow_file, workflow_name, event, \
@@ -605,25 +606,12 @@ impl Store {
             .bind(worker)
             .bind(now + lease.as_millis() as i64)
             .bind(now)
+            .bind(RunState::Queued.as_str())
+            .bind(RunState::Running.as_str())
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|row| ClaimedRun {
-            run: NewRun {
-                id: row.get(0),
-                delivery_id: row.get(1),
-                repository: row.get(2),
-                sha: row.get(3),
-                git_ref: row.get(4),
-                workflow_file: row.get(5),
-                workflow_name: row.get(6),
-                event: row.get(7),
-                pr_number: row.get(8),
-                installation_id: row.get(9),
-                concurrency: row.get::<Option<String>, _>(10).map(|group| Concurrency {
-                    group,
-                    cancel_in_progress: false,
-                }),
-            },
+            run: new_run(&row),
             attempt: row.get(11),
         }))
     }
@@ -636,11 +624,12 @@ impl Store {
         lease: Duration,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3 AND state = 'running'",
+            "UPDATE runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3 AND state = $4",
         )
         .bind(now_ms() + lease.as_millis() as i64)
         .bind(run_id)
         .bind(worker)
+        .bind(RunState::Running.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -676,14 +665,16 @@ impl Store {
         note: Option<&str>,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE runs SET state = 'completed', conclusion = $1, finished_at = $2, lease_owner = NULL, \
-             note = COALESCE($5, note) WHERE id = $3 AND lease_owner = $4 AND state = 'running'",
+            "UPDATE runs SET state = $6, conclusion = $1, finished_at = $2, lease_owner = NULL, \
+             note = COALESCE($5, note) WHERE id = $3 AND lease_owner = $4 AND state = $7",
         )
         .bind(conclusion)
         .bind(now_ms())
         .bind(run_id)
         .bind(worker)
         .bind(note)
+        .bind(RunState::Completed.as_str())
+        .bind(RunState::Running.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -693,11 +684,13 @@ impl Store {
     /// restart of the same host): they are marked and run again.
     pub async fn requeue_interrupted(&self, worker: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE runs SET state = 'queued', lease_owner = NULL, lease_until = NULL, \
+            "UPDATE runs SET state = $2, lease_owner = NULL, lease_until = NULL, \
              note = 'interrupted when its worker stopped; queued again' \
-             WHERE state = 'running' AND lease_owner = $1 RETURNING id",
+             WHERE state = $3 AND lease_owner = $1 RETURNING id",
         )
         .bind(worker)
+        .bind(RunState::Queued.as_str())
+        .bind(RunState::Running.as_str())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
@@ -711,11 +704,10 @@ impl Store {
         let mut counts = RunCounts::default();
         for row in &rows {
             let count: i64 = row.get(1);
-            match row.get::<String, _>(0).as_str() {
-                "queued" => counts.queued = count,
-                "running" => counts.running = count,
-                "completed" => counts.completed = count,
-                _ => {}
+            match RunState::parse(&row.get::<String, _>(0))? {
+                RunState::Queued => counts.queued = count,
+                RunState::Running => counts.running = count,
+                RunState::Completed => counts.completed = count,
             }
         }
         Ok(counts)
@@ -737,7 +729,7 @@ impl Store {
             .bind(run_id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(run_record))
+        row.as_ref().map(run_record).transpose()
     }
 
     /// The most recent runs, newest first.
@@ -748,7 +740,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(run_record).collect())
+        rows.iter().map(run_record).collect()
     }
 
     /// The runs of one pull request's head commit, oldest first (what its
@@ -769,7 +761,7 @@ impl Store {
             .bind(sha)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(run_record).collect())
+        rows.iter().map(run_record).collect()
     }
 
     /// Forgets a run's jobs (before it runs again).
@@ -792,7 +784,7 @@ impl Store {
         )
         .bind(&job.run_id)
         .bind(&job.name)
-        .bind(&job.state)
+        .bind(job.state.as_str())
         .bind(&job.conclusion)
         .bind(&job.worker)
         .bind(job.started_at)
@@ -814,18 +806,18 @@ impl Store {
             .bind(run_id)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(job_record).collect())
+        rows.iter().map(job_record).collect()
     }
 
     /// Jobs running now (across every worker).
     pub async fn running_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' ORDER BY started_at, name"
-        );
+        let sql =
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1 ORDER BY started_at, name");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(JobState::Running.as_str())
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(job_record).collect())
+        rows.iter().map(job_record).collect()
     }
 
     /// Records that a worker host is alive, with its capacity and load.
@@ -941,14 +933,109 @@ impl Store {
     }
 }
 
-fn delivery_record(row: &sqlx::any::AnyRow) -> DeliveryRecord {
-    DeliveryRecord {
+/// Completes as `cancelled` the queued runs of `run_id`'s concurrency group
+/// and, with `cancel-in-progress`, asks its running ones to cancel; returns
+/// the ids of both.
+async fn supersede(
+    connection: &mut sqlx::AnyConnection,
+    run_id: &str,
+    concurrency: &Concurrency,
+    now: i64,
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    let rows = sqlx::query(
+        "UPDATE runs SET state = $5, conclusion = 'cancelled', finished_at = $1, note = $2 \
+         WHERE concurrency_group = $3 AND state = $6 AND id <> $4 RETURNING id",
+    )
+    .bind(now)
+    .bind(format!("superseded by run {run_id}"))
+    .bind(&concurrency.group)
+    .bind(run_id)
+    .bind(RunState::Completed.as_str())
+    .bind(RunState::Queued.as_str())
+    .fetch_all(&mut *connection)
+    .await?;
+    let superseded = rows.iter().map(|row| row.get(0)).collect();
+    if !concurrency.cancel_in_progress {
+        return Ok((superseded, Vec::new()));
+    }
+    let rows = sqlx::query(
+        "UPDATE runs SET cancel_requested = 1, note = $1 \
+         WHERE concurrency_group = $2 AND state = $4 AND id <> $3 RETURNING id",
+    )
+    .bind(format!("cancelled in progress by run {run_id}"))
+    .bind(&concurrency.group)
+    .bind(run_id)
+    .bind(RunState::Running.as_str())
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok((superseded, rows.iter().map(|row| row.get(0)).collect()))
+}
+
+fn delivery_record(row: &sqlx::any::AnyRow) -> Result<DeliveryRecord, StoreError> {
+    Ok(DeliveryRecord {
         delivery_id: row.get(0),
         event: row.get(1),
         repository: row.get(2),
         received_at: row.get(3),
-        state: row.get(4),
+        state: DeliveryState::parse(&row.get::<String, _>(4))?,
         note: row.get(5),
         attempts: row.get(6),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_stored_state_is_an_error_naming_its_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store
+            .record_delivery("d1", "push", None, "{}")
+            .await
+            .unwrap();
+        sqlx::query("UPDATE deliveries SET state = 'paused'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let err = store.recent_deliveries(10).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "store: deliveries.state holds an unknown state \"paused\""
+        );
+        assert!(store.delivery_counts().await.is_err());
+    }
+
+    #[test]
+    fn a_run_record_serializes_flat_without_installation_or_group() {
+        let record = RunRecord {
+            run: NewRun {
+                id: "r1".into(),
+                installation_id: Some(7),
+                concurrency: Some(Concurrency {
+                    group: "g".into(),
+                    cancel_in_progress: true,
+                }),
+                ..NewRun::default()
+            },
+            state: RunState::Queued,
+            conclusion: None,
+            attempts: 0,
+            lease_owner: None,
+            created_at: 1,
+            started_at: None,
+            finished_at: None,
+            note: None,
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            json,
+            "{\"id\":\"r1\",\"delivery_id\":\"\",\"repository\":\"\",\"sha\":\"\",\"git_ref\":\"\",\
+             \"workflow_file\":\"\",\"workflow_name\":\"\",\"event\":\"\",\"pr_number\":null,\
+             \"state\":\"queued\",\"conclusion\":null,\"attempts\":0,\"lease_owner\":null,\
+             \"created_at\":1,\"started_at\":null,\"finished_at\":null,\"note\":null}"
+        );
     }
 }

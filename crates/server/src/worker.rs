@@ -10,13 +10,14 @@ use firerunner_github::api::RepoRef;
 use firerunner_github::permissions::TokenPermissions;
 use firerunner_workflow::load::parse_workflow;
 use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{JobEvent, RunExecutor, RunRequest, Trust};
+use crate::executor::{JobEvent, RunExecutor, RunOutcome, RunRequest, Trust};
 use crate::live::LiveEvent;
-use crate::report::{post_job_status, update_pull_request_comment};
+use crate::report::{post_job_status, update_pull_request_comment, StepRecord};
 use crate::state::AppState;
-use crate::store::{now_ms, ClaimedRun, JobRecord, WorkerRecord};
+use crate::store::{now_ms, JobRecord, JobState, NewRun, RunRecord, WorkerRecord};
 
 /// Runs the worker until `shutdown` fires. Runs still executing then are
 /// stopped and put back in the queue (another worker, or this one after a
@@ -26,95 +27,117 @@ pub async fn run_worker<E: RunExecutor>(
     executor: Arc<E>,
     shutdown: CancellationToken,
 ) {
-    let id = state.config.worker.id.clone();
-    match state.store.requeue_interrupted(&id).await {
+    let worker = Worker {
+        id: state.config.worker.id.clone(),
+        lease: Duration::from_secs(state.config.worker.lease_seconds),
+        slots: Arc::new(Semaphore::new(state.config.limits.concurrent_runs)),
+        started_at: now_ms(),
+        state,
+    };
+    match worker.state.store.requeue_interrupted(&worker.id).await {
         Ok(requeued) if !requeued.is_empty() => {
             tracing::warn!(
-                "worker {id}: {} run(s) interrupted by the last stop are queued again",
+                "worker {}: {} run(s) interrupted by the last stop are queued again",
+                worker.id,
                 requeued.len()
             );
         }
         Ok(_) => {}
         Err(err) => {
-            state
-                .report_error("worker", &format!("requeue: {err}"))
-                .await
+            let message = format!("requeue: {err}");
+            worker.state.report_error("worker", &message).await
         }
     }
-    let lease = Duration::from_secs(state.config.worker.lease_seconds);
-    let slots = Arc::new(Semaphore::new(state.config.limits.concurrent_runs));
-    let started_at = now_ms();
-    let host_beat = {
-        let state = state.clone();
-        let slots = slots.clone();
-        let id = id.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let max_runs = state.config.limits.concurrent_runs;
-                let running = max_runs - slots.available_permits();
-                let record = WorkerRecord {
-                    id: id.clone(),
-                    host: crate::config::host_name(),
-                    started_at,
-                    heartbeat_at: now_ms(),
-                    max_runs: max_runs as i64,
-                    max_vms: state.config.limits.max_vms as i64,
-                    running: running as i64,
-                };
-                if let Err(err) = state.store.worker_heartbeat(&record).await {
-                    tracing::warn!("worker heartbeat: {err}");
-                }
-                state.update_capacity(|c| c.runs = running);
-                tokio::select! {
-                    _ = tokio::time::sleep(lease / 4) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        })
-    };
-    let mut running = tokio::task::JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = shutdown.cancelled() => break,
-        };
-        match state.store.claim(&id, lease).await {
-            Ok(Some(claimed)) => {
-                let state = state.clone();
-                let executor = executor.clone();
-                let stop = shutdown.child_token();
-                let id = id.clone();
-                running.spawn(async move {
-                    execute_claimed(&state, executor.as_ref(), claimed, &id, lease, stop).await;
-                    drop(permit);
-                });
-            }
-            Ok(None) => {
-                drop(permit);
-                tokio::select! {
-                    _ = state.wake_workers.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.cancelled() => break,
-                }
-            }
-            Err(err) => {
-                drop(permit);
-                state.report_error("worker", &format!("claim: {err}")).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-        while running.try_join_next().is_some() {}
-    }
-    while running.join_next().await.is_some() {}
+    let host_beat = tokio::spawn(worker.clone().host_heartbeats(shutdown.clone()));
+    worker.claim_until(executor, &shutdown).await;
     host_beat.abort();
-    if let Ok(requeued) = state.store.requeue_interrupted(&id).await {
+    if let Ok(requeued) = worker.state.store.requeue_interrupted(&worker.id).await {
         if !requeued.is_empty() {
-            tracing::info!(
-                "worker {id}: {} run(s) put back in the queue",
-                requeued.len()
-            );
+            let (id, n) = (&worker.id, requeued.len());
+            tracing::info!("worker {id}: {n} run(s) put back in the queue");
         }
+    }
+}
+
+/// This host's worker: its id, lease and run slots.
+#[derive(Clone)]
+struct Worker {
+    state: AppState,
+    id: String,
+    lease: Duration,
+    /// One permit a run, `limits.concurrent_runs` in all.
+    slots: Arc<Semaphore>,
+    /// Milliseconds since the epoch.
+    started_at: i64,
+}
+
+impl Worker {
+    /// Tells the store every quarter lease that this host is alive, with
+    /// its capacity and load, until `shutdown` fires.
+    async fn host_heartbeats(self, shutdown: CancellationToken) {
+        let state = &self.state;
+        loop {
+            let max_runs = state.config.limits.concurrent_runs;
+            let running = max_runs - self.slots.available_permits();
+            let record = WorkerRecord {
+                id: self.id.clone(),
+                host: crate::config::host_name(),
+                started_at: self.started_at,
+                heartbeat_at: now_ms(),
+                max_runs: max_runs as i64,
+                max_vms: state.config.limits.max_vms as i64,
+                running: running as i64,
+            };
+            if let Err(err) = state.store.worker_heartbeat(&record).await {
+                tracing::warn!("worker heartbeat: {err}");
+            }
+            state.update_capacity(|c| c.runs = running);
+            tokio::select! {
+                _ = tokio::time::sleep(self.lease / 4) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Claims and executes runs while slots are free, until `shutdown`
+    /// fires; then waits for the runs it started.
+    async fn claim_until<E: RunExecutor>(&self, executor: Arc<E>, shutdown: &CancellationToken) {
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while running.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                permit = self.slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                _ = shutdown.cancelled() => break,
+            };
+            let claimed = match self.state.store.claim(&self.id, self.lease).await {
+                Ok(Some(claimed)) => claimed,
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        _ = self.state.wake_workers.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+                Err(err) => {
+                    drop(permit);
+                    let message = format!("claim: {err}");
+                    self.state.report_error("worker", &message).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let execution = Execution::new(self, claimed.run);
+            let (executor, lease, stop) = (executor.clone(), self.lease, shutdown.child_token());
+            running.spawn(async move {
+                execution
+                    .execute(executor.as_ref(), claimed.attempt, lease, stop)
+                    .await;
+                drop(permit);
+            });
+        }
+        while running.join_next().await.is_some() {}
     }
 }
 
@@ -129,156 +152,161 @@ enum Stop {
     Superseded,
 }
 
-async fn execute_claimed<E: RunExecutor>(
-    state: &AppState,
-    executor: &E,
-    claimed: ClaimedRun,
-    worker: &str,
-    lease: Duration,
-    shutdown: CancellationToken,
-) {
-    let run = claimed.run;
-    let run_id = run.id.clone();
-    tracing::info!(
-        run = run_id,
-        attempt = claimed.attempt,
-        "running {} of {}",
-        run.workflow_file,
-        run.repository
-    );
-    let max_attempts = i64::from(state.config.limits.run_attempts);
-    if claimed.attempt > max_attempts {
-        let note = format!(
-            "started {} times without finishing (the process stopped each time); \
-             not started again (limits.run_attempts = {max_attempts})",
-            claimed.attempt - 1
-        );
-        state
-            .report_error("worker", &format!("run {run_id}: {note}"))
-            .await;
-        conclude(
-            state,
-            &run_id,
-            worker,
-            "failure",
-            Some(&note),
-            &[],
-            run.installation_id,
-        )
-        .await;
-        return;
-    }
-    let _ = state.store.clear_jobs(&run_id).await;
-    if let Ok(Some(record)) = state.store.run(&run_id).await {
-        state.live.publish(LiveEvent::Run(record));
-    }
-    let cancel = CancellationToken::new();
-    let stop = Arc::new(std::sync::Mutex::new(None::<Stop>));
-    let beat = {
-        let state = state.clone();
-        let cancel = cancel.clone();
-        let stop = stop.clone();
-        let run_id = run_id.clone();
-        let worker = worker.to_string();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(lease / 4) => {}
-                    _ = shutdown.cancelled() => {
-                        stop.lock().expect("stop").get_or_insert(Stop::Shutdown);
-                        cancel.cancel();
-                        return;
-                    }
-                }
-                match state.store.heartbeat(&run_id, &worker, lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        stop.lock().expect("stop").get_or_insert(Stop::LeaseLost);
-                        cancel.cancel();
-                        return;
-                    }
-                    Err(err) => tracing::warn!(run = run_id, "heartbeat: {err}"),
-                }
-                if state.store.cancel_requested(&run_id).await.unwrap_or(false) {
-                    stop.lock().expect("stop").get_or_insert(Stop::Superseded);
-                    cancel.cancel();
-                    return;
-                }
-            }
-        })
-    };
+/// Why a run stopped early, once it did, shared with its lease watcher.
+type StopCell = Arc<std::sync::Mutex<Option<Stop>>>;
 
-    let request = match gather(state, &run).await {
-        Ok(request) => request,
-        Err(message) => {
-            beat.abort();
-            state
-                .report_error("worker", &format!("run {run_id}: {message}"))
-                .await;
-            conclude(
-                state,
-                &run_id,
-                worker,
-                "failure",
-                Some(&message),
-                &[],
-                run.installation_id,
-            )
-            .await;
-            return;
+/// One claimed run on this worker, and where its results go.
+#[derive(Clone)]
+struct Execution {
+    state: AppState,
+    run: NewRun,
+    /// The worker holding its lease.
+    worker: String,
+}
+
+impl Execution {
+    fn new(worker: &Worker, run: NewRun) -> Self {
+        Execution {
+            state: worker.state.clone(),
+            run,
+            worker: worker.id.clone(),
         }
-    };
-    let (events, mut received) = mpsc::unbounded_channel();
-    let reporter = {
-        let state = state.clone();
-        let run_id = run_id.clone();
-        let worker = worker.to_string();
-        let installation = run.installation_id;
-        let masker = Masker::for_request(&request);
-        tokio::spawn(async move {
-            while let Some(event) = received.recv().await {
-                let event = masker.job_event(event);
-                on_job_event(&state, &run_id, &worker, installation, event).await;
+    }
+
+    /// Runs the claimed run (its `attempt`-th claim) through `executor`
+    /// while holding its lease, and writes its conclusion unless it stopped
+    /// for a shutdown or lost its lease.
+    async fn execute<E: RunExecutor>(
+        &self,
+        executor: &E,
+        attempt: i64,
+        lease: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let (state, run) = (&self.state, &self.run);
+        tracing::info!(
+            run = run.id,
+            attempt,
+            "running {} of {}",
+            run.workflow_file,
+            run.repository
+        );
+        if let Some(note) = self.too_many_attempts(attempt) {
+            return self.fail(&note).await;
+        }
+        let _ = state.store.clear_jobs(&run.id).await;
+        if let Ok(Some(record)) = state.store.run(&run.id).await {
+            state.live.publish(LiveEvent::Run(record));
+        }
+        let cancel = CancellationToken::new();
+        let stop = StopCell::default();
+        let watch = self
+            .clone()
+            .watch_lease(lease, shutdown, cancel.clone(), stop.clone());
+        let beat = tokio::spawn(watch);
+        let request = match gather(state, run).await {
+            Ok(request) => request,
+            Err(message) => {
+                beat.abort();
+                return self.fail(&message).await;
             }
-        })
-    };
-    let outcome = executor.execute(request, events, cancel.clone()).await;
-    let _ = reporter.await;
-    beat.abort();
-    let stopped = *stop.lock().expect("stop");
-    match stopped {
-        Some(Stop::Shutdown) => {
-            tracing::info!(run = run_id, "stopped by shutdown; it will run again");
-        }
-        Some(Stop::LeaseLost) => {
-            tracing::warn!(
-                run = run_id,
-                "lease lost to another worker; its result is theirs"
-            );
-        }
-        Some(Stop::Superseded) | None => {
-            let conclusion = if stopped == Some(Stop::Superseded) {
-                "cancelled"
-            } else {
-                outcome.conclusion.as_str()
-            };
-            let note = (!outcome.errors.is_empty()).then(|| outcome.errors.join("; "));
-            conclude(
-                state,
-                &run_id,
-                worker,
-                conclusion,
-                note.as_deref(),
-                &outcome.never_ran,
-                run.installation_id,
+        };
+        let (events, reporter) = self.clone().report_events(Masker::for_request(&request));
+        let outcome = executor.execute(request, events, cancel).await;
+        let _ = reporter.await;
+        beat.abort();
+        let stopped = *stop.lock().expect("stop");
+        self.settle(stopped, outcome).await;
+    }
+
+    /// Why the run's `attempt`-th claim must not start it, if it must not.
+    fn too_many_attempts(&self, attempt: i64) -> Option<String> {
+        let max_attempts = i64::from(self.state.config.limits.run_attempts);
+        (attempt > max_attempts).then(|| {
+            format!(
+                "started {} times without finishing (the process stopped each time); \
+                 not started again (limits.run_attempts = {max_attempts})",
+                attempt - 1
             )
-            .await;
+        })
+    }
+
+    /// Ends the run as failed before it ran, for `note`.
+    async fn fail(&self, note: &str) {
+        let message = format!("run {}: {note}", self.run.id);
+        self.state.report_error("worker", &message).await;
+        self.conclude("failure", Some(note), &[]).await;
+    }
+
+    /// Renews the run's lease every quarter lease; on a shutdown, a lost
+    /// lease or a cancel request, says why in `stop` and fires `cancel`.
+    async fn watch_lease(
+        self,
+        lease: Duration,
+        shutdown: CancellationToken,
+        cancel: CancellationToken,
+        stop: StopCell,
+    ) {
+        let why = self.until_stopped(lease, &shutdown).await;
+        stop.lock().expect("stop").get_or_insert(why);
+        cancel.cancel();
+    }
+
+    async fn until_stopped(&self, lease: Duration, shutdown: &CancellationToken) -> Stop {
+        let (store, run_id) = (&self.state.store, &self.run.id);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(lease / 4) => {}
+                _ = shutdown.cancelled() => return Stop::Shutdown,
+            }
+            match store.heartbeat(run_id, &self.worker, lease).await {
+                Ok(true) => {}
+                Ok(false) => return Stop::LeaseLost,
+                Err(err) => tracing::warn!(run = run_id, "heartbeat: {err}"),
+            }
+            if store.cancel_requested(run_id).await.unwrap_or(false) {
+                return Stop::Superseded;
+            }
         }
+    }
+
+    /// A channel for the executor's job events, and the task that reports
+    /// them (masked) until the channel closes.
+    fn report_events(self, masker: Masker) -> (mpsc::UnboundedSender<JobEvent>, JoinHandle<()>) {
+        let (events, mut received) = mpsc::unbounded_channel();
+        let reporter = tokio::spawn(async move {
+            while let Some(event) = received.recv().await {
+                self.on_job_event(masker.job_event(event)).await;
+            }
+        });
+        (events, reporter)
+    }
+
+    /// Writes the run's end as the executor reported it, or leaves it when
+    /// it was `stopped` by a shutdown or a lost lease.
+    async fn settle(&self, stopped: Option<Stop>, outcome: RunOutcome) {
+        let run_id = &self.run.id;
+        let conclusion = match stopped {
+            Some(Stop::Shutdown) => {
+                tracing::info!(run = run_id, "stopped by shutdown; it will run again");
+                return;
+            }
+            Some(Stop::LeaseLost) => {
+                let message = "lease lost to another worker; its result is theirs";
+                tracing::warn!(run = run_id, "{message}");
+                return;
+            }
+            Some(Stop::Superseded) => "cancelled",
+            None => outcome.conclusion.as_str(),
+        };
+        let note = (!outcome.errors.is_empty()).then(|| outcome.errors.join("; "));
+        self.conclude(conclusion, note.as_deref(), &outcome.never_ran)
+            .await;
     }
 }
 
 /// Collects what the executor needs: payload, workflow files, clone URL, token.
-async fn gather(state: &AppState, run: &crate::store::NewRun) -> Result<RunRequest, String> {
+async fn gather(state: &AppState, run: &NewRun) -> Result<RunRequest, String> {
     let payload = state
         .store
         .delivery_payload(&run.delivery_id)
@@ -327,7 +355,7 @@ async fn job_secrets(
     state: &AppState,
     github: &firerunner_github::GitHubClient,
     repo: &RepoRef,
-    run: &crate::store::NewRun,
+    run: &NewRun,
     workflows: &[(String, String)],
     trust: Trust,
 ) -> Result<BTreeMap<String, String>, String> {
@@ -380,11 +408,50 @@ impl Masker {
             .fold(text, |text, secret| text.replace(secret.as_str(), "***"))
     }
 
-    fn job_event(&self, event: JobEvent) -> JobEvent {
+    fn mask_in(&self, text: &mut String) {
+        *text = self.mask(std::mem::take(text));
+    }
+
+    fn job_event(&self, mut event: JobEvent) -> JobEvent {
+        match &mut event {
+            JobEvent::Started { name } => self.mask_in(name),
+            JobEvent::Finished {
+                name,
+                steps,
+                summary,
+                log_tail,
+                learned,
+                ..
+            } => {
+                self.mask_in(name);
+                self.mask_in(summary);
+                self.mask_in(log_tail);
+                for step in steps {
+                    self.mask_in(&mut step.name);
+                }
+                for step in learned {
+                    self.mask_in(&mut step.job);
+                    self.mask_in(&mut step.step_name);
+                    self.mask_in(&mut step.command);
+                    self.mask_in(&mut step.log_tail);
+                }
+            }
+        }
+        event
+    }
+}
+
+impl Execution {
+    async fn on_job_event(&self, event: JobEvent) {
+        let Ok(Some(run)) = self.state.store.run(&self.run.id).await else {
+            return;
+        };
         match event {
-            JobEvent::Started { name } => JobEvent::Started {
-                name: self.mask(name),
-            },
+            JobEvent::Started { name } => {
+                save(&self.state, &self.job(&name, JobState::Running)).await;
+                let installation = self.run.installation_id;
+                post_job_status(&self.state, &run, installation, &name, None, None).await;
+            }
             JobEvent::Finished {
                 name,
                 conclusion,
@@ -393,110 +460,118 @@ impl Masker {
                 summary,
                 log_tail,
                 learned,
-            } => JobEvent::Finished {
-                name: self.mask(name),
-                conclusion,
-                duration,
-                steps: steps
-                    .into_iter()
-                    .map(|mut step| {
-                        step.name = self.mask(step.name);
-                        step
-                    })
-                    .collect(),
-                summary: self.mask(summary),
-                log_tail: self.mask(log_tail),
-                learned: learned
-                    .into_iter()
-                    .map(|mut step| {
-                        step.job = self.mask(step.job);
-                        step.step_name = self.mask(step.step_name);
-                        step.command = self.mask(step.command);
-                        step.log_tail = self.mask(step.log_tail);
-                        step
-                    })
-                    .collect(),
-            },
+            } => {
+                let finished = now_ms();
+                keep_log_for_every_host(&self.state, &self.run.id, &name).await;
+                let hints = learn_from(&self.state, learned).await;
+                job_metrics(&conclusion, &steps);
+                let job = JobRecord {
+                    conclusion: Some(conclusion.clone()),
+                    started_at: Some(finished - duration.as_millis() as i64),
+                    finished_at: Some(finished),
+                    steps: serde_json::to_string(&steps).unwrap_or_else(|_| "[]".into()),
+                    summary,
+                    log_tail: if conclusion == "success" {
+                        String::new()
+                    } else {
+                        log_tail
+                    },
+                    hints: hints.join("\n"),
+                    ..self.job(&name, JobState::Completed)
+                };
+                self.job_finished(&run, &job, duration).await;
+            }
         }
+    }
+
+    /// A job of this run as this worker runs it, nothing known yet.
+    fn job(&self, name: &str, state: JobState) -> JobRecord {
+        JobRecord {
+            worker: Some(self.worker.clone()),
+            started_at: (state == JobState::Running).then(now_ms),
+            ..never_ran_job(&self.run.id, name, state)
+        }
+    }
+
+    /// Saves a finished job and reports it (status, comment).
+    async fn job_finished(&self, run: &RunRecord, job: &JobRecord, duration: Duration) {
+        save(&self.state, job).await;
+        let installation = self.run.installation_id;
+        let conclusion = job.conclusion.as_deref();
+        post_job_status(
+            &self.state,
+            run,
+            installation,
+            &job.name,
+            conclusion,
+            Some(duration),
+        )
+        .await;
+        update_pull_request_comment(&self.state, run, installation).await;
+    }
+
+    /// Writes the run's conclusion once and reports the jobs that never ran.
+    async fn conclude(&self, conclusion: &str, note: Option<&str>, never_ran: &[(String, String)]) {
+        let (state, run_id) = (&self.state, &self.run.id);
+        match state
+            .store
+            .finish_with_note(run_id, &self.worker, conclusion, note)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                let message = "another worker holds this run now; its result is kept";
+                tracing::warn!(run = run_id, "{message}");
+                return;
+            }
+            Err(err) => {
+                let message = format!("finishing run {run_id}: {err}");
+                state.report_error("worker", &message).await;
+                return;
+            }
+        }
+        metrics::counter!("firerunner_runs_total", "conclusion" => conclusion.to_string())
+            .increment(1);
+        let Ok(Some(run)) = state.store.run(run_id).await else {
+            return;
+        };
+        let installation = self.run.installation_id;
+        for (name, result) in never_ran {
+            let job = JobRecord {
+                conclusion: Some(result.clone()),
+                ..never_ran_job(run_id, name, JobState::Completed)
+            };
+            save(state, &job).await;
+            post_job_status(state, &run, installation, name, Some(result), None).await;
+        }
+        update_pull_request_comment(state, &run, installation).await;
+        state.live.publish(LiveEvent::Run(run));
     }
 }
 
-async fn on_job_event(
-    state: &AppState,
-    run_id: &str,
-    worker: &str,
-    installation: Option<i64>,
-    event: JobEvent,
-) {
-    let Ok(Some(run)) = state.store.run(run_id).await else {
-        return;
-    };
-    match event {
-        JobEvent::Started { name } => {
-            let job = JobRecord {
-                run_id: run_id.into(),
-                name: name.clone(),
-                state: "running".into(),
-                conclusion: None,
-                worker: Some(worker.into()),
-                started_at: Some(now_ms()),
-                finished_at: None,
-                steps: "[]".into(),
-                summary: String::new(),
-                log_tail: String::new(),
-                hints: String::new(),
-            };
-            save(state, &job).await;
-            post_job_status(state, &run, installation, &name, None, None).await;
-        }
-        JobEvent::Finished {
-            name,
-            conclusion,
-            duration,
-            steps,
-            summary,
-            log_tail,
-            learned,
-        } => {
-            let finished = now_ms();
-            keep_log_for_every_host(state, run_id, &name).await;
-            let hints = learn_from(state, learned).await;
-            for step in &steps {
-                metrics::histogram!("firerunner_step_duration_seconds", "conclusion" => step.conclusion.clone())
-                    .record(step.duration_ms as f64 / 1000.0);
-            }
-            metrics::counter!("firerunner_jobs_total", "conclusion" => conclusion.clone())
-                .increment(1);
-            let job = JobRecord {
-                run_id: run_id.into(),
-                name: name.clone(),
-                state: "completed".into(),
-                conclusion: Some(conclusion.clone()),
-                worker: Some(worker.into()),
-                started_at: Some(finished - duration.as_millis() as i64),
-                finished_at: Some(finished),
-                steps: serde_json::to_string(&steps).unwrap_or_else(|_| "[]".into()),
-                summary,
-                log_tail: if conclusion == "success" {
-                    String::new()
-                } else {
-                    log_tail
-                },
-                hints: hints.join("\n"),
-            };
-            save(state, &job).await;
-            post_job_status(
-                state,
-                &run,
-                installation,
-                &name,
-                Some(&conclusion),
-                Some(duration),
-            )
-            .await;
-            update_pull_request_comment(state, &run, installation).await;
-        }
+/// A job record with nothing known but its run, name and state.
+fn never_ran_job(run_id: &str, name: &str, state: JobState) -> JobRecord {
+    JobRecord {
+        run_id: run_id.into(),
+        name: name.into(),
+        state,
+        conclusion: None,
+        worker: None,
+        started_at: None,
+        finished_at: None,
+        steps: "[]".into(),
+        summary: String::new(),
+        log_tail: String::new(),
+        hints: String::new(),
     }
+}
+
+fn job_metrics(conclusion: &str, steps: &[StepRecord]) {
+    for step in steps {
+        metrics::histogram!("firerunner_step_duration_seconds", "conclusion" => step.conclusion.clone())
+            .record(step.duration_ms as f64 / 1000.0);
+    }
+    metrics::counter!("firerunner_jobs_total", "conclusion" => conclusion.to_string()).increment(1);
 }
 
 /// Records a finished job's steps in the learning store and returns what it
@@ -591,61 +666,6 @@ async fn save(state: &AppState, job: &JobRecord) {
             .await;
     }
     state.live.publish(LiveEvent::Job(job.clone()));
-}
-
-/// Writes the run's conclusion once and reports the jobs that never ran.
-async fn conclude(
-    state: &AppState,
-    run_id: &str,
-    worker: &str,
-    conclusion: &str,
-    note: Option<&str>,
-    never_ran: &[(String, String)],
-    installation: Option<i64>,
-) {
-    match state
-        .store
-        .finish_with_note(run_id, worker, conclusion, note)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(
-                run = run_id,
-                "another worker holds this run now; its result is kept"
-            );
-            return;
-        }
-        Err(err) => {
-            state
-                .report_error("worker", &format!("finishing run {run_id}: {err}"))
-                .await;
-            return;
-        }
-    }
-    metrics::counter!("firerunner_runs_total", "conclusion" => conclusion.to_string()).increment(1);
-    let Ok(Some(run)) = state.store.run(run_id).await else {
-        return;
-    };
-    for (name, result) in never_ran {
-        let job = JobRecord {
-            run_id: run_id.into(),
-            name: name.clone(),
-            state: "completed".into(),
-            conclusion: Some(result.clone()),
-            worker: None,
-            started_at: None,
-            finished_at: None,
-            steps: "[]".into(),
-            summary: String::new(),
-            log_tail: String::new(),
-            hints: String::new(),
-        };
-        save(state, &job).await;
-        post_job_status(state, &run, installation, name, Some(result), None).await;
-    }
-    update_pull_request_comment(state, &run, installation).await;
-    state.live.publish(LiveEvent::Run(run));
 }
 
 #[cfg(test)]

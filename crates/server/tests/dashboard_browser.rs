@@ -101,7 +101,7 @@ async fn the_dashboard_updates_itself_and_streams_logs() {
     // A run's page lists its jobs; a job's page streams its log lines as they come.
     let run = service.state.store.recent_runs(1).await.unwrap().remove(0);
     browser
-        .navigate(&format!("{}/runs/{}", service.url, run.id))
+        .navigate(&format!("{}/runs/{}", service.url, run.run.id))
         .await;
     let text = browser.evaluate("document.body.innerText").await;
     let text = text.as_str().unwrap();
@@ -110,7 +110,7 @@ async fn the_dashboard_updates_itself_and_streams_logs() {
         "{text}"
     );
     browser
-        .navigate(&format!("{}/runs/{}/jobs/build", service.url, run.id))
+        .navigate(&format!("{}/runs/{}/jobs/build", service.url, run.run.id))
         .await;
     browser
         .wait_for(
@@ -118,11 +118,11 @@ async fn the_dashboard_updates_itself_and_streams_logs() {
             Duration::from_secs(20),
         )
         .await;
-    let mut writer = service.state.logs.job_writer(&run.id, "build").unwrap();
+    let mut writer = service.state.logs.job_writer(&run.run.id, "build").unwrap();
     for i in 0..3 {
         writer
             .write(LogLine::now(
-                &run.id,
+                &run.run.id,
                 "build",
                 1,
                 LogStream::Stdout,

@@ -112,7 +112,7 @@ async fn runs(service: &Service) -> HashMap<String, RunRecord> {
         .await
         .unwrap()
         .into_iter()
-        .map(|run| (run.id.clone(), run))
+        .map(|run| (run.run.id.clone(), run))
         .collect()
 }
 
@@ -200,7 +200,7 @@ async fn a_run_whose_worker_dies_mid_job_finishes_once_on_another_host() {
     // The webhook host shows the log the other host kept in the store.
     let (code, body) = web
         .get(
-            &format!("/api/runs/{}/jobs/slow/log", run.id),
+            &format!("/api/runs/{}/jobs/slow/log", run.run.id),
             Some(API_TOKEN),
         )
         .await;

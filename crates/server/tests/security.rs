@@ -45,7 +45,17 @@ fn app(config: &mut Config) {
 }
 
 async fn app_service() -> Service {
-    let service = Service::start(app).await;
+    app_service_with(|_| {}).await
+}
+
+/// A service set up as a GitHub App, with `tweak` on top, whose mock GitHub
+/// checks the app's tokens.
+async fn app_service_with(tweak: impl FnOnce(&mut Config)) -> Service {
+    let service = Service::start(|config| {
+        app(config);
+        tweak(config);
+    })
+    .await;
     let public = format!(
         "{}/../github/testdata/app-public-key.pem",
         env!("CARGO_MANIFEST_DIR")
@@ -77,7 +87,7 @@ async fn run_of(service: &Service, event: &str, payload: &Value) -> RunRequest {
     service
         .wait_for_runs("the run", |runs| {
             runs.values()
-                .any(|r| r.delivery_id == delivery && r.state == "completed")
+                .any(|r| r.run.delivery_id == delivery && r.state == "completed")
         })
         .await;
     let requests = service.executor.requests.lock().unwrap();
@@ -440,18 +450,7 @@ jobs:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_a_job_prints_is_masked_in_the_comment_statuses_store_api_and_learning() {
-    let service = Service::start(|config| {
-        app(config);
-        config.learning.lesson_threshold = 1;
-    })
-    .await;
-    let public = format!(
-        "{}/../github/testdata/app-public-key.pem",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    service
-        .github
-        .set_app_public_key(&std::fs::read_to_string(public).unwrap());
+    let service = app_service_with(|config| config.learning.lesson_threshold = 1).await;
     service
         .github
         .add_file(REPO, HEAD, ".github/workflows/leaky.yml", LEAKY);

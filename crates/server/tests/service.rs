@@ -101,10 +101,10 @@ async fn a_push_runs_the_workflows_its_filters_select_and_reports_every_job() {
     );
     let run = runs.values().next().unwrap();
     assert_eq!(
-        (run.workflow_name.as_str(), run.conclusion.as_deref()),
+        (run.run.workflow_name.as_str(), run.conclusion.as_deref()),
         ("CI", Some("failure"))
     );
-    assert_eq!(run.git_ref, "refs/heads/main");
+    assert_eq!(run.run.git_ref, "refs/heads/main");
     let (state, note) = service.settled("d-push-1").await;
     assert_eq!(state, "dispatched");
     assert!(note.contains("queued CI (2 job(s))"), "{note}");
@@ -144,11 +144,11 @@ async fn a_push_runs_the_workflows_its_filters_select_and_reports_every_job() {
         .to_string();
     assert_eq!(
         link,
-        format!("{}/runs/{}/jobs/test-fail", service.url, run.id)
+        format!("{}/runs/{}/jobs/test-fail", service.url, run.run.id)
     );
     assert_eq!(
         *service.executor.executed.lock().unwrap(),
-        vec![run.id.clone()]
+        vec![run.run.id.clone()]
     );
 
     // The same delivery again changes nothing.
@@ -163,14 +163,16 @@ async fn a_push_runs_the_workflows_its_filters_select_and_reports_every_job() {
     assert_eq!(service.state.store.recent_runs(10).await.unwrap().len(), 1);
 
     // The API, behind its token.
-    let (status, _) = service.get(&format!("/api/runs/{}", run.id), None).await;
+    let (status, _) = service
+        .get(&format!("/api/runs/{}", run.run.id), None)
+        .await;
     assert_eq!(status, 401);
     let (status, body) = service
-        .get(&format!("/api/runs/{}", run.id), Some("wrong"))
+        .get(&format!("/api/runs/{}", run.run.id), Some("wrong"))
         .await;
     assert_eq!(status, 401, "{body}");
     let (status, body) = service
-        .get(&format!("/api/runs/{}", run.id), Some(API_TOKEN))
+        .get(&format!("/api/runs/{}", run.run.id), Some(API_TOKEN))
         .await;
     assert_eq!(status, 200, "{body}");
     let detail: Value = serde_json::from_str(&body).unwrap();
@@ -188,10 +190,13 @@ async fn a_push_runs_the_workflows_its_filters_select_and_reports_every_job() {
     // The dashboard's pages.
     let (status, html) = service.get("/", Some(API_TOKEN)).await;
     assert_eq!(status, 200);
-    assert!(html.contains(&format!("href='/runs/{}'", run.id)), "{html}");
+    assert!(
+        html.contains(&format!("href='/runs/{}'", run.run.id)),
+        "{html}"
+    );
     assert!(html.contains("d-push-1") && html.contains("test-worker"));
     let (status, html) = service
-        .get(&format!("/runs/{}", run.id), Some(API_TOKEN))
+        .get(&format!("/runs/{}", run.run.id), Some(API_TOKEN))
         .await;
     assert_eq!(status, 200);
     assert!(
@@ -343,7 +348,7 @@ async fn a_pull_request_gets_one_comment_edited_as_it_changes() {
     service
         .wait_for_runs("the first run", |runs| {
             runs.values()
-                .any(|r| r.sha == first && r.state == "completed")
+                .any(|r| r.run.sha == first && r.state == "completed")
         })
         .await;
     let comments = service.github.comments(REPO, number);
@@ -370,11 +375,11 @@ async fn a_pull_request_gets_one_comment_edited_as_it_changes() {
     let runs = service
         .wait_for_runs("the second run", |runs| {
             runs.values()
-                .any(|r| r.sha == second && r.state == "completed")
+                .any(|r| r.run.sha == second && r.state == "completed")
         })
         .await;
-    let run = runs.values().find(|r| r.sha == second).unwrap();
-    assert_eq!(run.git_ref, format!("refs/pull/{number}/merge"));
+    let run = runs.values().find(|r| r.run.sha == second).unwrap();
+    assert_eq!(run.run.git_ref, format!("refs/pull/{number}/merge"));
     let comments = service.github.comments(REPO, number);
     assert_eq!(comments.len(), 1, "edited in place, not a second comment");
     assert!(comments[0].1.contains("`4444444`"), "{}", comments[0].1);
@@ -449,7 +454,7 @@ async fn a_failure_seen_before_is_named_in_the_comment_with_the_models_explanati
         service
             .wait_for_runs("the run", |runs| {
                 runs.values()
-                    .any(|r| &r.sha == sha && r.state == "completed")
+                    .any(|r| &r.run.sha == sha && r.state == "completed")
             })
             .await;
         let comments = service.github.comments(REPO, number);
@@ -569,10 +574,16 @@ async fn a_new_push_cancels_the_running_run_of_its_group_and_a_restart_resumes_t
     let runs = service
         .wait_for_runs("the first run to start", |runs| {
             runs.values()
-                .any(|r| r.sha == first && r.state == "running")
+                .any(|r| r.run.sha == first && r.state == "running")
         })
         .await;
-    let first_id = runs.values().find(|r| r.sha == first).unwrap().id.clone();
+    let first_id = runs
+        .values()
+        .find(|r| r.run.sha == first)
+        .unwrap()
+        .run
+        .id
+        .clone();
     service.wait_for_executions(&first_id, 1).await;
     service
         .webhook(
@@ -587,10 +598,16 @@ async fn a_new_push_cancels_the_running_run_of_its_group_and_a_restart_resumes_t
                 .is_some_and(|r| r.conclusion.as_deref() == Some("cancelled"))
                 && runs
                     .values()
-                    .any(|r| r.sha == second && r.state == "running")
+                    .any(|r| r.run.sha == second && r.state == "running")
         })
         .await;
-    let second_id = runs.values().find(|r| r.sha == second).unwrap().id.clone();
+    let second_id = runs
+        .values()
+        .find(|r| r.run.sha == second)
+        .unwrap()
+        .run
+        .id
+        .clone();
     assert!(runs[&first_id]
         .note
         .as_deref()

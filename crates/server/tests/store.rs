@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use firerunner_server::{Concurrency, JobRecord, NewRun, Store};
+use firerunner_server::{Concurrency, DeliveryState, JobRecord, JobState, NewRun, Store};
 
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -207,7 +207,7 @@ async fn service_queries(store: &Store) {
         .await
         .unwrap();
     store
-        .settle_delivery("d-b", "ignored", "no workflow runs for push")
+        .settle_delivery("d-b", DeliveryState::Ignored, "no workflow runs for push")
         .await
         .unwrap();
     let pending = store.pending_deliveries(10).await.unwrap();
@@ -277,7 +277,7 @@ async fn service_queries(store: &Store) {
     let mut job = JobRecord {
         run_id: "run-00504".into(),
         name: "build (linux)".into(),
-        state: "running".into(),
+        state: JobState::Running,
         conclusion: None,
         worker: Some("wg".into()),
         started_at: Some(1),
@@ -289,7 +289,7 @@ async fn service_queries(store: &Store) {
     };
     store.save_job(&job).await.unwrap();
     assert_eq!(store.running_jobs().await.unwrap().len(), 1);
-    job.state = "completed".into();
+    job.state = JobState::Completed;
     job.conclusion = Some("failure".into());
     job.log_tail = "error: boom".into();
     store.save_job(&job).await.unwrap();

@@ -148,7 +148,10 @@ async fn status(State(state): State<AppState>) -> Response {
         "uptime_seconds": state.started.elapsed().as_secs(),
         "database": if state.store.is_postgres() { "postgres" } else { "sqlite" },
         "runs": counts,
-        "deliveries": deliveries.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "deliveries": deliveries
+            .into_iter()
+            .map(|(state, count)| (state.as_str(), count))
+            .collect::<std::collections::BTreeMap<_, _>>(),
         "capacity": state.capacity(),
         "workers": workers,
         "running_jobs": running_jobs,

@@ -10,11 +10,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use firerunner_learning::{one_line, short_sha};
+use firerunner_learning::{
+    one_line, short_sha, CommandKnowledgeGraph, LearningCoordinator, LearningStats,
+};
 
 use crate::report::{human_duration, percent_encode, StepRecord};
 use crate::state::AppState;
-use crate::store::{JobRecord, RunRecord};
+use crate::store::{JobRecord, RunRecord, RunState};
 
 /// The dashboard's script and style, served as files: the pages carry no
 /// inline script, so the Content-Security-Policy can forbid it.
@@ -189,96 +191,117 @@ async fn fragment(State(state): State<AppState>, Path(name): Path<String>) -> Re
 }
 
 async fn render_fragment(state: &AppState, name: &str) -> Option<String> {
-    let mut out = String::new();
-    match name {
-        "health" => {
-            let store = match state.store.ping().await {
-                Ok(()) => format!(
-                    "ok ({})",
-                    if state.store.is_postgres() {
-                        "PostgreSQL"
-                    } else {
-                        "SQLite"
-                    }
-                ),
-                Err(err) => format!("<span class=failure>{}</span>", escape(&err.to_string())),
-            };
-            let counts = state.store.counts().await.unwrap_or_default();
-            let c = state.capacity();
-            let _ = write!(
-                out,
-                "<table><tr><th>Store</th><td>{store}</td><th>Uptime</th><td>{}</td></tr>\
-                 <tr><th>VMs</th><td class=meter><span data-capacity=vms_running>{}</span> / <span data-capacity=max_vms>{}</span> \
-                 (warm <span data-capacity=warm_ready>{}</span>)</td>\
-                 <th>Sessions</th><td class=meter><span data-capacity=sessions>{}</span> / <span data-capacity=max_sessions>{}</span></td></tr>\
-                 <tr><th>Runs here</th><td><span data-capacity=runs>{}</span> / <span data-capacity=max_runs>{}</span></td>\
-                 <th>Queue</th><td>{} queued, {} running, {} completed</td></tr></table>",
-                human_duration(state.started.elapsed()),
-                c.vms_running, c.max_vms, c.warm_ready, c.sessions, c.max_sessions, c.runs, c.max_runs,
-                counts.queued, counts.running, counts.completed,
-            );
-        }
-        "workers" => {
-            let now = crate::store::now_ms();
-            let lease_ms = state.config.worker.lease_seconds as i64 * 1000;
-            out.push_str("<table><tr><th>Worker</th><th>Host</th><th>Runs</th><th>VM limit</th><th>Last seen</th></tr>");
-            for w in state.store.workers().await.unwrap_or_default() {
-                let alive = now - w.heartbeat_at <= lease_ms;
-                let _ = write!(
-                    out,
-                    "<tr><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td class={}>{}s ago</td></tr>",
-                    escape(&w.id), escape(&w.host), w.running, w.max_runs, w.max_vms,
-                    if alive { "success" } else { "failure" },
-                    (now - w.heartbeat_at).max(0) / 1000
-                );
-            }
-            out.push_str("</table>");
-        }
-        "runs" => {
-            out.push_str("<table><tr><th>Run</th><th>Repository</th><th>Workflow</th><th>Event</th><th>Commit</th><th>Result</th><th>Duration</th></tr>");
-            for run in state.store.recent_runs(30).await.unwrap_or_default() {
-                let _ = write!(
-                    out,
-                    "<tr data-run-row='{id}'><td><a href='/runs/{id}'>{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-                    escape(&run.repository), escape(&run.workflow_name), escape(&run.event),
-                    escape(&run.sha[..run.sha.len().min(7)]),
-                    result_cell(&run.state, run.conclusion.as_deref()),
-                    duration_between(run.started_at, run.finished_at),
-                    id = escape(&run.id),
-                );
-            }
-            out.push_str("</table>");
-        }
-        "deliveries" => {
-            out.push_str("<table><tr><th>Received</th><th>Delivery</th><th>Event</th><th>Repository</th><th>State</th><th>Note</th></tr>");
-            for d in state.store.recent_deliveries(20).await.unwrap_or_default() {
-                let _ =
-                    write!(
-                    out,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    time(d.received_at), escape(&d.delivery_id), escape(&d.event),
-                    escape(d.repository.as_deref().unwrap_or("")), escape(&d.state),
-                    escape(d.note.as_deref().unwrap_or("")),
-                );
-            }
-            out.push_str("</table>");
-        }
-        "errors" => {
-            out.push_str("<table><tr><th>When</th><th>Where</th><th>What</th></tr>");
-            for e in state.store.recent_errors(10).await.unwrap_or_default() {
-                let _ = write!(
-                    out,
-                    "<tr><td>{}</td><td>{}</td><td class=failure>{}</td></tr>",
-                    time(e.at),
-                    escape(&e.source),
-                    escape(&e.message)
-                );
-            }
-            out.push_str("</table>");
-        }
+    Some(match name {
+        "health" => health_fragment(state).await,
+        "workers" => workers_fragment(state).await,
+        "runs" => runs_fragment(state).await,
+        "deliveries" => deliveries_fragment(state).await,
+        "errors" => errors_fragment(state).await,
         _ => return None,
+    })
+}
+
+async fn health_fragment(state: &AppState) -> String {
+    let mut out = String::new();
+    let store = match state.store.ping().await {
+        Ok(()) => format!(
+            "ok ({})",
+            if state.store.is_postgres() {
+                "PostgreSQL"
+            } else {
+                "SQLite"
+            }
+        ),
+        Err(err) => format!("<span class=failure>{}</span>", escape(&err.to_string())),
+    };
+    let counts = state.store.counts().await.unwrap_or_default();
+    let c = state.capacity();
+    let _ = write!(
+        out,
+        "<table><tr><th>Store</th><td>{store}</td><th>Uptime</th><td>{}</td></tr>\
+         <tr><th>VMs</th><td class=meter><span data-capacity=vms_running>{}</span> / <span data-capacity=max_vms>{}</span> \
+         (warm <span data-capacity=warm_ready>{}</span>)</td>\
+         <th>Sessions</th><td class=meter><span data-capacity=sessions>{}</span> / <span data-capacity=max_sessions>{}</span></td></tr>\
+         <tr><th>Runs here</th><td><span data-capacity=runs>{}</span> / <span data-capacity=max_runs>{}</span></td>\
+         <th>Queue</th><td>{} queued, {} running, {} completed</td></tr></table>",
+        human_duration(state.started.elapsed()),
+        c.vms_running, c.max_vms, c.warm_ready, c.sessions, c.max_sessions, c.runs, c.max_runs,
+        counts.queued, counts.running, counts.completed,
+    );
+    out
+}
+
+async fn workers_fragment(state: &AppState) -> String {
+    let mut out = String::new();
+    let now = crate::store::now_ms();
+    let lease_ms = state.config.worker.lease_seconds as i64 * 1000;
+    out.push_str("<table><tr><th>Worker</th><th>Host</th><th>Runs</th><th>VM limit</th><th>Last seen</th></tr>");
+    for w in state.store.workers().await.unwrap_or_default() {
+        let alive = now - w.heartbeat_at <= lease_ms;
+        let _ =
+            write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td class={}>{}s ago</td></tr>",
+            escape(&w.id), escape(&w.host), w.running, w.max_runs, w.max_vms,
+            if alive { "success" } else { "failure" },
+            (now - w.heartbeat_at).max(0) / 1000
+        );
     }
-    Some(out)
+    out.push_str("</table>");
+    out
+}
+
+async fn runs_fragment(state: &AppState) -> String {
+    let mut out = String::new();
+    out.push_str("<table><tr><th>Run</th><th>Repository</th><th>Workflow</th><th>Event</th><th>Commit</th><th>Result</th><th>Duration</th></tr>");
+    for run in state.store.recent_runs(30).await.unwrap_or_default() {
+        let _ = write!(
+            out,
+            "<tr data-run-row='{id}'><td><a href='/runs/{id}'>{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            escape(&run.run.repository), escape(&run.run.workflow_name), escape(&run.run.event),
+            escape(&run.run.sha[..run.run.sha.len().min(7)]),
+            result_cell(run.state.as_str(), run.conclusion.as_deref()),
+            duration_between(run.started_at, run.finished_at),
+            id = escape(&run.run.id),
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
+async fn deliveries_fragment(state: &AppState) -> String {
+    let mut out = String::new();
+    out.push_str("<table><tr><th>Received</th><th>Delivery</th><th>Event</th><th>Repository</th><th>State</th><th>Note</th></tr>");
+    for d in state.store.recent_deliveries(20).await.unwrap_or_default() {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            time(d.received_at),
+            escape(&d.delivery_id),
+            escape(&d.event),
+            escape(d.repository.as_deref().unwrap_or("")),
+            escape(d.state.as_str()),
+            escape(d.note.as_deref().unwrap_or("")),
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
+async fn errors_fragment(state: &AppState) -> String {
+    let mut out = String::new();
+    out.push_str("<table><tr><th>When</th><th>Where</th><th>What</th></tr>");
+    for e in state.store.recent_errors(10).await.unwrap_or_default() {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td class=failure>{}</td></tr>",
+            time(e.at),
+            escape(&e.source),
+            escape(&e.message)
+        );
+    }
+    out.push_str("</table>");
+    out
 }
 
 fn run_details(run: &RunRecord, jobs: &[JobRecord]) -> String {
@@ -287,13 +310,13 @@ fn run_details(run: &RunRecord, jobs: &[JobRecord]) -> String {
          <tr><th>Event</th><td>{} ({})</td><th>Result</th><td id=run-result>{}</td></tr>\
          <tr><th>Attempts</th><td>{}</td><th>Note</th><td>{}</td></tr></table>\
          <h2>Jobs</h2><table><tr><th>Job</th><th>Result</th><th>Duration</th><th>Steps</th></tr>",
-        escape(&run.workflow_name),
-        escape(&run.id),
-        escape(&run.repository),
-        escape(&run.sha),
-        escape(&run.event),
-        escape(&run.git_ref),
-        result_cell(&run.state, run.conclusion.as_deref()),
+        escape(&run.run.workflow_name),
+        escape(&run.run.id),
+        escape(&run.run.repository),
+        escape(&run.run.sha),
+        escape(&run.run.event),
+        escape(&run.run.git_ref),
+        result_cell(run.state.as_str(), run.conclusion.as_deref()),
         run.attempts,
         escape(run.note.as_deref().unwrap_or("")),
     );
@@ -313,10 +336,10 @@ fn run_details(run: &RunRecord, jobs: &[JobRecord]) -> String {
         let _ = write!(
             out,
             "<tr><td><a href='/runs/{}/jobs/{}'>{}</a></td><td>{}</td><td>{}</td><td>{steps}</td></tr>",
-            escape(&run.id),
+            escape(&run.run.id),
             percent_encode(&job.name),
             escape(&job.name),
-            result_cell(&job.state, job.conclusion.as_deref()),
+            result_cell(job.state.as_str(), job.conclusion.as_deref()),
             duration_between(job.started_at, job.finished_at),
         );
     }
@@ -345,11 +368,11 @@ async fn load_run(state: &AppState, id: &str) -> Result<(RunRecord, Vec<JobRecor
 async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match load_run(&state, &id).await {
         Ok((run, jobs)) => page(
-            &format!("Run {}", run.id),
+            &format!("Run {}", run.run.id),
             &format!(
                 "<section id=run data-fragment='/fragments/run/{id}' data-on='run job' data-run='{id}'>{}</section>",
                 run_details(&run, &jobs),
-                id = escape(&run.id)
+                id = escape(&run.run.id)
             ),
         )
         .into_response(),
@@ -373,8 +396,38 @@ async fn job_page(
         Err(response) => return response,
     };
     let record = jobs.iter().find(|j| j.name == job);
+    let log = log_html(&state, &id, &job).await;
+    let summary = record.map(|r| r.summary.as_str()).unwrap_or("");
+    let summary = if summary.trim().is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<section><h2>Step summary</h2><pre>{}</pre></section>",
+            escape(summary)
+        )
+    };
+    page(
+        &format!("{} / {}", run.run.workflow_name, job),
+        &format!(
+            "<section><h2><a href='/runs/{rid}'>{wf}</a> / {job} · {}</h2>\
+             <pre id=log data-run='{rid}' data-job='{job}'>{log}</pre></section>{summary}",
+            result_cell(
+                // A job not started yet waits with its run.
+                record.map_or(RunState::Queued.as_str(), |r| r.state.as_str()),
+                record.and_then(|r| r.conclusion.as_deref())
+            ),
+            rid = escape(&run.run.id),
+            wf = escape(&run.run.workflow_name),
+            job = escape(&job),
+        ),
+    )
+    .into_response()
+}
+
+/// A job's log lines as HTML, or why there are none.
+async fn log_html(state: &AppState, id: &str, job: &str) -> String {
     let mut log = String::new();
-    match state.job_log(&id, &job).await {
+    match state.job_log(id, job).await {
         Ok(Some(lines)) => {
             for line in lines {
                 let class = match line.stream {
@@ -390,30 +443,7 @@ async fn job_page(
             let _ = writeln!(log, "<span class=stderr>(the log cannot be read: {})</span>", escape(&err));
         }
     }
-    let summary = record.map(|r| r.summary.as_str()).unwrap_or("");
-    let summary = if summary.trim().is_empty() {
-        String::new()
-    } else {
-        format!(
-            "<section><h2>Step summary</h2><pre>{}</pre></section>",
-            escape(summary)
-        )
-    };
-    page(
-        &format!("{} / {}", run.workflow_name, job),
-        &format!(
-            "<section><h2><a href='/runs/{rid}'>{wf}</a> / {job} · {}</h2>\
-             <pre id=log data-run='{rid}' data-job='{job}'>{log}</pre></section>{summary}",
-            result_cell(
-                record.map_or("queued", |r| r.state.as_str()),
-                record.and_then(|r| r.conclusion.as_deref())
-            ),
-            rid = escape(&run.id),
-            wf = escape(&run.workflow_name),
-            job = escape(&job),
-        ),
-    )
-    .into_response()
+    log
 }
 
 /// Rows shown per table of the learning page.
@@ -451,7 +481,6 @@ async fn learning_page(State(state): State<AppState>) -> Response {
         )
         .into_response();
     };
-    let stats = learning.stats();
     let mut body = String::new();
     table(
         &mut body,
@@ -464,16 +493,66 @@ async fn learning_page(State(state): State<AppState>) -> Response {
             "lessons",
             "flaky steps",
         ],
-        vec![vec![
-            stats.successes.to_string(),
-            stats.failures.to_string(),
-            stats.unique_success_patterns.to_string(),
-            stats.unique_failure_patterns.to_string(),
-            stats.lessons.to_string(),
-            stats.flaky_steps.to_string(),
-        ]],
+        vec![totals_row(learning.stats())],
     );
-    let lessons = learning
+    table(
+        &mut body,
+        "Lessons",
+        &["failure", "where", "times", "state"],
+        lesson_rows(learning),
+    );
+    table(
+        &mut body,
+        "Flaky steps (passed and failed at one commit)",
+        &["step", "command", "commits", "latest"],
+        flaky_rows(learning),
+    );
+    graph_tables(&mut body, learning);
+    page("Learning", &body).into_response()
+}
+
+/// The knowledge graph's tables: failure clusters, commands, sequences.
+fn graph_tables(body: &mut String, learning: &LearningCoordinator) {
+    let (commands, sequences, clusters) = learning.with_graph(|graph| {
+        (
+            command_rows(graph),
+            sequence_rows(graph),
+            cluster_rows(graph),
+        )
+    });
+    table(
+        body,
+        "Failure clusters",
+        &["signature", "command", "times"],
+        clusters,
+    );
+    table(
+        body,
+        "Commands",
+        &["normalised command", "concepts", "passed", "failed"],
+        commands,
+    );
+    table(
+        body,
+        "Sequences (one command, then the next, both passing)",
+        &["command", "then", "times"],
+        sequences,
+    );
+}
+
+fn totals_row(stats: LearningStats) -> Vec<String> {
+    vec![
+        stats.successes.to_string(),
+        stats.failures.to_string(),
+        stats.unique_success_patterns.to_string(),
+        stats.unique_failure_patterns.to_string(),
+        stats.lessons.to_string(),
+        stats.flaky_steps.to_string(),
+    ]
+}
+
+fn lesson_rows(learning: &LearningCoordinator) -> Vec<Vec<String>> {
+    learning
         .lessons()
         .into_iter()
         .take(LEARNING_ROWS)
@@ -485,14 +564,11 @@ async fn learning_page(State(state): State<AppState>) -> Response {
                 lesson.status().to_string(),
             ]
         })
-        .collect();
-    table(
-        &mut body,
-        "Lessons",
-        &["failure", "where", "times", "state"],
-        lessons,
-    );
-    let flaky = learning
+        .collect()
+}
+
+fn flaky_rows(learning: &LearningCoordinator) -> Vec<Vec<String>> {
+    learning
         .flaky_steps()
         .into_iter()
         .take(LEARNING_ROWS)
@@ -504,72 +580,52 @@ async fn learning_page(State(state): State<AppState>) -> Response {
                 short_sha(&step.last_commit_sha).to_string(),
             ]
         })
-        .collect();
-    table(
-        &mut body,
-        "Flaky steps (passed and failed at one commit)",
-        &["step", "command", "commits", "latest"],
-        flaky,
-    );
-    let (commands, sequences, clusters) = learning.with_graph(|graph| {
-        let mut nodes: Vec<_> = graph.nodes().collect();
-        nodes.sort_by(|a, b| {
-            (b.successes + b.failures)
-                .cmp(&(a.successes + a.failures))
-                .then_with(|| a.command.cmp(&b.command))
-        });
-        let commands: Vec<Vec<String>> = nodes
-            .into_iter()
-            .take(LEARNING_ROWS)
-            .map(|node| {
-                let concepts: Vec<&str> = node.concepts.iter().map(|c| c.as_str()).collect();
-                vec![
-                    one_line(&node.command, 80),
-                    concepts.join(", "),
-                    node.successes.to_string(),
-                    node.failures.to_string(),
-                ]
-            })
-            .collect();
-        let sequences: Vec<Vec<String>> = graph
-            .sequences()
-            .into_iter()
-            .take(LEARNING_ROWS)
-            .map(|(from, to, count)| {
-                vec![one_line(&from, 60), one_line(&to, 60), count.to_string()]
-            })
-            .collect();
-        let clusters: Vec<Vec<String>> = graph
-            .failing_signatures()
-            .into_iter()
-            .take(LEARNING_ROWS)
-            .map(|f| {
-                vec![
-                    one_line(&f.signature.text, 120),
-                    one_line(&f.command, 60),
-                    f.count.to_string(),
-                ]
-            })
-            .collect();
-        (commands, sequences, clusters)
+        .collect()
+}
+
+/// The most used commands first.
+fn command_rows(graph: &CommandKnowledgeGraph) -> Vec<Vec<String>> {
+    let mut nodes: Vec<_> = graph.nodes().collect();
+    nodes.sort_by(|a, b| {
+        (b.successes + b.failures)
+            .cmp(&(a.successes + a.failures))
+            .then_with(|| a.command.cmp(&b.command))
     });
-    table(
-        &mut body,
-        "Failure clusters",
-        &["signature", "command", "times"],
-        clusters,
-    );
-    table(
-        &mut body,
-        "Commands",
-        &["normalised command", "concepts", "passed", "failed"],
-        commands,
-    );
-    table(
-        &mut body,
-        "Sequences (one command, then the next, both passing)",
-        &["command", "then", "times"],
-        sequences,
-    );
-    page("Learning", &body).into_response()
+    nodes
+        .into_iter()
+        .take(LEARNING_ROWS)
+        .map(|node| {
+            let concepts: Vec<&str> = node.concepts.iter().map(|c| c.as_str()).collect();
+            vec![
+                one_line(&node.command, 80),
+                concepts.join(", "),
+                node.successes.to_string(),
+                node.failures.to_string(),
+            ]
+        })
+        .collect()
+}
+
+fn sequence_rows(graph: &CommandKnowledgeGraph) -> Vec<Vec<String>> {
+    graph
+        .sequences()
+        .into_iter()
+        .take(LEARNING_ROWS)
+        .map(|(from, to, count)| vec![one_line(&from, 60), one_line(&to, 60), count.to_string()])
+        .collect()
+}
+
+fn cluster_rows(graph: &CommandKnowledgeGraph) -> Vec<Vec<String>> {
+    graph
+        .failing_signatures()
+        .into_iter()
+        .take(LEARNING_ROWS)
+        .map(|f| {
+            vec![
+                one_line(&f.signature.text, 120),
+                one_line(&f.command, 60),
+                f.count.to_string(),
+            ]
+        })
+        .collect()
 }

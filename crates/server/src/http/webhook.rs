@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use crate::live::LiveEvent;
 use crate::state::AppState;
 use sha2::{Digest, Sha256};
 
-use crate::store::{now_ms, DeliveryRecord, Recorded};
+use crate::store::{now_ms, DeliveryRecord, DeliveryState, Recorded, StoreError};
 
 /// How a webhook request ended, for the answer, the log and the metrics.
 struct Verdict {
@@ -78,112 +78,108 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Verdict {
-    let limit = state.config.max_body_bytes;
-    let declared = header(headers, "content-length").and_then(|n| n.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Verdict::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("body larger than {limit} bytes"),
-        );
+    match checked(state, headers, body).await {
+        Ok(delivery) => store(state, delivery).await,
+        Err(verdict) => verdict,
     }
-    let timeout = Duration::from_secs(state.config.limits.webhook_timeout_seconds);
-    let body = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Err(_) => {
-            return Verdict::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                format!("the body did not arrive within {}s", timeout.as_secs()),
-            )
-        }
-        Ok(Ok(body)) => body,
-        Ok(Err(err)) => {
-            let too_large = std::error::Error::source(&err)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            return if too_large {
-                Verdict::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("body larger than {limit} bytes"),
-                )
-            } else {
-                Verdict::new(StatusCode::BAD_REQUEST, "truncated", format!("body: {err}"))
-            };
-        }
-    };
+}
+
+/// A signed delivery, checked and parsed, not yet stored.
+struct Delivery<'h> {
+    id: &'h str,
+    event_name: &'h str,
+    event: WebhookEvent,
+    body: Bytes,
+}
+
+/// The delivery in a request whose size, signature and headers are right.
+async fn checked<'h>(
+    state: &AppState,
+    headers: &'h HeaderMap,
+    body: Body,
+) -> Result<Delivery<'h>, Verdict> {
+    let body = read_body(state, headers, body).await?;
     if state.config.webhook_secret.is_empty() {
-        return Verdict::new(
+        return Err(Verdict::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "this server has no webhook secret configured and accepts no webhooks",
-        );
+        ));
     }
-    if let Err(err) = verify_signature(
+    verify_signature(
         state.config.webhook_secret.as_bytes(),
         &body,
         header(headers, "x-hub-signature-256"),
-    ) {
-        return Verdict::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string());
+    )
+    .map_err(|err| Verdict::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string()))?;
+    let (event_name, id) = names(headers)?;
+    let event = WebhookEvent::parse(event_name, &body)
+        .map_err(|err| Verdict::new(StatusCode::BAD_REQUEST, "malformed", err.to_string()))?;
+    Ok(Delivery {
+        id,
+        event_name,
+        event,
+        body,
+    })
+}
+
+/// The body, within the size limit and the time limit.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, Verdict> {
+    let limit = state.config.max_body_bytes;
+    let too_large = || {
+        Verdict::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body larger than {limit} bytes"),
+        )
+    };
+    let declared = header(headers, "content-length").and_then(|n| n.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
     }
+    let timeout = Duration::from_secs(state.config.limits.webhook_timeout_seconds);
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(Verdict::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the body did not arrive within {}s", timeout.as_secs()),
+        )),
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(err)) => Err(
+            if std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
+            {
+                too_large()
+            } else {
+                Verdict::new(StatusCode::BAD_REQUEST, "truncated", format!("body: {err}"))
+            },
+        ),
+    }
+}
+
+/// The event name and the delivery id the headers give.
+fn names(headers: &HeaderMap) -> Result<(&str, &str), Verdict> {
+    let bad_request = |message| Verdict::new(StatusCode::BAD_REQUEST, "bad_request", message);
     let Some(event_name) = header(headers, "x-github-event") else {
-        return Verdict::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "missing X-GitHub-Event header",
-        );
+        return Err(bad_request("missing X-GitHub-Event header"));
     };
     let Some(delivery_id) = header(headers, "x-github-delivery").filter(|id| !id.is_empty()) else {
-        return Verdict::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "missing X-GitHub-Delivery header",
-        );
+        return Err(bad_request("missing X-GitHub-Delivery header"));
     };
     if delivery_id.len() > 200 {
-        return Verdict::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "X-GitHub-Delivery is too long",
-        );
+        return Err(bad_request("X-GitHub-Delivery is too long"));
     }
-    let event = match WebhookEvent::parse(event_name, &body) {
-        Ok(event) => event,
-        Err(err) => return Verdict::new(StatusCode::BAD_REQUEST, "malformed", err.to_string()),
-    };
-    // Valid JSON is valid UTF-8.
-    let payload = String::from_utf8_lossy(&body);
-    let repository = event.repository().map(|r| r.full_name.clone());
-    let digest: String = Sha256::digest(&body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    match state
-        .store
-        .record_signed_delivery(
-            delivery_id,
-            event_name,
-            repository.as_deref(),
-            &payload,
-            Some(&digest),
-        )
-        .await
-    {
+    Ok((event_name, delivery_id))
+}
+
+/// Stores a checked delivery and wakes the dispatcher.
+async fn store(state: &AppState, delivery: Delivery<'_>) -> Verdict {
+    let (delivery_id, event_name) = (delivery.id, delivery.event_name);
+    match delivery.record(state).await {
         Ok(Recorded::New) => {
-            state.live.publish(LiveEvent::Delivery(DeliveryRecord {
-                delivery_id: delivery_id.to_string(),
-                event: event_name.to_string(),
-                repository,
-                received_at: now_ms(),
-                state: "received".into(),
-                note: None,
-                attempts: 0,
-            }));
             state.wake_dispatcher.notify_one();
-            Verdict::new(
-                StatusCode::ACCEPTED,
-                "accepted",
-                format!("{event_name} delivery stored"),
-            )
+            let message = format!("{event_name} delivery stored");
+            Verdict::new(StatusCode::ACCEPTED, "accepted", message)
         }
         Ok(Recorded::Duplicate) => Verdict::new(
             StatusCode::OK,
@@ -196,14 +192,49 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Verdict {
             "this signed body was already received under another delivery id",
         ),
         Err(err) => {
-            state
-                .report_error("webhook", &format!("storing delivery {delivery_id}: {err}"))
-                .await;
+            let message = format!("storing delivery {delivery_id}: {err}");
+            state.report_error("webhook", &message).await;
             Verdict::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_error",
                 "the delivery could not be stored; GitHub may redeliver it",
             )
         }
+    }
+}
+
+impl Delivery<'_> {
+    /// Records the delivery with its body's SHA-256; a new one goes to the
+    /// dashboard.
+    async fn record(&self, state: &AppState) -> Result<Recorded, StoreError> {
+        // Valid JSON is valid UTF-8.
+        let payload = String::from_utf8_lossy(&self.body);
+        let repository = self.event.repository().map(|r| r.full_name.clone());
+        let digest: String = Sha256::digest(&self.body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let recorded = state
+            .store
+            .record_signed_delivery(
+                self.id,
+                self.event_name,
+                repository.as_deref(),
+                &payload,
+                Some(&digest),
+            )
+            .await?;
+        if recorded == Recorded::New {
+            state.live.publish(LiveEvent::Delivery(DeliveryRecord {
+                delivery_id: self.id.to_string(),
+                event: self.event_name.to_string(),
+                repository,
+                received_at: now_ms(),
+                state: DeliveryState::Received,
+                note: None,
+                attempts: 0,
+            }));
+        }
+        Ok(recorded)
     }
 }

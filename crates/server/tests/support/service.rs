@@ -13,7 +13,7 @@ use firerunner_engine::logs::{LogHub, LogLine, LogStream};
 use firerunner_github::testing::MockGitHub;
 use firerunner_server::executor::{JobEvent, RunExecutor, RunOutcome, RunRequest};
 use firerunner_server::report::StepRecord;
-use firerunner_server::{serve, AppState, Config, Roles};
+use firerunner_server::{serve, AppState, Config, DeliveryState, Roles};
 use firerunner_workflow::load::parse_workflow;
 use firerunner_workflow::plan::{plan_workflow, PlanContext};
 use firerunner_workflow::trigger::Event;
@@ -378,7 +378,7 @@ impl Service {
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|run| (run.id.clone(), run))
+                .map(|run| (run.run.id.clone(), run))
                 .collect();
             if check(&runs) {
                 return runs;
@@ -392,7 +392,7 @@ impl Service {
     }
 
     /// Waits until the delivery is settled and returns (state, note).
-    pub async fn settled(&self, delivery: &str) -> (String, String) {
+    pub async fn settled(&self, delivery: &str) -> (DeliveryState, String) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let found = self
@@ -403,9 +403,7 @@ impl Service {
                 .unwrap()
                 .into_iter()
                 .find(|d| d.delivery_id == delivery);
-            if let Some(d) =
-                found.filter(|d| !["received", "dispatching"].contains(&d.state.as_str()))
-            {
+            if let Some(d) = found.filter(|d| !d.state.is_pending()) {
                 return (d.state, d.note.unwrap_or_default());
             }
             assert!(
