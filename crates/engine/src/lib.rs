@@ -16,6 +16,9 @@
 //! - [`native_actions`]: upload/download-artifact and cache served by the host.
 //! - [`run_context`]: the `github` context and default variables of a run.
 //! - [`remote_actions`]: `owner/repo@ref` actions fetched on the host with git.
+//! - [`reusable`]: the reusable workflows a run calls (`./`, `$/` and remote).
+//! - [`run`]: one workflow run from start to end, the entry `firerunner run`
+//!   and the service share.
 //! - [`artifacts`]: the host-side store behind `actions/upload-artifact` and
 //!   `actions/download-artifact`, with retention.
 #![warn(missing_docs)]
@@ -31,6 +34,8 @@ pub mod logs;
 pub mod native_actions;
 pub mod orchestrator;
 pub mod remote_actions;
+pub mod reusable;
+pub mod run;
 pub mod run_context;
 pub mod runner_text;
 pub mod sandbox;

@@ -229,8 +229,12 @@ async fn a_workflow_runs_in_microvms_with_needs_matrix_outputs_and_masking() {
     assert!(all_logs.iter().any(|l| l == "recovered"), "{dump}");
     assert!(!all_logs.iter().any(|l| l == "never"), "{dump}");
 
-    let reports = executor.reports();
-    let (_, fails) = reports.iter().find(|(name, _)| name == "fails").unwrap();
+    let fails = report
+        .instances
+        .iter()
+        .find(|i| i.name == "fails")
+        .and_then(|i| i.job.as_ref())
+        .unwrap();
     let results: Vec<StepResult> = fails.steps.iter().map(|s| s.conclusion).collect();
     assert_eq!(
         results,
