@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use firerunner_workflow::expr::{self, EvalContext};
 use firerunner_workflow::model::{CallSecrets, ParsedWorkflow, WorkflowCall, WorkflowCallJob};
-use firerunner_workflow::plan::{plan_workflow, JobResult, PlanContext};
+use firerunner_workflow::plan::{plan_workflow, JobResult, PlanContext, WorkflowPlan};
 use firerunner_workflow::{Object, Value, WorkflowRef};
 use tokio_util::sync::CancellationToken;
 
@@ -44,55 +44,80 @@ pub(super) async fn call_workflow<E: JobExecutor>(
     call: WorkflowCallJob,
     cancel: CancellationToken,
 ) -> CallEnd {
-    let key = callee_key(&call.reference, scope.from.as_ref());
-    let callee = match scope.callees.get(&key) {
-        Some(Ok(callee)) => callee.clone(),
-        Some(Err(err)) => return CallEnd::failed(format!("{}: {err}", instance.name)),
-        None => {
-            let err = CalleeError::NotLoaded(key);
-            return CallEnd::failed(format!("{}: {err}", instance.name));
-        }
-    };
-    let declared = callee.on.workflow_call.clone().unwrap_or_default();
-    let eval = caller_eval(&instance, &scope.secrets);
-    let inputs = match call_inputs(&declared, &call, &eval, &instance.name) {
-        Ok(inputs) => inputs,
+    let ready = match ReadyCall::prepare(&scope, &instance, &call) {
+        Ok(ready) => ready,
         Err(message) => return CallEnd::failed(message),
-    };
-    let secrets = match call_secrets(&call, &scope.secrets, &eval, &instance.name) {
-        Ok(secrets) => secrets,
-        Err(message) => return CallEnd::failed(message),
-    };
-    let contexts = callee_contexts(&instance, inputs);
-    let plan_context = PlanContext {
-        contexts: contexts.clone(),
-    };
-    let plan = match plan_workflow(&callee, &plan_context) {
-        Ok(plan) => plan,
-        Err(err) => return CallEnd::failed(err.to_string()),
-    };
-    let from = match &key {
-        WorkflowRef::Remote(remote) => Some(remote.clone()),
-        _ => scope.from.clone(),
-    };
-    let nested_scope = RunScope {
-        callees: scope.callees.clone(),
-        secrets,
-        name_prefix: format!("{} / ", instance.name),
-        slots: scope.slots.clone(),
-        from,
     };
     let report = run_workflow(
-        callee.clone(),
-        &plan,
-        &contexts,
+        ready.callee.clone(),
+        &ready.plan,
+        &ready.contexts,
         executor,
         limits,
-        nested_scope,
+        ready.scope,
         cancel,
     )
     .await;
-    call_end(&callee, &declared, report, contexts)
+    call_end(&ready.callee, &ready.declared, report, ready.contexts)
+}
+
+/// A call ready to run: its callee planned with the inputs and secrets given.
+struct ReadyCall {
+    callee: Arc<ParsedWorkflow>,
+    declared: WorkflowCall,
+    contexts: Object,
+    plan: WorkflowPlan,
+    scope: RunScope,
+}
+
+impl ReadyCall {
+    /// Finds the callee and evaluates what the call gives it; `Err` is the
+    /// message the call fails with.
+    fn prepare(
+        scope: &RunScope,
+        instance: &JobInstance,
+        call: &WorkflowCallJob,
+    ) -> Result<Self, String> {
+        let key = callee_key(&call.reference, scope.from.as_ref());
+        let callee = match scope.callees.get(&key) {
+            Some(Ok(callee)) => callee.clone(),
+            Some(Err(err)) => return Err(format!("{}: {err}", instance.name)),
+            None => {
+                return Err(format!(
+                    "{}: {}",
+                    instance.name,
+                    CalleeError::NotLoaded(key)
+                ))
+            }
+        };
+        let declared = callee.on.workflow_call.clone().unwrap_or_default();
+        let eval = caller_eval(instance, &scope.secrets);
+        let inputs = call_inputs(&declared, call, &eval, &instance.name)?;
+        let secrets = call_secrets(call, &scope.secrets, &eval, &instance.name)?;
+        let contexts = callee_contexts(instance, inputs);
+        let plan_context = PlanContext {
+            contexts: contexts.clone(),
+        };
+        let plan = plan_workflow(&callee, &plan_context).map_err(|err| err.to_string())?;
+        let from = match &key {
+            WorkflowRef::Remote(remote) => Some(remote.clone()),
+            _ => scope.from.clone(),
+        };
+        let scope = RunScope {
+            callees: scope.callees.clone(),
+            secrets,
+            name_prefix: format!("{} / ", instance.name),
+            slots: scope.slots.clone(),
+            from,
+        };
+        Ok(Self {
+            callee,
+            declared,
+            contexts,
+            plan,
+            scope,
+        })
+    }
 }
 
 /// The caller's contexts with its secrets, to evaluate `with:` and `secrets:`.
