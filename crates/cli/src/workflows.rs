@@ -85,10 +85,7 @@ pub fn load_file(path: &Path) -> Result<LoadedFile> {
         }
     }
     // Inputs, secrets and permissions of every call, nested ones included.
-    diagnostics.extend(load::check_calls(
-        &workflow,
-        &RepositoryFiles { root: &root },
-    ));
+    diagnostics.extend(load::check_calls(&workflow, &RepositoryFiles { root }));
     diagnostics.sort_by_key(|d| d.pos);
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
     Ok(LoadedFile {
@@ -100,11 +97,20 @@ pub fn load_file(path: &Path) -> Result<LoadedFile> {
 
 /// The workflow files of the local checkout (`./` and `$/` calls); remote
 /// workflows are not fetched.
-struct RepositoryFiles<'a> {
-    root: &'a Path,
+pub struct RepositoryFiles {
+    root: PathBuf,
 }
 
-impl load::WorkflowSource for RepositoryFiles<'_> {
+impl RepositoryFiles {
+    /// The files of the repository the workflow file `path` belongs to.
+    pub fn of(path: &Path) -> Self {
+        Self {
+            root: repository_root(path),
+        }
+    }
+}
+
+impl load::WorkflowSource for RepositoryFiles {
     fn workflow_text(&self, reference: &WorkflowRef) -> Option<String> {
         let (WorkflowRef::Local { path } | WorkflowRef::SelfRepo { path }) = reference else {
             return None;

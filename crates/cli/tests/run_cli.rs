@@ -190,3 +190,35 @@ fn a_killed_run_leaves_no_hypervisor_behind() {
         "QEMU outlived the killed firerunner"
     );
 }
+
+#[test]
+fn a_remote_reusable_workflow_that_cannot_be_fetched_fails_its_job_with_the_reason() {
+    let repo =
+        repo_with("on: push\njobs:\n  call:\n    uses: octo/absent/.github/workflows/x.yml@v1\n");
+    let runtime = tempfile::tempdir().unwrap();
+    let missing = tempfile::tempdir().unwrap();
+    let actions_url = format!("file://{}", missing.path().display());
+    let output = firerunner(
+        repo.path(),
+        runtime.path(),
+        &[
+            "run",
+            "--warm",
+            "0",
+            "--no-learn",
+            "--actions-url",
+            &actions_url,
+        ],
+    )
+    .output()
+    .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(
+            "error: call: octo/absent/.github/workflows/x.yml@v1: cannot fetch the reusable workflow: cannot fetch file://"
+        ),
+        "{all}"
+    );
+    assert!(all.contains("failure    call"), "{all}");
+}

@@ -100,7 +100,11 @@ async fn run(yaml: &str, parallel: usize, warm: usize) -> Measure {
     );
     Measure {
         wall,
-        reports: executor.reports(),
+        reports: report
+            .instances
+            .iter()
+            .filter_map(|i| Some((i.name.clone(), i.job.clone()?)))
+            .collect(),
         instance_walls: report.instances.iter().map(|i| i.duration).collect(),
     }
 }

@@ -1,9 +1,9 @@
 //! Feeds finished jobs to the learning layer: a [`JobReport`] and the job's
 //! log lines become one [`StepRecord`] per step that ran.
 //!
-//! Both the server's worker and `firerunner run` call [`step_records`] once a
-//! job instance has finished, then hand the records to a
-//! [`firerunner_learning::LearningCoordinator`].
+//! The engine's run entry ([`crate::run::Engine::run`]) makes these records
+//! once per finished job instance, for `firerunner run` and the service
+//! alike; they hand them to a [`firerunner_learning::LearningCoordinator`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

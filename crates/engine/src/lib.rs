@@ -16,6 +16,9 @@
 //! - [`actions`]: upload/download-artifact and cache served by the host, and
 //!   `owner/repo@ref` actions fetched on the host with git.
 //! - [`run_context`]: the `github` context and default variables of a run.
+//! - [`reusable`]: the reusable workflows a run calls (`./`, `$/` and remote).
+//! - [`run`]: one workflow run from start to end, the entry `firerunner run`
+//!   and the service share.
 //! - [`artifacts`]: the host-side store behind `actions/upload-artifact` and
 //!   `actions/download-artifact`, with retention.
 #![warn(missing_docs)]
@@ -30,6 +33,8 @@ pub mod job;
 pub mod learn;
 pub mod logs;
 pub mod orchestrator;
+pub mod reusable;
+pub mod run;
 pub mod run_context;
 pub mod runner_text;
 pub mod sandbox;

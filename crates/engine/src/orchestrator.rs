@@ -18,20 +18,32 @@
 //! - A job with `continue-on-error` that fails is reported as failed but
 //!   does not fail the run, and the jobs that need it see it as successful.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use firerunner_workflow::expr::{self, EvalContext, JobStatus};
-use firerunner_workflow::model::{CallSecrets, JobBody, ParsedWorkflow, WorkflowCallJob};
-use firerunner_workflow::plan::{
-    expand_matrix, matrix, MatrixState, PlanContext, Scheduler, WorkflowPlan,
-};
-use firerunner_workflow::{Conclusion, Object, Value};
+use firerunner_workflow::expr::JobStatus;
+use firerunner_workflow::model::{JobBody, ParsedWorkflow};
+use firerunner_workflow::plan::{PlannedJob, Scheduler, WorkflowPlan};
+use firerunner_workflow::Conclusion;
+use firerunner_workflow::{Object, RemoteRef, Value};
 use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
+
+use crate::job::JobReport;
+use crate::reusable::Callees;
+
+mod call;
+mod instance;
+mod jobs;
+
+use instance::{InstanceTask, JobSlots, TaskEnd};
+use jobs::{
+    ancestors, continue_on_error, decide_job, evaluate_strategy, instance_contexts, instance_name,
+    instances_of, needs_context,
+};
 
 /// One instance of a job (one matrix combination) handed to the executor.
 #[derive(Debug, Clone)]
@@ -52,14 +64,18 @@ pub struct JobInstance {
 /// What a (possibly called) workflow runs with besides its plan.
 #[derive(Debug, Clone, Default)]
 pub struct RunScope {
-    /// Local reusable workflows, by the `uses:` path that names them.
-    pub callees: HashMap<String, Arc<ParsedWorkflow>>,
+    /// The reusable workflows the run may call, by
+    /// [`crate::reusable::callee_key`].
+    pub callees: Callees,
     /// The workflow's secrets (`None`: the executor's own).
     pub secrets: Option<Arc<BTreeMap<String, String>>>,
     /// Prefix of the jobs' display names (`caller / ` in a called workflow).
     pub name_prefix: String,
     /// Slots shared with the calling run, so a call does not exceed its limit.
     slots: Option<Arc<Semaphore>>,
+    /// The remote repository a called workflow comes from (its `./` calls
+    /// name files there).
+    from: Option<RemoteRef>,
 }
 
 /// How an instance ended.
@@ -69,6 +85,20 @@ pub struct InstanceOutcome {
     pub result: Conclusion,
     /// Its evaluated `outputs:`.
     pub outputs: Object,
+    /// Its steps, when they ran (none for a job that calls a workflow, or
+    /// one that never got a VM).
+    pub job: Option<JobReport>,
+}
+
+impl InstanceOutcome {
+    /// An outcome without step reports.
+    pub fn new(result: Conclusion, outputs: Object) -> Self {
+        Self {
+            result,
+            outputs,
+            job: None,
+        }
+    }
 }
 
 /// Runs one job instance (in a microVM, or anywhere else).
@@ -111,6 +141,8 @@ pub struct InstanceReport {
     pub started: Option<Duration>,
     /// How long it ran.
     pub duration: Duration,
+    /// Its steps, when they ran (see [`InstanceOutcome::job`]).
+    pub job: Option<JobReport>,
 }
 
 /// The end of a whole run.
@@ -141,11 +173,8 @@ struct JobProgress {
 pub type RunFuture<'a> = std::pin::Pin<Box<dyn Future<Output = RunReport> + Send + 'a>>;
 
 impl RunScope {
-    /// A scope with these local reusable workflows and secrets.
-    pub fn new(
-        callees: HashMap<String, Arc<ParsedWorkflow>>,
-        secrets: Option<Arc<BTreeMap<String, String>>>,
-    ) -> Self {
+    /// A scope with these reusable workflows and secrets.
+    pub fn new(callees: Callees, secrets: Option<Arc<BTreeMap<String, String>>>) -> Self {
         Self {
             callees,
             secrets,
@@ -164,498 +193,312 @@ pub fn run_workflow<'a, E: JobExecutor>(
     scope: RunScope,
     cancel: CancellationToken,
 ) -> RunFuture<'a> {
-    Box::pin(run(
-        workflow, plan, contexts, executor, limits, scope, cancel,
-    ))
-}
-
-async fn run<E: JobExecutor>(
-    workflow: Arc<ParsedWorkflow>,
-    plan: &WorkflowPlan,
-    contexts: &Object,
-    executor: Arc<E>,
-    limits: RunLimits,
-    scope: RunScope,
-    cancel: CancellationToken,
-) -> RunReport {
-    let run_started = Instant::now();
     let global = scope
         .slots
         .clone()
         .unwrap_or_else(|| Arc::new(Semaphore::new(limits.max_parallel_jobs.max(1))));
-    let workflow_ref: &ParsedWorkflow = &workflow;
-    let workflow_arc = workflow.clone();
-    let workflow = workflow_ref;
-    let mut scheduler = Scheduler::new(plan.jobs.iter().map(|j| (j.id.clone(), j.needs.clone())));
-    let mut progress: HashMap<String, JobProgress> = HashMap::new();
-    let mut finished: HashMap<String, (Conclusion, Object)> = HashMap::new();
-    let mut visible: HashMap<String, Conclusion> = HashMap::new();
-    let mut report = RunReport {
-        instances: Vec::new(),
-        jobs: HashMap::new(),
-        job_outputs: HashMap::new(),
-        conclusion: Conclusion::Success,
-        errors: Vec::new(),
+    let state = RunState {
+        scheduler: Scheduler::new(plan.jobs.iter().map(|j| (j.id.clone(), j.needs.clone()))),
+        workflow,
+        plan,
+        contexts,
+        executor,
+        limits,
+        scope,
+        cancel,
+        started: Instant::now(),
+        global,
+        progress: HashMap::new(),
+        finished: HashMap::new(),
+        visible: HashMap::new(),
+        report: RunReport {
+            instances: Vec::new(),
+            jobs: HashMap::new(),
+            job_outputs: HashMap::new(),
+            conclusion: Conclusion::Success,
+            errors: Vec::new(),
+        },
+        tasks: JoinSet::new(),
+        job_cancels: HashMap::new(),
+        fail_fast: HashMap::new(),
     };
-    let mut tasks: JoinSet<TaskEnd> = JoinSet::new();
-    let mut job_cancels: HashMap<String, CancellationToken> = HashMap::new();
-    let mut fail_fast: HashMap<String, bool> = HashMap::new();
+    Box::pin(state.run())
+}
 
-    loop {
-        // Jobs skipped here finish at once and may make others ready.
+/// The state of one running workflow: which jobs are ready, running and
+/// finished, and what they reported.
+struct RunState<'a, E: JobExecutor> {
+    workflow: Arc<ParsedWorkflow>,
+    plan: &'a WorkflowPlan,
+    contexts: &'a Object,
+    executor: Arc<E>,
+    limits: RunLimits,
+    scope: RunScope,
+    cancel: CancellationToken,
+    /// When the run started.
+    started: Instant,
+    /// Slots of the whole run (shared with the calling run, if any).
+    global: Arc<Semaphore>,
+    scheduler: Scheduler,
+    /// Jobs with instances still running.
+    progress: HashMap<String, JobProgress>,
+    /// Finished jobs: their combined result and merged outputs.
+    finished: HashMap<String, (Conclusion, Object)>,
+    /// Finished jobs' results as their dependents see them.
+    visible: HashMap<String, Conclusion>,
+    report: RunReport,
+    tasks: JoinSet<TaskEnd>,
+    job_cancels: HashMap<String, CancellationToken>,
+    fail_fast: HashMap<String, bool>,
+}
+
+impl<'a, E: JobExecutor> RunState<'a, E> {
+    async fn run(mut self) -> RunReport {
         loop {
-            let ready = scheduler.start_ready();
-            if ready.is_empty() {
+            self.start_ready();
+            let Some(joined) = self.tasks.join_next().await else {
                 break;
+            };
+            self.on_instance_end(joined);
+        }
+        self.conclude()
+    }
+
+    /// Starts every ready job; jobs skipped here finish at once and may
+    /// make others ready.
+    fn start_ready(&mut self) {
+        loop {
+            let ready = self.scheduler.start_ready();
+            if ready.is_empty() {
+                return;
             }
             for id in ready {
-                let planned = plan.jobs.iter().find(|j| j.id == id).expect("planned job");
-                let job = &workflow.jobs[&id];
-                let needs = needs_context(&planned.needs, &finished, &visible);
-                let mut job_contexts = contexts.clone();
-                job_contexts.insert("needs", Value::Object(needs));
-                let status = if cancel.is_cancelled() {
-                    JobStatus::Cancelled
-                } else if ancestors(plan, &id)
-                    .iter()
-                    .any(|a| visible.get(a) == Some(&Conclusion::Failure))
-                {
-                    JobStatus::Failure
-                } else {
-                    JobStatus::Success
-                };
-                let needs_all_succeeded = planned
-                    .needs
-                    .iter()
-                    .all(|n| visible.get(n) == Some(&Conclusion::Success));
-                let decision = decide_job(
-                    job.if_cond.as_ref().map(|c| c.value.as_str()),
-                    &job_contexts,
-                    status,
-                    needs_all_succeeded,
-                );
-                let run_it = match decision {
-                    Ok(run) => run,
-                    Err(message) => {
-                        report
-                            .errors
-                            .push(format!("{}: jobs.{id}.if: {message}", workflow.file));
-                        false
-                    }
-                };
-                let combos = if run_it {
-                    match instances_of(workflow, planned, &job_contexts) {
-                        Ok(combos) => Some(combos),
-                        Err(message) => {
-                            report.errors.push(message);
-                            None
-                        }
-                    }
-                } else {
-                    None
-                };
-                let Some(combos) = combos else {
-                    let result = if run_it {
-                        Conclusion::Failure
-                    } else {
-                        Conclusion::Skipped
-                    };
-                    report.instances.push(InstanceReport {
-                        job_id: id.clone(),
-                        name: format!("{}{}", scope.name_prefix, planned.name),
-                        result,
-                        outputs: Object::new(),
-                        started: None,
-                        duration: Duration::ZERO,
-                    });
-                    report.job_outputs.insert(id.clone(), Object::new());
-                    finished.insert(id.clone(), (result, Object::new()));
-                    visible.insert(id.clone(), result);
-                    scheduler.finish(&id, result);
-                    continue;
-                };
-                let strategy = evaluate_strategy(workflow, &id, planned, &job_contexts);
-                fail_fast.insert(id.clone(), strategy.fail_fast);
-                let per_job = Arc::new(Semaphore::new(
-                    strategy.max_parallel.unwrap_or(usize::MAX >> 4).max(1),
-                ));
-                let job_cancel = cancel.child_token();
-                job_cancels.insert(id.clone(), job_cancel.clone());
-                // Instances queue for slots in matrix order, as on GitHub:
-                // instance n waits its turn before it asks for a slot.
-                let turn = Arc::new(watch::Sender::new(0usize));
-                progress.insert(
-                    id.clone(),
-                    JobProgress {
-                        remaining: combos.len(),
-                        ..JobProgress::default()
-                    },
-                );
-                let total = combos.len();
-                for (index, combo) in combos.into_iter().enumerate() {
-                    let mut instance_contexts = job_contexts.clone();
-                    let name = instance_name(planned, &combo, &instance_contexts);
-                    let mut strategy_ctx = Object::new();
-                    strategy_ctx.insert("fail-fast", Value::Bool(strategy.fail_fast));
-                    strategy_ctx.insert("job-index", Value::Number(index as f64));
-                    strategy_ctx.insert("job-total", Value::Number(total as f64));
-                    strategy_ctx.insert(
-                        "max-parallel",
-                        Value::Number(strategy.max_parallel.unwrap_or(total) as f64),
-                    );
-                    instance_contexts.insert("matrix", Value::Object(combo));
-                    instance_contexts.insert("strategy", Value::Object(strategy_ctx));
-                    let continue_on_error = job
-                        .continue_on_error
-                        .as_ref()
-                        .map(|v| {
-                            let eval = EvalContext {
-                                contexts: instance_contexts.clone(),
-                                ..EvalContext::default()
-                            };
-                            expr::evaluate_value(&v.value, &eval)
-                                .map(|v| expr::truthy(&v))
-                                .unwrap_or(false)
-                        })
-                        .unwrap_or(false);
-                    let instance = JobInstance {
-                        job_id: id.clone(),
-                        name: format!("{}{name}", scope.name_prefix),
-                        contexts: instance_contexts,
-                        workflow: workflow_arc.clone(),
-                        secrets: scope.secrets.clone(),
-                    };
-                    let call = match &job.body {
-                        JobBody::Call(call) => Some(call.clone()),
-                        JobBody::Steps(_) => None,
-                    };
-                    let call_scope = RunScope {
-                        slots: Some(global.clone()),
-                        ..scope.clone()
-                    };
-                    let executor = executor.clone();
-                    let fail_fast = strategy.fail_fast;
-                    let (global, per_job, job_cancel, turn) = (
-                        global.clone(),
-                        per_job.clone(),
-                        job_cancel.clone(),
-                        turn.clone(),
-                    );
-                    let id = id.clone();
-                    tasks.spawn(async move {
-                        let name = instance.name.clone();
-                        let cancelled = InstanceReport {
-                            job_id: id.clone(),
-                            name: name.clone(),
-                            result: Conclusion::Cancelled,
-                            outputs: Object::new(),
-                            started: None,
-                            duration: Duration::ZERO,
-                        };
-                        let started = Instant::now();
-                        if let Some(call) = call {
-                            // A call holds no slot itself: its jobs take them.
-                            let called = Box::pin(call_workflow(
-                                executor, limits, call_scope, instance, call, job_cancel,
-                            ))
-                            .await;
-                            let report = InstanceReport {
-                                job_id: id.clone(),
-                                name,
-                                result: called.outcome.result,
-                                outputs: called.outcome.outputs,
-                                started: Some(started.duration_since(run_started)),
-                                duration: started.elapsed(),
-                            };
-                            return (
-                                id,
-                                index,
-                                report,
-                                continue_on_error,
-                                called.nested,
-                                called.errors,
-                            );
-                        }
-                        let permits = tokio::select! {
-                            _ = job_cancel.cancelled() => None,
-                            permits = async {
-                                let mut my_turn = turn.subscribe();
-                                my_turn.wait_for(|next| *next >= index).await.ok()?;
-                                let job = per_job.acquire_owned().await.ok()?;
-                                let all = global.acquire_owned().await.ok()?;
-                                Some((job, all))
-                            } => permits,
-                        };
-                        turn.send_modify(|next| *next = (*next).max(index + 1));
-                        let Some(_permits) = permits else {
-                            return (
-                                id,
-                                index,
-                                cancelled,
-                                continue_on_error,
-                                Vec::new(),
-                                Vec::new(),
-                            );
-                        };
-                        if job_cancel.is_cancelled() {
-                            return (
-                                id,
-                                index,
-                                cancelled,
-                                continue_on_error,
-                                Vec::new(),
-                                Vec::new(),
-                            );
-                        }
-                        let started = Instant::now();
-                        let outcome = executor.run(instance, job_cancel.clone()).await;
-                        if outcome.result == Conclusion::Failure && !continue_on_error && fail_fast
-                        {
-                            // Before this instance's slot frees, so no later
-                            // instance starts in it.
-                            job_cancel.cancel();
-                        }
-                        let report = InstanceReport {
-                            job_id: id.clone(),
-                            name,
-                            result: outcome.result,
-                            outputs: outcome.outputs,
-                            started: Some(started.duration_since(run_started)),
-                            duration: started.elapsed(),
-                        };
-                        (id, index, report, continue_on_error, Vec::new(), Vec::new())
-                    });
-                }
+                self.start_job(&id);
             }
         }
-        let Some(joined) = tasks.join_next().await else {
-            break;
+    }
+
+    fn start_job(&mut self, id: &str) {
+        let plan: &'a WorkflowPlan = self.plan;
+        let planned = plan.jobs.iter().find(|j| j.id == id).expect("planned job");
+        let needs = needs_context(&planned.needs, &self.finished, &self.visible);
+        let mut job_contexts = self.contexts.clone();
+        job_contexts.insert("needs", Value::Object(needs));
+        if !self.should_run(planned, &job_contexts) {
+            return self.finish_unrun(planned, Conclusion::Skipped);
+        }
+        match instances_of(&self.workflow, planned, &job_contexts) {
+            Ok(combos) => self.spawn_instances(planned, &job_contexts, combos),
+            Err(message) => {
+                self.report.errors.push(message);
+                self.finish_unrun(planned, Conclusion::Failure);
+            }
+        }
+    }
+
+    /// The status functions' view of a job's dependencies.
+    fn status(&self, id: &str) -> JobStatus {
+        if self.cancel.is_cancelled() {
+            JobStatus::Cancelled
+        } else if ancestors(self.plan, id)
+            .iter()
+            .any(|a| self.visible.get(a) == Some(&Conclusion::Failure))
+        {
+            JobStatus::Failure
+        } else {
+            JobStatus::Success
+        }
+    }
+
+    /// Whether a job runs (its `if:`); a bad `if:` is an error and skips it.
+    fn should_run(&mut self, planned: &PlannedJob, job_contexts: &Object) -> bool {
+        let id = &planned.id;
+        let needs_all_succeeded = planned
+            .needs
+            .iter()
+            .all(|n| self.visible.get(n) == Some(&Conclusion::Success));
+        let condition = self.workflow.jobs[id].if_cond.as_ref();
+        let status = self.status(id);
+        match decide_job(
+            condition.map(|c| c.value.as_str()),
+            job_contexts,
+            status,
+            needs_all_succeeded,
+        ) {
+            Ok(run) => run,
+            Err(message) => {
+                let file = &self.workflow.file;
+                self.report
+                    .errors
+                    .push(format!("{file}: jobs.{id}.if: {message}"));
+                false
+            }
+        }
+    }
+
+    /// Ends a job that does not run (skipped, or failed before it started).
+    fn finish_unrun(&mut self, planned: &PlannedJob, result: Conclusion) {
+        let id = &planned.id;
+        self.report.instances.push(InstanceReport {
+            job_id: id.clone(),
+            name: format!("{}{}", self.scope.name_prefix, planned.name),
+            result,
+            outputs: Object::new(),
+            started: None,
+            duration: Duration::ZERO,
+            job: None,
+        });
+        self.report.job_outputs.insert(id.clone(), Object::new());
+        self.finished.insert(id.clone(), (result, Object::new()));
+        self.visible.insert(id.clone(), result);
+        self.scheduler.finish(id, result);
+    }
+
+    /// Spawns a task for each matrix combination of a job.
+    fn spawn_instances(
+        &mut self,
+        planned: &PlannedJob,
+        job_contexts: &Object,
+        combos: Vec<Object>,
+    ) {
+        let id = &planned.id;
+        let strategy = evaluate_strategy(&self.workflow, id, planned, job_contexts);
+        self.fail_fast.insert(id.clone(), strategy.fail_fast);
+        let slots = JobSlots {
+            per_job: Arc::new(Semaphore::new(
+                strategy.max_parallel.unwrap_or(usize::MAX >> 4).max(1),
+            )),
+            global: self.global.clone(),
+            turn: Arc::new(watch::Sender::new(0usize)),
+            cancel: self.cancel.child_token(),
+            fail_fast: strategy.fail_fast,
         };
-        let (id, _index, instance, continue_on_error, nested, nested_errors) = match joined {
-            Ok(done) => done,
+        self.job_cancels.insert(id.clone(), slots.cancel.clone());
+        let total = combos.len();
+        self.progress.insert(
+            id.clone(),
+            JobProgress {
+                remaining: total,
+                ..JobProgress::default()
+            },
+        );
+        for (index, combo) in combos.into_iter().enumerate() {
+            let name = instance_name(planned, &combo, job_contexts);
+            let contexts = instance_contexts(job_contexts, combo, index, total, &strategy);
+            self.spawn_instance(id, name, contexts, index, slots.clone());
+        }
+    }
+
+    fn spawn_instance(
+        &mut self,
+        id: &str,
+        name: String,
+        contexts: Object,
+        index: usize,
+        slots: JobSlots,
+    ) {
+        let job = &self.workflow.jobs[id];
+        let call = match &job.body {
+            JobBody::Call(call) => Some(call.clone()),
+            JobBody::Steps(_) => None,
+        };
+        let task = InstanceTask {
+            executor: self.executor.clone(),
+            limits: self.limits,
+            scope: RunScope {
+                slots: Some(self.global.clone()),
+                ..self.scope.clone()
+            },
+            continue_on_error: continue_on_error(job, &contexts),
+            instance: JobInstance {
+                job_id: id.to_string(),
+                name: format!("{}{name}", self.scope.name_prefix),
+                contexts,
+                workflow: self.workflow.clone(),
+                secrets: self.scope.secrets.clone(),
+            },
+            call,
+            index,
+            slots,
+            run_started: self.started,
+        };
+        self.tasks.spawn(task.run());
+    }
+
+    /// Records an instance's end; its job finishes with its last instance.
+    fn on_instance_end(&mut self, joined: Result<TaskEnd, JoinError>) {
+        let end = match joined {
+            Ok(end) => end,
             Err(err) => {
-                report
+                self.report
                     .errors
                     .push(format!("a job task ended abnormally: {err}"));
-                continue;
+                return;
             }
         };
-        report.instances.extend(nested);
-        report.errors.extend(nested_errors);
-        let job_progress = progress.get_mut(&id).expect("job in progress");
-        job_progress.remaining -= 1;
-        job_progress.results.push(instance.result);
+        self.report.instances.extend(end.nested);
+        self.report.errors.extend(end.errors);
+        let id = end.job_id;
+        let instance = end.report;
+        let progress = self.progress.get_mut(&id).expect("job in progress");
+        progress.remaining -= 1;
+        progress.results.push(instance.result);
         for (key, value) in instance.outputs.iter() {
-            job_progress.outputs.insert(key.clone(), value.clone());
+            progress.outputs.insert(key.clone(), value.clone());
         }
-        if instance.result == Conclusion::Failure && !continue_on_error {
-            job_progress.hard_failure = true;
-            if fail_fast.get(&id).copied().unwrap_or(true) {
-                if let Some(token) = job_cancels.get(&id) {
+        if instance.result == Conclusion::Failure && !end.continue_on_error {
+            progress.hard_failure = true;
+            if self.fail_fast.get(&id).copied().unwrap_or(true) {
+                if let Some(token) = self.job_cancels.get(&id) {
                     token.cancel();
                 }
             }
         }
-        report.instances.push(instance);
-        if job_progress.remaining == 0 {
-            let result = combine(&job_progress.results);
-            let tolerated = result == Conclusion::Failure && !job_progress.hard_failure;
-            let outputs = std::mem::take(&mut job_progress.outputs);
-            report.job_outputs.insert(id.clone(), outputs.clone());
-            finished.insert(id.clone(), (result, outputs));
-            visible.insert(
-                id.clone(),
-                if tolerated {
-                    Conclusion::Success
-                } else {
-                    result
-                },
-            );
-            scheduler.finish(&id, result);
+        let done = progress.remaining == 0;
+        self.report.instances.push(instance);
+        if done {
+            self.finish_job(&id);
         }
     }
 
-    for (id, (result, _)) in &finished {
-        report.jobs.insert(id.clone(), *result);
-    }
-    report.conclusion = if cancel.is_cancelled() {
-        Conclusion::Cancelled
-    } else if visible.values().any(|r| *r == Conclusion::Failure) {
-        Conclusion::Failure
-    } else if visible.values().any(|r| *r == Conclusion::Cancelled) {
-        Conclusion::Cancelled
-    } else {
-        Conclusion::Success
-    };
-    if !report.errors.is_empty() && report.conclusion == Conclusion::Success {
-        report.conclusion = Conclusion::Failure;
-    }
-    report
-}
-
-/// What a job task hands back: job id, instance index, its report, whether
-/// it may fail, and the reports and errors of a called workflow's jobs.
-type TaskEnd = (
-    String,
-    usize,
-    InstanceReport,
-    bool,
-    Vec<InstanceReport>,
-    Vec<String>,
-);
-
-/// The end of a reusable-workflow call.
-struct CallEnd {
-    outcome: InstanceOutcome,
-    nested: Vec<InstanceReport>,
-    errors: Vec<String>,
-}
-
-/// Runs a job that calls a local reusable workflow: its inputs from `with:`
-/// (or the declared defaults), its secrets (`inherit`, a mapping, or none),
-/// its jobs under this run's limits, and its outputs from `jobs.<id>.outputs`.
-async fn call_workflow<E: JobExecutor>(
-    executor: Arc<E>,
-    limits: RunLimits,
-    scope: RunScope,
-    instance: JobInstance,
-    call: WorkflowCallJob,
-    cancel: CancellationToken,
-) -> CallEnd {
-    let failed = |message: String| CallEnd {
-        outcome: InstanceOutcome {
-            result: Conclusion::Failure,
-            outputs: Object::new(),
-        },
-        nested: Vec::new(),
-        errors: vec![message],
-    };
-    let uses = call.uses.value.clone();
-    let Some(callee) = scope.callees.get(&uses).cloned() else {
-        return failed(format!(
-            "{}: {uses}: only reusable workflows of the same repository (./.github/workflows/...) can run",
-            instance.name
-        ));
-    };
-    let secrets_object = |secrets: &Option<Arc<BTreeMap<String, String>>>| -> Object {
-        secrets
-            .as_ref()
-            .map(|s| {
-                s.iter()
-                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut caller_contexts = instance.contexts.clone();
-    caller_contexts.insert("secrets", Value::Object(secrets_object(&scope.secrets)));
-    let eval = EvalContext {
-        contexts: caller_contexts,
-        ..EvalContext::default()
-    };
-    let declared = callee.on.workflow_call.clone().unwrap_or_default();
-    let mut inputs = Object::new();
-    for (name, input) in &declared.inputs {
-        let value = match call.with.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
-            Some((_, value)) => match expr::evaluate_value(&value.value, &eval) {
-                Ok(value) => value,
-                Err(err) => return failed(format!("{}: with.{name}: {err}", instance.name)),
-            },
-            None => input.default.clone().unwrap_or(Value::Null),
+    /// A job whose instances all ended: its combined result and outputs.
+    fn finish_job(&mut self, id: &str) {
+        let progress = self.progress.get_mut(id).expect("job in progress");
+        let result = combine(&progress.results);
+        let tolerated = result == Conclusion::Failure && !progress.hard_failure;
+        let outputs = std::mem::take(&mut progress.outputs);
+        self.report
+            .job_outputs
+            .insert(id.to_string(), outputs.clone());
+        self.finished.insert(id.to_string(), (result, outputs));
+        let visible = if tolerated {
+            Conclusion::Success
+        } else {
+            result
         };
-        inputs.insert(name.clone(), value);
+        self.visible.insert(id.to_string(), visible);
+        self.scheduler.finish(id, result);
     }
-    let secrets = match &call.secrets {
-        CallSecrets::Inherit => scope.secrets.clone(),
-        CallSecrets::None => Some(Arc::new(BTreeMap::new())),
-        CallSecrets::Map(map) => {
-            let mut given = BTreeMap::new();
-            for (name, template) in map {
-                let value = expr::parse_template(
-                    &template.value,
-                    &[
-                        "github", "needs", "vars", "inputs", "matrix", "strategy", "secrets",
-                    ],
-                )
-                .and_then(|t| t.evaluate_string(&eval));
-                match value {
-                    Ok(value) => given.insert(name.clone(), value),
-                    Err(err) => return failed(format!("{}: secrets.{name}: {err}", instance.name)),
-                };
-            }
-            Some(Arc::new(given))
+
+    /// The run's report once no job is left to run.
+    fn conclude(mut self) -> RunReport {
+        for (id, (result, _)) in &self.finished {
+            self.report.jobs.insert(id.clone(), *result);
         }
-    };
-    let mut contexts = Object::new();
-    for name in ["github", "vars"] {
-        if let Some(value) = instance.contexts.get(name) {
-            contexts.insert(name, value.clone());
+        let any = |wanted: Conclusion| self.visible.values().any(|r| *r == wanted);
+        self.report.conclusion = if self.cancel.is_cancelled() {
+            Conclusion::Cancelled
+        } else if any(Conclusion::Failure) {
+            Conclusion::Failure
+        } else if any(Conclusion::Cancelled) {
+            Conclusion::Cancelled
+        } else {
+            Conclusion::Success
+        };
+        if !self.report.errors.is_empty() && self.report.conclusion == Conclusion::Success {
+            self.report.conclusion = Conclusion::Failure;
         }
-    }
-    contexts.insert("inputs", Value::Object(inputs));
-    let plan = match firerunner_workflow::plan::plan_workflow(
-        &callee,
-        &PlanContext {
-            contexts: contexts.clone(),
-        },
-    ) {
-        Ok(plan) => plan,
-        Err(err) => return failed(err.to_string()),
-    };
-    let nested_scope = RunScope {
-        callees: scope.callees.clone(),
-        secrets,
-        name_prefix: format!("{} / ", instance.name),
-        slots: scope.slots.clone(),
-    };
-    let report = run_workflow(
-        callee.clone(),
-        &plan,
-        &contexts,
-        executor,
-        limits,
-        nested_scope,
-        cancel,
-    )
-    .await;
-    let mut jobs = Object::new();
-    for (id, result) in &report.jobs {
-        let mut entry = Object::new();
-        entry.insert("result", Value::from(result.as_str()));
-        entry.insert(
-            "outputs",
-            Value::Object(report.job_outputs.get(id).cloned().unwrap_or_default()),
-        );
-        jobs.insert(id.clone(), Value::Object(entry));
-    }
-    let mut output_contexts = contexts;
-    output_contexts.insert("jobs", Value::Object(jobs));
-    let output_eval = EvalContext {
-        contexts: output_contexts,
-        ..EvalContext::default()
-    };
-    let mut outputs = Object::new();
-    let mut errors = report.errors.clone();
-    for (name, output) in &declared.outputs {
-        match expr::parse_template(&output.value.value, &["github", "inputs", "vars", "jobs"])
-            .and_then(|t| t.evaluate(&output_eval))
-        {
-            Ok(value) => {
-                outputs.insert(name.clone(), Value::from(expr::to_string(&value).as_ref()))
-            }
-            Err(err) => errors.push(format!(
-                "{}: on.workflow_call.outputs.{name}: {err}",
-                callee.file
-            )),
-        }
-    }
-    CallEnd {
-        outcome: InstanceOutcome {
-            result: report.conclusion,
-            outputs,
-        },
-        nested: report.instances,
-        errors,
+        self.report
     }
 }
 
@@ -669,163 +512,5 @@ pub fn combine(results: &[Conclusion]) -> Conclusion {
         Conclusion::Skipped
     } else {
         Conclusion::Success
-    }
-}
-
-fn needs_context(
-    needs: &[String],
-    finished: &HashMap<String, (Conclusion, Object)>,
-    visible: &HashMap<String, Conclusion>,
-) -> Object {
-    let mut context = Object::new();
-    for need in needs {
-        let Some((_, outputs)) = finished.get(need) else {
-            continue;
-        };
-        let mut entry = Object::new();
-        let result = visible.get(need).copied().unwrap_or(Conclusion::Skipped);
-        entry.insert("result", Value::String(result.as_str().to_string()));
-        entry.insert("outputs", Value::Object(outputs.clone()));
-        context.insert(need.clone(), Value::Object(entry));
-    }
-    context
-}
-
-/// Every job `id` depends on, directly or not.
-fn ancestors(plan: &WorkflowPlan, id: &str) -> HashSet<String> {
-    let mut seen = HashSet::new();
-    let mut stack = vec![id.to_string()];
-    while let Some(current) = stack.pop() {
-        if let Some(job) = plan.jobs.iter().find(|j| j.id == current) {
-            for need in &job.needs {
-                if seen.insert(need.clone()) {
-                    stack.push(need.clone());
-                }
-            }
-        }
-    }
-    seen
-}
-
-/// Whether a job runs: its `if:` (implicitly `success()`) against the needs.
-fn decide_job(
-    condition: Option<&str>,
-    contexts: &Object,
-    status: JobStatus,
-    needs_all_succeeded: bool,
-) -> Result<bool, String> {
-    let Some(source) = condition else {
-        return Ok(status == JobStatus::Success && needs_all_succeeded);
-    };
-    let parsed = expr::parse_condition(source, &["github", "needs", "vars", "inputs"])
-        .map_err(|e| e.to_string())?;
-    if !parsed.has_status_function() && !needs_all_succeeded {
-        return Ok(false);
-    }
-    let eval = EvalContext {
-        contexts: contexts.clone(),
-        status,
-        hash_files: None,
-    };
-    parsed.evaluate(&eval).map_err(|e| e.to_string())
-}
-
-fn instances_of(
-    workflow: &ParsedWorkflow,
-    planned: &firerunner_workflow::plan::PlannedJob,
-    contexts: &Object,
-) -> Result<Vec<Object>, String> {
-    match &planned.matrix {
-        MatrixState::None => Ok(vec![Object::new()]),
-        MatrixState::Expanded(combos) => Ok(combos.clone()),
-        MatrixState::Deferred => {
-            let job = &workflow.jobs[&planned.id];
-            let strategy = job
-                .strategy
-                .as_ref()
-                .and_then(|s| s.matrix.as_ref())
-                .expect("deferred matrix exists");
-            let eval = EvalContext {
-                contexts: contexts.clone(),
-                ..EvalContext::default()
-            };
-            let where_ = format!(
-                "{}:{}: jobs.{}.strategy.matrix",
-                workflow.file, strategy.pos, planned.id
-            );
-            let value = expr::evaluate_matrix(&strategy.value, &eval)
-                .map_err(|e| format!("{where_}: {e}"))?;
-            let Value::Object(object) = value else {
-                return Err(format!("{where_}: the matrix must be a mapping"));
-            };
-            let combos = expand_matrix(&object).map_err(|e| format!("{where_}: {e}"))?;
-            if combos.is_empty() {
-                return Err(format!("{where_}: the matrix has no combinations"));
-            }
-            Ok(combos)
-        }
-    }
-}
-
-fn instance_name(
-    planned: &firerunner_workflow::plan::PlannedJob,
-    combo: &Object,
-    contexts: &Object,
-) -> String {
-    if planned.name.contains("${{") {
-        let mut with_matrix = contexts.clone();
-        with_matrix.insert("matrix", Value::Object(combo.clone()));
-        let eval = EvalContext {
-            contexts: with_matrix,
-            ..EvalContext::default()
-        };
-        return expr::parse_template(
-            &planned.name,
-            &["github", "needs", "vars", "inputs", "matrix", "strategy"],
-        )
-        .and_then(|t| t.evaluate_string(&eval))
-        .unwrap_or_else(|_| planned.name.clone());
-    }
-    if combo.is_empty() {
-        planned.name.clone()
-    } else {
-        matrix::display_name(&planned.name, combo)
-    }
-}
-
-struct StrategyValues {
-    fail_fast: bool,
-    max_parallel: Option<usize>,
-}
-
-fn evaluate_strategy(
-    workflow: &ParsedWorkflow,
-    id: &str,
-    planned: &firerunner_workflow::plan::PlannedJob,
-    contexts: &Object,
-) -> StrategyValues {
-    let strategy = workflow.jobs[id].strategy.as_ref();
-    let eval = EvalContext {
-        contexts: contexts.clone(),
-        ..EvalContext::default()
-    };
-    let fail_fast = planned.fail_fast.unwrap_or_else(|| {
-        strategy
-            .and_then(|s| s.fail_fast.as_ref())
-            .and_then(|v| expr::evaluate_value(&v.value, &eval).ok())
-            .map(|v| expr::truthy(&v))
-            .unwrap_or(true)
-    });
-    let max_parallel = planned.max_parallel.map(|n| n as usize).or_else(|| {
-        strategy
-            .and_then(|s| s.max_parallel.as_ref())
-            .and_then(|v| expr::evaluate_value(&v.value, &eval).ok())
-            .map(|v| expr::to_number(&v))
-            .filter(|n| *n >= 1.0)
-            .map(|n| n as usize)
-    });
-    StrategyValues {
-        fail_fast,
-        max_parallel,
     }
 }

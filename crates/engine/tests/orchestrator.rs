@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use firerunner_engine::orchestrator::{
     run_workflow, InstanceOutcome, JobExecutor, JobInstance, RunLimits, RunReport, RunScope,
 };
+use firerunner_engine::reusable::{resolve_callees, RemoteWorkflows};
 use firerunner_workflow::load::parse_workflow;
 use firerunner_workflow::plan::{plan_workflow, PlanContext};
 use firerunner_workflow::Conclusion;
-use firerunner_workflow::{Object, Value};
+use firerunner_workflow::{Object, Value, WorkflowRef};
 use tokio_util::sync::CancellationToken;
 
 /// What a scripted instance does: sleep, then end with a result and outputs.
@@ -57,7 +58,7 @@ impl JobExecutor for Scripted {
             .iter()
             .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
             .collect();
-        InstanceOutcome { result, outputs }
+        InstanceOutcome::new(result, outputs)
     }
 }
 
@@ -481,9 +482,12 @@ async fn a_local_reusable_workflow_runs_its_jobs_with_inputs_secrets_and_outputs
         ..Scripted::default()
     });
     let scope = RunScope::new(
-        [("./.github/workflows/called.yml".to_string(), callee)]
-            .into_iter()
-            .collect(),
+        [(
+            WorkflowRef::parse("./.github/workflows/called.yml").unwrap(),
+            Ok(callee),
+        )]
+        .into_iter()
+        .collect(),
         Some(Arc::new(
             [("TOKEN".to_string(), "t0k".to_string())]
                 .into_iter()
@@ -515,4 +519,156 @@ async fn a_local_reusable_workflow_runs_its_jobs_with_inputs_secrets_and_outputs
     let expected: Value =
         serde_json::json!({"call": {"result": "success", "outputs": {"said": "hello"}}}).into();
     assert!(needs.same_value(&expected), "{needs:?}");
+}
+
+/// A called workflow with one input, one output and one job, `inner`.
+const CALLED: &str = "on:\n  workflow_call:\n    inputs:\n      word:\n        type: string\n        required: true\n    outputs:\n      said:\n        value: ${{ jobs.inner.outputs.said }}\njobs:\n  inner:\n    runs-on: ubuntu-latest\n    outputs:\n      said: ${{ inputs.word }}\n    steps:\n      - run: true\n";
+
+/// Runs `caller` with the reusable workflows it calls resolved from
+/// `local` (the repository's files) and `remote` (git repositories).
+async fn run_calling(
+    caller: &str,
+    local: HashMap<String, String>,
+    remote: &RemoteWorkflows,
+) -> (RunReport, Arc<Scripted>) {
+    let workflow = Arc::new(parse_workflow("caller.yml", caller).unwrap_or_else(|d| panic!("{d}")));
+    let plan = plan_workflow(&workflow, &PlanContext::default()).unwrap();
+    let callees = resolve_callees(&workflow, &local, remote);
+    let executor = Arc::new(Scripted::default());
+    let report = run_workflow(
+        workflow,
+        &plan,
+        &Object::new(),
+        executor.clone(),
+        RunLimits::default(),
+        RunScope::new(callees, None),
+        CancellationToken::new(),
+    )
+    .await;
+    (report, executor)
+}
+
+/// The `inputs` the instance `name` ran with.
+fn inputs_seen(executor: &Scripted, name: &str) -> Value {
+    executor.seen.lock().unwrap()[name]
+        .get("inputs")
+        .cloned()
+        .unwrap()
+}
+
+fn no_remotes(cache: &std::path::Path) -> RemoteWorkflows {
+    RemoteWorkflows {
+        base_url: "file:///nonexistent".into(),
+        cache_dir: cache.to_path_buf(),
+    }
+}
+
+#[tokio::test]
+async fn a_self_repository_reusable_workflow_runs_like_a_local_one() {
+    let caller = "on: push\njobs:\n  call:\n    uses: $/.github/workflows/called.yml\n    with:\n      word: hi\n";
+    let local = HashMap::from([(
+        "./.github/workflows/called.yml".to_string(),
+        CALLED.to_string(),
+    )]);
+    let cache = tempfile::tempdir().unwrap();
+    let (report, executor) = run_calling(caller, local, &no_remotes(cache.path())).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(result(&report, "call / inner"), Conclusion::Success);
+    assert_eq!(report.jobs["call"], Conclusion::Success);
+    let expected: Value = serde_json::json!({"word": "hi"}).into();
+    let inputs = inputs_seen(&executor, "call / inner");
+    assert!(inputs.same_value(&expected), "{inputs:?}");
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "git {args:?}: {output:?}");
+}
+
+/// A bare repository `octo/shared` under `remotes`, tagged `v1`, holding
+/// `files` (path, text).
+fn bare_repository(remotes: &std::path::Path, files: &[(&str, &str)]) {
+    let work = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let file = work.path().join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
+    git(work.path(), &["init", "-q", "-b", "main"]);
+    git(work.path(), &["add", "."]);
+    git(work.path(), &["commit", "-q", "-m", "shared workflows"]);
+    git(work.path(), &["tag", "v1"]);
+    let bare = remotes.join("octo/shared");
+    std::fs::create_dir_all(remotes.join("octo")).unwrap();
+    let status = std::process::Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(work.path())
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_remote_reusable_workflow_is_fetched_checked_and_run_with_its_own_local_calls() {
+    let remotes = tempfile::tempdir().unwrap();
+    let outer = "on:\n  workflow_call:\n    inputs:\n      word:\n        type: string\n        required: true\njobs:\n  first:\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n  nested:\n    uses: ./.github/workflows/called.yml\n    with:\n      word: ${{ inputs.word }}\n";
+    bare_repository(
+        remotes.path(),
+        &[
+            (".github/workflows/outer.yml", outer),
+            (".github/workflows/called.yml", CALLED),
+        ],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let remote = RemoteWorkflows {
+        base_url: format!("file://{}", remotes.path().display()),
+        cache_dir: cache.path().to_path_buf(),
+    };
+    let caller = "on: push\njobs:\n  call:\n    uses: octo/shared/.github/workflows/outer.yml@v1\n    with:\n      word: hi\n";
+    let (report, executor) = run_calling(caller, HashMap::new(), &remote).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(result(&report, "call / first"), Conclusion::Success);
+    assert_eq!(
+        result(&report, "call / nested / inner"),
+        Conclusion::Success
+    );
+    assert_eq!(report.conclusion, Conclusion::Success);
+    let expected: Value = serde_json::json!({"word": "hi"}).into();
+    let inputs = inputs_seen(&executor, "call / nested / inner");
+    assert!(inputs.same_value(&expected), "{inputs:?}");
+
+    // Checked against the caller: a required input left out is the job's failure.
+    let missing_input =
+        "on: push\njobs:\n  call:\n    uses: octo/shared/.github/workflows/outer.yml@v1\n";
+    let (report, _) = run_calling(missing_input, HashMap::new(), &remote).await;
+    assert_eq!(report.jobs["call"], Conclusion::Failure);
+    assert!(
+        report.errors.iter().any(|e| e.contains("word")),
+        "{:?}",
+        report.errors
+    );
+}
+
+#[tokio::test]
+async fn a_remote_reusable_workflow_that_cannot_be_fetched_fails_its_job_clearly() {
+    let caller = "on: push\njobs:\n  call:\n    uses: octo/absent/.github/workflows/x.yml@v1\n  other:\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n";
+    let cache = tempfile::tempdir().unwrap();
+    let (report, _) = run_calling(caller, HashMap::new(), &no_remotes(cache.path())).await;
+    assert_eq!(report.jobs["call"], Conclusion::Failure);
+    assert_eq!(report.jobs["other"], Conclusion::Success);
+    assert_eq!(report.conclusion, Conclusion::Failure);
+    assert!(
+        report.errors.iter().any(|e| e.starts_with(
+            "call: octo/absent/.github/workflows/x.yml@v1: cannot fetch the reusable workflow"
+        )),
+        "{:?}",
+        report.errors
+    );
 }

@@ -230,8 +230,12 @@ async fn a_workflow_runs_in_microvms_with_needs_matrix_outputs_and_masking() {
     assert!(all_logs.iter().any(|l| l == "recovered"), "{dump}");
     assert!(!all_logs.iter().any(|l| l == "never"), "{dump}");
 
-    let reports = executor.reports();
-    let (_, fails) = reports.iter().find(|(name, _)| name == "fails").unwrap();
+    let fails = report
+        .instances
+        .iter()
+        .find(|i| i.name == "fails")
+        .and_then(|i| i.job.as_ref())
+        .unwrap();
     let results: Vec<Conclusion> = fails.steps.iter().map(|s| s.conclusion).collect();
     assert_eq!(
         results,
@@ -355,4 +359,89 @@ async fn a_vm_that_fails_to_start_is_started_again_and_the_job_runs() {
         "{lines:#?}"
     );
     assert!(lines.iter().any(|l| l == "ran-after-retry"), "{lines:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_entry_runs_a_self_repository_call_and_reports_steps_and_learning_once() {
+    use firerunner_engine::run::{Engine, RunEvent, WorkflowRun};
+    use firerunner_workflow::trigger::Event;
+
+    let caller = "on: push\njobs:\n  call:\n    uses: $/.github/workflows/called.yml\n";
+    let called = "on:\n  workflow_call:\njobs:\n  inner:\n    runs-on: ubuntu-latest\n    steps:\n      - run: test \"${{ vars.COLOR }}\" = blue\n      - run: exit 3\n";
+    let workflow = Arc::new(parse_workflow("caller.yml", caller).unwrap_or_else(|d| panic!("{d}")));
+    let plan = plan_workflow(&workflow, &PlanContext::default()).unwrap();
+    let stores = tempfile::tempdir().unwrap();
+    let runtime = tempfile::tempdir().unwrap();
+    let spec = testing::test_spec();
+    let engine = Engine {
+        sessions: testing::sessions(runtime.path(), &spec, 0).await,
+        spec,
+        logs: Arc::new(LogHub::new(&stores.path().join("logs"))),
+        artifacts: Arc::new(ArtifactStore::open(&stores.path().join("artifacts")).unwrap()),
+        cache: Arc::new(
+            CacheStore::open(&stores.path().join("cache"), CacheLimits::default()).unwrap(),
+        ),
+        actions_cache_dir: stores.path().join("actions"),
+    };
+    let files = std::collections::HashMap::from([(
+        "./.github/workflows/called.yml".to_string(),
+        called.to_string(),
+    )]);
+    let run = WorkflowRun {
+        run_id: "run-entry".into(),
+        repository: "octo/demo".into(),
+        sha: "0".repeat(40),
+        git_ref: "refs/heads/main".into(),
+        workflow_name: "entry".into(),
+        event: Event::new("push", serde_json::json!({})),
+        workflow,
+        plan,
+        inputs: Object::new(),
+        secrets: BTreeMap::new(),
+        vars: BTreeMap::from([("COLOR".to_string(), "blue".to_string())]),
+        checkout: CheckoutSource::WorkingTree(stores.path().to_path_buf()),
+        cache_scopes: vec!["refs/heads/main".into()],
+        actions_base_url: "file:///nonexistent".into(),
+        workflows: Arc::new(files),
+        limits: RunLimits::default(),
+    };
+    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let report = engine.run(run, events, CancellationToken::new()).await;
+    engine.sessions.shutdown().await;
+
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.jobs["call"], Conclusion::Failure);
+    let inner = report
+        .instances
+        .iter()
+        .find(|i| i.name == "call / inner")
+        .unwrap();
+    let steps: Vec<Conclusion> = inner
+        .job
+        .as_ref()
+        .unwrap()
+        .steps
+        .iter()
+        .map(|s| s.conclusion)
+        .collect();
+    assert_eq!(steps, [Conclusion::Success, Conclusion::Failure]);
+
+    let mut finished = Vec::new();
+    let mut started = Vec::new();
+    while let Ok(event) = received.try_recv() {
+        match event {
+            RunEvent::Started { name } => started.push(name),
+            RunEvent::Finished(job) => finished.push(job),
+        }
+    }
+    assert_eq!(started, ["call / inner"]);
+    assert_eq!(finished.len(), 1);
+    let learned = &finished[0].learned;
+    assert_eq!(
+        learned.iter().map(|(index, _)| *index).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    assert_eq!(learned[1].1.exit_code, Some(3));
+    assert_eq!(learned[1].1.job, "call / inner");
+    assert_eq!(finished[0].job.as_ref(), inner.job.as_ref());
 }

@@ -253,7 +253,8 @@ async fn run_case(
             if let JobBody::Call(call) = &job.body {
                 let target = call.uses.value.trim_start_matches("./.github/workflows/");
                 if let Some((_, callee)) = parsed.iter().find(|(name, _)| name == target) {
-                    callees.insert(call.uses.value.clone(), callee.clone());
+                    let key = firerunner_engine::reusable::callee_key(&call.reference, None);
+                    callees.insert(key, Ok(callee.clone()));
                 }
             }
         }
@@ -308,7 +309,7 @@ async fn run_case(
         .await;
         failures.extend(report.errors.iter().map(|e| format!("run error: {e}")));
         conclusions.push(report.conclusion.as_str().to_string());
-        for (_, job) in executor.reports() {
+        for job in report.instances.iter().filter_map(|i| i.job.as_ref()) {
             summaries.push_str(&job.summary);
             // What reports carry (the final summary, the service) is held to log_excludes too.
             all_lines.extend(

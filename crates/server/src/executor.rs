@@ -1,32 +1,27 @@
 //! Running one claimed workflow run: the [`RunExecutor`] seam between the
 //! worker (queue, leases, reporting) and the engine (jobs in microVMs).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use firerunner_engine::actions::native::CacheScope;
 use firerunner_engine::artifacts::ArtifactStore;
 use firerunner_engine::cache::CacheStore;
 use firerunner_engine::checkout::{CheckoutSource, GitToken};
-use firerunner_engine::job::{GuestLayout, JobEnvironment};
-use firerunner_engine::learn::{step_records, FinishedJob};
-use firerunner_engine::logs::LogHub;
-use firerunner_engine::orchestrator::{
-    run_workflow, InstanceOutcome, JobExecutor, JobInstance, RunLimits, RunScope,
-};
+use firerunner_engine::job::JobReport;
+use firerunner_engine::logs::{LogHub, LogLine};
+use firerunner_engine::orchestrator::{RunLimits, RunReport};
+use firerunner_engine::run::{Engine, FinishedInstance, RunEvent, RunObserver, WorkflowRun};
 use firerunner_engine::run_context;
-use firerunner_engine::vm_executor::VmJobExecutor;
 use firerunner_vm::session::SessionManager;
 use firerunner_vm::{VmBackend, VmSpec};
-use firerunner_workflow::load::parse_workflow;
+use firerunner_workflow::load::{parse_workflow, WorkflowSource};
 use firerunner_workflow::model::{JobBody, ParsedWorkflow};
 use firerunner_workflow::plan::{plan_workflow, PlanContext};
 use firerunner_workflow::trigger::Event;
-use firerunner_workflow::Conclusion;
-use firerunner_workflow::Value;
+use firerunner_workflow::WorkflowRef;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
@@ -137,27 +132,12 @@ pub trait RunExecutor: Send + Sync + 'static {
     ) -> impl Future<Output = RunOutcome> + Send;
 }
 
-/// The word GitHub uses for a result.
-pub fn conclusion_word(result: Conclusion) -> &'static str {
-    match result {
-        Conclusion::Success => "success",
-        Conclusion::Failure => "failure",
-        Conclusion::Cancelled => "cancelled",
-        Conclusion::Skipped => "skipped",
-    }
-}
-
 /// How many log lines of a failed job are kept for its report.
 const LOG_TAIL_LINES: usize = 30;
 
 /// Runs every job in its own microVM, through the engine.
 pub struct VmRunExecutor<B: VmBackend> {
-    sessions: SessionManager<B>,
-    spec: VmSpec,
-    logs: Arc<LogHub>,
-    artifacts: Arc<ArtifactStore>,
-    cache: Arc<CacheStore>,
-    actions_cache_dir: PathBuf,
+    engine: Engine<B>,
     max_parallel_jobs: usize,
 }
 
@@ -173,19 +153,21 @@ impl<B: VmBackend> VmRunExecutor<B> {
         max_parallel_jobs: usize,
     ) -> Self {
         Self {
-            sessions,
-            spec,
-            logs,
-            artifacts,
-            cache,
-            actions_cache_dir,
+            engine: Engine {
+                sessions,
+                spec,
+                logs,
+                artifacts,
+                cache,
+                actions_cache_dir,
+            },
             max_parallel_jobs: max_parallel_jobs.max(1),
         }
     }
 
     /// The session manager (for capacity figures).
     pub fn sessions(&self) -> &SessionManager<B> {
-        &self.sessions
+        &self.engine.sessions
     }
 }
 
@@ -197,11 +179,22 @@ fn failed(errors: Vec<String>) -> RunOutcome {
     }
 }
 
-/// Local reusable workflows, by the `uses:` path that names them.
-type Callees = HashMap<String, Arc<ParsedWorkflow>>;
+/// The workflow files of the run's commit, as the engine reads them.
+struct CommitWorkflows(Vec<(String, String)>);
 
-/// Parses the run's workflow and the local reusable workflows it calls.
-fn load_workflows(request: &RunRequest) -> Result<(ParsedWorkflow, Callees), Vec<String>> {
+impl WorkflowSource for CommitWorkflows {
+    fn workflow_text(&self, reference: &WorkflowRef) -> Option<String> {
+        let (WorkflowRef::Local { path } | WorkflowRef::SelfRepo { path }) = reference else {
+            return None;
+        };
+        let (_, text) = self.0.iter().find(|(p, _)| p == path)?;
+        Some(text.clone())
+    }
+}
+
+/// Parses the run's workflow; the reusable workflows of the repository it
+/// calls must be there and parse.
+fn load_workflow(request: &RunRequest) -> Result<ParsedWorkflow, Vec<String>> {
     let parse = |path: &str| -> Result<ParsedWorkflow, Vec<String>> {
         let (_, text) = request
             .workflows
@@ -212,15 +205,100 @@ fn load_workflows(request: &RunRequest) -> Result<(ParsedWorkflow, Callees), Vec
             .map_err(|problems| problems.0.iter().map(ToString::to_string).collect())
     };
     let workflow = parse(&request.run.workflow_file)?;
-    let mut callees = HashMap::new();
     for job in workflow.jobs.values() {
         if let JobBody::Call(call) = &job.body {
-            if let Some(path) = call.uses.value.strip_prefix("./") {
-                callees.insert(call.uses.value.clone(), Arc::new(parse(path)?));
+            if let WorkflowRef::Local { path } | WorkflowRef::SelfRepo { path } = &call.reference {
+                parse(path)?;
             }
         }
     }
-    Ok((workflow, callees))
+    Ok(workflow)
+}
+
+/// `workflow_dispatch` inputs given in the payload, as text.
+fn payload_inputs(payload: &serde_json::Value) -> Vec<(String, String)> {
+    let Some(inputs) = payload.get("inputs").and_then(|inputs| inputs.as_object()) else {
+        return Vec::new();
+    };
+    inputs
+        .iter()
+        .map(|(k, v)| {
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            (k.clone(), text)
+        })
+        .collect()
+}
+
+/// The refs whose caches the run may restore: its own, the pull request's
+/// base, then the default branch.
+fn cache_scopes(request: &RunRequest) -> Vec<String> {
+    let branch = |pointer: &str| {
+        request
+            .payload
+            .pointer(pointer)
+            .and_then(|b| b.as_str())
+            .map(|b| format!("refs/heads/{b}"))
+    };
+    let mut scopes = vec![request.run.git_ref.clone()];
+    scopes.extend(branch("/pull_request/base/ref"));
+    scopes.extend(branch("/repository/default_branch"));
+    scopes.dedup();
+    scopes
+}
+
+/// The engine's view of a claimed run: its workflow planned, its checkout
+/// and cache scopes.
+fn workflow_run(request: RunRequest, limits: RunLimits) -> Result<WorkflowRun, Vec<String>> {
+    let workflow = load_workflow(&request)?;
+    let run = &request.run;
+    let event = Event::new(run.event.clone(), request.payload.clone());
+    let (inputs, _) = run_context::dispatch_inputs(&workflow, &payload_inputs(&request.payload));
+    let contexts = run_context::event_contexts(&event, &run.git_ref, &inputs);
+    let plan = plan_workflow(&workflow, &PlanContext { contexts })
+        .map_err(|err| vec![format!("{}: {err}", run.workflow_file)])?;
+    let cache_scopes = cache_scopes(&request);
+    let checkout = CheckoutSource::Commit {
+        repository: request.clone_url.clone(),
+        commit: run.sha.clone(),
+        depth: 1,
+        credentials: request.fetch_token.clone().map(GitToken),
+    };
+    Ok(WorkflowRun {
+        run_id: run.id.clone(),
+        repository: run.repository.clone(),
+        sha: run.sha.clone(),
+        git_ref: run.git_ref.clone(),
+        workflow_name: run.workflow_name.clone(),
+        event,
+        workflow: Arc::new(workflow),
+        plan,
+        inputs,
+        secrets: request.secrets,
+        vars: BTreeMap::new(),
+        checkout,
+        cache_scopes,
+        actions_base_url: "https://github.com".into(),
+        workflows: Arc::new(CommitWorkflows(request.workflows)),
+        limits,
+    })
+}
+
+/// How a run ended, from the engine's report.
+fn outcome(report: RunReport, cancel: &CancellationToken) -> RunOutcome {
+    RunOutcome {
+        conclusion: if cancel.is_cancelled() {
+            "cancelled".into()
+        } else {
+            report.conclusion.as_str().into()
+        },
+        never_ran: report
+            .instances
+            .iter()
+            .filter(|instance| instance.started.is_none())
+            .map(|instance| (instance.name.clone(), instance.result.as_str().to_string()))
+            .collect(),
+        errors: report.errors,
+    }
 }
 
 impl<B: VmBackend> RunExecutor for VmRunExecutor<B> {
@@ -230,207 +308,72 @@ impl<B: VmBackend> RunExecutor for VmRunExecutor<B> {
         events: UnboundedSender<JobEvent>,
         cancel: CancellationToken,
     ) -> RunOutcome {
-        let (workflow, callees) = match load_workflows(&request) {
-            Ok(loaded) => loaded,
+        let limits = RunLimits {
+            max_parallel_jobs: self.max_parallel_jobs,
+        };
+        let run = match workflow_run(request, limits) {
+            Ok(run) => run,
             Err(errors) => return failed(errors),
         };
-        let run = &request.run;
-        let event = Event::new(run.event.clone(), request.payload.clone());
-        let given: Vec<(String, String)> = request
-            .payload
-            .get("inputs")
-            .and_then(|inputs| inputs.as_object())
-            .map(|inputs| {
-                inputs
-                    .iter()
-                    .map(|(k, v)| {
-                        let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
-                        (k.clone(), text)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (inputs, _) = run_context::dispatch_inputs(&workflow, &given);
-        let mut contexts = run_context::event_contexts(&event, &run.git_ref, &inputs);
-        let plan = match plan_workflow(
-            &workflow,
-            &PlanContext {
-                contexts: contexts.clone(),
-            },
-        ) {
-            Ok(plan) => plan,
-            Err(err) => return failed(vec![format!("{}: {err}", run.workflow_file)]),
-        };
-        let layout = GuestLayout::for_repository(&run.repository);
-        let github = run_context::github_context(
-            &contexts,
-            &run.repository,
-            &run.sha,
-            &run.id,
-            &run.workflow_name,
-            &layout,
-        );
-        contexts.insert("github", Value::Object(github.clone()));
-        let secrets = request.secrets.clone();
-        let default_branch = request
-            .payload
-            .pointer("/repository/default_branch")
-            .and_then(|b| b.as_str())
-            .map(|b| format!("refs/heads/{b}"));
-        let base_ref = request
-            .payload
-            .pointer("/pull_request/base/ref")
-            .and_then(|b| b.as_str())
-            .map(|b| format!("refs/heads/{b}"));
-        let mut scopes = vec![run.git_ref.clone()];
-        scopes.extend(base_ref);
-        scopes.extend(default_branch);
-        scopes.dedup();
-        let environment = JobEnvironment {
-            run_id: run.id.clone(),
-            secrets: secrets.clone(),
-            default_env: run_context::default_env(&github, &layout),
-            layout,
-            checkout: Some(CheckoutSource::Commit {
-                repository: request.clone_url.clone(),
-                commit: run.sha.clone(),
-                depth: 1,
-                credentials: request.fetch_token.clone().map(GitToken),
-            }),
-            artifacts: Some(self.artifacts.clone()),
-            cache: Some((
-                self.cache.clone(),
-                CacheScope {
-                    repository: run.repository.clone(),
-                    scopes,
-                },
-            )),
-            actions_base_url: "https://github.com".into(),
-            actions_cache_dir: self.actions_cache_dir.clone(),
-        };
-        let executor = Arc::new(ObservedExecutor {
-            inner: VmJobExecutor::new(
-                self.sessions.clone(),
-                self.spec.clone(),
-                environment,
-                self.logs.clone(),
-            ),
-            logs: self.logs.clone(),
-            run_id: run.id.clone(),
-            repository: run.repository.clone(),
-            commit_sha: run.sha.clone(),
-            workflow: run.workflow_name.clone(),
-            events,
-        });
-        let report = run_workflow(
-            Arc::new(workflow),
-            &plan,
-            &contexts,
-            executor,
-            RunLimits {
-                max_parallel_jobs: self.max_parallel_jobs,
-            },
-            RunScope::new(callees, Some(Arc::new(secrets))),
-            cancel.clone(),
-        )
-        .await;
-        RunOutcome {
-            conclusion: if cancel.is_cancelled() {
-                "cancelled".into()
-            } else {
-                conclusion_word(report.conclusion).into()
-            },
-            never_ran: report
-                .instances
-                .iter()
-                .filter(|instance| instance.started.is_none())
-                .map(|instance| {
-                    (
-                        instance.name.clone(),
-                        conclusion_word(instance.result).to_string(),
-                    )
-                })
-                .collect(),
-            errors: report.errors,
-        }
-    }
-}
-
-/// Wraps the engine's VM executor to report each job as it starts and ends.
-struct ObservedExecutor<B: VmBackend> {
-    inner: VmJobExecutor<B>,
-    logs: Arc<LogHub>,
-    run_id: String,
-    repository: String,
-    commit_sha: String,
-    workflow: String,
-    events: UnboundedSender<JobEvent>,
-}
-
-impl<B: VmBackend> JobExecutor for ObservedExecutor<B> {
-    async fn run(&self, instance: JobInstance, cancel: CancellationToken) -> InstanceOutcome {
-        let name = instance.name.clone();
-        let _ = self.events.send(JobEvent::Started { name: name.clone() });
-        let started = Instant::now();
-        let outcome = self.inner.run(instance, cancel).await;
         let report = self
-            .inner
-            .reports()
-            .into_iter()
-            .rev()
-            .find(|(reported, _)| *reported == name)
-            .map(|(_, report)| report);
-        let steps = report
-            .as_ref()
-            .map(|report| {
-                report
-                    .steps
-                    .iter()
-                    .map(|step| StepRecord {
-                        name: step.name.clone(),
-                        conclusion: match step.conclusion {
-                            Conclusion::Success => "success",
-                            Conclusion::Failure => "failure",
-                            Conclusion::Cancelled => "cancelled",
-                            Conclusion::Skipped => "skipped",
-                        }
-                        .into(),
-                        duration_ms: step.duration.as_millis() as u64,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let lines = self.logs.read(&self.run_id, &name).unwrap_or_default();
-        let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
-        let log_tail = lines[skip..]
-            .iter()
-            .map(|line| line.text.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
-        let learned = report
-            .as_ref()
-            .map(|report| {
-                step_records(&FinishedJob {
-                    run_id: &self.run_id,
-                    repository: &self.repository,
-                    commit_sha: &self.commit_sha,
-                    workflow: &self.workflow,
-                    job: &name,
-                    report,
-                    log: &lines,
-                    finished_at: std::time::SystemTime::now(),
-                })
-            })
-            .unwrap_or_default();
-        let _ = self.events.send(JobEvent::Finished {
-            name,
-            conclusion: conclusion_word(outcome.result).into(),
-            duration: started.elapsed(),
-            steps,
-            summary: report.map(|r| r.summary).unwrap_or_default(),
-            log_tail,
-            learned,
-        });
-        outcome
+            .engine
+            .run(run, JobEvents(events), cancel.clone())
+            .await;
+        outcome(report, &cancel)
     }
+}
+
+/// Turns the engine's job events into the worker's.
+struct JobEvents(UnboundedSender<JobEvent>);
+
+impl RunObserver for JobEvents {
+    fn event(&self, event: RunEvent) {
+        let event = match event {
+            RunEvent::Started { name } => JobEvent::Started { name },
+            RunEvent::Finished(finished) => finished_event(*finished),
+        };
+        let _ = self.0.send(event);
+    }
+}
+
+fn finished_event(finished: FinishedInstance) -> JobEvent {
+    let FinishedInstance {
+        name,
+        result,
+        duration,
+        job,
+        log,
+        learned,
+    } = finished;
+    JobEvent::Finished {
+        name,
+        conclusion: result.as_str().into(),
+        duration,
+        steps: job.as_ref().map(step_records).unwrap_or_default(),
+        summary: job.map(|job| job.summary).unwrap_or_default(),
+        log_tail: log_tail(&log),
+        learned: learned.into_iter().map(|(_, record)| record).collect(),
+    }
+}
+
+/// A job's steps as the worker reports them.
+fn step_records(job: &JobReport) -> Vec<StepRecord> {
+    job.steps
+        .iter()
+        .map(|step| StepRecord {
+            name: step.name.clone(),
+            conclusion: step.conclusion.as_str().into(),
+            duration_ms: step.duration.as_millis() as u64,
+        })
+        .collect()
+}
+
+/// The last [`LOG_TAIL_LINES`] lines of a job's log.
+fn log_tail(lines: &[LogLine]) -> String {
+    let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
+    lines[skip..]
+        .iter()
+        .map(|line| line.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -4,16 +4,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use firerunner_engine::job::JobReport;
-use firerunner_engine::learn::{indexed_step_records, FinishedJob};
-use firerunner_engine::logs::LogHub;
 use firerunner_learning::{
     one_line, short_sha, workflow_from_text, Concept, Conclusion, EvidenceLevel, FlakyStep, Hint,
     LearningConfig, LearningCoordinator, LearningStats, LearningStore, Lesson, LlmClient,
-    LlmConfig, PredictionContext,
+    LlmConfig, PredictionContext, StepRecord,
 };
 use serde::Serialize;
 
@@ -501,17 +498,9 @@ pub fn hint_lines(hints: &[Hint]) -> Vec<String> {
 /// Hint lines by (job instance name, step index).
 pub type StepHints = HashMap<(String, usize), Vec<String>>;
 
-/// Where a run's jobs ran, for [`Recorder::record_jobs`].
-pub struct RunInfo<'a> {
-    /// The run id.
-    pub run_id: &'a str,
-    /// The repository (`owner/name`).
-    pub repository: &'a str,
-    /// The commit.
-    pub commit_sha: &'a str,
-    /// The workflow's name.
-    pub workflow: &'a str,
-}
+/// A finished job instance's name and its steps as learning records, each
+/// with its index in the job's steps (as the engine makes them).
+pub type LearnedJob = (String, Vec<(usize, StepRecord)>);
 
 /// Records the steps of `firerunner run` into the learning store. Failures
 /// are reported as warnings and never fail the run.
@@ -543,34 +532,18 @@ impl Recorder {
 
     /// Records every step of the finished jobs and returns the hints the
     /// store had for each failed step (looked up before the step is recorded).
-    pub async fn record_jobs(
-        &self,
-        run: &RunInfo<'_>,
-        jobs: &[(String, JobReport)],
-        logs: &LogHub,
-    ) -> StepHints {
+    pub async fn record_jobs(&self, jobs: &[LearnedJob]) -> StepHints {
         let mut hints = StepHints::new();
         let mut failed_records = 0usize;
-        for (name, report) in jobs {
-            let log = logs.read(run.run_id, name).unwrap_or_default();
-            let finished = FinishedJob {
-                run_id: run.run_id,
-                repository: run.repository,
-                commit_sha: run.commit_sha,
-                workflow: run.workflow,
-                job: name,
-                report,
-                log: &log,
-                finished_at: SystemTime::now(),
-            };
-            for (index, record) in indexed_step_records(&finished) {
+        for (name, records) in jobs {
+            for (index, record) in records {
                 if record.outcome == Conclusion::Failure {
-                    let lines = hint_lines(&self.learning.hints_for_failure(&record));
+                    let lines = hint_lines(&self.learning.hints_for_failure(record));
                     if !lines.is_empty() {
-                        hints.insert((name.clone(), index), lines);
+                        hints.insert((name.clone(), *index), lines);
                     }
                 }
-                if let Err(error) = self.learning.record_step(record).await {
+                if let Err(error) = self.learning.record_step(record.clone()).await {
                     failed_records += 1;
                     if failed_records == 1 {
                         eprintln!("firerunner: warning: recording a step for learning: {error}");

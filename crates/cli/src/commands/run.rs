@@ -1,38 +1,42 @@
 //! `firerunner run`: run a local checkout's workflows in microVMs, like act.
 
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use firerunner_engine::actions::native::CacheScope;
 use firerunner_engine::artifacts::ArtifactStore;
 use firerunner_engine::cache::{CacheLimits, CacheStore};
 use firerunner_engine::checkout::CheckoutSource;
-use firerunner_engine::job::{GuestLayout, JobEnvironment};
-use firerunner_engine::logs::{LogHub, LogStream};
-use firerunner_engine::orchestrator::{run_workflow, RunLimits, RunScope};
-use firerunner_engine::vm_executor::VmJobExecutor;
-use firerunner_engine::{dotenv, orchestrator, run_context};
+use firerunner_engine::logs::{LogHub, LogLine, LogStream};
+use firerunner_engine::orchestrator::{RunLimits, RunReport};
+use firerunner_engine::run::{Engine, RunEvent, WorkflowRun};
+use firerunner_engine::{dotenv, run_context};
 use firerunner_vm::image;
 use firerunner_vm::pool::PoolConfig;
 use firerunner_vm::session::{SessionConfig, SessionManager};
-use firerunner_vm::VmSpec;
-use firerunner_workflow::model::{JobBody, ParsedWorkflow};
+use firerunner_vm::{VmBackend, VmSpec};
+use firerunner_workflow::model::ParsedWorkflow;
 use firerunner_workflow::plan::{plan_workflow, MatrixState, WorkflowPlan};
 use firerunner_workflow::trigger::{decide, Event, TriggerDecision};
 use firerunner_workflow::Conclusion;
-use firerunner_workflow::Value;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::hypervisor::{self, AccelChoice, Backend};
+use super::learn::{LearnedJob, Recorder, StepHints};
 use super::plan::{current_ref, default_payload, dispatch_inputs, parse_key_value, plan_context};
-use crate::workflows;
+use crate::workflows::{self, RepositoryFiles};
 
-/// Local reusable workflows a workflow calls, by `uses:` path.
-type Callees = std::collections::HashMap<String, Arc<ParsedWorkflow>>;
+/// A workflow that runs on the event, planned.
+struct Chosen {
+    workflow: ParsedWorkflow,
+    plan: WorkflowPlan,
+    /// The workflow files of its repository (for the workflows it calls).
+    files: RepositoryFiles,
+}
 
 /// Arguments of `firerunner run` (named like act's).
 #[derive(clap::Args)]
@@ -147,18 +151,57 @@ pub fn run(args: Args) -> Result<ExitCode> {
     // Like act, the current directory is the repository the jobs check out.
     let root = std::env::current_dir().context("the current directory")?;
     let git_ref = current_ref();
-    let payload = match &args.event_path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is not valid JSON", path.display()))?
-        }
-        None => default_payload(&args.event, &git_ref, "main"),
+    let mut event = Event::new(args.event.clone(), event_payload(&args, &git_ref)?);
+    let Some(chosen) = choose(&args, &root, &git_ref, &mut event)? else {
+        return Ok(ExitCode::FAILURE);
     };
-    let mut event = Event::new(args.event.clone(), payload);
+    if let Some(job) = &args.job {
+        if chosen.is_empty() {
+            bail!(
+                "no workflow that runs on '{}' has a job '{job}'",
+                args.event
+            );
+        }
+    }
+    if args.list || args.dry_run {
+        list(&chosen);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if chosen.is_empty() {
+        eprintln!("no workflow runs on '{}'", args.event);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let local = LocalRun {
+        secrets: load_secrets(&args)?,
+        vars: load_vars(&args)?,
+        args: &args,
+        root: &root,
+        event: &event,
+        git_ref: &git_ref,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(local.run_all(chosen))
+}
 
-    let mut chosen: Vec<(ParsedWorkflow, WorkflowPlan, Callees)> = Vec::new();
+/// The event's payload: the `--eventpath` file, else a default one.
+fn event_payload(args: &Args, git_ref: &str) -> Result<serde_json::Value> {
+    let Some(path) = &args.event_path else {
+        return Ok(default_payload(&args.event, git_ref, "main"));
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+/// The workflows that run on `event`, planned; `None` when one has errors
+/// (every file's problems are printed first).
+fn choose(
+    args: &Args,
+    root: &Path,
+    git_ref: &str,
+    event: &mut Event,
+) -> Result<Option<Vec<Chosen>>> {
+    let mut chosen = Vec::new();
     let mut problems = false;
     for path in workflows::collect(&args.workflows)? {
         let file = workflows::load_file(&path)?;
@@ -169,77 +212,71 @@ pub fn run(args: Args) -> Result<ExitCode> {
             problems = true;
             continue;
         };
-        let callees: Callees = file
-            .callees
-            .into_iter()
-            .filter_map(|(job_id, callee)| match &workflow.jobs.get(&job_id)?.body {
-                JobBody::Call(call) => Some((call.uses.value.clone(), Arc::new(callee))),
-                JobBody::Steps(_) => None,
-            })
-            .collect();
-        let mut decision = decide(&workflow, &event);
-        if decision == TriggerDecision::NeedsChangedFiles {
-            event = event.with_changed_files(changed_files(&root));
-            decision = decide(&workflow, &event);
-        }
-        if let TriggerDecision::Skip { reason } = &decision {
-            if !args.list {
-                eprintln!("{}: skipped: {reason}", workflow.file);
-                continue;
-            }
-        }
-        let inputs = dispatch_inputs(&workflow, &args.inputs);
-        let ctx = plan_context(&event, &git_ref, &inputs);
-        let mut plan = plan_workflow(&workflow, &ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
-        if let Some(job) = &args.job {
-            keep_job_and_needs(&mut plan, job);
-        }
-        filter_matrix(&mut plan, &args.matrix);
-        if !plan.jobs.is_empty() {
-            chosen.push((workflow, plan, callees));
+        if let Some(plan) = plan_if_triggered(args, root, git_ref, event, &workflow)? {
+            let files = RepositoryFiles::of(&path);
+            chosen.push(Chosen {
+                workflow,
+                plan,
+                files,
+            });
         }
     }
-    if problems {
-        return Ok(ExitCode::FAILURE);
-    }
-    if let Some(job) = &args.job {
-        if chosen.is_empty() {
-            bail!(
-                "no workflow that runs on '{}' has a job '{job}'",
-                args.event
-            );
-        }
-    }
-    if args.list || args.dry_run {
-        for (workflow, plan, _) in &chosen {
-            let title = workflow
-                .name
-                .as_ref()
-                .map_or(workflow.file.clone(), |n| n.value.clone());
-            for job in &plan.jobs {
-                for name in job.instance_names() {
-                    let needs = if job.needs.is_empty() {
-                        String::new()
-                    } else {
-                        format!("  (needs {})", job.needs.join(", "))
-                    };
-                    println!("{title:<20} {:<16} {name}{needs}", job.id);
-                }
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if chosen.is_empty() {
-        eprintln!("no workflow runs on '{}'", args.event);
-        return Ok(ExitCode::SUCCESS);
-    }
+    Ok((!problems).then_some(chosen))
+}
 
-    let secrets = load_secrets(&args)?;
-    let vars = load_vars(&args)?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(run_all(
-        &args, &root, &event, &git_ref, chosen, secrets, vars,
-    ))
+/// The plan of `workflow` (its jobs and matrix values as filtered), when
+/// the event triggers it (or `--list` asks for every workflow).
+fn plan_if_triggered(
+    args: &Args,
+    root: &Path,
+    git_ref: &str,
+    event: &mut Event,
+    workflow: &ParsedWorkflow,
+) -> Result<Option<WorkflowPlan>> {
+    let mut decision = decide(workflow, event);
+    if decision == TriggerDecision::NeedsChangedFiles {
+        *event = event.clone().with_changed_files(changed_files(root));
+        decision = decide(workflow, event);
+    }
+    if let TriggerDecision::Skip { reason } = &decision {
+        if !args.list {
+            eprintln!("{}: skipped: {reason}", workflow.file);
+            return Ok(None);
+        }
+    }
+    let inputs = dispatch_inputs(workflow, &args.inputs);
+    let ctx = plan_context(event, git_ref, &inputs);
+    let mut plan = plan_workflow(workflow, &ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(job) = &args.job {
+        keep_job_and_needs(&mut plan, job);
+    }
+    filter_matrix(&mut plan, &args.matrix);
+    Ok((!plan.jobs.is_empty()).then_some(plan))
+}
+
+/// `--list` and `--dryrun`: one line per job instance.
+fn list(chosen: &[Chosen]) {
+    for Chosen { workflow, plan, .. } in chosen {
+        let title = title(workflow);
+        for job in &plan.jobs {
+            for name in job.instance_names() {
+                let needs = if job.needs.is_empty() {
+                    String::new()
+                } else {
+                    format!("  (needs {})", job.needs.join(", "))
+                };
+                println!("{title:<20} {:<16} {name}{needs}", job.id);
+            }
+        }
+    }
+}
+
+/// A workflow's name, else its file.
+fn title(workflow: &ParsedWorkflow) -> String {
+    workflow
+        .name
+        .as_ref()
+        .map_or(workflow.file.clone(), |n| n.value.clone())
 }
 
 /// The files the last commit and the uncommitted changes touch, relative to
@@ -343,52 +380,174 @@ async fn guest_spec(args: &Args) -> Result<VmSpec> {
     super::image::guest_spec(&args.image, args.memory, args.vcpus).await
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_all(
-    args: &Args,
-    root: &Path,
-    event: &Event,
-    git_ref: &str,
-    chosen: Vec<(ParsedWorkflow, WorkflowPlan, Callees)>,
+/// What every workflow of one `firerunner run` shares.
+struct LocalRun<'a> {
+    args: &'a Args,
+    root: &'a Path,
+    event: &'a Event,
+    git_ref: &'a str,
     secrets: BTreeMap<String, String>,
     vars: BTreeMap<String, String>,
-) -> Result<ExitCode> {
-    match args.backend {
-        Backend::Qemu => {
-            let backend = hypervisor::qemu(args.accel).await?;
-            run_with(backend, args, root, event, git_ref, chosen, secrets, vars).await
+}
+
+/// The engine of one `firerunner run` and the run it makes.
+struct Host<B: VmBackend> {
+    engine: Engine<B>,
+    run_id: String,
+    repository: String,
+    sha: String,
+    /// The run's folder (its logs).
+    state: PathBuf,
+}
+
+impl LocalRun<'_> {
+    async fn run_all(self, chosen: Vec<Chosen>) -> Result<ExitCode> {
+        match self.args.backend {
+            Backend::Qemu => {
+                let backend = hypervisor::qemu(self.args.accel).await?;
+                self.run_with(backend, chosen).await
+            }
+            Backend::Firecracker => {
+                let backend = hypervisor::firecracker(None).await?;
+                self.run_with(backend, chosen).await
+            }
         }
-        Backend::Firecracker => {
-            let backend = hypervisor::firecracker(None).await?;
-            run_with(backend, args, root, event, git_ref, chosen, secrets, vars).await
+    }
+
+    async fn run_with<B: VmBackend>(&self, backend: B, chosen: Vec<Chosen>) -> Result<ExitCode> {
+        let spec = guest_spec(self.args).await?;
+        let host = self.open_host(backend, spec)?;
+        let cancel = cancel_on_ctrl_c();
+        let learning = if self.args.no_learn {
+            None
+        } else {
+            Recorder::open(None).await
+        };
+        let mut live = host.engine.logs.subscribe();
+        let mut all_ok = true;
+        for chosen in chosen {
+            let conclusion = self
+                .run_workflow(&host, chosen, &learning, &mut live, &cancel)
+                .await;
+            all_ok &= conclusion == Conclusion::Success;
+        }
+        host.engine.sessions.shutdown().await;
+        if let Some(learning) = learning {
+            learning.close().await;
+        }
+        print_kept(&host)?;
+        Ok(if cancel.is_cancelled() {
+            ExitCode::from(130)
+        } else if all_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+
+    /// The engine, after freeing VMs of dead runs and expired stored data.
+    fn open_host<B: VmBackend>(&self, backend: B, spec: VmSpec) -> Result<Host<B>> {
+        let repository = repository_name(self.root);
+        let sha = git_output(self.root, &["rev-parse", "HEAD"]).unwrap_or_else(|| "0".repeat(40));
+        // Numeric like GitHub's run ids: milliseconds since the epoch.
+        let run_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default()
+            .to_string();
+        let state = image::default_cache_dir().join("runs").join(&run_id);
+        let logs = Arc::new(LogHub::new(&state.join("logs")));
+        let sessions = sessions(backend, self.args, &spec);
+        let (artifacts, cache) = open_stores()?;
+        let engine = Engine {
+            sessions,
+            spec,
+            logs,
+            artifacts,
+            cache,
+            actions_cache_dir: image::default_cache_dir().join("actions"),
+        };
+        Ok(Host {
+            engine,
+            run_id,
+            repository,
+            sha,
+            state,
+        })
+    }
+
+    /// Runs one workflow, printing its jobs' lines live, then its summary.
+    async fn run_workflow<B: VmBackend>(
+        &self,
+        host: &Host<B>,
+        chosen: Chosen,
+        learning: &Option<Recorder>,
+        live: &mut broadcast::Receiver<LogLine>,
+        cancel: &CancellationToken,
+    ) -> Conclusion {
+        let title = title(&chosen.workflow);
+        eprintln!(
+            "firerunner: {title}: {} job(s) on '{}'",
+            chosen.plan.jobs.len(),
+            self.event.name
+        );
+        let run = self.workflow_run(host, chosen, &title);
+        let (events, mut finished) = tokio::sync::mpsc::unbounded_channel();
+        let report = print_live(live, host.engine.run(run, events, cancel.clone())).await;
+        let mut learned: Vec<LearnedJob> = Vec::new();
+        while let Ok(event) = finished.try_recv() {
+            if let RunEvent::Finished(job) = event {
+                learned.push((job.name, job.learned));
+            }
+        }
+        let hints = match learning {
+            Some(learning) => learning.record_jobs(&learned).await,
+            None => StepHints::new(),
+        };
+        print_summary(&title, &report, &hints);
+        report.conclusion
+    }
+
+    /// The engine's view of one workflow of this run.
+    fn workflow_run<B: VmBackend>(
+        &self,
+        host: &Host<B>,
+        chosen: Chosen,
+        title: &str,
+    ) -> WorkflowRun {
+        let (inputs, input_strings) =
+            run_context::dispatch_inputs(&chosen.workflow, &self.args.inputs);
+        let mut event = self.event.clone();
+        if event.name == "workflow_dispatch" && self.args.event_path.is_none() {
+            event.payload["inputs"] = serde_json::Value::Object(input_strings);
+        }
+        WorkflowRun {
+            run_id: host.run_id.clone(),
+            repository: host.repository.clone(),
+            sha: host.sha.clone(),
+            git_ref: self.git_ref.to_string(),
+            workflow_name: title.to_string(),
+            event,
+            workflow: Arc::new(chosen.workflow),
+            plan: chosen.plan,
+            inputs,
+            secrets: self.secrets.clone(),
+            vars: self.vars.clone(),
+            checkout: CheckoutSource::WorkingTree(self.root.to_path_buf()),
+            cache_scopes: vec![self.git_ref.to_string()],
+            actions_base_url: self.args.actions_url.clone(),
+            workflows: Arc::new(chosen.files),
+            limits: RunLimits {
+                max_parallel_jobs: self.args.parallel.max(1),
+            },
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_with<B: firerunner_vm::VmBackend>(
-    backend: B,
-    args: &Args,
-    root: &Path,
-    event: &Event,
-    git_ref: &str,
-    chosen: Vec<(ParsedWorkflow, WorkflowPlan, Callees)>,
-    secrets: BTreeMap<String, String>,
-    vars: BTreeMap<String, String>,
-) -> Result<ExitCode> {
-    let spec = guest_spec(args).await?;
-    let repository = repository_name(root);
-    let sha = git_output(root, &["rev-parse", "HEAD"]).unwrap_or_else(|| "0".repeat(40));
-    // Numeric like GitHub's run ids: milliseconds since the epoch.
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default()
-        .to_string();
-    let state = image::default_cache_dir().join("runs").join(&run_id);
-    let logs = Arc::new(LogHub::new(&state.join("logs")));
+/// The session manager: VMs whose owner died (a crash, a SIGKILL) are
+/// freed before new ones start; with `--warm`, a pool of restored VMs.
+fn sessions<B: VmBackend>(backend: B, args: &Args, spec: &VmSpec) -> SessionManager<B> {
     let runtime_root = firerunner_vm::runtime::default_root();
-    // VMs whose owner died (a crash, a SIGKILL) are freed before new ones start.
     let reaped = firerunner_vm::reaper::reap_orphans(&runtime_root);
     if !reaped.freed.is_empty() {
         eprintln!(
@@ -397,158 +556,92 @@ async fn run_with<B: firerunner_vm::VmBackend>(
         );
     }
     let config = SessionConfig {
-        root: runtime_root.clone(),
+        root: runtime_root,
         max_vms: args.parallel.max(1) + args.warm,
         max_sessions: args.parallel.max(1),
         acquire_timeout: None,
     };
-    let sessions = if args.warm == 0 {
-        SessionManager::new(backend, config)
-    } else {
-        SessionManager::with_pool(
-            backend,
-            config,
-            spec.clone(),
-            PoolConfig {
-                size: args.warm,
-                refill: true,
-                snapshot_dir: image::default_cache_dir().join("snapshots"),
-            },
-        )
+    if args.warm == 0 {
+        return SessionManager::new(backend, config);
+    }
+    let pool = PoolConfig {
+        size: args.warm,
+        refill: true,
+        snapshot_dir: image::default_cache_dir().join("snapshots"),
     };
+    SessionManager::with_pool(backend, config, spec.clone(), pool)
+}
+
+/// The artifact and cache stores; expired artifacts and idle or over-limit
+/// caches go first.
+fn open_stores() -> Result<(Arc<ArtifactStore>, Arc<CacheStore>)> {
     let artifacts = Arc::new(ArtifactStore::open(
         &image::default_cache_dir().join("artifacts"),
     )?);
-    let actions_cache = Arc::new(CacheStore::open(
+    let cache = Arc::new(CacheStore::open(
         &image::default_cache_dir().join("actions-cache"),
         CacheLimits::default(),
     )?);
-    // Retention: expired artifacts and idle or over-limit caches go first.
     let expired = artifacts.expire()?.len();
-    let evicted = actions_cache.evict()?.len();
+    let evicted = cache.evict()?.len();
     if expired + evicted > 0 {
         eprintln!(
             "firerunner: removed {expired} expired artifact(s) and {evicted} cache entr(ies)"
         );
     }
+    Ok((artifacts, cache))
+}
+
+/// A token Ctrl-C cancels.
+fn cancel_on_ctrl_c() -> CancellationToken {
     let cancel = CancellationToken::new();
-    {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("firerunner: cancelling (Ctrl-C)");
-                cancel.cancel();
-            }
-        });
-    }
-    let learning = if args.no_learn {
-        None
-    } else {
-        super::learn::Recorder::open(None).await
-    };
-    let mut live = logs.subscribe();
-    let printer = tokio::spawn(async move {
-        while let Ok(line) = live.recv().await {
-            let marker = match line.stream {
-                LogStream::Runner => "*",
-                LogStream::Stderr => "!",
-                LogStream::Stdout => "|",
-            };
-            println!("[{}] {marker} {}", line.job, line.text);
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("firerunner: cancelling (Ctrl-C)");
+            on_signal.cancel();
         }
     });
-    let mut all_ok = true;
-    for (workflow, plan, callees) in chosen {
-        let title = workflow
-            .name
-            .as_ref()
-            .map_or(workflow.file.clone(), |n| n.value.clone());
-        let (inputs, input_strings) = run_context::dispatch_inputs(&workflow, &args.inputs);
-        let mut event = event.clone();
-        if event.name == "workflow_dispatch" && args.event_path.is_none() {
-            event.payload["inputs"] = serde_json::Value::Object(input_strings);
-        }
-        let mut contexts = plan_context(&event, git_ref, &inputs).contexts;
-        let layout = GuestLayout::for_repository(&repository);
-        let github =
-            run_context::github_context(&contexts, &repository, &sha, &run_id, &title, &layout);
-        contexts.insert("github", Value::Object(github.clone()));
-        contexts.insert(
-            "vars",
-            Value::Object(
-                vars.iter()
-                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-                    .collect(),
-            ),
-        );
-        let environment = JobEnvironment {
-            run_id: run_id.clone(),
-            secrets: secrets.clone(),
-            default_env: run_context::default_env(&github, &layout),
-            layout,
-            checkout: Some(CheckoutSource::WorkingTree(root.to_path_buf())),
-            artifacts: Some(artifacts.clone()),
-            cache: Some((
-                actions_cache.clone(),
-                CacheScope {
-                    repository: repository.clone(),
-                    scopes: vec![git_ref.to_string()],
-                },
-            )),
-            actions_base_url: args.actions_url.clone(),
-            actions_cache_dir: image::default_cache_dir().join("actions"),
-        };
-        let executor = Arc::new(VmJobExecutor::new(
-            sessions.clone(),
-            spec.clone(),
-            environment,
-            logs.clone(),
-        ));
-        eprintln!(
-            "firerunner: {title}: {} job(s) on '{}'",
-            plan.jobs.len(),
-            event.name
-        );
-        let scope = RunScope::new(callees, Some(Arc::new(secrets.clone())));
-        let report = run_workflow(
-            Arc::new(workflow),
-            &plan,
-            &contexts,
-            executor.clone(),
-            RunLimits {
-                max_parallel_jobs: args.parallel.max(1),
+    cancel
+}
+
+/// Awaits `run`, printing every job line as it comes, the last ones included.
+async fn print_live(
+    live: &mut broadcast::Receiver<LogLine>,
+    run: impl Future<Output = RunReport>,
+) -> RunReport {
+    tokio::pin!(run);
+    let report = loop {
+        tokio::select! {
+            report = &mut run => break report,
+            line = live.recv() => match line {
+                Ok(line) => print_line(&line),
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break run.await,
             },
-            scope,
-            cancel.clone(),
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let jobs = executor.reports();
-        let hints = match &learning {
-            Some(learning) => {
-                let run = super::learn::RunInfo {
-                    run_id: &run_id,
-                    repository: &repository,
-                    commit_sha: &sha,
-                    workflow: &title,
-                };
-                learning.record_jobs(&run, &jobs, &logs).await
-            }
-            None => super::learn::StepHints::new(),
-        };
-        print_summary(&title, &report, &jobs, &hints);
-        if report.conclusion != Conclusion::Success {
-            all_ok = false;
         }
+    };
+    while let Ok(line) = live.try_recv() {
+        print_line(&line);
     }
-    sessions.shutdown().await;
-    printer.abort();
-    if let Some(learning) = learning {
-        learning.close().await;
-    }
-    eprintln!("firerunner: logs in {}", state.join("logs").display());
-    for artifact in artifacts.list(&run_id)? {
-        let (files, _) = artifacts.files(&run_id, &artifact.name)?;
+    report
+}
+
+fn print_line(line: &LogLine) {
+    let marker = match line.stream {
+        LogStream::Runner => "*",
+        LogStream::Stderr => "!",
+        LogStream::Stdout => "|",
+    };
+    println!("[{}] {marker} {}", line.job, line.text);
+}
+
+/// Where the run's logs and artifacts are kept.
+fn print_kept<B: VmBackend>(host: &Host<B>) -> Result<()> {
+    eprintln!("firerunner: logs in {}", host.state.join("logs").display());
+    let artifacts = &host.engine.artifacts;
+    for artifact in artifacts.list(&host.run_id)? {
+        let (files, _) = artifacts.files(&host.run_id, &artifact.name)?;
         eprintln!(
             "firerunner: artifact '{}' ({} bytes) in {}",
             artifact.name,
@@ -556,21 +649,10 @@ async fn run_with<B: firerunner_vm::VmBackend>(
             files.display()
         );
     }
-    Ok(if cancel.is_cancelled() {
-        ExitCode::from(130)
-    } else if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(())
 }
 
-fn print_summary(
-    title: &str,
-    report: &orchestrator::RunReport,
-    details: &[(String, firerunner_engine::job::JobReport)],
-    hints: &super::learn::StepHints,
-) {
+fn print_summary(title: &str, report: &RunReport, hints: &StepHints) {
     println!();
     println!("{title}: {}", report.conclusion.as_str());
     for error in &report.errors {
@@ -583,30 +665,31 @@ fn print_summary(
             instance.name,
             instance.duration.as_secs_f64()
         );
-        if let Some((_, job)) = details.iter().find(|(name, _)| *name == instance.name) {
-            for (index, step) in job.steps.iter().enumerate() {
-                let mark = match step.conclusion {
-                    Conclusion::Success if step.outcome == Conclusion::Failure => {
-                        "✓ (failed, continue-on-error)"
-                    }
-                    Conclusion::Success => "✓",
-                    Conclusion::Failure => "✗",
-                    Conclusion::Cancelled => "cancelled",
-                    Conclusion::Skipped => "skipped",
-                };
-                println!(
-                    "      {mark} {} ({:.1}s)",
-                    step.name,
-                    step.duration.as_secs_f64()
-                );
-                for hint in hints
-                    .get(&(instance.name.clone(), index))
-                    .into_iter()
-                    .flatten()
-                {
-                    println!("          {hint}");
-                }
+        if let Some(job) = &instance.job {
+            print_steps(&instance.name, job, hints);
+        }
+    }
+}
+
+fn print_steps(name: &str, job: &firerunner_engine::job::JobReport, hints: &StepHints) {
+    for (index, step) in job.steps.iter().enumerate() {
+        let mark = match step.conclusion {
+            Conclusion::Success if step.outcome == Conclusion::Failure => {
+                "✓ (failed, continue-on-error)"
             }
+            Conclusion::Success => "✓",
+            Conclusion::Failure => "✗",
+            Conclusion::Cancelled => "cancelled",
+            Conclusion::Skipped => "skipped",
+        };
+        println!(
+            "      {mark} {} ({:.1}s)",
+            step.name,
+            step.duration.as_secs_f64()
+        );
+        let key = (name.to_string(), index);
+        for hint in hints.get(&key).into_iter().flatten() {
+            println!("          {hint}");
         }
     }
 }
