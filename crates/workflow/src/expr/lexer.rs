@@ -425,68 +425,76 @@ pub fn tokenize(expr: &str, tokens: &mut Vec<Token>) -> Result<(), ExprError> {
     let mut previous: Option<Kind> = None;
     let mut i = 0;
     while i < bytes.len() {
-        let start = i;
-        let b = bytes[i];
-        let mut number = 0.0;
-        let mut token_start = start;
-        let (kind, end) = match b {
-            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
-                i += 1;
-                continue;
-            }
-            b'(' => (Kind::OpenParen, start + 1),
-            b')' => (Kind::CloseParen, start + 1),
-            b'[' => (Kind::OpenBracket, start + 1),
-            b']' => (Kind::CloseBracket, start + 1),
-            b',' => (Kind::Comma, start + 1),
-            b'*' if matches!(previous, Some(Kind::Dot | Kind::OpenBracket)) => {
-                (Kind::Wildcard, start + 1)
-            }
-            b'.' if previous.is_some_and(Kind::ends_value) => {
-                match bytes.get(start + 1) {
-                    // `.name`: one token, whose range is the name's.
-                    Some(b'a'..=b'z' | b'A'..=b'Z' | b'_') => {
-                        token_start = start + 1;
-                        (Kind::Member, identifier_end(expr, start + 1)?)
-                    }
-                    _ => (Kind::Dot, start + 1),
-                }
-            }
-            b'a'..=b'z' | b'A'..=b'Z' | b'_' => (Kind::Word, identifier_end(expr, start)?),
-            b'\'' => string_literal(expr, start)?,
-            b'!' | b'=' | b'<' | b'>' | b'&' | b'|' => operator(expr, start)?,
-            b'-' | b'+' | b'0'..=b'9' | b'.' => {
-                let end;
-                (number, end) = number_literal(expr, start)?;
-                (Kind::Number, end)
-            }
-            0x80.. => {
-                let c = expr[i..].chars().next().expect("in bounds");
-                if c.is_whitespace() {
-                    i += c.len_utf8();
-                    continue;
-                }
-                // Not a letter or `_`, so never the start of an identifier.
-                return Err(lex_error(expr, start, scan(expr, start, ENDS_WORD)));
-            }
-            // Any other character (`*` in the wrong place too) cannot start
-            // an identifier either.
-            _ => return Err(lex_error(expr, start, scan(expr, start, ENDS_WORD))),
-        };
-        previous = Some(kind);
-        tokens.push(Token {
-            number,
-            start: token_start as u32,
-            end: end as u32,
-            kind,
-        });
-        i = end;
+        if let Some(width) = space_width(expr, i) {
+            i += width;
+            continue;
+        }
+        let token = token(expr, i, previous)?;
+        previous = Some(token.kind);
+        tokens.push(token);
+        i = token.end as usize;
         // The usual single space between tokens, without a trip through the match.
         if bytes.get(i) == Some(&b' ') {
             i += 1;
         }
     }
     Ok(())
+}
+
+/// The byte length of the white space character at `i`, if it is one.
+#[inline(always)]
+fn space_width(expr: &str, i: usize) -> Option<usize> {
+    match expr.as_bytes()[i] {
+        b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => Some(1),
+        0x80.. => {
+            let c = expr[i..].chars().next().expect("in bounds");
+            c.is_whitespace().then(|| c.len_utf8())
+        }
+        _ => None,
+    }
+}
+
+/// The token starting at `start` (not white space), after `previous`.
+#[inline(always)]
+fn token(expr: &str, start: usize, previous: Option<Kind>) -> Result<Token, ExprError> {
+    let bytes = expr.as_bytes();
+    let mut number = 0.0;
+    let mut token_start = start;
+    let (kind, end) = match bytes[start] {
+        b'(' => (Kind::OpenParen, start + 1),
+        b')' => (Kind::CloseParen, start + 1),
+        b'[' => (Kind::OpenBracket, start + 1),
+        b']' => (Kind::CloseBracket, start + 1),
+        b',' => (Kind::Comma, start + 1),
+        b'*' if matches!(previous, Some(Kind::Dot | Kind::OpenBracket)) => {
+            (Kind::Wildcard, start + 1)
+        }
+        b'.' if previous.is_some_and(Kind::ends_value) => match bytes.get(start + 1) {
+            // `.name`: one token, whose range is the name's.
+            Some(b'a'..=b'z' | b'A'..=b'Z' | b'_') => {
+                token_start = start + 1;
+                (Kind::Member, identifier_end(expr, start + 1)?)
+            }
+            _ => (Kind::Dot, start + 1),
+        },
+        b'a'..=b'z' | b'A'..=b'Z' | b'_' => (Kind::Word, identifier_end(expr, start)?),
+        b'\'' => string_literal(expr, start)?,
+        b'!' | b'=' | b'<' | b'>' | b'&' | b'|' => operator(expr, start)?,
+        b'-' | b'+' | b'0'..=b'9' | b'.' => {
+            let end;
+            (number, end) = number_literal(expr, start)?;
+            (Kind::Number, end)
+        }
+        // Any other character (non-ASCII, `*` in the wrong place too) is not
+        // a letter or `_`, so never the start of an identifier.
+        _ => return Err(lex_error(expr, start, scan(expr, start, ENDS_WORD))),
+    };
+    Ok(Token {
+        number,
+        start: token_start as u32,
+        end: end as u32,
+        kind,
+    })
 }
 
 #[cfg(test)]
