@@ -102,8 +102,8 @@ impl Glob {
             let (cur, next) = reachable.split_at_mut((i + 1) * cols);
             let cur = &cur[i * cols..];
             let next = &mut next[..cols];
-            for j in 0..cols {
-                if cur[j] {
+            for (j, &here) in cur.iter().enumerate() {
+                if here {
                     token.advance(&chars, j, next);
                 }
             }
