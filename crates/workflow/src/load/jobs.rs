@@ -417,25 +417,30 @@ fn environment(c: &mut Checker, node: &Node, field: &str) {
     }
 }
 
+/// The keys of a job's `container`.
+const CONTAINER_KEYS: &[&str] = &["image", "credentials", "env", "ports", "volumes", "options"];
+
+/// The keys of a job's `services` entries.
+const SERVICE_KEYS: &[&str] = &[
+    "image",
+    "credentials",
+    "env",
+    "ports",
+    "volumes",
+    "options",
+    "entrypoint",
+    "command",
+];
+
 fn container(c: &mut Checker, node: &Node, field: &str) {
     if node.as_str().is_some() {
         c.template(node, field, ctx::JOB_SETUP);
         return;
     }
-    let service = field.contains(".services.");
-    let keys: &[&str] = if service {
-        &[
-            "image",
-            "credentials",
-            "env",
-            "ports",
-            "volumes",
-            "options",
-            "entrypoint",
-            "command",
-        ]
+    let keys = if field.contains(".services.") {
+        SERVICE_KEYS
     } else {
-        &["image", "credentials", "env", "ports", "volumes", "options"]
+        CONTAINER_KEYS
     };
     if let Some(entries) = c.map_with_keys(node, field, keys) {
         c.require(entries, node.pos, field, &["image"]);
@@ -527,38 +532,43 @@ fn matrix(c: &mut Checker, node: &Node, field: &str) {
         let k = key.as_str().unwrap_or_default();
         let sub = format!("{field}.{k}");
         c.templates_in(value, &sub, ctx::JOB_IF);
-        match (&value.kind, k) {
-            (NodeKind::Seq(items), "include" | "exclude") => {
-                for item in items {
-                    if !matches!(item.kind, NodeKind::Map(_))
-                        && item.as_str().is_none_or(|s| !s.contains("${{"))
-                    {
-                        c.error(
-                            item.pos,
-                            format!(
-                                "{sub}: each entry must be a mapping, found {}",
-                                item.kind_name()
-                            ),
-                        );
-                    }
+        matrix_entry(c, k, value, &sub);
+    }
+}
+
+/// One dimension, or `include`/`exclude`, of a matrix.
+fn matrix_entry(c: &mut Checker, k: &str, value: &Node, sub: &str) {
+    match (&value.kind, k) {
+        (NodeKind::Seq(items), "include" | "exclude") => {
+            for item in items {
+                if !matches!(item.kind, NodeKind::Map(_))
+                    && item.as_str().is_none_or(|s| !s.contains("${{"))
+                {
+                    c.error(
+                        item.pos,
+                        format!(
+                            "{sub}: each entry must be a mapping, found {}",
+                            item.kind_name()
+                        ),
+                    );
                 }
             }
-            (NodeKind::Seq(items), _) if items.is_empty() => {
-                c.error(
-                    value.pos,
-                    format!("{sub}: matrix vector '{k}' does not contain any values"),
-                );
-            }
-            (NodeKind::Seq(_), _) => {}
-            (NodeKind::Scalar(s, _), _) if s.contains("${{") => {}
-            _ => c.error(
-                value.pos,
-                format!(
-                    "{sub}: expected a sequence or an expression, found {}",
-                    value.kind_name()
-                ),
-            ),
         }
+        (NodeKind::Seq(items), _) if items.is_empty() => {
+            c.error(
+                value.pos,
+                format!("{sub}: matrix vector '{k}' does not contain any values"),
+            );
+        }
+        (NodeKind::Seq(_), _) => {}
+        (NodeKind::Scalar(s, _), _) if s.contains("${{") => {}
+        _ => c.error(
+            value.pos,
+            format!(
+                "{sub}: expected a sequence or an expression, found {}",
+                value.kind_name()
+            ),
+        ),
     }
 }
 

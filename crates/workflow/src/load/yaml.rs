@@ -333,16 +333,7 @@ impl<'a> Builder<'a> {
             }
             Event::SequenceStart(anchor, _) => (NodeKind::Seq(self.items(depth + 1)?), anchor),
             Event::MappingStart(anchor, _) => (NodeKind::Map(self.entries(depth + 1)?), anchor),
-            Event::Alias(id) => {
-                let Some(target) = self.anchors.get(&id).cloned() else {
-                    return Err(YamlError {
-                        pos,
-                        message: "alias refers to an unknown anchor".into(),
-                    });
-                };
-                self.count(count_nodes(&target), pos)?;
-                return Ok(Node { pos, ..target });
-            }
+            Event::Alias(id) => return self.alias(id, pos),
             other => {
                 return Err(YamlError {
                     pos,
@@ -355,6 +346,18 @@ impl<'a> Builder<'a> {
             self.anchors.insert(anchor, node.clone());
         }
         Ok(node)
+    }
+
+    /// A copy of the node anchored as `id`, at `pos`.
+    fn alias(&mut self, id: usize, pos: Pos) -> Result<Node, YamlError> {
+        let Some(target) = self.anchors.get(&id).cloned() else {
+            return Err(YamlError {
+                pos,
+                message: "alias refers to an unknown anchor".into(),
+            });
+        };
+        self.count(count_nodes(&target), pos)?;
+        Ok(Node { pos, ..target })
     }
 
     /// The items of a sequence up to its end, at `depth`.
