@@ -109,6 +109,41 @@ pub struct Client {
 /// Why the connection was dropped for garbage, once it was.
 type Violation = Arc<Mutex<Option<String>>>;
 
+/// Reads until the agent's hello, checking its protocol version; frames
+/// before it are passed over, and what follows it stays in `decoder`.
+async fn read_hello<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    decoder: &mut FrameDecoder,
+) -> Result<PeerInfo, ClientError> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(payload) = decoder.next_payload() {
+            if let Ok(Message {
+                body:
+                    Body::Hello {
+                        protocol_version,
+                        software_version,
+                        capabilities,
+                    },
+                ..
+            }) = Message::from_payload(&payload)
+            {
+                check_version(protocol_version)?;
+                return Ok(PeerInfo {
+                    software_version,
+                    capabilities,
+                });
+            }
+            continue;
+        }
+        let n = reader.read(&mut buffer).await?;
+        if n == 0 {
+            return Err(ClientError::Closed);
+        }
+        decoder.push(&buffer[..n]);
+    }
+}
+
 /// Routes each reply to its operation. After the handshake the link carries nothing but
 /// frames, so any skipped byte, bad checksum, oversize frame or undecodable message is an
 /// attack or a broken agent: the connection is dropped and every operation fails.
@@ -172,33 +207,7 @@ impl Client {
             .await?;
         writer.flush().await?;
         let mut decoder = FrameDecoder::new();
-        let mut buffer = vec![0u8; 64 * 1024];
-        let peer = loop {
-            if let Some(payload) = decoder.next_payload() {
-                if let Ok(Message {
-                    body:
-                        Body::Hello {
-                            protocol_version,
-                            software_version,
-                            capabilities,
-                        },
-                    ..
-                }) = Message::from_payload(&payload)
-                {
-                    check_version(protocol_version)?;
-                    break PeerInfo {
-                        software_version,
-                        capabilities,
-                    };
-                }
-                continue;
-            }
-            let n = reader.read(&mut buffer).await?;
-            if n == 0 {
-                return Err(ClientError::Closed);
-            }
-            decoder.push(&buffer[..n]);
-        };
+        let peer = read_hello(&mut reader, &mut decoder).await?;
         let routes: Routes = Arc::new(Mutex::new(Some(HashMap::new())));
         let violation: Violation = Arc::default();
         tokio::spawn(route_replies(

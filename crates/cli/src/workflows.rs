@@ -60,8 +60,27 @@ pub fn load_file(path: &Path) -> Result<LoadedFile> {
             diagnostics,
         });
     };
-    let mut callees = Vec::new();
     let root = repository_root(path);
+    let callees = local_callees(&workflow, &root, &mut diagnostics)?;
+    // Inputs, secrets and permissions of every call, nested ones included.
+    diagnostics.extend(load::check_calls(&workflow, &RepositoryFiles { root }));
+    diagnostics.sort_by_key(|d| d.pos);
+    let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
+    Ok(LoadedFile {
+        callees,
+        workflow: (!has_errors).then_some(workflow),
+        diagnostics,
+    })
+}
+
+/// The local workflows (`./` and `$/`) the jobs of `workflow` call, by job
+/// id; a missing one is reported in `diagnostics`.
+fn local_callees(
+    workflow: &ParsedWorkflow,
+    root: &Path,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<Vec<(String, ParsedWorkflow)>> {
+    let mut callees = Vec::new();
     for (id, job) in &workflow.jobs {
         let JobBody::Call(call) = &job.body else {
             continue;
@@ -84,15 +103,7 @@ pub fn load_file(path: &Path) -> Result<LoadedFile> {
             callees.push((id.clone(), callee));
         }
     }
-    // Inputs, secrets and permissions of every call, nested ones included.
-    diagnostics.extend(load::check_calls(&workflow, &RepositoryFiles { root }));
-    diagnostics.sort_by_key(|d| d.pos);
-    let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
-    Ok(LoadedFile {
-        callees,
-        workflow: (!has_errors).then_some(workflow),
-        diagnostics,
-    })
+    Ok(callees)
 }
 
 /// The workflow files of the local checkout (`./` and `$/` calls); remote

@@ -818,43 +818,9 @@ impl GitHubClient {
         let attempts = inner.retry.attempts.max(1);
         let mut attempt = 1;
         loop {
-            let mut request = inner
-                .http
-                .request(method.clone(), &url)
-                .header(ACCEPT, "application/vnd.github+json")
-                .header("X-GitHub-Api-Version", API_VERSION)
-                .header(USER_AGENT, &inner.user_agent);
-            if let Some(token) = bearer {
-                request = request.header(AUTHORIZATION, format!("Bearer {token}"));
-            }
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let (err, headers) = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    match response.bytes().await {
-                        Ok(bytes) if status.is_success() => {
-                            return Ok(Reply {
-                                headers,
-                                body: bytes.to_vec(),
-                                path: path.to_owned(),
-                            })
-                        }
-                        Ok(bytes) => (
-                            ApiError::Http {
-                                method: method.to_string(),
-                                path: path.to_owned(),
-                                status: status.as_u16(),
-                                message: error_message(status, &bytes),
-                            },
-                            headers,
-                        ),
-                        Err(e) => (transport_error(&method, path, &e), headers),
-                    }
-                }
-                Err(e) => (transport_error(&method, path, &e), HeaderMap::new()),
+            let (err, headers) = match self.try_call(&method, &url, path, bearer, body).await {
+                Ok(reply) => return Ok(reply),
+                Err(failure) => failure,
             };
             if !err.is_transient() || attempt >= attempts {
                 return Err(err);
@@ -870,6 +836,54 @@ impl GitHubClient {
             tracing::debug!(%err, attempt, ?wait, "retrying a transient GitHub API failure");
             tokio::time::sleep(wait).await;
             attempt += 1;
+        }
+    }
+
+    /// One try of an API call: the reply, or the error with the headers
+    /// that came with it (they may say how long to wait).
+    async fn try_call(
+        &self,
+        method: &Method,
+        url: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Reply, (ApiError, HeaderMap)> {
+        let inner = &self.inner;
+        let mut request = inner
+            .http
+            .request(method.clone(), url)
+            .header(ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", API_VERSION)
+            .header(USER_AGENT, &inner.user_agent);
+        if let Some(token) = bearer {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return Err((transport_error(method, path, &e), HeaderMap::new())),
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        match response.bytes().await {
+            Ok(bytes) if status.is_success() => Ok(Reply {
+                headers,
+                body: bytes.to_vec(),
+                path: path.to_owned(),
+            }),
+            Ok(bytes) => Err((
+                ApiError::Http {
+                    method: method.to_string(),
+                    path: path.to_owned(),
+                    status: status.as_u16(),
+                    message: error_message(status, &bytes),
+                },
+                headers,
+            )),
+            Err(e) => Err((transport_error(method, path, &e), headers)),
         }
     }
 }

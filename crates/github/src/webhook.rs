@@ -211,6 +211,68 @@ pub enum WebhookEvent {
     },
 }
 
+impl RawPing {
+    fn into_event(self, payload: Value) -> PingEvent {
+        PingEvent {
+            zen: self.zen,
+            hook_id: self.hook_id,
+            repository: self.repository.map(Repository::from),
+            payload,
+        }
+    }
+}
+
+impl RawPush {
+    fn into_event(self, payload: Value) -> PushEvent {
+        PushEvent {
+            git_ref: self.git_ref,
+            before: self.before,
+            after: self.after,
+            created: self.created,
+            deleted: self.deleted,
+            forced: self.forced,
+            base_ref: self.base_ref,
+            commits: self.commits.into_iter().map(PushCommit::from).collect(),
+            head_commit: self.head_commit.map(PushCommit::from),
+            repository: self.repository.into(),
+            pusher_name: self.pusher.name,
+            payload,
+        }
+    }
+}
+
+impl RawPullRequestEvent {
+    fn into_event(self, payload: Value) -> PullRequestEvent {
+        let pr = self.pull_request;
+        PullRequestEvent {
+            action: self.action,
+            number: self.number,
+            head_sha: pr.head.sha,
+            head_ref: pr.head.git_ref,
+            head_repo_full_name: pr.head.repo.map(|r| r.full_name),
+            base_ref: pr.base.git_ref,
+            base_sha: pr.base.sha,
+            title: pr.title,
+            html_url: pr.html_url,
+            merged: pr.merged.unwrap_or(false),
+            repository: self.repository.into(),
+            payload,
+        }
+    }
+}
+
+impl RawWorkflowDispatch {
+    fn into_event(self, payload: Value) -> WorkflowDispatchEvent {
+        WorkflowDispatchEvent {
+            git_ref: self.git_ref,
+            workflow: self.workflow,
+            inputs: self.inputs.unwrap_or_default(),
+            repository: self.repository.into(),
+            payload,
+        }
+    }
+}
+
 const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
 impl WebhookEvent {
@@ -221,72 +283,27 @@ impl WebhookEvent {
             path: String::new(),
             message: format!("invalid JSON: {e}"),
         })?;
-        let event = match event_name {
+        Ok(match event_name {
             "ping" => {
-                let raw: RawPing = typed(event_name, &payload)?;
-                WebhookEvent::Ping(PingEvent {
-                    zen: raw.zen,
-                    hook_id: raw.hook_id,
-                    repository: raw.repository.map(Repository::from),
-                    payload,
-                })
+                WebhookEvent::Ping(typed::<RawPing>(event_name, &payload)?.into_event(payload))
             }
             "push" => {
-                let raw: RawPush = typed(event_name, &payload)?;
-                WebhookEvent::Push(PushEvent {
-                    git_ref: raw.git_ref,
-                    before: raw.before,
-                    after: raw.after,
-                    created: raw.created,
-                    deleted: raw.deleted,
-                    forced: raw.forced,
-                    base_ref: raw.base_ref,
-                    commits: raw.commits.into_iter().map(PushCommit::from).collect(),
-                    head_commit: raw.head_commit.map(PushCommit::from),
-                    repository: raw.repository.into(),
-                    pusher_name: raw.pusher.name,
-                    payload,
-                })
+                WebhookEvent::Push(typed::<RawPush>(event_name, &payload)?.into_event(payload))
             }
-            "pull_request" | "pull_request_target" => {
-                let raw: RawPullRequestEvent = typed(event_name, &payload)?;
-                let pr = raw.pull_request;
-                let make = if event_name == "pull_request" {
-                    WebhookEvent::PullRequest
-                } else {
-                    WebhookEvent::PullRequestTarget
-                };
-                make(PullRequestEvent {
-                    action: raw.action,
-                    number: raw.number,
-                    head_sha: pr.head.sha,
-                    head_ref: pr.head.git_ref,
-                    head_repo_full_name: pr.head.repo.map(|r| r.full_name),
-                    base_ref: pr.base.git_ref,
-                    base_sha: pr.base.sha,
-                    title: pr.title,
-                    html_url: pr.html_url,
-                    merged: pr.merged.unwrap_or(false),
-                    repository: raw.repository.into(),
-                    payload,
-                })
-            }
-            "workflow_dispatch" => {
-                let raw: RawWorkflowDispatch = typed(event_name, &payload)?;
-                WebhookEvent::WorkflowDispatch(WorkflowDispatchEvent {
-                    git_ref: raw.git_ref,
-                    workflow: raw.workflow,
-                    inputs: raw.inputs.unwrap_or_default(),
-                    repository: raw.repository.into(),
-                    payload,
-                })
-            }
+            "pull_request" => WebhookEvent::PullRequest(
+                typed::<RawPullRequestEvent>(event_name, &payload)?.into_event(payload),
+            ),
+            "pull_request_target" => WebhookEvent::PullRequestTarget(
+                typed::<RawPullRequestEvent>(event_name, &payload)?.into_event(payload),
+            ),
+            "workflow_dispatch" => WebhookEvent::WorkflowDispatch(
+                typed::<RawWorkflowDispatch>(event_name, &payload)?.into_event(payload),
+            ),
             other => WebhookEvent::Other {
                 name: other.to_owned(),
                 payload,
             },
-        };
-        Ok(event)
+        })
     }
 
     /// The event name, as in `X-GitHub-Event`.

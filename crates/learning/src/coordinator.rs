@@ -14,7 +14,7 @@ use crate::model::{
 };
 use crate::normalize::normalize_command;
 use crate::signature::{signature_from_log, ErrorSignature, DEFAULT_TAIL_LINES};
-use crate::store::{LearningStore, StepRow, StepWrite};
+use crate::store::{LearningStore, Snapshot, StepRow, StepWrite};
 use crate::LearningError;
 use firerunner_workflow::Conclusion;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -166,6 +166,51 @@ struct State {
 }
 
 impl State {
+    /// The state the store's `snapshot` holds.
+    fn from_snapshot(snapshot: Snapshot) -> Self {
+        let mut state = State::default();
+        for (key, repository, successes, failures) in snapshot.node_stats {
+            state
+                .graph
+                .add_counts(&key, &repository, successes, failures);
+            state.successes += successes;
+            state.failures += failures;
+        }
+        for (from, to, count) in snapshot.edges {
+            state.graph.add_sequence(&from, &to, count);
+        }
+        for (key, signature, count) in snapshot.signatures {
+            state.graph.add_signature(&key, &signature, count);
+        }
+        for (location, command, commit_sha, passes, failures) in snapshot.outcomes {
+            state.outcomes.insert(
+                OutcomeKey {
+                    repository: location.repository,
+                    workflow: location.workflow,
+                    job: location.job,
+                    command,
+                    commit_sha,
+                },
+                (passes, failures),
+            );
+        }
+        for lesson in snapshot.lessons {
+            state.insert_lesson(lesson);
+        }
+        for flaky in snapshot.flaky {
+            state.flaky.insert(
+                FlakyKey {
+                    repository: flaky.location.repository.clone(),
+                    workflow: flaky.location.workflow.clone(),
+                    job: flaky.location.job.clone(),
+                    command: flaky.command.clone(),
+                },
+                flaky,
+            );
+        }
+        state
+    }
+
     fn is_flaky(&self, location: &StepLocation, command: &str) -> bool {
         self.flaky.contains_key(&FlakyKey {
             repository: location.repository.clone(),
@@ -374,47 +419,7 @@ impl std::fmt::Debug for WriterMessage {
 impl LearningCoordinator {
     /// Loads the state from `store` and starts the background writer (needs a tokio runtime).
     pub async fn open(store: LearningStore, config: LearningConfig) -> Result<Self, LearningError> {
-        let snapshot = store.load().await?;
-        let mut state = State::default();
-        for (key, repository, successes, failures) in snapshot.node_stats {
-            state
-                .graph
-                .add_counts(&key, &repository, successes, failures);
-            state.successes += successes;
-            state.failures += failures;
-        }
-        for (from, to, count) in snapshot.edges {
-            state.graph.add_sequence(&from, &to, count);
-        }
-        for (key, signature, count) in snapshot.signatures {
-            state.graph.add_signature(&key, &signature, count);
-        }
-        for (location, command, commit_sha, passes, failures) in snapshot.outcomes {
-            state.outcomes.insert(
-                OutcomeKey {
-                    repository: location.repository,
-                    workflow: location.workflow,
-                    job: location.job,
-                    command,
-                    commit_sha,
-                },
-                (passes, failures),
-            );
-        }
-        for lesson in snapshot.lessons {
-            state.insert_lesson(lesson);
-        }
-        for flaky in snapshot.flaky {
-            state.flaky.insert(
-                FlakyKey {
-                    repository: flaky.location.repository.clone(),
-                    workflow: flaky.location.workflow.clone(),
-                    job: flaky.location.job.clone(),
-                    command: flaky.command.clone(),
-                },
-                flaky,
-            );
-        }
+        let state = State::from_snapshot(store.load().await?);
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let writer = tokio::spawn(run_writer(store, receiver, config.batch_size.max(1)));
         Ok(LearningCoordinator {

@@ -273,55 +273,25 @@ impl CommandKnowledgeGraph {
             None => concepts_of(command),
         };
         let own = self.lookup(command);
-        let mut sequences: HashMap<NodeIndex, u64> = HashMap::new();
-        if let Some(index) = own {
-            for direction in [Direction::Outgoing, Direction::Incoming] {
-                for edge in self.graph.edges_directed(index, direction) {
-                    let other = if direction == Direction::Outgoing {
-                        edge.target()
-                    } else {
-                        edge.source()
-                    };
-                    if other != index {
-                        *sequences.entry(other).or_default() += *edge.weight();
-                    }
-                }
-            }
-        }
+        let sequences = own.map(|index| self.neighbours(index)).unwrap_or_default();
         let total_sequences: u64 = sequences.values().sum();
         let mut related: Vec<RelatedCommand> = self
             .graph
             .node_indices()
             .filter(|index| Some(*index) != own)
             .filter_map(|index| {
-                let node = &self.graph[index];
-                let shared: Vec<Concept> = node
-                    .concepts
-                    .iter()
-                    .filter(|concept| concepts.contains(concept))
-                    .copied()
-                    .collect();
                 let sequence_count = sequences.get(&index).copied().unwrap_or(0);
-                if shared.is_empty() && sequence_count == 0 {
-                    return None;
-                }
-                let union = concepts.len() + node.concepts.len() - shared.len();
-                let jaccard = if union == 0 {
-                    0.0
-                } else {
-                    shared.len() as f64 / union as f64
-                };
                 let sequence_share = if total_sequences == 0 {
                     0.0
                 } else {
                     sequence_count as f64 / total_sequences as f64
                 };
-                Some(RelatedCommand {
-                    command: node.command.clone(),
-                    score: sequence_share + jaccard,
+                related_command(
+                    &self.graph[index],
+                    &concepts,
                     sequence_count,
-                    shared_concepts: shared,
-                })
+                    sequence_share,
+                )
             })
             .collect();
         related.sort_by(|a, b| {
@@ -331,6 +301,25 @@ impl CommandKnowledgeGraph {
         });
         related.truncate(limit);
         related
+    }
+
+    /// The commands run right before or after the one at `index`, with how
+    /// often.
+    fn neighbours(&self, index: NodeIndex) -> HashMap<NodeIndex, u64> {
+        let mut sequences: HashMap<NodeIndex, u64> = HashMap::new();
+        for direction in [Direction::Outgoing, Direction::Incoming] {
+            for edge in self.graph.edges_directed(index, direction) {
+                let other = if direction == Direction::Outgoing {
+                    edge.target()
+                } else {
+                    edge.source()
+                };
+                if other != index {
+                    *sequences.entry(other).or_default() += *edge.weight();
+                }
+            }
+        }
+        sequences
     }
 
     /// The command most often run successfully right after `command`, with its count.
@@ -382,6 +371,38 @@ impl CommandKnowledgeGraph {
         });
         failing
     }
+}
+
+/// `node` as related to a command with `concepts`: scored by the share of
+/// that command's sequences it is in plus the Jaccard index of their
+/// concepts; `None` when it shares neither.
+fn related_command(
+    node: &NodeStats,
+    concepts: &[Concept],
+    sequence_count: u64,
+    sequence_share: f64,
+) -> Option<RelatedCommand> {
+    let shared: Vec<Concept> = node
+        .concepts
+        .iter()
+        .filter(|concept| concepts.contains(concept))
+        .copied()
+        .collect();
+    if shared.is_empty() && sequence_count == 0 {
+        return None;
+    }
+    let union = concepts.len() + node.concepts.len() - shared.len();
+    let jaccard = if union == 0 {
+        0.0
+    } else {
+        shared.len() as f64 / union as f64
+    };
+    Some(RelatedCommand {
+        command: node.command.clone(),
+        score: sequence_share + jaccard,
+        sequence_count,
+        shared_concepts: shared,
+    })
 }
 
 #[cfg(test)]

@@ -252,25 +252,7 @@ impl LlmClient {
                 body: body.chars().take(300).collect(),
             });
         }
-        let parsed: ChatResponse = serde_json::from_str(&body).map_err(|error| {
-            LlmError::Malformed(format!(
-                "{error} in {:?}",
-                body.chars().take(120).collect::<String>()
-            ))
-        })?;
-        let text = parsed
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| LlmError::Malformed("no choices".into()))?
-            .message
-            .content
-            .unwrap_or_default();
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(LlmError::Empty);
-        }
-        Ok(text.to_string())
+        answer_text(&body)
     }
 
     /// Turns a natural-language request into a valid workflow; an invalid first answer is sent
@@ -365,6 +347,29 @@ fn last_chars(text: &str, max: usize) -> &str {
         .map(|(index, _)| index)
         .unwrap_or(0);
     &text[skip..]
+}
+
+/// The text of the first choice of a chat completion's `body`.
+fn answer_text(body: &str) -> Result<String, LlmError> {
+    let parsed: ChatResponse = serde_json::from_str(body).map_err(|error| {
+        LlmError::Malformed(format!(
+            "{error} in {:?}",
+            body.chars().take(120).collect::<String>()
+        ))
+    })?;
+    let text = parsed
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| LlmError::Malformed("no choices".into()))?
+        .message
+        .content
+        .unwrap_or_default();
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(LlmError::Empty);
+    }
+    Ok(text.to_string())
 }
 
 #[cfg(test)]

@@ -200,6 +200,23 @@ fn check_sum(h: &[u8; BLOCK]) -> Result<(), TarError> {
     Ok(())
 }
 
+/// The body of a long-name (`L`) or long-link (`K`) record of `size` bytes
+/// (which `count` is told as an entry without data).
+fn read_long_name<R: Read>(
+    input: &mut R,
+    size: u64,
+    count: &mut dyn FnMut(u64) -> Result<(), TarError>,
+) -> Result<Vec<u8>, TarError> {
+    if size > MAX_LONG_NAME {
+        return Err(malformed(format!("long name of {size} bytes")));
+    }
+    count(0)?;
+    let mut body = vec![0u8; size as usize];
+    input.read_exact(&mut body)?;
+    skip_padding(input, size)?;
+    Ok(field_bytes(&body))
+}
+
 /// Reads the next entry's header (long-name records folded in); `None` at the end of the
 /// archive. `count` is told every header's declared size before any of its data is read.
 pub(crate) fn read_header<R: Read>(
@@ -217,19 +234,12 @@ pub(crate) fn read_header<R: Read>(
         let size = parse_number(&h[124..136])?;
         let kind = h[156];
         if kind == b'L' || kind == b'K' {
-            if size > MAX_LONG_NAME {
-                return Err(malformed(format!("long name of {size} bytes")));
-            }
-            count(0)?;
-            let mut body = vec![0u8; size as usize];
-            input.read_exact(&mut body)?;
-            skip_padding(input, size)?;
             let slot = if kind == b'L' {
                 &mut long_name
             } else {
                 &mut long_link
             };
-            *slot = Some(field_bytes(&body));
+            *slot = Some(read_long_name(input, size, count)?);
             continue;
         }
         let kind = match kind {

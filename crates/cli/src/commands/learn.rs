@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use firerunner_learning::{
     one_line, short_sha, workflow_from_text, Concept, Conclusion, EvidenceLevel, FlakyStep, Hint,
     LearningConfig, LearningCoordinator, LearningStats, LearningStore, Lesson, LlmClient,
-    LlmConfig, PredictionContext, StepRecord,
+    LlmConfig, Prediction, PredictionContext, StepRecord,
 };
 use serde::Serialize;
 
@@ -282,45 +282,58 @@ fn stats(learning: &LearningCoordinator, as_json: bool) -> String {
 }
 
 fn lessons(lessons: &[Lesson], as_json: bool) -> String {
-    if as_json {
-        return to_json(&lessons);
-    }
-    if lessons.is_empty() {
-        return "no lessons yet: no error has repeated at one step often enough\n".into();
-    }
-    let rows: Vec<Vec<String>> = lessons
-        .iter()
-        .map(|lesson| {
+    let empty = "no lessons yet: no error has repeated at one step often enough\n";
+    listing(
+        lessons,
+        as_json,
+        empty,
+        &["COUNT", "STATUS", "STEP", "ERROR"],
+        |lesson| {
             vec![
                 lesson.count.to_string(),
                 lesson.status().to_string(),
                 lesson.location.to_string(),
                 one_line(&lesson.signature.text, 90),
             ]
-        })
-        .collect();
-    table(&["COUNT", "STATUS", "STEP", "ERROR"], &rows)
+        },
+    )
 }
 
 fn flaky(steps: &[FlakyStep], as_json: bool) -> String {
-    if as_json {
-        return to_json(&steps);
-    }
-    if steps.is_empty() {
-        return "no flaky steps: no step both passed and failed at one commit\n".into();
-    }
-    let rows: Vec<Vec<String>> = steps
-        .iter()
-        .map(|step| {
+    let empty = "no flaky steps: no step both passed and failed at one commit\n";
+    listing(
+        steps,
+        as_json,
+        empty,
+        &["COMMITS", "LAST", "STEP", "COMMAND"],
+        |step| {
             vec![
                 step.flaky_commits.to_string(),
                 short_sha(&step.last_commit_sha).to_string(),
                 step.location.to_string(),
                 one_line(&step.command, 60),
             ]
-        })
-        .collect();
-    table(&["COMMITS", "LAST", "STEP", "COMMAND"], &rows)
+        },
+    )
+}
+
+/// `items` as JSON, as the `empty` message when there are none, else as a
+/// table with `headers` and a `row` per item.
+fn listing<T: Serialize>(
+    items: &[T],
+    as_json: bool,
+    empty: &str,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> String {
+    if as_json {
+        return to_json(&items);
+    }
+    if items.is_empty() {
+        return empty.into();
+    }
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    table(headers, &rows)
 }
 
 /// The JSON answer of `learn predict`.
@@ -360,7 +373,35 @@ fn predict(
         repository: repository.clone(),
     };
     let prediction = learning.predict_success(command, &context);
-    let key = firerunner_learning::normalize_command(command);
+    let (concepts, signatures) = failure_signatures(learning, command);
+    if !as_json {
+        return prediction_text(&prediction, command, repository, &concepts, &signatures);
+    }
+    let failure_signatures = signatures
+        .into_iter()
+        .map(|(count, signature)| SignatureCount { count, signature })
+        .collect();
+    to_json(&PredictAnswer {
+        command,
+        normalized: firerunner_learning::normalize_command(command),
+        repository,
+        probability: prediction.probability,
+        evidence: Evidence {
+            level: prediction.level,
+            successes: prediction.successes,
+            failures: prediction.failures,
+            concepts: &concepts,
+            failure_signatures,
+        },
+    })
+}
+
+/// The command's concepts and its five most frequent failure signatures
+/// (with their counts).
+fn failure_signatures(
+    learning: &LearningCoordinator,
+    command: &str,
+) -> (Vec<Concept>, Vec<(u64, String)>) {
     let (concepts, mut signatures) = learning.with_graph(|graph| match graph.node(command) {
         Some(node) => (
             node.concepts.clone(),
@@ -373,26 +414,19 @@ fn predict(
     });
     signatures.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     signatures.truncate(5);
+    (concepts, signatures)
+}
+
+/// A prediction for a person: the probability, what it rests on and the
+/// command's failures.
+fn prediction_text(
+    prediction: &Prediction,
+    command: &str,
+    repository: Option<String>,
+    concepts: &[Concept],
+    signatures: &[(u64, String)],
+) -> String {
     let concept_names: Vec<&str> = concepts.iter().map(|c| c.as_str()).collect();
-    if as_json {
-        let failure_signatures = signatures
-            .into_iter()
-            .map(|(count, signature)| SignatureCount { count, signature })
-            .collect();
-        return to_json(&PredictAnswer {
-            command,
-            normalized: key,
-            repository,
-            probability: prediction.probability,
-            evidence: Evidence {
-                level: prediction.level,
-                successes: prediction.successes,
-                failures: prediction.failures,
-                concepts: &concepts,
-                failure_signatures,
-            },
-        });
-    }
     let basis = match prediction.level {
         EvidenceLevel::CommandInRepository => format!(
             "this command in {}",

@@ -5,7 +5,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 use firerunner_workflow::model::{JobBody, ParsedWorkflow};
-use firerunner_workflow::plan::{plan_workflow, IfDecision, MatrixState, PlanContext};
+use firerunner_workflow::plan::{plan_workflow, IfDecision, MatrixState, PlanContext, PlannedJob};
 use firerunner_workflow::trigger::{check_dispatch_inputs, decide, Event, TriggerDecision};
 use firerunner_workflow::{Object, Value};
 use serde_json::json;
@@ -71,6 +71,37 @@ pub(crate) fn default_payload(event: &str, git_ref: &str, base: &str) -> serde_j
 /// Prints the plan; fails when a workflow cannot be loaded or planned.
 pub fn run(args: Args) -> Result<ExitCode> {
     let git_ref = args.git_ref.clone().unwrap_or_else(current_ref);
+    let event = event_of(&args, &git_ref)?;
+    let (loaded, failed) = load(&args)?;
+    let mut printer = PlanPrinter {
+        args: &args,
+        event,
+        git_ref,
+        failed,
+        runs: 0,
+        job_count: 0,
+    };
+    for (workflow, callees) in &loaded {
+        printer.workflow(workflow, callees);
+    }
+    let (runs, job_count) = (printer.runs, printer.job_count);
+    eprintln!(
+        "{runs} of {} workflow{} run{} on '{}', {job_count} job{}",
+        loaded.len(),
+        if loaded.len() == 1 { "" } else { "s" },
+        if runs == 1 { "s" } else { "" },
+        args.event,
+        if job_count == 1 { "" } else { "s" }
+    );
+    Ok(if printer.failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The event to plan for: `--payload`, else one made from `--ref` and `--base`.
+fn event_of(args: &Args, git_ref: &str) -> Result<Event> {
     let payload = match &args.payload {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -78,15 +109,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
             serde_json::from_str(&text)
                 .with_context(|| format!("{} is not valid JSON", path.display()))?
         }
-        None => default_payload(&args.event, &git_ref, &args.base),
+        None => default_payload(&args.event, git_ref, &args.base),
     };
     let mut event = Event::new(args.event.clone(), payload);
     if !args.changed_files.is_empty() {
         event = event.with_changed_files(args.changed_files.clone());
     }
+    Ok(event)
+}
 
+/// A workflow with the workflows its jobs call, by calling job id.
+type Loaded = (ParsedWorkflow, Vec<(String, ParsedWorkflow)>);
+
+/// The workflows that load, and whether any failed to (its problems printed).
+fn load(args: &Args) -> Result<(Vec<Loaded>, bool)> {
     let mut failed = false;
-    let mut loaded: Vec<(ParsedWorkflow, Vec<(String, ParsedWorkflow)>)> = Vec::new();
+    let mut loaded = Vec::new();
     for path in workflows::collect(&args.workflows)? {
         let file = workflows::load_file(&path)?;
         for d in &file.diagnostics {
@@ -97,109 +135,117 @@ pub fn run(args: Args) -> Result<ExitCode> {
             None => failed = true,
         }
     }
+    Ok((loaded, failed))
+}
 
-    let (mut runs, mut job_count) = (0, 0);
-    for (workflow, callees) in &loaded {
+/// Prints each workflow's decision and plan, counting what runs.
+struct PlanPrinter<'a> {
+    args: &'a Args,
+    event: Event,
+    git_ref: String,
+    failed: bool,
+    /// Workflows that run.
+    runs: usize,
+    /// Job instances planned.
+    job_count: usize,
+}
+
+impl PlanPrinter<'_> {
+    fn workflow(&mut self, workflow: &ParsedWorkflow, callees: &[(String, ParsedWorkflow)]) {
         let title = workflow
             .name
             .as_ref()
             .map_or(String::new(), |n| format!(" ({})", n.value));
-        match decide(workflow, &event) {
-            TriggerDecision::Skip { reason } => {
-                println!("{}{title}: skipped: {reason}", workflow.file)
-            }
+        let file = &workflow.file;
+        match decide(workflow, &self.event) {
+            TriggerDecision::Skip { reason } => println!("{file}{title}: skipped: {reason}"),
             TriggerDecision::NeedsChangedFiles => {
-                println!("{}{title}: undecided: a path filter applies; pass the changed files with --changed-file", workflow.file)
+                println!("{file}{title}: undecided: a path filter applies; pass the changed files with --changed-file")
             }
             TriggerDecision::Run => {
-                if let Some(problems) = dispatch_problems(workflow, &args.event, &args.inputs) {
-                    failed = true;
-                    println!("{}{title}: not started: {problems}", workflow.file);
-                    continue;
+                let (event, inputs) = (&self.args.event, &self.args.inputs);
+                if let Some(problems) = dispatch_problems(workflow, event, inputs) {
+                    self.failed = true;
+                    println!("{file}{title}: not started: {problems}");
+                    return;
                 }
-                runs += 1;
-                let ctx = plan_context(&event, &git_ref, &dispatch_inputs(workflow, &args.inputs));
+                self.runs += 1;
+                let inputs = dispatch_inputs(workflow, inputs);
+                let ctx = plan_context(&self.event, &self.git_ref, &inputs);
                 match plan_workflow(workflow, &ctx) {
                     Ok(plan) => {
-                        println!("{}{title}: runs", workflow.file);
+                        println!("{file}{title}: runs");
                         for job in &plan.jobs {
-                            let needs = if job.needs.is_empty() {
-                                String::new()
-                            } else {
-                                format!("  (needs {})", job.needs.join(", "))
-                            };
-                            let condition = match job.condition {
-                                IfDecision::False => "  (skipped: its if: is false)",
-                                IfDecision::AtRunTime => {
-                                    "  (its if: is decided when its needs finish)"
-                                }
-                                IfDecision::NoCondition | IfDecision::True => "",
-                            };
-                            let extra = match (&job.matrix, &job.calls) {
-                                (MatrixState::Deferred, _) => {
-                                    "  (matrix expanded when its needs finish)".to_owned()
-                                }
-                                (_, Some(calls)) => format!("  (calls {calls})"),
-                                _ => String::new(),
-                            };
-                            let names = job.instance_names();
-                            job_count += names.len();
-                            for (i, name) in names.iter().enumerate() {
-                                let suffix = if i == 0 {
-                                    format!("{needs}{extra}{condition}")
-                                } else {
-                                    String::new()
-                                };
-                                println!(
-                                    "  {:<12} {name}{suffix}",
-                                    if i == 0 { job.id.as_str() } else { "" }
-                                );
-                            }
-                            if let Some((_, callee)) = callees.iter().find(|(id, _)| *id == job.id)
-                            {
-                                let inputs = call_inputs(workflow, &job.id, callee);
-                                match plan_workflow(
-                                    callee,
-                                    &plan_context(&event, &git_ref, &inputs),
-                                ) {
-                                    Ok(called) => {
-                                        for called_job in &called.jobs {
-                                            let names = called_job.instance_names();
-                                            job_count += names.len();
-                                            for name in names {
-                                                println!("  {:<12}   {} / {name}", "", job.name);
-                                            }
-                                        }
-                                    }
-                                    Err(err) => {
-                                        failed = true;
-                                        eprintln!("{err}");
-                                    }
-                                }
-                            }
+                            self.job(workflow, callees, job);
                         }
                     }
-                    Err(err) => {
-                        failed = true;
-                        eprintln!("{err}");
-                    }
+                    Err(err) => self.error(err),
                 }
             }
         }
     }
-    eprintln!(
-        "{runs} of {} workflow{} run{} on '{}', {job_count} job{}",
-        loaded.len(),
-        if loaded.len() == 1 { "" } else { "s" },
-        if runs == 1 { "s" } else { "" },
-        args.event,
-        if job_count == 1 { "" } else { "s" }
-    );
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+
+    fn error(&mut self, err: impl std::fmt::Display) {
+        self.failed = true;
+        eprintln!("{err}");
+    }
+
+    /// Prints one planned job's instances, then the jobs of the workflow it calls.
+    fn job(
+        &mut self,
+        workflow: &ParsedWorkflow,
+        callees: &[(String, ParsedWorkflow)],
+        job: &PlannedJob,
+    ) {
+        let needs = if job.needs.is_empty() {
+            String::new()
+        } else {
+            format!("  (needs {})", job.needs.join(", "))
+        };
+        let condition = match job.condition {
+            IfDecision::False => "  (skipped: its if: is false)",
+            IfDecision::AtRunTime => "  (its if: is decided when its needs finish)",
+            IfDecision::NoCondition | IfDecision::True => "",
+        };
+        let extra = match (&job.matrix, &job.calls) {
+            (MatrixState::Deferred, _) => "  (matrix expanded when its needs finish)".to_owned(),
+            (_, Some(calls)) => format!("  (calls {calls})"),
+            _ => String::new(),
+        };
+        let names = job.instance_names();
+        self.job_count += names.len();
+        for (i, name) in names.iter().enumerate() {
+            let suffix = if i == 0 {
+                format!("{needs}{extra}{condition}")
+            } else {
+                String::new()
+            };
+            println!(
+                "  {:<12} {name}{suffix}",
+                if i == 0 { job.id.as_str() } else { "" }
+            );
+        }
+        if let Some((_, callee)) = callees.iter().find(|(id, _)| *id == job.id) {
+            self.called(workflow, job, callee);
+        }
+    }
+
+    /// Prints the jobs of `callee`, which `job` calls.
+    fn called(&mut self, workflow: &ParsedWorkflow, job: &PlannedJob, callee: &ParsedWorkflow) {
+        let inputs = call_inputs(workflow, &job.id, callee);
+        match plan_workflow(callee, &plan_context(&self.event, &self.git_ref, &inputs)) {
+            Ok(called) => {
+                for called_job in &called.jobs {
+                    let names = called_job.instance_names();
+                    self.job_count += names.len();
+                    for name in names {
+                        println!("  {:<12}   {} / {name}", "", job.name);
+                    }
+                }
+            }
+            Err(err) => self.error(err),
+        }
+    }
 }
 
 /// What GitHub would refuse in the `--input` values of a `workflow_dispatch`.

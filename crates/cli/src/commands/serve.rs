@@ -70,20 +70,7 @@ async fn start(config: Config, roles: Roles) -> Result<ExitCode> {
         tracing::warn!("no GitHub credentials (github.token or github.app_id): deliveries cannot be dispatched");
     }
     let shutdown = CancellationToken::new();
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            tracing::info!("shutting down");
-            shutdown.cancel();
-        });
-    }
+    cancel_on_signal(shutdown.clone());
     if let Some(listener) = &listener {
         tracing::info!("listening on http://{}", listener.local_addr()?);
     }
@@ -113,6 +100,20 @@ async fn start(config: Config, roles: Roles) -> Result<ExitCode> {
     }
 }
 
+/// Cancels `shutdown` at Ctrl-C or SIGTERM.
+fn cancel_on_signal(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+}
+
 async fn run_with<B: VmBackend>(
     backend: B,
     state: AppState,
@@ -135,26 +136,7 @@ async fn run_with<B: VmBackend>(
     );
     let spec: VmSpec =
         super::image::guest_spec(&config.vm.image, config.vm.memory_mib, config.vm.vcpus).await?;
-    let session_config = SessionConfig {
-        root: runtime_root,
-        max_vms: config.limits.max_vms,
-        max_sessions: config.limits.max_sessions,
-        acquire_timeout: None,
-    };
-    let sessions = if config.limits.warm_vms == 0 {
-        SessionManager::new(backend, session_config)
-    } else {
-        SessionManager::with_pool(
-            backend,
-            session_config,
-            spec.clone(),
-            PoolConfig {
-                size: config.limits.warm_vms,
-                refill: true,
-                snapshot_dir: image::default_cache_dir().join("snapshots"),
-            },
-        )
-    };
+    let sessions = sessions(backend, &config, runtime_root, &spec);
     let artifacts = Arc::new(ArtifactStore::open(&config.data_dir.join("artifacts"))?);
     let cache = Arc::new(CacheStore::open(
         &config.data_dir.join("actions-cache"),
@@ -171,35 +153,13 @@ async fn run_with<B: VmBackend>(
     ));
     let state =
         state.with_vm_operations(Arc::new(SessionVmOperations::new(sessions.clone(), spec)));
-    let watcher = {
-        let state = state.clone();
-        let sessions = sessions.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_secs(1));
-            let mut retention = tokio::time::interval(Duration::from_secs(3600));
-            loop {
-                tokio::select! {
-                    _ = interval.tick() => {
-                        let m = sessions.metrics();
-                        state.update_capacity(|c| {
-                            c.vms_running = m.vms_running;
-                            c.sessions = m.created + m.executing + m.completed + m.failed;
-                            c.warm_ready = m.pool_ready;
-                        });
-                    }
-                    _ = retention.tick() => {
-                        let expired = artifacts.expire().map(|v| v.len()).unwrap_or(0);
-                        let evicted = cache.evict().map(|v| v.len()).unwrap_or(0);
-                        if expired + evicted > 0 {
-                            tracing::info!("retention: removed {expired} artifact(s), {evicted} cache entr(ies)");
-                        }
-                    }
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        })
-    };
+    let watcher = tokio::spawn(watch(
+        state.clone(),
+        sessions.clone(),
+        artifacts,
+        cache,
+        shutdown.clone(),
+    ));
     firerunner_server::serve(state, roles, listener, Some(executor), shutdown).await?;
     watcher.abort();
     sessions.shutdown().await;
@@ -210,4 +170,65 @@ async fn run_with<B: VmBackend>(
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// The session manager of the worker, with a pool of warm VMs when configured.
+fn sessions<B: VmBackend>(
+    backend: B,
+    config: &Config,
+    root: PathBuf,
+    spec: &VmSpec,
+) -> SessionManager<B> {
+    let session_config = SessionConfig {
+        root,
+        max_vms: config.limits.max_vms,
+        max_sessions: config.limits.max_sessions,
+        acquire_timeout: None,
+    };
+    if config.limits.warm_vms == 0 {
+        return SessionManager::new(backend, session_config);
+    }
+    SessionManager::with_pool(
+        backend,
+        session_config,
+        spec.clone(),
+        PoolConfig {
+            size: config.limits.warm_vms,
+            refill: true,
+            snapshot_dir: image::default_cache_dir().join("snapshots"),
+        },
+    )
+}
+
+/// Until `shutdown`: publishes the sessions' capacity every second and
+/// applies the artifact and cache retention every hour.
+async fn watch<B: VmBackend>(
+    state: AppState,
+    sessions: SessionManager<B>,
+    artifacts: Arc<ArtifactStore>,
+    cache: Arc<CacheStore>,
+    shutdown: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    let mut retention = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                let m = sessions.metrics();
+                state.update_capacity(|c| {
+                    c.vms_running = m.vms_running;
+                    c.sessions = m.created + m.executing + m.completed + m.failed;
+                    c.warm_ready = m.pool_ready;
+                });
+            }
+            _ = retention.tick() => {
+                let expired = artifacts.expire().map(|v| v.len()).unwrap_or(0);
+                let evicted = cache.evict().map(|v| v.len()).unwrap_or(0);
+                if expired + evicted > 0 {
+                    tracing::info!("retention: removed {expired} artifact(s), {evicted} cache entr(ies)");
+                }
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }

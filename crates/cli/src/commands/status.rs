@@ -31,29 +31,40 @@ fn age(now: i64, then: i64) -> String {
 /// Fetches `/api/status` and prints it.
 pub fn run(args: Args) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let url = format!("{}/api/status", args.url.trim_end_matches('/'));
-    let status: Value = runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .get(&url)
-            .bearer_auth(&args.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let code = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .with_context(|| format!("{url} did not answer JSON"))?;
-        if !code.is_success() {
-            bail!("{url}: {code}: {}", body["error"].as_str().unwrap_or("?"));
-        }
-        Ok(body)
-    })?;
+    let status = runtime.block_on(fetch(&args))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(ExitCode::SUCCESS);
     }
+    print_summary(&status);
     let now = status["now_ms"].as_i64().unwrap_or_default();
+    print_workers(&status, now);
+    print_jobs(&status, now);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The service's `/api/status` answer.
+async fn fetch(args: &Args) -> Result<Value> {
+    let url = format!("{}/api/status", args.url.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&args.token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let code = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .with_context(|| format!("{url} did not answer JSON"))?;
+    if !code.is_success() {
+        bail!("{url}: {code}: {}", body["error"].as_str().unwrap_or("?"));
+    }
+    Ok(body)
+}
+
+/// The version, queue, this host's capacity and the deliveries.
+fn print_summary(status: &Value) {
     let runs = &status["runs"];
     let capacity = &status["capacity"];
     println!(
@@ -80,6 +91,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let parts: Vec<String> = deliveries.iter().map(|(k, v)| format!("{v} {k}")).collect();
         println!("deliveries: {}", parts.join(", "));
     }
+}
+
+/// The workers' table.
+fn print_workers(status: &Value, now: i64) {
     println!(
         "\n{:<24} {:<20} {:>9} {:>8}  last heartbeat",
         "WORKER", "HOST", "RUNS", "MAX VMS"
@@ -95,6 +110,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             age(now, worker["heartbeat_at"].as_i64().unwrap_or_default())
         );
     }
+}
+
+/// The running jobs.
+fn print_jobs(status: &Value, now: i64) {
     let jobs = status["running_jobs"]
         .as_array()
         .cloned()
@@ -109,5 +128,4 @@ pub fn run(args: Args) -> Result<ExitCode> {
             age(now, job["started_at"].as_i64().unwrap_or_default())
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -274,36 +274,7 @@ fn list(root: &Path) -> Result<String> {
         "PROCESSES".to_string(),
         "AGE".to_string(),
     ]];
-    for dir in &dirs {
-        let owner = match dir.owner() {
-            Some(owner) if reaper::is_running(&owner) => format!("{} alive", owner.pid),
-            Some(owner) => format!("{} dead", owner.pid),
-            None => "-".to_string(),
-        };
-        let processes: Vec<String> = dir
-            .processes()
-            .into_iter()
-            .map(|(role, process)| {
-                let state = if reaper::is_running(&process) {
-                    ""
-                } else {
-                    " (gone)"
-                };
-                format!("{role} {}{state}", process.pid)
-            })
-            .collect();
-        let age = reaper::age(dir).map_or("-".to_string(), human_duration);
-        rows.push([
-            dir.id().to_string(),
-            owner,
-            if processes.is_empty() {
-                "-".to_string()
-            } else {
-                processes.join(", ")
-            },
-            age,
-        ]);
-    }
+    rows.extend(dirs.iter().map(vm_row));
     let mut widths = [0usize; 4];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -326,6 +297,34 @@ fn list(root: &Path) -> Result<String> {
         table.push('\n');
     }
     Ok(table)
+}
+
+/// One VM's row: its id, its owner, its processes and its age.
+fn vm_row(dir: &VmDir) -> [String; 4] {
+    let owner = match dir.owner() {
+        Some(owner) if reaper::is_running(&owner) => format!("{} alive", owner.pid),
+        Some(owner) => format!("{} dead", owner.pid),
+        None => "-".to_string(),
+    };
+    let processes: Vec<String> = dir
+        .processes()
+        .into_iter()
+        .map(|(role, process)| {
+            let state = if reaper::is_running(&process) {
+                ""
+            } else {
+                " (gone)"
+            };
+            format!("{role} {}{state}", process.pid)
+        })
+        .collect();
+    let age = reaper::age(dir).map_or("-".to_string(), human_duration);
+    let processes = if processes.is_empty() {
+        "-".to_string()
+    } else {
+        processes.join(", ")
+    };
+    [dir.id().to_string(), owner, processes, age]
 }
 
 fn human_duration(duration: Duration) -> String {

@@ -31,6 +31,21 @@ fn list(values: &[String]) -> String {
 
 pub(super) fn render(triggers: &Triggers, matrices: &[Matrix], steps: &[Step]) -> String {
     let mut yaml = String::from("name: CI\non:\n");
+    write_triggers(&mut yaml, triggers);
+    yaml.push_str("jobs:\n  ci:\n");
+    write_strategy(&mut yaml, matrices);
+    yaml.push_str("    steps:\n      - uses: actions/checkout@v4\n");
+    for matrix in matrices {
+        write_setup(&mut yaml, matrix);
+    }
+    for step in steps {
+        write_step(&mut yaml, step);
+    }
+    yaml
+}
+
+/// The events under `on:`.
+fn write_triggers(yaml: &mut String, triggers: &Triggers) {
     if triggers.push.is_some() || triggers.tags {
         yaml.push_str("  push:\n");
         if let Some(branches) = triggers.push.as_ref().filter(|b| !b.is_empty()) {
@@ -57,9 +72,11 @@ pub(super) fn render(triggers: &Triggers, matrices: &[Matrix], steps: &[Step]) -
     if triggers.dispatch {
         yaml.push_str("  workflow_dispatch:\n");
     }
-    yaml.push_str("jobs:\n  ci:\n");
-    let os = matrices.iter().find(|matrix| matrix.key == "os");
-    if os.is_some() {
+}
+
+/// The job's `runs-on` and its matrix.
+fn write_strategy(yaml: &mut String, matrices: &[Matrix]) {
+    if matrices.iter().any(|matrix| matrix.key == "os") {
         yaml.push_str("    runs-on: ${{ matrix.os }}\n");
     } else {
         yaml.push_str("    runs-on: ubuntu-latest\n");
@@ -74,49 +91,59 @@ pub(super) fn render(triggers: &Triggers, matrices: &[Matrix], steps: &[Step]) -
             ));
         }
     }
-    yaml.push_str("    steps:\n      - uses: actions/checkout@v4\n");
-    for matrix in matrices {
-        let setup = match matrix.key {
-            "node" => Some(("actions/setup-node@v4", "node-version", None)),
-            "python" => Some(("actions/setup-python@v5", "python-version", None)),
-            "go" => Some(("actions/setup-go@v5", "go-version", None)),
-            "java" => Some(("actions/setup-java@v4", "java-version", Some("temurin"))),
-            "ruby" => Some(("ruby/setup-ruby@v1", "ruby-version", None)),
-            _ => None,
-        };
-        if let Some((action, input, distribution)) = setup {
-            yaml.push_str(&format!("      - uses: {action}\n        with:\n"));
-            if let Some(distribution) = distribution {
-                yaml.push_str(&format!("          distribution: {distribution}\n"));
-            }
-            yaml.push_str(&format!(
-                "          {input}: ${{{{ matrix.{} }}}}\n",
-                matrix.key
-            ));
-        } else if matrix.key == "rust" {
-            yaml.push_str(
-                "      - run: rustup toolchain install ${{ matrix.rust }} --profile minimal && rustup default ${{ matrix.rust }}\n",
-            );
+}
+
+/// The setup action (action, version input, Java distribution) of each
+/// toolchain a matrix may vary.
+const SETUP_ACTIONS: &[(&str, &str, &str, Option<&str>)] = &[
+    ("node", "actions/setup-node@v4", "node-version", None),
+    ("python", "actions/setup-python@v5", "python-version", None),
+    ("go", "actions/setup-go@v5", "go-version", None),
+    (
+        "java",
+        "actions/setup-java@v4",
+        "java-version",
+        Some("temurin"),
+    ),
+    ("ruby", "ruby/setup-ruby@v1", "ruby-version", None),
+];
+
+/// The step that installs the version `matrix` varies, if it is a toolchain.
+fn write_setup(yaml: &mut String, matrix: &Matrix) {
+    let setup = SETUP_ACTIONS.iter().find(|(key, ..)| *key == matrix.key);
+    if let Some((_, action, input, distribution)) = setup {
+        yaml.push_str(&format!("      - uses: {action}\n        with:\n"));
+        if let Some(distribution) = distribution {
+            yaml.push_str(&format!("          distribution: {distribution}\n"));
         }
+        yaml.push_str(&format!(
+            "          {input}: ${{{{ matrix.{} }}}}\n",
+            matrix.key
+        ));
+    } else if matrix.key == "rust" {
+        yaml.push_str(
+            "      - run: rustup toolchain install ${{ matrix.rust }} --profile minimal && rustup default ${{ matrix.rust }}\n",
+        );
     }
-    for step in steps {
-        let mut first = true;
-        let mut line = |key: &str, value: String| {
-            let lead = if first { "      - " } else { "        " };
-            first = false;
-            yaml.push_str(&format!("{lead}{key}: {value}\n"));
-        };
-        if let Some(name) = &step.name {
-            line("name", scalar(name));
-        }
-        match step.condition {
-            Condition::Success => {}
-            Condition::Failure => line("if", "failure()".into()),
-            Condition::Always => line("if", "always()".into()),
-        }
-        line("run", scalar(&step.run));
+}
+
+/// One `run` step, with its name and condition.
+fn write_step(yaml: &mut String, step: &Step) {
+    let mut first = true;
+    let mut line = |key: &str, value: String| {
+        let lead = if first { "      - " } else { "        " };
+        first = false;
+        yaml.push_str(&format!("{lead}{key}: {value}\n"));
+    };
+    if let Some(name) = &step.name {
+        line("name", scalar(name));
     }
-    yaml
+    match step.condition {
+        Condition::Success => {}
+        Condition::Failure => line("if", "failure()".into()),
+        Condition::Always => line("if", "always()".into()),
+    }
+    line("run", scalar(&step.run));
 }
 
 #[cfg(test)]

@@ -8,38 +8,7 @@ pub(super) fn cron_of(captures: &Captures<'_>) -> Result<String, ComposeError> {
     let when = captures[1].to_ascii_lowercase();
     let when = when.split_whitespace().collect::<Vec<_>>().join(" ");
     let explicit_hour = captures.get(2).is_some();
-    let mut hour: u32 = match captures.get(2) {
-        Some(hour) => hour
-            .as_str()
-            .parse()
-            .map_err(|_| ComposeError::BadTime(captures[0].to_string()))?,
-        None if when.contains("morning") => 6,
-        None => 0,
-    };
-    let minute: u32 = match captures.get(3) {
-        Some(minute) => minute
-            .as_str()
-            .parse()
-            .map_err(|_| ComposeError::BadTime(captures[0].to_string()))?,
-        None => 0,
-    };
-    match captures.get(4).map(|m| m.as_str().to_ascii_lowercase()) {
-        Some(suffix) if suffix == "pm" && hour < 12 => hour += 12,
-        Some(suffix) if suffix == "am" && hour == 12 => hour = 0,
-        _ => {}
-    }
-    if hour > 23 || minute > 59 {
-        return Err(ComposeError::BadTime(captures[0].to_string()));
-    }
-    const DAYS: [&str; 7] = [
-        "sunday",
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-    ];
+    let (hour, minute) = time_of(captures, &when)?;
     let weekday = DAYS
         .iter()
         .position(|day| when.contains(day))
@@ -56,6 +25,41 @@ pub(super) fn cron_of(captures: &Captures<'_>) -> Result<String, ComposeError> {
     } else {
         format!("{minute} {hour} * * *")
     })
+}
+
+/// The days of the week, from Sunday (0 in cron).
+const DAYS: [&str; 7] = [
+    "sunday",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+];
+
+/// The hour (24-hour clock) and minute the captures give; 06:00 for a
+/// morning, else midnight, when no time is given.
+fn time_of(captures: &Captures<'_>, when: &str) -> Result<(u32, u32), ComposeError> {
+    let bad_time = || ComposeError::BadTime(captures[0].to_string());
+    let mut hour: u32 = match captures.get(2) {
+        Some(hour) => hour.as_str().parse().map_err(|_| bad_time())?,
+        None if when.contains("morning") => 6,
+        None => 0,
+    };
+    let minute: u32 = match captures.get(3) {
+        Some(minute) => minute.as_str().parse().map_err(|_| bad_time())?,
+        None => 0,
+    };
+    match captures.get(4).map(|m| m.as_str().to_ascii_lowercase()) {
+        Some(suffix) if suffix == "pm" && hour < 12 => hour += 12,
+        Some(suffix) if suffix == "am" && hour == 12 => hour = 0,
+        _ => {}
+    }
+    if hour > 23 || minute > 59 {
+        return Err(bad_time());
+    }
+    Ok((hour, minute))
 }
 
 #[cfg(test)]

@@ -101,6 +101,49 @@ fn step_of(
     ecosystem: Option<Ecosystem>,
     condition: Condition,
 ) -> Result<Option<Step>, ComposeError> {
+    let phrase = clean_phrase(phrase);
+    if phrase.is_empty() {
+        return Ok(None);
+    }
+    let run = |run: String| {
+        Some(Step {
+            name: None,
+            run,
+            condition,
+        })
+    };
+    if let Some(command) = quoted_command(&phrase, quoted) {
+        return Ok(run(command.clone()));
+    }
+    let first = phrase.split_whitespace().next().unwrap_or_default();
+    if is_program(first) {
+        return Ok(run(phrase.to_string()));
+    }
+    let column = match ecosystem {
+        Some(Ecosystem::Rust) => Some(0),
+        Some(Ecosystem::Node) => Some(1),
+        Some(Ecosystem::Python) => Some(2),
+        Some(Ecosystem::Go) => Some(3),
+        None => None,
+    };
+    let lower = phrase.to_ascii_lowercase();
+    let unknown = || ComposeError::UnknownStep {
+        phrase: phrase.to_string(),
+    };
+    let (_, commands) = WORK_PATTERNS
+        .iter()
+        .find(|(pattern, _)| pattern.is_match(&lower))
+        .ok_or_else(unknown)?;
+    Ok(Some(Step {
+        name: Some(lower.trim_start_matches("the ").to_string()),
+        run: commands[column.ok_or_else(unknown)?].to_string(),
+        condition,
+    }))
+}
+
+/// The phrase without punctuation around it, a sentence's full stop or
+/// filler words.
+fn clean_phrase(phrase: &str) -> String {
     let mut phrase = phrase
         .trim()
         .trim_matches(|c: char| c == ',' || c == ';' || c == ':' || c == '!' || c.is_whitespace());
@@ -112,58 +155,19 @@ fn step_of(
     }
     let phrase = LEADING_FILLER.replace(phrase, "");
     let phrase = TRAILING_FILLER.replace(phrase.trim(), "");
-    let phrase = phrase
+    phrase
         .trim()
-        .trim_matches(|c: char| c == ',' || c == ';' || c == ':' || c.is_whitespace());
-    if phrase.is_empty() {
-        return Ok(None);
-    }
-    if let Some(start) = phrase.find('\x00') {
-        let rest = &phrase[start + 1..];
-        let index: usize = rest
-            .split('\x00')
-            .next()
-            .and_then(|number| number.parse().ok())
-            .unwrap_or(usize::MAX);
-        if let Some(command) = quoted.get(index) {
-            return Ok(Some(Step {
-                name: None,
-                run: command.clone(),
-                condition,
-            }));
-        }
-    }
-    let first = phrase.split_whitespace().next().unwrap_or_default();
-    if is_program(first) {
-        return Ok(Some(Step {
-            name: None,
-            run: phrase.to_string(),
-            condition,
-        }));
-    }
-    let column = match ecosystem {
-        Some(Ecosystem::Rust) => Some(0),
-        Some(Ecosystem::Node) => Some(1),
-        Some(Ecosystem::Python) => Some(2),
-        Some(Ecosystem::Go) => Some(3),
-        None => None,
-    };
-    let lower = phrase.to_ascii_lowercase();
-    for (pattern, commands) in WORK_PATTERNS.iter() {
-        if pattern.is_match(&lower) {
-            let Some(column) = column else {
-                return Err(ComposeError::UnknownStep {
-                    phrase: phrase.to_string(),
-                });
-            };
-            return Ok(Some(Step {
-                name: Some(lower.trim_start_matches("the ").to_string()),
-                run: commands[column].to_string(),
-                condition,
-            }));
-        }
-    }
-    Err(ComposeError::UnknownStep {
-        phrase: phrase.to_string(),
-    })
+        .trim_matches(|c: char| c == ',' || c == ';' || c == ':' || c.is_whitespace())
+        .to_string()
+}
+
+/// The quoted command a phrase refers to by its `\0<index>\0` placeholder.
+fn quoted_command<'q>(phrase: &str, quoted: &'q [String]) -> Option<&'q String> {
+    let start = phrase.find('\x00')?;
+    let index: usize = phrase[start + 1..]
+        .split('\x00')
+        .next()
+        .and_then(|number| number.parse().ok())
+        .unwrap_or(usize::MAX);
+    quoted.get(index)
 }

@@ -158,124 +158,201 @@ pub fn build(
     cache: &Path,
     progress: &mut dyn FnMut(BuildProgress),
 ) -> Result<(GuestImage, PathBuf), ImageError> {
-    let stages = if recipe.rootfs.is_some() { 4 } else { 3 };
-    progress(BuildProgress::Stage {
-        stage: 1,
-        of: stages,
-        what: format!("resolving {}", recipe.kernel_package),
-    });
-    let (package, version) = kernel::resolve(&recipe.kernel_package)?;
-    let busybox = read_static(&recipe.busybox)?;
-    let agent = read_static(&recipe.agent)?;
-    let ssh = match &recipe.ssh {
-        Some(_) if recipe.rootfs.is_some() => {
-            return Err(ImageError::Command {
-                command: "building an image with SSH".into(),
-                detail: "only the test image (no root filesystem) has an SSH variant".into(),
-            })
-        }
-        Some(ssh) => Some(ssh::SshBinaries::read(ssh)?),
-        None => None,
-    };
-    let mut key = recipe_key(recipe, &package, &version, &busybox, &agent);
-    let mut kind = serde_json::to_value(recipe.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    if let Some(binaries) = &ssh {
-        key = ssh_key(&key, binaries);
-        kind.push_str("-ssh");
-    }
-    let dir = cache.join("images").join(format!("{kind}-{}", &key[..16]));
+    let mut build = ImageBuild::resolve(recipe, cache, progress)?;
+    let dir = cache.join("images").join(&build.name);
     if let Ok(image) = GuestImage::load(&dir) {
-        progress(BuildProgress::Cached(dir.clone()));
+        (build.progress)(BuildProgress::Cached(dir.clone()));
         return Ok((image, dir));
     }
-    progress(BuildProgress::Stage {
-        stage: 2,
-        of: stages,
-        what: format!("fetching {package} {version}"),
-    });
-    let kernel = kernel::fetch(cache, &package, &version)?;
-    progress(BuildProgress::Stage {
-        stage: 3,
-        of: stages,
-        what: "writing the initramfs".into(),
-    });
-    let work = cache
-        .join("images")
-        .join(format!(".{kind}-{}.{}", &key[..16], unique_suffix()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|err| ImageError::io(&work, err))?;
-    let kernel_path = work.join("vmlinuz");
-    std::fs::copy(kernel.bzimage()?, &kernel_path)
-        .map_err(|err| ImageError::io(&kernel_path, err))?;
-    let initrd = work.join("initrd.cpio");
-    let ssh = match (&recipe.ssh, ssh) {
-        (Some(ssh_recipe), Some(binaries)) => {
-            let (host_key, authorized_key) = ssh::make_keys(ssh_recipe, &work)?;
-            Some((binaries, host_key, authorized_key))
+    let work = build.work_dir()?;
+    let image = build.assemble(&work, &dir)?;
+    publish(recipe, &image, &work, &dir)?;
+    (build.progress)(BuildProgress::Done(dir.clone()));
+    Ok((image, dir))
+}
+
+/// An image build under way: the recipe, the inputs resolved for it and
+/// where progress goes.
+struct ImageBuild<'a> {
+    recipe: &'a ImageRecipe,
+    cache: &'a Path,
+    progress: &'a mut dyn FnMut(BuildProgress),
+    stages: u32,
+    package: String,
+    version: String,
+    busybox: Vec<u8>,
+    agent: Vec<u8>,
+    ssh: Option<ssh::SshBinaries>,
+    /// The cache key.
+    key: String,
+    /// `<kind>-<key prefix>`: the image's folder in the cache.
+    name: String,
+}
+
+impl<'a> ImageBuild<'a> {
+    /// Stage 1: resolves the kernel package, reads the binaries and computes
+    /// the cache key.
+    fn resolve(
+        recipe: &'a ImageRecipe,
+        cache: &'a Path,
+        progress: &'a mut dyn FnMut(BuildProgress),
+    ) -> Result<Self, ImageError> {
+        let stages = if recipe.rootfs.is_some() { 4 } else { 3 };
+        progress(BuildProgress::Stage {
+            stage: 1,
+            of: stages,
+            what: format!("resolving {}", recipe.kernel_package),
+        });
+        let (package, version) = kernel::resolve(&recipe.kernel_package)?;
+        let busybox = read_static(&recipe.busybox)?;
+        let agent = read_static(&recipe.agent)?;
+        let ssh = ssh_binaries(recipe)?;
+        let mut key = recipe_key(recipe, &package, &version, &busybox, &agent);
+        let mut kind = serde_json::to_value(recipe.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        if let Some(binaries) = &ssh {
+            key = ssh_key(&key, binaries);
+            kind.push_str("-ssh");
         }
-        _ => None,
-    };
-    write_initramfs(
-        &initrd,
-        &kernel,
-        &recipe.modules,
-        &busybox,
-        &agent,
-        ssh.as_ref(),
-    )?;
-    let rootfs = match &recipe.rootfs {
-        None => None,
-        Some(rootfs_recipe) => {
-            progress(BuildProgress::Stage {
-                stage: 4,
-                of: stages,
-                what: format!(
-                    "building the Debian {} root filesystem (debootstrap)",
-                    rootfs_recipe.suite
-                ),
-            });
-            let scratch = cache.join("rootfs-work").join(&key[..16]);
-            rootfs::build_debian_rootfs(
-                rootfs_recipe,
-                &recipe.agent,
-                &scratch,
-                &work.join("rootfs.ext4"),
-                &mut |event| {
-                    if let rootfs::RootfsProgress::Output { tool, line } = event {
-                        progress(BuildProgress::Output(format!("{tool}: {line}")));
-                    }
-                },
-            )?;
-            Some(dir.join("rootfs.ext4"))
-        }
-    };
-    let image = GuestImage {
-        kernel: dir.join("vmlinuz"),
-        initrd: dir.join("initrd.cpio"),
-        rootfs,
-        kernel_cmdline: String::new(),
-    };
-    let manifest = serde_json::to_string_pretty(&image).expect("image serialises");
+        let name = format!("{kind}-{}", &key[..16]);
+        Ok(Self {
+            recipe,
+            cache,
+            progress,
+            stages,
+            package,
+            version,
+            busybox,
+            agent,
+            ssh,
+            key,
+            name,
+        })
+    }
+
+    fn stage(&mut self, stage: u32, what: String) {
+        let of = self.stages;
+        (self.progress)(BuildProgress::Stage { stage, of, what });
+    }
+
+    /// A fresh folder beside the cached images to build this one in.
+    fn work_dir(&self) -> Result<PathBuf, ImageError> {
+        let name = format!(".{}.{}", self.name, unique_suffix());
+        let work = self.cache.join("images").join(name);
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).map_err(|err| ImageError::io(&work, err))?;
+        Ok(work)
+    }
+
+    /// Stages 2 to 4: the kernel, the initramfs and the root filesystem, in
+    /// `work`; the image as it will be once `work` is `dir`.
+    fn assemble(&mut self, work: &Path, dir: &Path) -> Result<GuestImage, ImageError> {
+        self.stage(2, format!("fetching {} {}", self.package, self.version));
+        let kernel = kernel::fetch(self.cache, &self.package, &self.version)?;
+        self.stage(3, "writing the initramfs".into());
+        let kernel_path = work.join("vmlinuz");
+        std::fs::copy(kernel.bzimage()?, &kernel_path)
+            .map_err(|err| ImageError::io(&kernel_path, err))?;
+        let ssh = match (&self.recipe.ssh, self.ssh.take()) {
+            (Some(ssh_recipe), Some(binaries)) => {
+                let (host_key, authorized_key) = ssh::make_keys(ssh_recipe, work)?;
+                Some((binaries, host_key, authorized_key))
+            }
+            _ => None,
+        };
+        let initrd = work.join("initrd.cpio");
+        let modules = &self.recipe.modules;
+        write_initramfs(
+            &initrd,
+            &kernel,
+            modules,
+            &self.busybox,
+            &self.agent,
+            ssh.as_ref(),
+        )?;
+        let rootfs = match &self.recipe.rootfs {
+            None => None,
+            Some(rootfs_recipe) => {
+                self.rootfs(rootfs_recipe, work)?;
+                Some(dir.join("rootfs.ext4"))
+            }
+        };
+        Ok(GuestImage {
+            kernel: dir.join("vmlinuz"),
+            initrd: dir.join("initrd.cpio"),
+            rootfs,
+            kernel_cmdline: String::new(),
+        })
+    }
+
+    /// Stage 4: the Debian root filesystem, into `work/rootfs.ext4`.
+    fn rootfs(
+        &mut self,
+        rootfs_recipe: &rootfs::RootfsRecipe,
+        work: &Path,
+    ) -> Result<(), ImageError> {
+        self.stage(
+            4,
+            format!(
+                "building the Debian {} root filesystem (debootstrap)",
+                rootfs_recipe.suite
+            ),
+        );
+        let scratch = self.cache.join("rootfs-work").join(&self.key[..16]);
+        let progress = &mut *self.progress;
+        rootfs::build_debian_rootfs(
+            rootfs_recipe,
+            &self.recipe.agent,
+            &scratch,
+            &work.join("rootfs.ext4"),
+            &mut |event| {
+                if let rootfs::RootfsProgress::Output { tool, line } = event {
+                    progress(BuildProgress::Output(format!("{tool}: {line}")));
+                }
+            },
+        )?;
+        Ok(())
+    }
+}
+
+/// The SSH server's binaries, for the test image's SSH variant.
+fn ssh_binaries(recipe: &ImageRecipe) -> Result<Option<ssh::SshBinaries>, ImageError> {
+    match &recipe.ssh {
+        Some(_) if recipe.rootfs.is_some() => Err(ImageError::Command {
+            command: "building an image with SSH".into(),
+            detail: "only the test image (no root filesystem) has an SSH variant".into(),
+        }),
+        Some(ssh) => Ok(Some(ssh::SshBinaries::read(ssh)?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes the recipe and manifest into `work` and moves it to `dir`, unless
+/// another process has built the same image meanwhile (and may be booting
+/// it): then its copy stays.
+fn publish(
+    recipe: &ImageRecipe,
+    image: &GuestImage,
+    work: &Path,
+    dir: &Path,
+) -> Result<(), ImageError> {
+    let manifest = serde_json::to_string_pretty(image).expect("image serialises");
     let recipe_json = serde_json::to_string_pretty(recipe).expect("recipe serialises");
     write(&work.join("recipe.json"), recipe_json.as_bytes())?;
     write(&work.join("image.json"), manifest.as_bytes())?;
-    // Another process may have built the same image meanwhile (and may be
-    // booting it): keep its copy rather than replacing it.
-    if GuestImage::load(&dir).is_err() {
-        let _ = std::fs::remove_dir_all(&dir);
-        if let Err(err) = std::fs::rename(&work, &dir) {
-            if GuestImage::load(&dir).is_err() {
-                let _ = std::fs::remove_dir_all(&work);
-                return Err(ImageError::io(&dir, err));
+    if GuestImage::load(dir).is_err() {
+        let _ = std::fs::remove_dir_all(dir);
+        if let Err(err) = std::fs::rename(work, dir) {
+            if GuestImage::load(dir).is_err() {
+                let _ = std::fs::remove_dir_all(work);
+                return Err(ImageError::io(dir, err));
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&work);
-    progress(BuildProgress::Done(dir.clone()));
-    Ok((image, dir))
+    let _ = std::fs::remove_dir_all(work);
+    Ok(())
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
@@ -374,6 +451,20 @@ fn write_initramfs(
     }
     cpio.file("/init", 0o755, INIT_SCRIPT.as_bytes())
         .map_err(io)?;
+    add_modules(&mut cpio, kernel, modules, path)?;
+    cpio.finish().map_err(io)?;
+    Ok(())
+}
+
+/// The kernel's `modules`, and the order to load them in, into the
+/// initramfs being written to `path`.
+fn add_modules<W: std::io::Write>(
+    cpio: &mut CpioWriter<W>,
+    kernel: &Kernel,
+    modules: &[String],
+    path: &Path,
+) -> Result<(), ImageError> {
+    let io = |err| ImageError::io(path, err);
     let mut order = String::new();
     for module in modules {
         let source = kernel.module(module)?;
@@ -384,9 +475,7 @@ fn write_initramfs(
         order.push('\n');
     }
     cpio.file("/etc/firerunner/modules", 0o644, order.as_bytes())
-        .map_err(io)?;
-    cpio.finish().map_err(io)?;
-    Ok(())
+        .map_err(io)
 }
 
 /// Whether the file at `path` is a statically linked ELF executable.

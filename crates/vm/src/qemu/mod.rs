@@ -162,26 +162,48 @@ impl QemuBackend {
     /// (reading them costs a restore about a third of QEMU's start-up).
     fn command(&self, spec: &MachineSpec, dir: &VmDir, ram: Ram<'_>, boots: bool) -> Command {
         let mut command = Command::new(&self.binary);
-        let mut cmdline = String::from("console=ttyS0 panic=-1 reboot=t");
-        let accel = match self.accel {
-            Accel::Kvm => {
-                command.args(["-cpu", "host"]);
-                "kvm"
-            }
-            _ => {
-                // microvm has no PIT or HPET to calibrate the TSC against; under
-                // TCG the kernel otherwise spins forever in calibration.
-                // Its PIT calibration also fails now and then (the TSC is then
-                // marked unstable and jiffies never advance), so the TSC rate,
-                // which under TCG is the host's, is given outright.
-                cmdline.push_str(" no_timer_check lpj=2000000 tsc=reliable");
-                if let Some(khz) = host_tsc_khz() {
-                    cmdline.push_str(&format!(" tsc_early_khz={khz}"));
-                }
-                command.args(["-cpu", "max"]);
-                "tcg"
-            }
+        let (accel, cpu) = match self.accel {
+            Accel::Kvm => ("kvm", "host"),
+            _ => ("tcg", "max"),
         };
+        command.args(["-cpu", cpu]);
+        machine_args(&mut command, spec, ram, accel);
+        if boots {
+            command
+                .arg("-kernel")
+                .arg(&spec.image.kernel)
+                .arg("-initrd")
+                .arg(&spec.image.initrd)
+                .args(["-append", &self.kernel_cmdline(spec)]);
+        }
+        device_args(&mut command, spec, dir);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("qemu.log")).unwrap_or_else(|_| {
+                    std::fs::File::create("/dev/null").expect("/dev/null opens")
+                }),
+            ))
+            .kill_on_drop(true);
+        die_with_parent(&mut command);
+        command
+    }
+
+    /// The guest kernel's command line for `spec`.
+    fn kernel_cmdline(&self, spec: &MachineSpec) -> String {
+        let mut cmdline = String::from("console=ttyS0 panic=-1 reboot=t");
+        if self.accel != Accel::Kvm {
+            // microvm has no PIT or HPET to calibrate the TSC against; under
+            // TCG the kernel otherwise spins forever in calibration.
+            // Its PIT calibration also fails now and then (the TSC is then
+            // marked unstable and jiffies never advance), so the TSC rate,
+            // which under TCG is the host's, is given outright.
+            cmdline.push_str(" no_timer_check lpj=2000000 tsc=reliable");
+            if let Some(khz) = host_tsc_khz() {
+                cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+            }
+        }
         if spec.image.rootfs.is_some() {
             cmdline.push_str(" firerunner.root=/dev/vda");
         }
@@ -194,97 +216,7 @@ impl QemuBackend {
             cmdline.push(' ');
             cmdline.push_str(&spec.image.kernel_cmdline);
         }
-        let mut machine = String::from("microvm,isa-serial=on,rtc=on");
-        if let Ram::SharedFile(path) | Ram::PrivateFile(path) = ram {
-            let share = if matches!(ram, Ram::SharedFile(_)) {
-                "on"
-            } else {
-                "off"
-            };
-            machine.push_str(&format!(",memory-backend={RAM_ID}"));
-            command.arg("-object").arg(format!(
-                "memory-backend-file,id={RAM_ID},size={}M,mem-path={},share={share}",
-                spec.memory_mib,
-                option_escape(path)
-            ));
-        }
-        command
-            .args(["-M", &machine, "-accel", accel])
-            .args(["-smp", &spec.vcpus.to_string()])
-            .args(["-m", &format!("{}M", spec.memory_mib)])
-            // seccomp: obsolete system calls and privilege changes refused
-            // (spawning stays allowed: restores read memory through `exec:`).
-            .args(["-sandbox", "on"])
-            .args([
-                "-nodefaults",
-                "-no-user-config",
-                "-display",
-                "none",
-                "-no-reboot",
-            ]);
-        if boots {
-            command
-                .arg("-kernel")
-                .arg(&spec.image.kernel)
-                .arg("-initrd")
-                .arg(&spec.image.initrd)
-                .args(["-append", &cmdline]);
-        }
-        command
-            // The console reaches the host through QEMU's stdout, which
-            // [`crate::console::capture`] keeps within its quota.
-            .args(["-serial", "stdio"])
-            .arg("-qmp")
-            .arg(format!(
-                "unix:{},server=on,wait=off",
-                dir.join("qmp.sock").display()
-            ))
-            .args(["-device", "virtio-serial-device"])
-            .arg("-chardev")
-            .arg(format!(
-                "socket,id=agent,path={},server=on,wait=off",
-                dir.join("agent.sock").display()
-            ))
-            .args([
-                "-device",
-                &format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}"),
-            ]);
-        if spec.image.rootfs.is_some() {
-            command
-                .arg("-drive")
-                .arg(format!(
-                    "id=root,file={},format=qcow2,if=none,cache=unsafe",
-                    dir.join("disk.qcow2").display()
-                ))
-                .args(["-device", "virtio-blk-device,drive=root"]);
-        }
-        if spec.network == Network::Nat {
-            command
-                .args(["-netdev", "user,id=net0"])
-                .args(["-device", "virtio-net-device,netdev=net0"]);
-        }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.join("qemu.log")).unwrap_or_else(|_| {
-                    std::fs::File::create("/dev/null").expect("/dev/null opens")
-                }),
-            ))
-            .kill_on_drop(true);
-        // If the host process dies without destroying the VM (a crash, a
-        // SIGKILL), the kernel ends QEMU too; the reaper then removes the
-        // VM's directory at the next start-up.
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        command
+        cmdline
     }
 
     async fn launch(
@@ -295,37 +227,7 @@ impl QemuBackend {
         start: Start<'_>,
     ) -> Result<QemuVm, VmError> {
         let mut command = self.command(spec, &dir, ram, matches!(start, Start::Boot));
-        match start {
-            Start::Boot => {}
-            Start::Stream(memory) => {
-                command
-                    .arg("-incoming")
-                    .arg(format!("exec:cat {}", shell_quote(memory)));
-            }
-            Start::Deferred { fd, paused } => {
-                command.args(["-incoming", "defer"]);
-                if paused {
-                    command.arg("-S");
-                }
-                if let Some(file) = fd {
-                    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
-                    // SAFETY: dup2 and fcntl are async-signal-safe; `fd` is
-                    // open in the parent until spawn returns.
-                    unsafe {
-                        command.pre_exec(move || {
-                            if fd != STATE_FD && libc::dup2(fd, STATE_FD) < 0 {
-                                return Err(std::io::Error::last_os_error());
-                            }
-                            // dup2 clears close-on-exec, but not when fd is already 3.
-                            if libc::fcntl(STATE_FD, libc::F_SETFD, 0) < 0 {
-                                return Err(std::io::Error::last_os_error());
-                            }
-                            Ok(())
-                        });
-                    }
-                }
-            }
-        }
+        incoming_args(&mut command, start);
         let mut child = command.spawn().map_err(|source| VmError::Spawn {
             program: self.binary.display().to_string(),
             source,
@@ -356,6 +258,81 @@ impl QemuBackend {
             Err(err) => return Err(vm.exit_error().await.unwrap_or(err)),
         }
         Ok(vm)
+    }
+
+    /// Restores a snapshot whose RAM file is mapped privately and whose
+    /// device state QEMU reads from [`STATE_FD`].
+    async fn restore_state(
+        &self,
+        machine: &MachineSpec,
+        dir: VmDir,
+        state: &Path,
+        ram: &Path,
+        deadline: Instant,
+    ) -> Result<QemuVm, VmError> {
+        let file = std::fs::File::open(state)
+            .map_err(|err| VmError::io(state.display().to_string(), err))?;
+        let start = Start::Deferred {
+            fd: Some(&file),
+            paused: false,
+        };
+        let mut vm = self
+            .launch(machine, dir, Ram::PrivateFile(ram), start)
+            .await?;
+        drop(file);
+        let loaded = async {
+            let qmp = vm.qmp()?;
+            set_capabilities(qmp, &["x-ignore-shared", "events"]).await?;
+            qmp.execute(
+                "migrate-incoming",
+                Some(json!({ "uri": format!("fd:{STATE_FD}") })),
+            )
+            .await?;
+            wait_incoming(qmp, deadline).await?;
+            qmp.execute("cont", None).await.map(drop)
+        }
+        .await;
+        match loaded {
+            Ok(()) => Ok(vm),
+            Err(err) => {
+                let err = vm.exit_error().await.unwrap_or(err);
+                let _ = vm.destroy().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Restores a snapshot saved as one migration stream (RAM included).
+    async fn restore_stream(
+        &self,
+        machine: &MachineSpec,
+        dir: VmDir,
+        snapshot: &Snapshot,
+        deadline: Instant,
+    ) -> Result<QemuVm, VmError> {
+        let memory = snapshot.dir.join("memory");
+        let mut vm = self
+            .launch(machine, dir, Ram::Anonymous, Start::Stream(&memory))
+            .await?;
+        loop {
+            let status = vm.qmp()?.status().await?;
+            match status.as_str() {
+                "inmigrate" if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                "running" => return Ok(vm),
+                "paused" | "postmigrate" | "prelaunch" => {
+                    vm.qmp()?.execute("cont", None).await?;
+                    return Ok(vm);
+                }
+                other => {
+                    return Err(VmError::BadSnapshot(
+                        snapshot.dir.clone(),
+                        format!("QEMU is {other:?} after loading it"),
+                    ))
+                }
+            }
+        }
     }
 }
 
@@ -400,22 +377,7 @@ impl VmBackend for QemuBackend {
         _spec: &VmSpec,
         dir: VmDir,
     ) -> Result<QemuVm, VmError> {
-        if snapshot.backend != BackendKind::Qemu {
-            return Err(VmError::BadSnapshot(
-                snapshot.dir.clone(),
-                format!("written by {:?}, not QEMU", snapshot.backend),
-            ));
-        }
-        let manifest = snapshot.dir.join("machine.json");
-        let machine: MachineSpec = std::fs::read_to_string(&manifest)
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .ok_or_else(|| {
-                VmError::BadSnapshot(
-                    snapshot.dir.clone(),
-                    "machine.json is missing or unreadable".into(),
-                )
-            })?;
+        let machine = read_machine(snapshot)?;
         let disk = snapshot.dir.join("disk.qcow2");
         if machine.image.rootfs.is_some() {
             create_overlay(&disk, "qcow2", &dir.join("disk.qcow2")).await?;
@@ -424,69 +386,11 @@ impl VmBackend for QemuBackend {
         let state = snapshot.dir.join("state");
         let ram = snapshot.dir.join("ram");
         if state.is_file() && ram.is_file() {
-            let file = std::fs::File::open(&state)
-                .map_err(|err| VmError::io(state.display().to_string(), err))?;
-            let mut vm = self
-                .launch(
-                    &machine,
-                    dir,
-                    Ram::PrivateFile(&ram),
-                    Start::Deferred {
-                        fd: Some(&file),
-                        paused: false,
-                    },
-                )
-                .await?;
-            drop(file);
-            let loaded = async {
-                let qmp = vm.qmp()?;
-                set_capabilities(qmp, &["x-ignore-shared", "events"]).await?;
-                qmp.execute(
-                    "migrate-incoming",
-                    Some(json!({ "uri": format!("fd:{STATE_FD}") })),
-                )
-                .await?;
-                wait_incoming(qmp, deadline).await?;
-                qmp.execute("cont", None).await.map(drop)
-            }
-            .await;
-            return match loaded {
-                Ok(()) => Ok(vm),
-                Err(err) => {
-                    let err = vm.exit_error().await.unwrap_or(err);
-                    let _ = vm.destroy().await;
-                    Err(err)
-                }
-            };
+            return self
+                .restore_state(&machine, dir, &state, &ram, deadline)
+                .await;
         }
-        let mut vm = self
-            .launch(
-                &machine,
-                dir,
-                Ram::Anonymous,
-                Start::Stream(&snapshot.dir.join("memory")),
-            )
-            .await?;
-        loop {
-            let status = vm.qmp()?.status().await?;
-            match status.as_str() {
-                "inmigrate" if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(5)).await
-                }
-                "running" => break,
-                "paused" | "postmigrate" | "prelaunch" => {
-                    vm.qmp()?.execute("cont", None).await?;
-                    break;
-                }
-                other => {
-                    return Err(VmError::BadSnapshot(
-                        snapshot.dir.clone(),
-                        format!("QEMU is {other:?} after loading it"),
-                    ))
-                }
-            }
-        }
-        Ok(vm)
+        self.restore_stream(&machine, dir, snapshot, deadline).await
     }
 }
 
@@ -670,39 +574,48 @@ impl QemuVm {
                 },
             )
             .await?;
-        let result = async {
-            let uri = format!("unix:{}", socket.display());
-            saver
-                .qmp()?
-                .execute("migrate-incoming", Some(json!({ "uri": uri })))
-                .await?;
-            self.qmp()?
-                .execute("migrate", Some(json!({ "uri": uri })))
-                .await?;
-            wait_migrated(self.qmp()?).await?;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while saver.qmp()?.status().await? == "inmigrate" {
-                if Instant::now() >= deadline {
-                    return Err(api_error(
-                        "migrate-incoming",
-                        "the saver never finished loading",
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let qmp = saver.qmp()?;
-            set_capabilities(qmp, &["x-ignore-shared"]).await?;
-            let uri = format!("exec:cat > {}", shell_quote(&dest.join("state")));
-            qmp.execute("migrate", Some(json!({ "uri": uri }))).await?;
-            wait_migrated(qmp).await
-        }
-        .await;
+        let result = self.migrate_through(&mut saver, &socket, dest).await;
         let result = match result {
             Err(err) => Err(saver.exit_error().await.unwrap_or(err)),
             ok => ok,
         };
         saver.stop().await;
         result
+    }
+
+    /// Migrates this VM into the paused `saver` over `socket`, then the
+    /// saver's device state into `dest/state` (its RAM already lies in
+    /// `dest/ram`).
+    async fn migrate_through(
+        &mut self,
+        saver: &mut QemuVm,
+        socket: &Path,
+        dest: &Path,
+    ) -> Result<(), VmError> {
+        let uri = format!("unix:{}", socket.display());
+        saver
+            .qmp()?
+            .execute("migrate-incoming", Some(json!({ "uri": uri })))
+            .await?;
+        self.qmp()?
+            .execute("migrate", Some(json!({ "uri": uri })))
+            .await?;
+        wait_migrated(self.qmp()?).await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while saver.qmp()?.status().await? == "inmigrate" {
+            if Instant::now() >= deadline {
+                return Err(api_error(
+                    "migrate-incoming",
+                    "the saver never finished loading",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let qmp = saver.qmp()?;
+        set_capabilities(qmp, &["x-ignore-shared"]).await?;
+        let uri = format!("exec:cat > {}", shell_quote(&dest.join("state")));
+        qmp.execute("migrate", Some(json!({ "uri": uri }))).await?;
+        wait_migrated(qmp).await
     }
 }
 
@@ -810,6 +723,151 @@ async fn create_overlay(
             request: format!("create overlay over {}", backing.display()),
             message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         })
+    }
+}
+
+/// The machine a QEMU snapshot was taken of, from its `machine.json`.
+fn read_machine(snapshot: &Snapshot) -> Result<MachineSpec, VmError> {
+    if snapshot.backend != BackendKind::Qemu {
+        return Err(VmError::BadSnapshot(
+            snapshot.dir.clone(),
+            format!("written by {:?}, not QEMU", snapshot.backend),
+        ));
+    }
+    let manifest = snapshot.dir.join("machine.json");
+    std::fs::read_to_string(&manifest)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .ok_or_else(|| {
+            VmError::BadSnapshot(
+                snapshot.dir.clone(),
+                "machine.json is missing or unreadable".into(),
+            )
+        })
+}
+
+/// Where a restoring VM reads its migration from: a stream, or (deferred)
+/// the state file handed over as descriptor [`STATE_FD`].
+fn incoming_args(command: &mut Command, start: Start<'_>) {
+    match start {
+        Start::Boot => {}
+        Start::Stream(memory) => {
+            command
+                .arg("-incoming")
+                .arg(format!("exec:cat {}", shell_quote(memory)));
+        }
+        Start::Deferred { fd, paused } => {
+            command.args(["-incoming", "defer"]);
+            if paused {
+                command.arg("-S");
+            }
+            if let Some(file) = fd {
+                pass_state_fd(command, std::os::fd::AsRawFd::as_raw_fd(file));
+            }
+        }
+    }
+}
+
+/// Hands the open descriptor `fd` to QEMU as [`STATE_FD`].
+fn pass_state_fd(command: &mut Command, fd: std::os::fd::RawFd) {
+    // SAFETY: dup2 and fcntl are async-signal-safe; `fd` is
+    // open in the parent until spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            if fd != STATE_FD && libc::dup2(fd, STATE_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 clears close-on-exec, but not when fd is already 3.
+            if libc::fcntl(STATE_FD, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The machine, its accelerator, CPUs and memory (backed by `ram`'s file
+/// when it has one), and QEMU's sandbox and defaults.
+fn machine_args(command: &mut Command, spec: &MachineSpec, ram: Ram<'_>, accel: &str) {
+    let mut machine = String::from("microvm,isa-serial=on,rtc=on");
+    if let Ram::SharedFile(path) | Ram::PrivateFile(path) = ram {
+        let share = if matches!(ram, Ram::SharedFile(_)) {
+            "on"
+        } else {
+            "off"
+        };
+        machine.push_str(&format!(",memory-backend={RAM_ID}"));
+        command.arg("-object").arg(format!(
+            "memory-backend-file,id={RAM_ID},size={}M,mem-path={},share={share}",
+            spec.memory_mib,
+            option_escape(path)
+        ));
+    }
+    command
+        .args(["-M", &machine, "-accel", accel])
+        .args(["-smp", &spec.vcpus.to_string()])
+        .args(["-m", &format!("{}M", spec.memory_mib)])
+        // seccomp: obsolete system calls and privilege changes refused
+        // (spawning stays allowed: restores read memory through `exec:`).
+        .args(["-sandbox", "on"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
+}
+
+/// The console, QMP and agent sockets in `dir`, the root disk and the network.
+fn device_args(command: &mut Command, spec: &MachineSpec, dir: &VmDir) {
+    command
+        // The console reaches the host through QEMU's stdout, which
+        // [`crate::console::capture`] keeps within its quota.
+        .args(["-serial", "stdio"])
+        .arg("-qmp")
+        .arg(format!(
+            "unix:{},server=on,wait=off",
+            dir.join("qmp.sock").display()
+        ))
+        .args(["-device", "virtio-serial-device"])
+        .arg("-chardev")
+        .arg(format!(
+            "socket,id=agent,path={},server=on,wait=off",
+            dir.join("agent.sock").display()
+        ))
+        .args([
+            "-device",
+            &format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}"),
+        ]);
+    if spec.image.rootfs.is_some() {
+        command
+            .arg("-drive")
+            .arg(format!(
+                "id=root,file={},format=qcow2,if=none,cache=unsafe",
+                dir.join("disk.qcow2").display()
+            ))
+            .args(["-device", "virtio-blk-device,drive=root"]);
+    }
+    if spec.network == Network::Nat {
+        command
+            .args(["-netdev", "user,id=net0"])
+            .args(["-device", "virtio-net-device,netdev=net0"]);
+    }
+}
+
+/// Makes the kernel end QEMU when the host process dies without destroying
+/// the VM (a crash, a SIGKILL); the reaper then removes the VM's directory
+/// at the next start-up.
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

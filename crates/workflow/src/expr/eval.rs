@@ -453,22 +453,7 @@ impl<'a> Evaluator<'a> {
             Node::Number(n) => Res::Number(n),
             Node::String(span) => Res::Str(tree.name(span)),
             Node::Context(name) => self.context(tree.name(name)),
-            Node::Property(target, key) => {
-                let key = tree.name(key);
-                let target = self.operand(target)?;
-                if let Res::Ref(v) = target {
-                    release(target);
-                    match v {
-                        Value::Object(o) => match o.get(key) {
-                            Some(v) => Res::Ref(v),
-                            None => Res::Null,
-                        },
-                        _ => Res::Null,
-                    }
-                } else {
-                    self.property(target, key)
-                }
-            }
+            Node::Property(target, key) => self.member(target, tree.name(key))?,
             Node::Index(target, index) => {
                 let target = self.eval(target)?;
                 let index = self.eval(index)?;
@@ -491,32 +476,47 @@ impl<'a> Evaluator<'a> {
                 release(inner);
                 Res::Bool(!truthy)
             }
-            Node::Compare(op, a, b) => {
-                let (a, b) = (self.operand(a)?, self.operand(b)?);
-                let result = match op {
-                    BinaryOp::Eq => loose_eq(&a, &b),
-                    BinaryOp::Ne => !loose_eq(&a, &b),
-                    BinaryOp::Lt => loose_cmp(&a, &b) == Some(Ordering::Less),
-                    BinaryOp::Le => {
-                        matches!(loose_cmp(&a, &b), Some(Ordering::Less | Ordering::Equal))
-                    }
-                    BinaryOp::Gt => loose_cmp(&a, &b) == Some(Ordering::Greater),
-                    BinaryOp::Ge => {
-                        matches!(loose_cmp(&a, &b), Some(Ordering::Greater | Ordering::Equal))
-                    }
-                    BinaryOp::And | BinaryOp::Or => {
-                        unreachable!("logical operators are n-ary nodes")
-                    }
-                };
-                release(a);
-                release(b);
-                Res::Bool(result)
-            }
+            Node::Compare(op, a, b) => self.compare(op, a, b)?,
             Node::And(items) => self.logical(tree.children(items), false)?,
             Node::Or(items) => self.logical(tree.children(items), true)?,
             Node::Call(function, args) => self.call(function, tree.children(args))?,
             Node::Item(_) => unreachable!("items are reached through their list"),
         })
+    }
+
+    /// `target.key`; a borrowed mapping's member is borrowed too.
+    #[inline(always)]
+    fn member(&self, target: NodeId, key: &str) -> Evaled<Res<'a>> {
+        let target = self.operand(target)?;
+        let Res::Ref(v) = target else {
+            return Ok(self.property(target, key));
+        };
+        release(target);
+        Ok(match v {
+            Value::Object(o) => match o.get(key) {
+                Some(v) => Res::Ref(v),
+                None => Res::Null,
+            },
+            _ => Res::Null,
+        })
+    }
+
+    /// `a op b` for a comparison operator.
+    fn compare(&self, op: BinaryOp, a: NodeId, b: NodeId) -> Evaled<Res<'a>> {
+        let (a, b) = (self.operand(a)?, self.operand(b)?);
+        let order = || loose_cmp(&a, &b);
+        let result = match op {
+            BinaryOp::Eq => loose_eq(&a, &b),
+            BinaryOp::Ne => !loose_eq(&a, &b),
+            BinaryOp::Lt => order() == Some(Ordering::Less),
+            BinaryOp::Le => matches!(order(), Some(Ordering::Less | Ordering::Equal)),
+            BinaryOp::Gt => order() == Some(Ordering::Greater),
+            BinaryOp::Ge => matches!(order(), Some(Ordering::Greater | Ordering::Equal)),
+            BinaryOp::And | BinaryOp::Or => unreachable!("logical operators are n-ary nodes"),
+        };
+        release(a);
+        release(b);
+        Ok(Res::Bool(result))
     }
 
     /// `a && b && ...` (`stop_on` false) or `a || b || ...` (`stop_on` true):
@@ -582,9 +582,30 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// Calls the built-in `function` with `args`.
     fn call(&self, function: Function, args: Args<'a>) -> Evaled<Res<'a>> {
-        let bool_res = |b: bool| Ok(Res::Bool(b));
         match function {
+            Function::Success | Function::Always | Function::Cancelled | Function::Failure => {
+                self.status(function, args)
+            }
+            Function::Contains => self.contains(args),
+            Function::StartsWith | Function::EndsWith => {
+                self.affix(args, function == Function::StartsWith)
+            }
+            Function::Format => self.formatted(args),
+            Function::Join => self.join(args),
+            Function::ToJson => self.to_json(args),
+            Function::FromJson => self.parse_json(args),
+            Function::HashFiles => self.hash_files(args),
+            Function::Case => self.case(args),
+        }
+    }
+
+    /// The status functions `success()`, `always()`, `cancelled()` and
+    /// `failure()`, and `success(jobs...)`/`failure(jobs...)` over needed jobs.
+    fn status(&self, function: Function, args: Args<'a>) -> Evaled<Res<'a>> {
+        let status = self.ctx.status;
+        Ok(Res::Bool(match function {
             Function::Success | Function::Failure if args.len() > 0 => {
                 let mut results = Vec::with_capacity(args.len());
                 for i in 0..args.len() {
@@ -592,127 +613,139 @@ impl<'a> Evaluator<'a> {
                     results.push(self.needs_result(&job.string()));
                     release(job);
                 }
-                bool_res(if function == Function::Success {
+                if function == Function::Success {
                     results.iter().all(|r| r == "success")
                 } else {
                     results.iter().any(|r| r == "failure")
-                })
-            }
-            Function::Success => bool_res(self.ctx.status == JobStatus::Success),
-            Function::Always => bool_res(true),
-            Function::Cancelled => bool_res(self.ctx.status == JobStatus::Cancelled),
-            Function::Failure => bool_res(self.ctx.status == JobStatus::Failure),
-            Function::Contains => {
-                let (search, item) = (self.operand(args.get(0))?, self.operand(args.get(1))?);
-                let found = if search.kind() == Kind::Array {
-                    search.any_item(|x| loose_eq(x, &item))
-                } else {
-                    contains_ignore_case(&search.string(), &item.string())
-                };
-                release(search);
-                release(item);
-                bool_res(found)
-            }
-            Function::StartsWith | Function::EndsWith => {
-                let (text, part) = (self.operand(args.get(0))?, self.operand(args.get(1))?);
-                let found = affix_ignore_case(
-                    &text.string(),
-                    &part.string(),
-                    function == Function::StartsWith,
-                );
-                release(text);
-                release(part);
-                bool_res(found)
-            }
-            Function::Format => {
-                let fmt = self.operand(args.get(0))?;
-                let mut values = Vec::with_capacity(args.len() - 1);
-                for i in 1..args.len() {
-                    values.push(self.operand(args.get(i))?);
                 }
-                let out = format(&fmt.string(), &values, self)?;
-                self.own_string(out)
             }
-            Function::Join => {
-                let array = self.eval(args.get(0))?;
-                let sep = match args.len() {
-                    2 => self.eval(args.get(1))?,
-                    _ => Res::Str(","),
-                };
-                match array.kind() {
-                    Kind::Array => {}
-                    // GitHub joins nothing out of a mapping.
-                    Kind::Object => return self.own_string(String::new()),
-                    _ => {
-                        let s = array.string().into_owned();
-                        return self.own_string(s);
-                    }
-                }
-                // A separator that is an array or a mapping counts as ','.
-                let sep = match sep.kind() {
-                    Kind::Array | Kind::Object => Cow::Borrowed(","),
-                    _ => sep.string(),
-                };
-                let mut out = String::with_capacity(BUILT_STRING_CAPACITY);
-                let mut first = true;
-                array.any_item(|item| {
-                    if !first {
-                        out.push_str(&sep);
-                    }
-                    first = false;
-                    item.push_string(&mut out);
-                    false
-                });
-                self.own_string(out)
-            }
-            Function::ToJson => {
-                let value = self.eval(args.get(0))?;
-                let mut out = String::with_capacity(BUILT_STRING_CAPACITY);
-                write_json_res(&value, 0, &mut out);
-                self.own_string(out)
-            }
-            Function::FromJson => {
-                let text = self.eval(args.get(0))?;
-                let text = text.string();
-                let parsed: Value = serde_json::from_str(text.trim()).map_err(|e| {
-                    eval_error(format!("Error parsing fromJson: Unexpected input: {e}"))
-                })?;
-                self.charge(text.len() * 2)?;
-                Ok(Res::from_value(parsed))
-            }
-            Function::HashFiles => {
-                let patterns = args
-                    .iter()
-                    .map(|a| self.eval(a).map(|r| r.string().into_owned()))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let host = self.ctx.hash_files.as_ref().ok_or_else(|| {
-                    eval_error("hashFiles is not available here: no workspace to hash")
-                })?;
-                let hash = host(&patterns).map_err(|e| {
-                    eval_error(format!("hashFiles({}) failed: {e}", patterns.join(", ")))
-                })?;
-                self.own_string(hash)
-            }
-            Function::Case => {
-                let mut i = 0;
-                while i + 1 < args.len() {
-                    let predicate = self.eval(args.get(i))?;
-                    let value = predicate.as_bool();
-                    release(predicate);
-                    match value {
-                        Some(true) => return self.eval(args.get(i + 1)),
-                        Some(false) => {}
-                        None => {
-                            return Err(eval_error(
-                                "case predicate must evaluate to a boolean value",
-                            ))
-                        }
-                    }
-                    i += 2;
-                }
-                self.eval(args.get(args.len() - 1))
+            Function::Success => status == JobStatus::Success,
+            Function::Cancelled => status == JobStatus::Cancelled,
+            Function::Failure => status == JobStatus::Failure,
+            _ => true,
+        }))
+    }
+
+    /// `contains(search, item)`: an array element or a substring, ignoring case.
+    fn contains(&self, args: Args<'a>) -> Evaled<Res<'a>> {
+        let (search, item) = (self.operand(args.get(0))?, self.operand(args.get(1))?);
+        let found = if search.kind() == Kind::Array {
+            search.any_item(|x| loose_eq(x, &item))
+        } else {
+            contains_ignore_case(&search.string(), &item.string())
+        };
+        release(search);
+        release(item);
+        Ok(Res::Bool(found))
+    }
+
+    /// `startsWith(text, part)` (`prefix`) or `endsWith(text, part)`.
+    fn affix(&self, args: Args<'a>, prefix: bool) -> Evaled<Res<'a>> {
+        let (text, part) = (self.operand(args.get(0))?, self.operand(args.get(1))?);
+        let found = affix_ignore_case(&text.string(), &part.string(), prefix);
+        release(text);
+        release(part);
+        Ok(Res::Bool(found))
+    }
+
+    /// `format(fmt, values...)`.
+    fn formatted(&self, args: Args<'a>) -> Evaled<Res<'a>> {
+        let fmt = self.operand(args.get(0))?;
+        let mut values = Vec::with_capacity(args.len() - 1);
+        for i in 1..args.len() {
+            values.push(self.operand(args.get(i))?);
+        }
+        let out = format(&fmt.string(), &values, self)?;
+        self.own_string(out)
+    }
+
+    /// `join(array, separator)`, the separator `,` by default.
+    fn join(&self, args: Args<'a>) -> Evaled<Res<'a>> {
+        let array = self.eval(args.get(0))?;
+        let sep = match args.len() {
+            2 => self.eval(args.get(1))?,
+            _ => Res::Str(","),
+        };
+        match array.kind() {
+            Kind::Array => {}
+            // GitHub joins nothing out of a mapping.
+            Kind::Object => return self.own_string(String::new()),
+            _ => {
+                let s = array.string().into_owned();
+                return self.own_string(s);
             }
         }
+        // A separator that is an array or a mapping counts as ','.
+        let sep = match sep.kind() {
+            Kind::Array | Kind::Object => Cow::Borrowed(","),
+            _ => sep.string(),
+        };
+        let mut out = String::with_capacity(BUILT_STRING_CAPACITY);
+        let mut first = true;
+        array.any_item(|item| {
+            if !first {
+                out.push_str(&sep);
+            }
+            first = false;
+            item.push_string(&mut out);
+            false
+        });
+        self.own_string(out)
+    }
+
+    /// `toJSON(value)`.
+    fn to_json(&self, args: Args<'a>) -> Evaled<Res<'a>> {
+        let value = self.eval(args.get(0))?;
+        let mut out = String::with_capacity(BUILT_STRING_CAPACITY);
+        write_json_res(&value, 0, &mut out);
+        self.own_string(out)
+    }
+
+    /// `fromJSON(text)`.
+    fn parse_json(&self, args: Args<'a>) -> Evaled<Res<'a>> {
+        let text = self.eval(args.get(0))?;
+        let text = text.string();
+        let parsed: Value = serde_json::from_str(text.trim())
+            .map_err(|e| eval_error(format!("Error parsing fromJson: Unexpected input: {e}")))?;
+        self.charge(text.len() * 2)?;
+        Ok(Res::from_value(parsed))
+    }
+
+    /// `hashFiles(patterns...)`, through the context's host function.
+    fn hash_files(&self, args: Args<'a>) -> Evaled<Res<'a>> {
+        let patterns = args
+            .iter()
+            .map(|a| self.eval(a).map(|r| r.string().into_owned()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let host =
+            self.ctx.hash_files.as_ref().ok_or_else(|| {
+                eval_error("hashFiles is not available here: no workspace to hash")
+            })?;
+        let hash = host(&patterns)
+            .map_err(|e| eval_error(format!("hashFiles({}) failed: {e}", patterns.join(", "))))?;
+        self.own_string(hash)
+    }
+
+    /// `case(predicate, value, ..., default)`: the value after the first
+    /// true predicate, else the default.
+    fn case(&self, args: Args<'a>) -> Evaled<Res<'a>> {
+        let mut i = 0;
+        while i + 1 < args.len() {
+            let predicate = self.eval(args.get(i))?;
+            let value = predicate.as_bool();
+            release(predicate);
+            match value {
+                Some(true) => return self.eval(args.get(i + 1)),
+                Some(false) => {}
+                None => {
+                    return Err(eval_error(
+                        "case predicate must evaluate to a boolean value",
+                    ))
+                }
+            }
+            i += 2;
+        }
+        self.eval(args.get(args.len() - 1))
     }
 }
 

@@ -164,6 +164,15 @@ pub fn parse_number(s: &str) -> Option<f64> {
         let n = bytes.iter().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
         return Some(sign * n as f64);
     }
+    if !is_decimal(bytes) {
+        return None;
+    }
+    body.parse::<f64>().ok().map(|n| sign * n)
+}
+
+/// True for decimal text: digits with an optional fraction (at least one
+/// digit in all) and an optional exponent.
+fn is_decimal(bytes: &[u8]) -> bool {
     let mut i = 0;
     let mut digits = 0;
     while i < bytes.len() && bytes[i].is_ascii_digit() {
@@ -178,7 +187,7 @@ pub fn parse_number(s: &str) -> Option<f64> {
         }
     }
     if digits == 0 {
-        return None;
+        return false;
     }
     if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
         i += 1;
@@ -190,13 +199,10 @@ pub fn parse_number(s: &str) -> Option<f64> {
             i += 1;
         }
         if i == start {
-            return None;
+            return false;
         }
     }
-    if i != bytes.len() {
-        return None;
-    }
-    body.parse::<f64>().ok().map(|n| sign * n)
+    i == bytes.len()
 }
 
 /// Formats the standard error suffix: `Located at position N within expression: E`.
@@ -342,6 +348,72 @@ fn identifier_end(expr: &str, start: usize) -> Result<usize, ExprError> {
     }
 }
 
+/// The string literal starting with the `'` at `start`: its kind and end.
+#[inline(always)]
+fn string_literal(expr: &str, start: usize) -> Result<(Kind, usize), ExprError> {
+    let bytes = expr.as_bytes();
+    let mut j = start + 1;
+    let mut escaped = false;
+    let end = loop {
+        match bytes[j..].iter().position(|&c| c == b'\'') {
+            None => return Err(lex_error(expr, start, bytes.len())),
+            Some(p) => j += p,
+        }
+        if bytes.get(j + 1) == Some(&b'\'') {
+            escaped = true;
+            j += 2;
+        } else {
+            break j + 1;
+        }
+    };
+    let kind = if escaped {
+        Kind::EscapedString
+    } else {
+        Kind::String
+    };
+    Ok((kind, end))
+}
+
+/// The operator (or `!`) starting at `start`: its kind and end.
+#[inline(always)]
+fn operator(expr: &str, start: usize) -> Result<(Kind, usize), ExprError> {
+    let bytes = expr.as_bytes();
+    let next = bytes.get(start + 1).copied();
+    let two = |op| Ok((Kind::Op(op), start + 2));
+    let one = |kind| Ok((kind, start + 1));
+    match (bytes[start], next) {
+        (b'!', Some(b'=')) => two(BinaryOp::Ne),
+        (b'!', _) => one(Kind::Not),
+        (b'=', Some(b'=')) => two(BinaryOp::Eq),
+        (b'<', Some(b'=')) => two(BinaryOp::Le),
+        (b'<', _) => one(Kind::Op(BinaryOp::Lt)),
+        (b'>', Some(b'=')) => two(BinaryOp::Ge),
+        (b'>', _) => one(Kind::Op(BinaryOp::Gt)),
+        (b'&', Some(b'&')) => two(BinaryOp::And),
+        (b'|', Some(b'|')) => two(BinaryOp::Or),
+        _ => {
+            let end = scan(expr, start, ENDS_RAW);
+            Err(lex_error(expr, start, end))
+        }
+    }
+}
+
+/// The number literal starting at `start`: its value and end.
+#[inline(always)]
+fn number_literal(expr: &str, start: usize) -> Result<(f64, usize), ExprError> {
+    let bytes = expr.as_bytes();
+    if bytes[start].is_ascii_digit() {
+        if let Some(small) = small_integer(bytes, start) {
+            return Ok(small);
+        }
+    }
+    let end = scan(expr, start, ENDS_NUMBER);
+    match parse_number(&expr[start..end]) {
+        Some(n) => Ok((n, end)),
+        None => Err(lex_error(expr, start, end)),
+    }
+}
+
 /// Splits `expr` into tokens, replacing the contents of `tokens`.
 pub fn tokenize(expr: &str, tokens: &mut Vec<Token>) -> Result<(), ExprError> {
     let bytes = expr.as_bytes();
@@ -353,124 +425,76 @@ pub fn tokenize(expr: &str, tokens: &mut Vec<Token>) -> Result<(), ExprError> {
     let mut previous: Option<Kind> = None;
     let mut i = 0;
     while i < bytes.len() {
-        let start = i;
-        let b = bytes[i];
-        let mut number = 0.0;
-        let mut token_start = start;
-        let (kind, end) = match b {
-            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
-                i += 1;
-                continue;
-            }
-            b'(' => (Kind::OpenParen, start + 1),
-            b')' => (Kind::CloseParen, start + 1),
-            b'[' => (Kind::OpenBracket, start + 1),
-            b']' => (Kind::CloseBracket, start + 1),
-            b',' => (Kind::Comma, start + 1),
-            b'*' if matches!(previous, Some(Kind::Dot | Kind::OpenBracket)) => {
-                (Kind::Wildcard, start + 1)
-            }
-            b'.' if previous.is_some_and(Kind::ends_value) => {
-                match bytes.get(start + 1) {
-                    // `.name`: one token, whose range is the name's.
-                    Some(b'a'..=b'z' | b'A'..=b'Z' | b'_') => {
-                        token_start = start + 1;
-                        (Kind::Member, identifier_end(expr, start + 1)?)
-                    }
-                    _ => (Kind::Dot, start + 1),
-                }
-            }
-            b'a'..=b'z' | b'A'..=b'Z' | b'_' => (Kind::Word, identifier_end(expr, start)?),
-            b'\'' => {
-                let mut j = start + 1;
-                let mut escaped = false;
-                let end = loop {
-                    match bytes[j..].iter().position(|&c| c == b'\'') {
-                        None => return Err(lex_error(expr, start, bytes.len())),
-                        Some(p) => j += p,
-                    }
-                    if bytes.get(j + 1) == Some(&b'\'') {
-                        escaped = true;
-                        j += 2;
-                    } else {
-                        break j + 1;
-                    }
-                };
-                let kind = if escaped {
-                    Kind::EscapedString
-                } else {
-                    Kind::String
-                };
-                (kind, end)
-            }
-            b'!' | b'=' | b'<' | b'>' | b'&' | b'|' => {
-                let next = bytes.get(start + 1).copied();
-                let two = |op| (Kind::Op(op), start + 2);
-                let one = |kind| (kind, start + 1);
-                match (b, next) {
-                    (b'!', Some(b'=')) => two(BinaryOp::Ne),
-                    (b'!', _) => one(Kind::Not),
-                    (b'=', Some(b'=')) => two(BinaryOp::Eq),
-                    (b'<', Some(b'=')) => two(BinaryOp::Le),
-                    (b'<', _) => one(Kind::Op(BinaryOp::Lt)),
-                    (b'>', Some(b'=')) => two(BinaryOp::Ge),
-                    (b'>', _) => one(Kind::Op(BinaryOp::Gt)),
-                    (b'&', Some(b'&')) => two(BinaryOp::And),
-                    (b'|', Some(b'|')) => two(BinaryOp::Or),
-                    _ => {
-                        let end = scan(expr, start, ENDS_RAW);
-                        return Err(lex_error(expr, start, end));
-                    }
-                }
-            }
-            b'-' | b'+' | b'0'..=b'9' | b'.' => {
-                let small = match b {
-                    b'0'..=b'9' => small_integer(bytes, start),
-                    _ => None,
-                };
-                let end = match small {
-                    Some((n, end)) => {
-                        number = n;
-                        end
-                    }
-                    None => {
-                        let end = scan(expr, start, ENDS_NUMBER);
-                        match parse_number(&expr[start..end]) {
-                            Some(n) => number = n,
-                            None => return Err(lex_error(expr, start, end)),
-                        }
-                        end
-                    }
-                };
-                (Kind::Number, end)
-            }
-            0x80.. => {
-                let c = expr[i..].chars().next().expect("in bounds");
-                if c.is_whitespace() {
-                    i += c.len_utf8();
-                    continue;
-                }
-                // Not a letter or `_`, so never the start of an identifier.
-                return Err(lex_error(expr, start, scan(expr, start, ENDS_WORD)));
-            }
-            // Any other character (`*` in the wrong place too) cannot start
-            // an identifier either.
-            _ => return Err(lex_error(expr, start, scan(expr, start, ENDS_WORD))),
-        };
-        previous = Some(kind);
-        tokens.push(Token {
-            number,
-            start: token_start as u32,
-            end: end as u32,
-            kind,
-        });
-        i = end;
+        if let Some(width) = space_width(expr, i) {
+            i += width;
+            continue;
+        }
+        let token = token(expr, i, previous)?;
+        previous = Some(token.kind);
+        tokens.push(token);
+        i = token.end as usize;
         // The usual single space between tokens, without a trip through the match.
         if bytes.get(i) == Some(&b' ') {
             i += 1;
         }
     }
     Ok(())
+}
+
+/// The byte length of the white space character at `i`, if it is one.
+#[inline(always)]
+fn space_width(expr: &str, i: usize) -> Option<usize> {
+    match expr.as_bytes()[i] {
+        b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => Some(1),
+        0x80.. => {
+            let c = expr[i..].chars().next().expect("in bounds");
+            c.is_whitespace().then(|| c.len_utf8())
+        }
+        _ => None,
+    }
+}
+
+/// The token starting at `start` (not white space), after `previous`.
+#[inline(always)]
+fn token(expr: &str, start: usize, previous: Option<Kind>) -> Result<Token, ExprError> {
+    let bytes = expr.as_bytes();
+    let mut number = 0.0;
+    let mut token_start = start;
+    let (kind, end) = match bytes[start] {
+        b'(' => (Kind::OpenParen, start + 1),
+        b')' => (Kind::CloseParen, start + 1),
+        b'[' => (Kind::OpenBracket, start + 1),
+        b']' => (Kind::CloseBracket, start + 1),
+        b',' => (Kind::Comma, start + 1),
+        b'*' if matches!(previous, Some(Kind::Dot | Kind::OpenBracket)) => {
+            (Kind::Wildcard, start + 1)
+        }
+        b'.' if previous.is_some_and(Kind::ends_value) => match bytes.get(start + 1) {
+            // `.name`: one token, whose range is the name's.
+            Some(b'a'..=b'z' | b'A'..=b'Z' | b'_') => {
+                token_start = start + 1;
+                (Kind::Member, identifier_end(expr, start + 1)?)
+            }
+            _ => (Kind::Dot, start + 1),
+        },
+        b'a'..=b'z' | b'A'..=b'Z' | b'_' => (Kind::Word, identifier_end(expr, start)?),
+        b'\'' => string_literal(expr, start)?,
+        b'!' | b'=' | b'<' | b'>' | b'&' | b'|' => operator(expr, start)?,
+        b'-' | b'+' | b'0'..=b'9' | b'.' => {
+            let end;
+            (number, end) = number_literal(expr, start)?;
+            (Kind::Number, end)
+        }
+        // Any other character (non-ASCII, `*` in the wrong place too) is not
+        // a letter or `_`, so never the start of an identifier.
+        _ => return Err(lex_error(expr, start, scan(expr, start, ENDS_WORD))),
+    };
+    Ok(Token {
+        number,
+        start: token_start as u32,
+        end: end as u32,
+        kind,
+    })
 }
 
 #[cfg(test)]

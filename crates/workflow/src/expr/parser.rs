@@ -549,21 +549,32 @@ impl<'a> Parser<'a> {
             .ok_or_else(|| self.error(&self.tokens[name_at], "Unrecognized function"))?;
         self.pos += 1;
         let mark = self.stack.len();
+        self.arguments()?;
+        self.check_arity(function, self.stack.len() - mark, name_at)?;
+        let children = self.children_since(mark);
+        Ok(self.push(Node::Call(function, children)))
+    }
+
+    /// Parses a call's arguments up to its `)` onto the stack.
+    fn arguments(&mut self) -> Parsed<()> {
         if self.peek() == Some(Kind::CloseParen) {
             self.pos += 1;
-        } else {
-            loop {
-                let arg = self.or()?;
-                self.stack.push(arg);
-                let at = self.next()?;
-                match self.tokens[at].kind {
-                    Kind::Comma => continue,
-                    Kind::CloseParen => break,
-                    _ => return Err(self.unexpected(&self.tokens[at]).into()),
-                }
+            return Ok(());
+        }
+        loop {
+            let arg = self.or()?;
+            self.stack.push(arg);
+            let at = self.next()?;
+            match self.tokens[at].kind {
+                Kind::Comma => continue,
+                Kind::CloseParen => return Ok(()),
+                _ => return Err(self.unexpected(&self.tokens[at]).into()),
             }
         }
-        let count = self.stack.len() - mark;
+    }
+
+    /// Checks that `function` takes `count` arguments.
+    fn check_arity(&self, function: Function, count: usize, name_at: usize) -> Parsed<()> {
         let (min, mut max) = function.arity();
         if matches!(function, Function::Success | Function::Failure)
             && self
@@ -596,8 +607,7 @@ impl<'a> Parser<'a> {
                 offset: name_token.start as usize,
             }));
         }
-        let children = self.children_since(mark);
-        Ok(self.push(Node::Call(function, children)))
+        Ok(())
     }
 }
 

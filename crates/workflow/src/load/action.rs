@@ -88,88 +88,89 @@ fn build(c: &mut Checker, root: &yaml::Node) -> Option<ParsedAction> {
     let name = get(entries, "name")
         .and_then(|n| c.string(n, "name"))
         .map(|n| n.value);
+    let inputs = get(entries, "inputs")
+        .map(|node| inputs(c, node))
+        .unwrap_or_default();
+    let outputs = get(entries, "outputs")
+        .map(|node| outputs(c, node))
+        .unwrap_or_default();
+    let runs = runs(c, get(entries, "runs")?)?;
+    Some(ParsedAction {
+        name,
+        inputs,
+        outputs,
+        runs,
+    })
+}
+
+/// The action's `inputs:`.
+fn inputs(c: &mut Checker, node: &yaml::Node) -> IndexMap<String, ActionInput> {
     let mut inputs = IndexMap::new();
-    if let Some(node) = get(entries, "inputs") {
-        for (key, value) in c.map(node, "inputs").unwrap_or_default() {
-            let Some(input_name) = key.as_str() else {
-                continue;
-            };
-            let field = format!("inputs.{input_name}");
-            let mut input = ActionInput {
-                required: false,
-                default: None,
-            };
-            if let Some(props) = c.map_with_keys(value, &field, INPUT_KEYS) {
-                if let Some(required) = get(props, "required") {
-                    input.required = c
-                        .bool_or_expr(required, &format!("{field}.required"))
-                        .is_some_and(|v| matches!(v.value, crate::Value::Bool(true)));
-                }
-                if let Some(default) = get(props, "default") {
-                    input.default = c.string(default, &format!("{field}.default"));
-                }
+    for (key, value) in c.map(node, "inputs").unwrap_or_default() {
+        let Some(input_name) = key.as_str() else {
+            continue;
+        };
+        let field = format!("inputs.{input_name}");
+        let mut input = ActionInput {
+            required: false,
+            default: None,
+        };
+        if let Some(props) = c.map_with_keys(value, &field, INPUT_KEYS) {
+            if let Some(required) = get(props, "required") {
+                input.required = c
+                    .bool_or_expr(required, &format!("{field}.required"))
+                    .is_some_and(|v| matches!(v.value, crate::Value::Bool(true)));
             }
-            inputs.insert(input_name.to_string(), input);
+            if let Some(default) = get(props, "default") {
+                input.default = c.string(default, &format!("{field}.default"));
+            }
         }
+        inputs.insert(input_name.to_string(), input);
     }
+    inputs
+}
+
+/// The action's `outputs:` with their `value:`.
+fn outputs(c: &mut Checker, node: &yaml::Node) -> IndexMap<String, Option<Template>> {
     let mut outputs = IndexMap::new();
-    if let Some(node) = get(entries, "outputs") {
-        for (key, value) in c.map(node, "outputs").unwrap_or_default() {
-            let Some(output_name) = key.as_str() else {
-                continue;
-            };
-            let field = format!("outputs.{output_name}");
-            let template = c
-                .map_with_keys(value, &field, OUTPUT_KEYS)
-                .and_then(|props| get(props, "value"))
-                .and_then(|v| c.string(v, &format!("{field}.value")));
-            outputs.insert(output_name.to_string(), template);
-        }
+    for (key, value) in c.map(node, "outputs").unwrap_or_default() {
+        let Some(output_name) = key.as_str() else {
+            continue;
+        };
+        let field = format!("outputs.{output_name}");
+        let template = c
+            .map_with_keys(value, &field, OUTPUT_KEYS)
+            .and_then(|props| get(props, "value"))
+            .and_then(|v| c.string(v, &format!("{field}.value")));
+        outputs.insert(output_name.to_string(), template);
     }
-    let runs_node = get(entries, "runs")?;
+    outputs
+}
+
+/// The action's `runs:`, by its `using:`.
+fn runs(c: &mut Checker, runs_node: &yaml::Node) -> Option<ActionRuns> {
     let runs_entries = c.map(runs_node, "runs")?;
     let using = get(runs_entries, "using").and_then(|u| c.string(u, "runs.using"));
     let Some(using) = using else {
         c.error(runs_node.pos, "runs: missing 'using'");
         return None;
     };
-    let runs = match using.value.as_str() {
-        "composite" => {
-            let Some(steps_node) = get(runs_entries, "steps") else {
-                c.error(runs_node.pos, "runs: a composite action needs 'steps'");
-                return None;
-            };
-            let steps = jobs::steps(c, steps_node, "runs.steps");
-            for (index, step) in steps.iter().enumerate() {
-                if let StepAction::Run { shell: None, .. } = &step.action {
-                    c.error(
-                        step.pos,
-                        format!("runs.steps[{index}]: 'shell' is required for 'run' steps in a composite action"),
-                    );
-                }
-            }
-            ActionRuns::Composite(steps)
-        }
-        "docker" => {
-            let image = get(runs_entries, "image").and_then(|i| c.string(i, "runs.image"));
-            ActionRuns::Docker {
-                image: image.map(|i| i.value).unwrap_or_default(),
-            }
-        }
-        node if node.starts_with("node") => {
-            let main = get(runs_entries, "main").and_then(|m| c.string(m, "runs.main"));
-            let text = |key: &str, c: &mut Checker| {
-                get(runs_entries, key)
-                    .and_then(|v| c.string(v, &format!("runs.{key}")))
-                    .map(|v| v.value)
-            };
-            ActionRuns::Node {
-                using: node.to_string(),
-                main: main.map(|m| m.value).unwrap_or_default(),
-                post: text("post", c),
-                post_if: text("post-if", c),
-            }
-        }
+    let text = |key: &str, c: &mut Checker| {
+        get(runs_entries, key)
+            .and_then(|v| c.string(v, &format!("runs.{key}")))
+            .map(|v| v.value)
+    };
+    Some(match using.value.as_str() {
+        "composite" => composite_runs(c, runs_node, runs_entries)?,
+        "docker" => ActionRuns::Docker {
+            image: text("image", c).unwrap_or_default(),
+        },
+        node if node.starts_with("node") => ActionRuns::Node {
+            using: node.to_string(),
+            main: text("main", c).unwrap_or_default(),
+            post: text("post", c),
+            post_if: text("post-if", c),
+        },
         other => {
             c.error(
                 using.pos,
@@ -177,13 +178,29 @@ fn build(c: &mut Checker, root: &yaml::Node) -> Option<ParsedAction> {
             );
             return None;
         }
-    };
-    Some(ParsedAction {
-        name,
-        inputs,
-        outputs,
-        runs,
     })
+}
+
+/// A composite action's `steps`, each `run` step with a `shell`.
+fn composite_runs(
+    c: &mut Checker,
+    runs_node: &yaml::Node,
+    runs_entries: &[(yaml::Node, yaml::Node)],
+) -> Option<ActionRuns> {
+    let Some(steps_node) = get(runs_entries, "steps") else {
+        c.error(runs_node.pos, "runs: a composite action needs 'steps'");
+        return None;
+    };
+    let steps = jobs::steps(c, steps_node, "runs.steps");
+    for (index, step) in steps.iter().enumerate() {
+        if let StepAction::Run { shell: None, .. } = &step.action {
+            c.error(
+                step.pos,
+                format!("runs.steps[{index}]: 'shell' is required for 'run' steps in a composite action"),
+            );
+        }
+    }
+    Some(ActionRuns::Composite(steps))
 }
 
 #[cfg(test)]

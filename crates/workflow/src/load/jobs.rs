@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use crate::diagnostic::{Pos, Spanned};
 use crate::expr::is_identifier;
 use crate::model::{
-    CallSecrets, ControlStep, Job, JobBody, Step, StepAction, Strategy, WorkflowCallJob,
+    CallSecrets, ControlStep, Job, JobBody, Step, StepAction, Strategy, Template, WorkflowCallJob,
 };
 use crate::reference::{ActionRef, WorkflowRef};
 use crate::value::Value;
@@ -118,8 +118,16 @@ fn job(c: &mut Checker, id: &str, pos: Pos, node: &Node) -> Option<Job> {
         // GitHub points at the first property inside the job's mapping.
         c.require(entries, node.pos, &field, &["runs-on", "steps"]);
     }
-    let f = |k: &str| format!("{field}.{k}");
-    let mut job = Job {
+    let mut loader = JobLoader::new(c, field, empty_job(id, pos));
+    for (key, value) in entries {
+        loader.key(key.as_str().unwrap_or_default(), value);
+    }
+    Some(loader.finish())
+}
+
+/// A job with `id` at `pos` and nothing set yet.
+fn empty_job(id: &str, pos: Pos) -> Job {
+    Job {
         id: id.to_owned(),
         pos,
         name: None,
@@ -138,105 +146,179 @@ fn job(c: &mut Checker, id: &str, pos: Pos, node: &Node) -> Option<Job> {
         services: IndexMap::new(),
         container: None,
         body: JobBody::Steps(Vec::new()),
-    };
-    let mut call_uses = None;
-    let mut call_with = IndexMap::new();
-    let mut call_secrets_map = CallSecrets::None;
-    for (key, value) in entries {
-        let k = key.as_str().unwrap_or_default();
+    }
+}
+
+/// A job being built from its mapping, key by key: the checker, the job's
+/// field path and the parts of a reusable-workflow call seen so far.
+struct JobLoader<'c, 'f> {
+    c: &'c mut Checker<'f>,
+    field: String,
+    job: Job,
+    call_uses: Option<(Template, WorkflowRef)>,
+    call_with: IndexMap<String, Spanned<Value>>,
+    call_secrets: CallSecrets,
+}
+
+impl<'c, 'f> JobLoader<'c, 'f> {
+    fn new(c: &'c mut Checker<'f>, field: String, job: Job) -> Self {
+        JobLoader {
+            c,
+            field,
+            job,
+            call_uses: None,
+            call_with: IndexMap::new(),
+            call_secrets: CallSecrets::None,
+        }
+    }
+
+    /// The field path of the job's key `k`.
+    fn f(&self, k: &str) -> String {
+        format!("{}.{k}", self.field)
+    }
+
+    /// Checks one key of the job and stores its value.
+    fn key(&mut self, k: &str, value: &Node) {
         match k {
-            "name" => {
-                c.template(value, &f(k), ctx::JOB_SETUP);
-                job.name = c.string(value, &f(k));
+            "name" | "needs" | "if" | "outputs" => self.identity(k, value),
+            "runs-on" | "environment" | "container" | "services" | "steps" => {
+                self.placement(k, value)
             }
-            "needs" => {
-                for need in c.string_list(value, &f(k)) {
-                    if need.contains("${{") {
-                        c.error(
-                            need.pos,
-                            format!("{}: expressions are not allowed here", f(k)),
-                        );
-                    }
-                    job.needs.push(need);
-                }
+            "env" | "defaults" | "permissions" | "concurrency" | "strategy" => {
+                self.settings(k, value)
             }
-            "if" => {
-                c.condition(value, &f(k), ctx::JOB_IF);
-                job.if_cond = if_text(c, value, &f(k));
+            "continue-on-error" | "timeout-minutes" | "cancel-timeout-minutes" => {
+                self.limits(k, value)
             }
-            "runs-on" => {
-                runs_on(c, value, &f(k));
-                job.runs_on = Some(Spanned::new(value.to_value(), value.pos));
-            }
-            "environment" => {
-                environment(c, value, &f(k));
-                job.environment = Some(Spanned::new(value.to_value(), value.pos));
-            }
-            "outputs" => {
-                for (name, output) in c.map(value, &f(k)).unwrap_or_default() {
-                    let of = format!("{}.{}", f(k), name.as_str().unwrap_or_default());
-                    c.template(output, &of, ctx::JOB_OUTPUTS);
-                    if let Some(text) = c.string(output, &of) {
-                        job.outputs
-                            .insert(name.as_str().unwrap_or_default().to_owned(), text);
-                    }
-                }
-            }
-            "env" => job.env = env(c, value, &f(k), ctx::JOB_ENV),
-            "defaults" => job.defaults = defaults(c, value, &f(k), ctx::JOB_DEFAULTS),
-            "permissions" => job.permissions = permissions(c, value, &f(k)),
-            "concurrency" => job.concurrency = concurrency(c, value, &f(k), ctx::JOB_SETUP),
-            "strategy" => job.strategy = strategy(c, value, &f(k)),
-            "continue-on-error" => {
-                c.template(value, &f(k), ctx::JOB_SETUP);
-                job.continue_on_error = c.bool_or_expr(value, &f(k));
-            }
-            "timeout-minutes" => {
-                c.template(value, &f(k), ctx::JOB_SETUP);
-                job.timeout_minutes = c.number_or_expr(value, &f(k));
-            }
-            "cancel-timeout-minutes" => {
-                c.template(value, &f(k), ctx::JOB_SETUP);
-                c.number_or_expr(value, &f(k));
-            }
-            "container" => {
-                container(c, value, &f(k));
-                job.container = Some(Spanned::new(value.to_value(), value.pos));
-            }
-            "services" => {
-                for (name, service) in c.map(value, &f(k)).unwrap_or_default() {
-                    let sf = format!("{}.{}", f(k), name.as_str().unwrap_or_default());
-                    container(c, service, &sf);
-                    job.services.insert(
-                        name.as_str().unwrap_or_default().to_owned(),
-                        Spanned::new(service.to_value(), service.pos),
-                    );
-                }
-            }
-            "steps" => job.body = JobBody::Steps(steps(c, value, &f(k))),
-            "uses" => {
-                c.forbid_expression(value, &f(k));
-                if let Some(uses) = c.string(value, &f(k)) {
-                    match WorkflowRef::parse(&uses) {
-                        Ok(reference) => call_uses = Some((uses, reference)),
-                        Err(e) => c.error(uses.pos, format!("{}: {e}", f(k))),
-                    }
-                }
-            }
-            "with" => call_with = with(c, value, &f(k), ctx::JOB_SETUP),
-            "secrets" => call_secrets_map = call_secrets(c, value, &f(k)),
+            "uses" | "with" | "secrets" => self.call(k, value),
             _ => {}
         }
     }
-    if let Some((uses, reference)) = call_uses {
-        job.body = JobBody::Call(WorkflowCallJob {
-            uses,
-            reference,
-            with: call_with,
-            secrets: call_secrets_map,
-        });
+
+    /// `name`, `needs`, `if` and `outputs`.
+    fn identity(&mut self, k: &str, value: &Node) {
+        let f = self.f(k);
+        let c = &mut *self.c;
+        match k {
+            "name" => {
+                c.template(value, &f, ctx::JOB_SETUP);
+                self.job.name = c.string(value, &f);
+            }
+            "needs" => {
+                for need in c.string_list(value, &f) {
+                    if need.contains("${{") {
+                        c.error(need.pos, format!("{f}: expressions are not allowed here"));
+                    }
+                    self.job.needs.push(need);
+                }
+            }
+            "if" => {
+                c.condition(value, &f, ctx::JOB_IF);
+                self.job.if_cond = if_text(c, value, &f);
+            }
+            _ => {
+                for (name, output) in c.map(value, &f).unwrap_or_default() {
+                    let of = format!("{f}.{}", name.as_str().unwrap_or_default());
+                    c.template(output, &of, ctx::JOB_OUTPUTS);
+                    if let Some(text) = c.string(output, &of) {
+                        let name = name.as_str().unwrap_or_default().to_owned();
+                        self.job.outputs.insert(name, text);
+                    }
+                }
+            }
+        }
     }
-    Some(job)
+
+    /// Where the job runs: `runs-on`, `environment`, `container`,
+    /// `services` and its `steps`.
+    fn placement(&mut self, k: &str, value: &Node) {
+        let f = self.f(k);
+        let c = &mut *self.c;
+        let spanned = || Some(Spanned::new(value.to_value(), value.pos));
+        match k {
+            "runs-on" => {
+                runs_on(c, value, &f);
+                self.job.runs_on = spanned();
+            }
+            "environment" => {
+                environment(c, value, &f);
+                self.job.environment = spanned();
+            }
+            "container" => {
+                container(c, value, &f);
+                self.job.container = spanned();
+            }
+            "services" => {
+                for (name, service) in c.map(value, &f).unwrap_or_default() {
+                    let name = name.as_str().unwrap_or_default();
+                    container(c, service, &format!("{f}.{name}"));
+                    let service = Spanned::new(service.to_value(), service.pos);
+                    self.job.services.insert(name.to_owned(), service);
+                }
+            }
+            _ => self.job.body = JobBody::Steps(steps(c, value, &f)),
+        }
+    }
+
+    /// `env`, `defaults`, `permissions`, `concurrency` and `strategy`.
+    fn settings(&mut self, k: &str, value: &Node) {
+        let f = self.f(k);
+        let (c, job) = (&mut *self.c, &mut self.job);
+        match k {
+            "env" => job.env = env(c, value, &f, ctx::JOB_ENV),
+            "defaults" => job.defaults = defaults(c, value, &f, ctx::JOB_DEFAULTS),
+            "permissions" => job.permissions = permissions(c, value, &f),
+            "concurrency" => job.concurrency = concurrency(c, value, &f, ctx::JOB_SETUP),
+            _ => job.strategy = strategy(c, value, &f),
+        }
+    }
+
+    /// `continue-on-error`, `timeout-minutes` and `cancel-timeout-minutes`.
+    fn limits(&mut self, k: &str, value: &Node) {
+        let f = self.f(k);
+        let c = &mut *self.c;
+        c.template(value, &f, ctx::JOB_SETUP);
+        match k {
+            "continue-on-error" => self.job.continue_on_error = c.bool_or_expr(value, &f),
+            "timeout-minutes" => self.job.timeout_minutes = c.number_or_expr(value, &f),
+            _ => {
+                c.number_or_expr(value, &f);
+            }
+        }
+    }
+
+    /// A reusable-workflow call's `uses`, `with` and `secrets`.
+    fn call(&mut self, k: &str, value: &Node) {
+        let f = self.f(k);
+        let c = &mut *self.c;
+        match k {
+            "uses" => {
+                c.forbid_expression(value, &f);
+                if let Some(uses) = c.string(value, &f) {
+                    match WorkflowRef::parse(&uses) {
+                        Ok(reference) => self.call_uses = Some((uses, reference)),
+                        Err(e) => c.error(uses.pos, format!("{f}: {e}")),
+                    }
+                }
+            }
+            "with" => self.call_with = with(c, value, &f, ctx::JOB_SETUP),
+            _ => self.call_secrets = call_secrets(c, value, &f),
+        }
+    }
+
+    /// The job, a call when it has a valid `uses`.
+    fn finish(self) -> Job {
+        let mut job = self.job;
+        if let Some((uses, reference)) = self.call_uses {
+            job.body = JobBody::Call(WorkflowCallJob {
+                uses,
+                reference,
+                with: self.call_with,
+                secrets: self.call_secrets,
+            });
+        }
+        job
+    }
 }
 
 /// GitHub's longest job or step id is one character shorter than this.
@@ -335,25 +417,30 @@ fn environment(c: &mut Checker, node: &Node, field: &str) {
     }
 }
 
+/// The keys of a job's `container`.
+const CONTAINER_KEYS: &[&str] = &["image", "credentials", "env", "ports", "volumes", "options"];
+
+/// The keys of a job's `services` entries.
+const SERVICE_KEYS: &[&str] = &[
+    "image",
+    "credentials",
+    "env",
+    "ports",
+    "volumes",
+    "options",
+    "entrypoint",
+    "command",
+];
+
 fn container(c: &mut Checker, node: &Node, field: &str) {
     if node.as_str().is_some() {
         c.template(node, field, ctx::JOB_SETUP);
         return;
     }
-    let service = field.contains(".services.");
-    let keys: &[&str] = if service {
-        &[
-            "image",
-            "credentials",
-            "env",
-            "ports",
-            "volumes",
-            "options",
-            "entrypoint",
-            "command",
-        ]
+    let keys = if field.contains(".services.") {
+        SERVICE_KEYS
     } else {
-        &["image", "credentials", "env", "ports", "volumes", "options"]
+        CONTAINER_KEYS
     };
     if let Some(entries) = c.map_with_keys(node, field, keys) {
         c.require(entries, node.pos, field, &["image"]);
@@ -445,38 +532,43 @@ fn matrix(c: &mut Checker, node: &Node, field: &str) {
         let k = key.as_str().unwrap_or_default();
         let sub = format!("{field}.{k}");
         c.templates_in(value, &sub, ctx::JOB_IF);
-        match (&value.kind, k) {
-            (NodeKind::Seq(items), "include" | "exclude") => {
-                for item in items {
-                    if !matches!(item.kind, NodeKind::Map(_))
-                        && item.as_str().is_none_or(|s| !s.contains("${{"))
-                    {
-                        c.error(
-                            item.pos,
-                            format!(
-                                "{sub}: each entry must be a mapping, found {}",
-                                item.kind_name()
-                            ),
-                        );
-                    }
+        matrix_entry(c, k, value, &sub);
+    }
+}
+
+/// One dimension, or `include`/`exclude`, of a matrix.
+fn matrix_entry(c: &mut Checker, k: &str, value: &Node, sub: &str) {
+    match (&value.kind, k) {
+        (NodeKind::Seq(items), "include" | "exclude") => {
+            for item in items {
+                if !matches!(item.kind, NodeKind::Map(_))
+                    && item.as_str().is_none_or(|s| !s.contains("${{"))
+                {
+                    c.error(
+                        item.pos,
+                        format!(
+                            "{sub}: each entry must be a mapping, found {}",
+                            item.kind_name()
+                        ),
+                    );
                 }
             }
-            (NodeKind::Seq(items), _) if items.is_empty() => {
-                c.error(
-                    value.pos,
-                    format!("{sub}: matrix vector '{k}' does not contain any values"),
-                );
-            }
-            (NodeKind::Seq(_), _) => {}
-            (NodeKind::Scalar(s, _), _) if s.contains("${{") => {}
-            _ => c.error(
-                value.pos,
-                format!(
-                    "{sub}: expected a sequence or an expression, found {}",
-                    value.kind_name()
-                ),
-            ),
         }
+        (NodeKind::Seq(items), _) if items.is_empty() => {
+            c.error(
+                value.pos,
+                format!("{sub}: matrix vector '{k}' does not contain any values"),
+            );
+        }
+        (NodeKind::Seq(_), _) => {}
+        (NodeKind::Scalar(s, _), _) if s.contains("${{") => {}
+        _ => c.error(
+            value.pos,
+            format!(
+                "{sub}: expected a sequence or an expression, found {}",
+                value.kind_name()
+            ),
+        ),
     }
 }
 
@@ -567,9 +659,34 @@ fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
         }
     }
     let entries = c.map_with_keys(node, field, STEP_KEYS)?;
-    let run = get(entries, "run");
-    let uses = get(entries, "uses");
-    match (run, uses) {
+    check_step_shape(c, node, field, entries);
+    let mut step = empty_step(node.pos);
+    for (key, value) in entries {
+        step_key(c, &mut step, key.as_str().unwrap_or_default(), value, field);
+    }
+    step.action = step_action(c, entries, field)?;
+    Some(step)
+}
+
+/// A step at `pos` with nothing set yet (its action a placeholder).
+fn empty_step(pos: Pos) -> Step {
+    Step {
+        pos,
+        id: None,
+        name: None,
+        if_cond: None,
+        action: StepAction::Control(ControlStep::WaitAll),
+        env: IndexMap::new(),
+        continue_on_error: None,
+        timeout_minutes: None,
+        background: false,
+    }
+}
+
+/// Reports a step with both or neither of `run` and `uses`, and keys that
+/// belong to the kind of step it is not.
+fn check_step_shape(c: &mut Checker, node: &Node, field: &str, entries: &[(Node, Node)]) {
+    match (get(entries, "run"), get(entries, "uses")) {
         (Some(_), Some(_)) => c.error(
             node.pos,
             format!("{field}: a step has either 'run' or 'uses', not both"),
@@ -577,7 +694,6 @@ fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
         (None, None) => c.error(node.pos, format!("{field}: a step needs 'run' or 'uses'")),
         _ => {}
     }
-    let f = |k: &str| format!("{field}.{k}");
     for (key, only_with) in [
         ("shell", "run"),
         ("working-directory", "run"),
@@ -596,50 +712,50 @@ fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
             );
         }
     }
-    let mut id = None;
-    let mut name = None;
-    let mut if_cond = None;
-    let mut env_map = IndexMap::new();
-    let mut continue_on_error = None;
-    let mut timeout_minutes = None;
-    let mut background = false;
-    for (key, value) in entries {
-        let k = key.as_str().unwrap_or_default();
-        match k {
-            "background" => background = c.bool(value, &f(k)).unwrap_or(false),
-            "id" => {
-                c.forbid_expression(value, &f(k));
-                if let Some(text) = c.string(value, &f(k)) {
-                    if let Some(problem) = id_problem(&text) {
-                        c.error(
-                            text.pos,
-                            format!("{}: invalid step id '{}': {problem}", f(k), text.value),
-                        );
-                    }
-                    id = Some(text);
+}
+
+/// Checks one of a step's keys other than its action's and stores its value.
+fn step_key(c: &mut Checker, step: &mut Step, k: &str, value: &Node, field: &str) {
+    let f = format!("{field}.{k}");
+    match k {
+        "background" => step.background = c.bool(value, &f).unwrap_or(false),
+        "id" => {
+            c.forbid_expression(value, &f);
+            if let Some(text) = c.string(value, &f) {
+                if let Some(problem) = id_problem(&text) {
+                    c.error(
+                        text.pos,
+                        format!("{f}: invalid step id '{}': {problem}", text.value),
+                    );
                 }
+                step.id = Some(text);
             }
-            "name" => {
-                c.template(value, &f(k), ctx::STEP);
-                name = c.string(value, &f(k));
-            }
-            "if" => {
-                c.condition(value, &f(k), ctx::STEP_IF);
-                if_cond = if_text(c, value, &f(k));
-            }
-            "env" => env_map = env(c, value, &f(k), ctx::STEP),
-            "continue-on-error" => {
-                c.template(value, &f(k), ctx::STEP);
-                continue_on_error = c.bool_or_expr(value, &f(k));
-            }
-            "timeout-minutes" => {
-                c.template(value, &f(k), ctx::STEP);
-                timeout_minutes = c.number_or_expr(value, &f(k));
-            }
-            _ => {}
         }
+        "name" => {
+            c.template(value, &f, ctx::STEP);
+            step.name = c.string(value, &f);
+        }
+        "if" => {
+            c.condition(value, &f, ctx::STEP_IF);
+            step.if_cond = if_text(c, value, &f);
+        }
+        "env" => step.env = env(c, value, &f, ctx::STEP),
+        "continue-on-error" => {
+            c.template(value, &f, ctx::STEP);
+            step.continue_on_error = c.bool_or_expr(value, &f);
+        }
+        "timeout-minutes" => {
+            c.template(value, &f, ctx::STEP);
+            step.timeout_minutes = c.number_or_expr(value, &f);
+        }
+        _ => {}
     }
-    let action = if let Some(uses) = uses {
+}
+
+/// The step's `uses` action or its `run` script.
+fn step_action(c: &mut Checker, entries: &[(Node, Node)], field: &str) -> Option<StepAction> {
+    let f = |k: &str| format!("{field}.{k}");
+    if let Some(uses) = get(entries, "uses") {
         c.forbid_expression(uses, &f("uses"));
         let uses_text = c.string(uses, &f("uses"))?;
         let reference = match ActionRef::parse(&uses_text) {
@@ -652,39 +768,27 @@ fn step(c: &mut Checker, node: &Node, field: &str) -> Option<Step> {
         let with = get(entries, "with")
             .map(|w| with(c, w, &f("with"), ctx::STEP))
             .unwrap_or_default();
-        StepAction::Uses {
+        return Some(StepAction::Uses {
             uses: uses_text,
             reference,
             with,
-        }
-    } else {
-        let run = run?;
-        c.template(run, &f("run"), ctx::STEP);
-        let script = c.string(run, &f("run"))?;
-        let shell = get(entries, "shell").and_then(|s| {
-            c.forbid_expression(s, &f("shell"));
-            c.string(s, &f("shell"))
         });
-        let working_directory = get(entries, "working-directory").and_then(|w| {
-            c.template(w, &f("working-directory"), ctx::STEP);
-            c.string(w, &f("working-directory"))
-        });
-        StepAction::Run {
-            script,
-            shell,
-            working_directory,
-        }
-    };
-    Some(Step {
-        pos: node.pos,
-        id,
-        name,
-        if_cond,
-        action,
-        env: env_map,
-        continue_on_error,
-        timeout_minutes,
-        background,
+    }
+    let run = get(entries, "run")?;
+    c.template(run, &f("run"), ctx::STEP);
+    let script = c.string(run, &f("run"))?;
+    let shell = get(entries, "shell").and_then(|s| {
+        c.forbid_expression(s, &f("shell"));
+        c.string(s, &f("shell"))
+    });
+    let working_directory = get(entries, "working-directory").and_then(|w| {
+        c.template(w, &f("working-directory"), ctx::STEP);
+        c.string(w, &f("working-directory"))
+    });
+    Some(StepAction::Run {
+        script,
+        shell,
+        working_directory,
     })
 }
 
@@ -698,17 +802,7 @@ fn control_step(
 ) -> Option<Step> {
     let entries = c.map_with_keys(node, field, keys)?;
     let f = |k: &str| format!("{field}.{k}");
-    let mut step = Step {
-        pos: node.pos,
-        id: None,
-        name: None,
-        if_cond: None,
-        action: StepAction::Control(ControlStep::WaitAll),
-        env: IndexMap::new(),
-        continue_on_error: None,
-        timeout_minutes: None,
-        background: false,
-    };
+    let mut step = empty_step(node.pos);
     for (key, value) in entries {
         let k = key.as_str().unwrap_or_default();
         match k {

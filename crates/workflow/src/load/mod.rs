@@ -237,37 +237,38 @@ fn permissions(c: &mut Checker, node: &Node, field: &str) -> Option<Permissions>
     let mut scopes = IndexMap::new();
     for (key, value) in entries {
         let scope = key.as_str().unwrap_or_default();
-        if let (Some(levels), Some(level)) = (scope_levels(scope), value.as_str()) {
-            if !levels.contains(&level) {
-                c.error(
-                    value.pos,
-                    format!(
-                        "{field}.{scope}: expected {}",
-                        levels
-                            .iter()
-                            .map(|l| format!("'{l}'"))
-                            .collect::<Vec<_>>()
-                            .join(" or ")
-                    ),
-                );
-                continue;
-            }
+        if let Some(access) = scope_access(c, scope, value, field) {
+            scopes.insert(scope.to_owned(), access);
         }
-        let access = match value.as_str() {
-            Some("read") => Access::Read,
-            Some("write") => Access::Write,
-            Some("none") => Access::None,
-            _ => {
-                c.error(
-                    value.pos,
-                    format!("{field}.{scope}: expected 'read', 'write' or 'none'"),
-                );
-                continue;
-            }
-        };
-        scopes.insert(scope.to_owned(), access);
     }
     Some(Permissions::Scopes(scopes))
+}
+
+/// The access one permission `scope` grants, if its level is valid for it.
+fn scope_access(c: &mut Checker, scope: &str, value: &Node, field: &str) -> Option<Access> {
+    if let (Some(levels), Some(level)) = (scope_levels(scope), value.as_str()) {
+        if !levels.contains(&level) {
+            let expected = levels
+                .iter()
+                .map(|l| format!("'{l}'"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            c.error(value.pos, format!("{field}.{scope}: expected {expected}"));
+            return None;
+        }
+    }
+    match value.as_str() {
+        Some("read") => Some(Access::Read),
+        Some("write") => Some(Access::Write),
+        Some("none") => Some(Access::None),
+        _ => {
+            c.error(
+                value.pos,
+                format!("{field}.{scope}: expected 'read', 'write' or 'none'"),
+            );
+            None
+        }
+    }
 }
 
 fn concurrency(

@@ -89,52 +89,10 @@ fn follow(at: &Site, call: &Call, source: &dyn WorkflowSource, out: &mut Vec<Dia
         return;
     };
     let reference = resolve(&body.reference, call.from);
-    if call.depth > MAX_CALL_DEPTH {
-        out.push(at.error(format!(
-            "jobs.{}: calling {reference} nests reusable workflows deeper than GitHub's {MAX_CALL_DEPTH} levels",
-            at.job.id
-        )));
-        return;
-    }
-    let Some(text) = source.workflow_text(&reference) else {
+    let Some((label, callee)) = load_callee(at, call, &reference, source, out) else {
         return;
     };
-    let label = reference.to_string();
-    let callee = match parse_workflow(&label, &text) {
-        Ok(callee) => callee,
-        Err(problems) => {
-            out.push(at.error(format!(
-                "jobs.{}.uses: {label} has errors: {}",
-                at.job.id,
-                problems.0.first().map(ToString::to_string).unwrap_or_default()
-            )));
-            return;
-        }
-    };
-    let problems = check_call(&call.caller.file, call.job, &callee);
-    if call.depth == 2 {
-        out.extend(problems);
-    } else {
-        out.extend(
-            problems
-                .into_iter()
-                .map(|p| at.error(format!("jobs.{}: in a nested call: {p}", at.job.id))),
-        );
-    }
-    for (pos, name) in unknown_outputs(call.caller, &call.job.id, &callee) {
-        let message = format!(
-            "needs.{}.outputs.{name}: {label} declares no output '{name}'",
-            call.job.id
-        );
-        if call.depth == 2 {
-            out.push(Diagnostic::error(&call.caller.file, pos, message));
-        } else {
-            out.push(at.error(format!("jobs.{}: in a nested call: {message}", at.job.id)));
-        }
-    }
-    if let Some(granted) = call.granted {
-        check_permissions(at, &label, &callee, granted, out);
-    }
+    check_callee(at, call, &label, &callee, out);
     let here = match &reference {
         WorkflowRef::Remote(remote) => Some(remote),
         _ => call.from,
@@ -153,6 +111,72 @@ fn follow(at: &Site, call: &Call, source: &dyn WorkflowSource, out: &mut Vec<Dia
             depth: call.depth + 1,
         };
         follow(at, &inner, source, out);
+    }
+}
+
+/// The called workflow, parsed, with its label; `None` (after reporting why,
+/// if it is a problem) when it is too deep, not found or has errors.
+fn load_callee(
+    at: &Site,
+    call: &Call,
+    reference: &WorkflowRef,
+    source: &dyn WorkflowSource,
+    out: &mut Vec<Diagnostic>,
+) -> Option<(String, ParsedWorkflow)> {
+    if call.depth > MAX_CALL_DEPTH {
+        out.push(at.error(format!(
+            "jobs.{}: calling {reference} nests reusable workflows deeper than GitHub's {MAX_CALL_DEPTH} levels",
+            at.job.id
+        )));
+        return None;
+    }
+    let text = source.workflow_text(reference)?;
+    let label = reference.to_string();
+    match parse_workflow(&label, &text) {
+        Ok(callee) => Some((label, callee)),
+        Err(problems) => {
+            out.push(at.error(format!(
+                "jobs.{}.uses: {label} has errors: {}",
+                at.job.id,
+                problems.0.first().map(ToString::to_string).unwrap_or_default()
+            )));
+            None
+        }
+    }
+}
+
+/// Checks the call against the workflow it calls: inputs, secrets, the
+/// outputs its caller reads and the permissions granted.
+fn check_callee(
+    at: &Site,
+    call: &Call,
+    label: &str,
+    callee: &ParsedWorkflow,
+    out: &mut Vec<Diagnostic>,
+) {
+    let problems = check_call(&call.caller.file, call.job, callee);
+    if call.depth == 2 {
+        out.extend(problems);
+    } else {
+        out.extend(
+            problems
+                .into_iter()
+                .map(|p| at.error(format!("jobs.{}: in a nested call: {p}", at.job.id))),
+        );
+    }
+    for (pos, name) in unknown_outputs(call.caller, &call.job.id, callee) {
+        let message = format!(
+            "needs.{}.outputs.{name}: {label} declares no output '{name}'",
+            call.job.id
+        );
+        if call.depth == 2 {
+            out.push(Diagnostic::error(&call.caller.file, pos, message));
+        } else {
+            out.push(at.error(format!("jobs.{}: in a nested call: {message}", at.job.id)));
+        }
+    }
+    if let Some(granted) = call.granted {
+        check_permissions(at, label, callee, granted, out);
     }
 }
 

@@ -322,67 +322,18 @@ impl<'a> Builder<'a> {
             });
         }
         self.count(1, pos)?;
-        let (node, anchor) = match ev {
+        let (kind, anchor) = match ev {
             Event::Scalar(text, style, anchor, _) => {
                 let style = match style {
                     ScalarStyle::Plain => Style::Plain,
                     ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
                     ScalarStyle::Literal | ScalarStyle::Folded => Style::Block,
                 };
-                let node = Node {
-                    kind: NodeKind::Scalar(text.into_owned(), style),
-                    pos,
-                };
-                (node, anchor)
+                (NodeKind::Scalar(text.into_owned(), style), anchor)
             }
-            Event::SequenceStart(anchor, _) => {
-                let mut items = Vec::new();
-                loop {
-                    let (ev, span) = self.next()?;
-                    if matches!(ev, Event::SequenceEnd) {
-                        break;
-                    }
-                    items.push(self.node(ev, span, depth + 1)?);
-                }
-                (
-                    Node {
-                        kind: NodeKind::Seq(items),
-                        pos,
-                    },
-                    anchor,
-                )
-            }
-            Event::MappingStart(anchor, _) => {
-                let mut entries: Vec<(Node, Node)> = Vec::new();
-                loop {
-                    let (ev, span) = self.next()?;
-                    if matches!(ev, Event::MappingEnd) {
-                        break;
-                    }
-                    let key = self.node(ev, span, depth + 1)?;
-                    let (ev, span) = self.next()?;
-                    let value = self.node(ev, span, depth + 1)?;
-                    self.check_key(&entries, &key);
-                    entries.push((key, value));
-                }
-                (
-                    Node {
-                        kind: NodeKind::Map(entries),
-                        pos,
-                    },
-                    anchor,
-                )
-            }
-            Event::Alias(id) => {
-                let Some(target) = self.anchors.get(&id).cloned() else {
-                    return Err(YamlError {
-                        pos,
-                        message: "alias refers to an unknown anchor".into(),
-                    });
-                };
-                self.count(count_nodes(&target), pos)?;
-                return Ok(Node { pos, ..target });
-            }
+            Event::SequenceStart(anchor, _) => (NodeKind::Seq(self.items(depth + 1)?), anchor),
+            Event::MappingStart(anchor, _) => (NodeKind::Map(self.entries(depth + 1)?), anchor),
+            Event::Alias(id) => return self.alias(id, pos),
             other => {
                 return Err(YamlError {
                     pos,
@@ -390,10 +341,51 @@ impl<'a> Builder<'a> {
                 })
             }
         };
+        let node = Node { kind, pos };
         if anchor != 0 {
             self.anchors.insert(anchor, node.clone());
         }
         Ok(node)
+    }
+
+    /// A copy of the node anchored as `id`, at `pos`.
+    fn alias(&mut self, id: usize, pos: Pos) -> Result<Node, YamlError> {
+        let Some(target) = self.anchors.get(&id).cloned() else {
+            return Err(YamlError {
+                pos,
+                message: "alias refers to an unknown anchor".into(),
+            });
+        };
+        self.count(count_nodes(&target), pos)?;
+        Ok(Node { pos, ..target })
+    }
+
+    /// The items of a sequence up to its end, at `depth`.
+    fn items(&mut self, depth: usize) -> Result<Vec<Node>, YamlError> {
+        let mut items = Vec::new();
+        loop {
+            let (ev, span) = self.next()?;
+            if matches!(ev, Event::SequenceEnd) {
+                return Ok(items);
+            }
+            items.push(self.node(ev, span, depth)?);
+        }
+    }
+
+    /// The entries of a mapping up to its end, at `depth`; repeated keys are reported.
+    fn entries(&mut self, depth: usize) -> Result<Vec<(Node, Node)>, YamlError> {
+        let mut entries: Vec<(Node, Node)> = Vec::new();
+        loop {
+            let (ev, span) = self.next()?;
+            if matches!(ev, Event::MappingEnd) {
+                return Ok(entries);
+            }
+            let key = self.node(ev, span, depth)?;
+            let (ev, span) = self.next()?;
+            let value = self.node(ev, span, depth)?;
+            self.check_key(&entries, &key);
+            entries.push((key, value));
+        }
     }
 
     fn check_key(&mut self, entries: &[(Node, Node)], key: &Node) {

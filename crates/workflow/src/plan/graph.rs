@@ -51,24 +51,17 @@ pub fn check_needs(workflow: &ParsedWorkflow) -> Vec<Diagnostic> {
     out
 }
 
+/// Where a job is in the depth-first search for cycles.
+#[derive(Clone, Copy, PartialEq)]
+enum Mark {
+    New,
+    Active,
+    Done,
+}
+
 /// Each cycle as (job index, needs entry index closing it, path of job ids).
 fn find_cycles(jobs: &IndexMap<String, Job>) -> Vec<(usize, usize, Vec<String>)> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        New,
-        Active,
-        Done,
-    }
-    let edges: Vec<Vec<(usize, usize)>> = jobs
-        .values()
-        .map(|job| {
-            job.needs
-                .iter()
-                .enumerate()
-                .filter_map(|(entry, n)| jobs.get_index_of(&n.value).map(|t| (t, entry)))
-                .collect()
-        })
-        .collect();
+    let edges = needs_edges(jobs);
     let mut marks = vec![Mark::New; jobs.len()];
     let mut cycles = Vec::new();
     for start in 0..jobs.len() {
@@ -79,33 +72,54 @@ fn find_cycles(jobs: &IndexMap<String, Job>) -> Vec<(usize, usize, Vec<String>)>
         let mut stack = vec![(start, 0usize)];
         marks[start] = Mark::Active;
         while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            if let Some(&(target, entry)) = edges[node].get(*next) {
-                *next += 1;
-                match marks[target] {
-                    Mark::New => {
-                        marks[target] = Mark::Active;
-                        stack.push((target, 0));
-                    }
-                    Mark::Active if target != node => {
-                        let from = stack.iter().position(|(n, _)| *n == target).unwrap_or(0);
-                        let mut path: Vec<String> = stack[from..]
-                            .iter()
-                            .map(|(n, _)| {
-                                jobs.get_index(*n).map_or(String::new(), |(k, _)| k.clone())
-                            })
-                            .collect();
-                        path.push(path[0].clone());
-                        cycles.push((node, entry, path));
-                    }
-                    _ => {}
-                }
-            } else {
+            let Some(&(target, entry)) = edges[node].get(*next) else {
                 marks[node] = Mark::Done;
                 stack.pop();
+                continue;
+            };
+            *next += 1;
+            match marks[target] {
+                Mark::New => {
+                    marks[target] = Mark::Active;
+                    stack.push((target, 0));
+                }
+                Mark::Active if target != node => {
+                    cycles.push((node, entry, cycle_path(jobs, &stack, target)));
+                }
+                _ => {}
             }
         }
     }
     cycles
+}
+
+/// For each job, the jobs it needs as (job index, needs entry index).
+fn needs_edges(jobs: &IndexMap<String, Job>) -> Vec<Vec<(usize, usize)>> {
+    jobs.values()
+        .map(|job| {
+            job.needs
+                .iter()
+                .enumerate()
+                .filter_map(|(entry, n)| jobs.get_index_of(&n.value).map(|t| (t, entry)))
+                .collect()
+        })
+        .collect()
+}
+
+/// The job ids of the cycle that closes at `target` on the search `stack`,
+/// from `target` back to it.
+fn cycle_path(
+    jobs: &IndexMap<String, Job>,
+    stack: &[(usize, usize)],
+    target: usize,
+) -> Vec<String> {
+    let from = stack.iter().position(|(n, _)| *n == target).unwrap_or(0);
+    let mut path: Vec<String> = stack[from..]
+        .iter()
+        .map(|(n, _)| jobs.get_index(*n).map_or(String::new(), |(k, _)| k.clone()))
+        .collect();
+    path.push(path[0].clone());
+    path
 }
 
 /// Job ids in a stable topological order: each job after the jobs it needs,

@@ -35,43 +35,63 @@ pub enum MatrixError {
 /// `include` entry is merged into every original combination whose original
 /// values it does not overwrite, or becomes a combination of its own.
 pub fn expand_matrix(matrix: &Object) -> Result<Vec<Object>, MatrixError> {
-    let mut dimensions: Vec<(&str, &[Value])> = Vec::new();
-    let mut include: &[Value] = &[];
-    let mut exclude: &[Value] = &[];
-    for (key, value) in matrix.iter() {
-        match (key.as_str(), value) {
-            ("include", Value::Array(list)) => include = list,
-            ("exclude", Value::Array(list)) => exclude = list,
-            ("include", _) => return Err(MatrixError::BadList("include")),
-            ("exclude", _) => return Err(MatrixError::BadList("exclude")),
-            (_, Value::Array(values)) if values.is_empty() => {
-                return Err(MatrixError::EmptyVector(key.clone()))
-            }
-            (_, Value::Array(values)) => dimensions.push((key, values)),
-            _ => return Err(MatrixError::NotAVector(key.clone())),
-        }
-    }
-    let as_objects = |list: &'static str, values: &[Value]| -> Result<Vec<Object>, MatrixError> {
-        values
-            .iter()
-            .map(|v| match v {
-                Value::Object(o) => Ok(o.clone()),
-                _ => Err(MatrixError::BadList(list)),
-            })
-            .collect()
-    };
-    let include = as_objects("include", include)?;
-    let exclude = as_objects("exclude", exclude)?;
-
-    let product: usize = dimensions.iter().map(|(_, v)| v.len()).product();
+    let parts = Parts::of(matrix)?;
+    let product: usize = parts.dimensions.iter().map(|(_, v)| v.len()).product();
     if product > MAX_COMBINATIONS * 16 {
         return Err(MatrixError::TooLarge(product));
     }
-    let mut combos: Vec<Object> = if dimensions.is_empty() {
-        Vec::new()
-    } else {
+    let mut combos = parts.product();
+    combos.retain(|combo| !parts.exclude.iter().any(|ex| partially_matches(combo, ex)));
+    if !parts.dimensions.is_empty() && combos.is_empty() && parts.include.is_empty() {
+        return Err(MatrixError::Empty);
+    }
+    parts.include(&mut combos);
+    if combos.len() > MAX_COMBINATIONS {
+        return Err(MatrixError::TooLarge(combos.len()));
+    }
+    Ok(combos)
+}
+
+/// A matrix taken apart: its dimensions in declaration order, and its
+/// `include` and `exclude` entries.
+struct Parts<'m> {
+    dimensions: Vec<(&'m str, &'m [Value])>,
+    include: Vec<Object>,
+    exclude: Vec<Object>,
+}
+
+impl<'m> Parts<'m> {
+    fn of(matrix: &'m Object) -> Result<Self, MatrixError> {
+        let mut dimensions: Vec<(&str, &[Value])> = Vec::new();
+        let mut include: &[Value] = &[];
+        let mut exclude: &[Value] = &[];
+        for (key, value) in matrix.iter() {
+            match (key.as_str(), value) {
+                ("include", Value::Array(list)) => include = list,
+                ("exclude", Value::Array(list)) => exclude = list,
+                ("include", _) => return Err(MatrixError::BadList("include")),
+                ("exclude", _) => return Err(MatrixError::BadList("exclude")),
+                (_, Value::Array(values)) if values.is_empty() => {
+                    return Err(MatrixError::EmptyVector(key.clone()))
+                }
+                (_, Value::Array(values)) => dimensions.push((key, values)),
+                _ => return Err(MatrixError::NotAVector(key.clone())),
+            }
+        }
+        Ok(Parts {
+            dimensions,
+            include: as_objects("include", include)?,
+            exclude: as_objects("exclude", exclude)?,
+        })
+    }
+
+    /// Every combination of the dimensions' values, the first varying slowest.
+    fn product(&self) -> Vec<Object> {
+        if self.dimensions.is_empty() {
+            return Vec::new();
+        }
         let mut combos = vec![Object::new()];
-        for (key, values) in &dimensions {
+        for (key, values) in &self.dimensions {
             let mut next = Vec::with_capacity(combos.len() * values.len());
             for combo in &combos {
                 for value in values.iter() {
@@ -83,39 +103,45 @@ pub fn expand_matrix(matrix: &Object) -> Result<Vec<Object>, MatrixError> {
             combos = next;
         }
         combos
-    };
-    combos.retain(|combo| !exclude.iter().any(|ex| partially_matches(combo, ex)));
-    let had_dimensions = !combos.is_empty();
-    if !dimensions.is_empty() && combos.is_empty() && include.is_empty() {
-        return Err(MatrixError::Empty);
     }
 
-    let originals = combos.len();
-    let dimension_keys: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
-    for entry in &include {
-        let mut merged = false;
-        if had_dimensions {
-            for combo in combos.iter_mut().take(originals) {
-                let overwrites_original = entry.iter().any(|(k, v)| {
-                    dimension_keys.iter().any(|d| d == k)
-                        && combo.get(k).is_some_and(|cur| cur != v)
-                });
-                if !overwrites_original {
-                    for (k, v) in entry.iter() {
-                        combo.0.insert(k.clone(), v.clone());
+    /// Merges each `include` entry into the original combinations whose
+    /// dimension values it does not overwrite, or adds it as its own.
+    fn include(&self, combos: &mut Vec<Object>) {
+        let had_dimensions = !combos.is_empty();
+        let originals = combos.len();
+        for entry in &self.include {
+            let mut merged = false;
+            if had_dimensions {
+                for combo in combos.iter_mut().take(originals) {
+                    let overwrites_original = entry.iter().any(|(k, v)| {
+                        self.dimensions.iter().any(|(d, _)| d == k)
+                            && combo.get(k).is_some_and(|cur| cur != v)
+                    });
+                    if !overwrites_original {
+                        for (k, v) in entry.iter() {
+                            combo.0.insert(k.clone(), v.clone());
+                        }
+                        merged = true;
                     }
-                    merged = true;
                 }
             }
-        }
-        if !merged {
-            combos.push(entry.clone());
+            if !merged {
+                combos.push(entry.clone());
+            }
         }
     }
-    if combos.len() > MAX_COMBINATIONS {
-        return Err(MatrixError::TooLarge(combos.len()));
-    }
-    Ok(combos)
+}
+
+/// The mappings of an `include` or `exclude` list.
+fn as_objects(list: &'static str, values: &[Value]) -> Result<Vec<Object>, MatrixError> {
+    values
+        .iter()
+        .map(|v| match v {
+            Value::Object(o) => Ok(o.clone()),
+            _ => Err(MatrixError::BadList(list)),
+        })
+        .collect()
 }
 
 fn partially_matches(combo: &Object, pattern: &Object) -> bool {

@@ -10,9 +10,9 @@ pub mod matrix;
 pub use graph::{check_needs, topological_order, Scheduler};
 pub use matrix::{expand_matrix, MatrixError, MAX_COMBINATIONS};
 
-use crate::diagnostic::Pos;
+use crate::diagnostic::{Pos, Spanned};
 use crate::expr::{self, EvalContext, ExprError};
-use crate::model::{JobBody, ParsedWorkflow};
+use crate::model::{JobBody, ParsedWorkflow, Strategy};
 use crate::value::{Object, Value};
 
 /// Contexts known when a workflow is planned (`github`, `vars`, `inputs`).
@@ -128,64 +128,53 @@ pub fn plan_workflow(
     workflow: &ParsedWorkflow,
     ctx: &PlanContext,
 ) -> Result<WorkflowPlan, PlanError> {
-    let eval = EvalContext {
-        contexts: ctx.contexts.clone(),
-        ..EvalContext::default()
+    let planner = Planner {
+        workflow,
+        eval: EvalContext {
+            contexts: ctx.contexts.clone(),
+            ..EvalContext::default()
+        },
     };
-    let mut jobs = Vec::with_capacity(workflow.jobs.len());
-    for id in topological_order(&workflow.jobs) {
-        let job = &workflow.jobs[&id];
-        let expr_err = |pos, source| PlanError::Expression {
-            file: workflow.file.clone(),
-            job: id.clone(),
-            pos,
-            source,
-        };
+    let jobs = topological_order(&workflow.jobs)
+        .into_iter()
+        .map(|id| planner.job(id))
+        .collect::<Result<_, _>>()?;
+    Ok(WorkflowPlan { jobs })
+}
+
+/// Plans the jobs of one workflow with the values the event gives.
+struct Planner<'w> {
+    workflow: &'w ParsedWorkflow,
+    eval: EvalContext,
+}
+
+impl Planner<'_> {
+    /// Plans the job `id`.
+    fn job(&self, id: String) -> Result<PlannedJob, PlanError> {
+        let job = &self.workflow.jobs[&id];
         let strategy = job.strategy.clone().unwrap_or_default();
-        let matrix = match &strategy.matrix {
-            None => MatrixState::None,
-            Some(m) if references_needs(&m.value) => MatrixState::Deferred,
-            Some(m) => {
-                let evaluated =
-                    expr::evaluate_matrix(&m.value, &eval).map_err(|e| expr_err(m.pos, e))?;
-                let matrix_err = |source| PlanError::Matrix {
-                    file: workflow.file.clone(),
-                    job: id.clone(),
-                    pos: m.pos,
-                    source,
-                };
-                let object = match evaluated {
-                    Value::Object(o) => o,
-                    other => return Err(matrix_err(MatrixError::NotAMapping(type_name(&other)))),
-                };
-                MatrixState::Expanded(expand_matrix(&object).map_err(matrix_err)?)
-            }
-        };
+        let matrix = self.matrix(&id, &strategy)?;
         let fail_fast = match &strategy.fail_fast {
             None => Some(true),
-            Some(v) => {
-                match expr::evaluate_value(&v.value, &eval).map_err(|e| expr_err(v.pos, e))? {
-                    Value::Bool(b) => Some(b),
-                    _ => None,
-                }
-            }
+            Some(v) => match self.value(&id, v)? {
+                Value::Bool(b) => Some(b),
+                _ => None,
+            },
         };
         let max_parallel = match &strategy.max_parallel {
-            Some(v) => {
-                match expr::evaluate_value(&v.value, &eval).map_err(|e| expr_err(v.pos, e))? {
-                    Value::Number(n) if n >= 1.0 => Some(n as u32),
-                    _ => None,
-                }
-            }
+            Some(v) => match self.value(&id, v)? {
+                Value::Number(n) if n >= 1.0 => Some(n as u32),
+                _ => None,
+            },
             None => None,
         };
         let name = job
             .name
             .as_ref()
             .map_or_else(|| id.clone(), |n| n.value.clone());
-        jobs.push(PlannedJob {
-            condition: decide_if(job, &eval),
-            evaluated_names: evaluate_names(&name, &matrix, &eval),
+        Ok(PlannedJob {
+            condition: decide_if(job, &self.eval),
+            evaluated_names: evaluate_names(&name, &matrix, &self.eval),
             name,
             needs: job.needs.iter().map(|n| n.value.clone()).collect(),
             matrix,
@@ -196,9 +185,46 @@ pub fn plan_workflow(
                 JobBody::Steps(_) => None,
             },
             id,
-        });
+        })
     }
-    Ok(WorkflowPlan { jobs })
+
+    /// The evaluated `v` of the job `id`'s strategy.
+    fn value(&self, id: &str, v: &Spanned<Value>) -> Result<Value, PlanError> {
+        expr::evaluate_value(&v.value, &self.eval).map_err(|e| self.expr_err(id, v.pos, e))
+    }
+
+    /// The job `id`'s matrix: expanded now, or deferred when it reads `needs`.
+    fn matrix(&self, id: &str, strategy: &Strategy) -> Result<MatrixState, PlanError> {
+        let m = match &strategy.matrix {
+            None => return Ok(MatrixState::None),
+            Some(m) if references_needs(&m.value) => return Ok(MatrixState::Deferred),
+            Some(m) => m,
+        };
+        let evaluated =
+            expr::evaluate_matrix(&m.value, &self.eval).map_err(|e| self.expr_err(id, m.pos, e))?;
+        let matrix_err = |source| PlanError::Matrix {
+            file: self.workflow.file.clone(),
+            job: id.to_owned(),
+            pos: m.pos,
+            source,
+        };
+        let object = match evaluated {
+            Value::Object(o) => o,
+            other => return Err(matrix_err(MatrixError::NotAMapping(type_name(&other)))),
+        };
+        Ok(MatrixState::Expanded(
+            expand_matrix(&object).map_err(matrix_err)?,
+        ))
+    }
+
+    fn expr_err(&self, id: &str, pos: Pos, source: ExprError) -> PlanError {
+        PlanError::Expression {
+            file: self.workflow.file.clone(),
+            job: id.to_owned(),
+            pos,
+            source,
+        }
+    }
 }
 
 /// Evaluates a job's `if:` when it depends only on what the event gives.

@@ -76,76 +76,14 @@ pub fn validate_pattern(pattern: &str) -> Result<(), GlobError> {
 impl Glob {
     /// Compiles a pattern.
     pub fn new(pattern: &str) -> Result<Glob, GlobError> {
-        let err = |offset: usize, message: &str| GlobError {
-            offset,
-            message: message.to_owned(),
-        };
         if pattern.is_empty() {
-            return Err(err(0, "empty pattern"));
+            return Err(glob_error(0, "empty pattern"));
         }
         let chars: Vec<(usize, char)> = pattern.char_indices().collect();
         let mut tokens = Vec::new();
         let mut i = 0;
         while i < chars.len() {
-            let (offset, c) = chars[i];
-            match c {
-                '*' => {
-                    if chars.get(i + 1).map(|x| x.1) == Some('*') {
-                        if chars.get(i + 2).map(|x| x.1) == Some('/') {
-                            tokens.push(Token::Folders);
-                            i += 3;
-                        } else {
-                            tokens.push(Token::DoubleStar);
-                            i += 2;
-                        }
-                    } else {
-                        tokens.push(Token::Star);
-                        i += 1;
-                    }
-                    continue;
-                }
-                '?' | '+' => {
-                    let repeat = if c == '?' {
-                        Repeat::ZeroOrOne
-                    } else {
-                        Repeat::OneOrMore
-                    };
-                    match tokens.last_mut() {
-                        Some(Token::Atom(_, r @ Repeat::One)) => *r = repeat,
-                        _ => {
-                            return Err(err(
-                                offset,
-                                &format!("'{c}' must follow a character or a [class]"),
-                            ))
-                        }
-                    }
-                    i += 1;
-                    continue;
-                }
-                '[' => {
-                    let (ranges, next) =
-                        class(&chars, i + 1).ok_or_else(|| err(offset, "'[' is never closed"))?;
-                    if ranges.is_empty() {
-                        return Err(err(offset, "empty character class"));
-                    }
-                    if let Some((lo, hi)) = ranges.iter().find(|(lo, hi)| lo > hi) {
-                        return Err(err(offset, &format!("range {lo}-{hi} is reversed")));
-                    }
-                    tokens.push(Token::Atom(Atom::Class(ranges), Repeat::One));
-                    i = next;
-                    continue;
-                }
-                '\\' => {
-                    let (_, escaped) = *chars
-                        .get(i + 1)
-                        .ok_or_else(|| err(offset, "'\\' at the end escapes nothing"))?;
-                    tokens.push(Token::Atom(Atom::Char(escaped), Repeat::One));
-                    i += 2;
-                    continue;
-                }
-                _ => tokens.push(Token::Atom(Atom::Char(c), Repeat::One)),
-            }
-            i += 1;
+            i = compile_at(&chars, i, &mut tokens)?;
         }
         Ok(Glob {
             tokens,
@@ -164,45 +102,140 @@ impl Glob {
             let (cur, next) = reachable.split_at_mut((i + 1) * cols);
             let cur = &cur[i * cols..];
             let next = &mut next[..cols];
-            for j in 0..cols {
-                if !cur[j] {
-                    continue;
-                }
-                match token {
-                    Token::Atom(atom, repeat) => {
-                        if *repeat == Repeat::ZeroOrOne {
-                            next[j] = true;
-                        }
-                        let mut k = j;
-                        while k < chars.len() && atom.matches(chars[k]) {
-                            k += 1;
-                            next[k] = true;
-                            if *repeat != Repeat::OneOrMore {
-                                break;
-                            }
-                        }
-                    }
-                    Token::Star => {
-                        next[j] = true;
-                        let mut k = j;
-                        while k < chars.len() && chars[k] != '/' {
-                            k += 1;
-                            next[k] = true;
-                        }
-                    }
-                    Token::DoubleStar => next[j..].iter_mut().for_each(|r| *r = true),
-                    Token::Folders => {
-                        next[j] = true;
-                        for k in j..chars.len() {
-                            if chars[k] == '/' {
-                                next[k + 1] = true;
-                            }
-                        }
-                    }
+            for (j, &here) in cur.iter().enumerate() {
+                if here {
+                    token.advance(&chars, j, next);
                 }
             }
         }
         reachable[self.tokens.len() * cols + chars.len()]
+    }
+}
+
+impl Token {
+    /// Marks in `next` every position the token can reach from position `j` of `chars`.
+    fn advance(&self, chars: &[char], j: usize, next: &mut [bool]) {
+        match self {
+            Token::Atom(atom, repeat) => {
+                if *repeat == Repeat::ZeroOrOne {
+                    next[j] = true;
+                }
+                let mut k = j;
+                while k < chars.len() && atom.matches(chars[k]) {
+                    k += 1;
+                    next[k] = true;
+                    if *repeat != Repeat::OneOrMore {
+                        break;
+                    }
+                }
+            }
+            Token::Star => {
+                next[j] = true;
+                let mut k = j;
+                while k < chars.len() && chars[k] != '/' {
+                    k += 1;
+                    next[k] = true;
+                }
+            }
+            Token::DoubleStar => next[j..].iter_mut().for_each(|r| *r = true),
+            Token::Folders => {
+                next[j] = true;
+                for k in j..chars.len() {
+                    if chars[k] == '/' {
+                        next[k + 1] = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Makes the last token optional (`?`) or repeated (`+`).
+fn repeat_last(tokens: &mut [Token], offset: usize, c: char) -> Result<(), GlobError> {
+    let repeat = if c == '?' {
+        Repeat::ZeroOrOne
+    } else {
+        Repeat::OneOrMore
+    };
+    match tokens.last_mut() {
+        Some(Token::Atom(_, r @ Repeat::One)) => {
+            *r = repeat;
+            Ok(())
+        }
+        _ => {
+            let message = format!("'{c}' must follow a character or a [class]");
+            Err(glob_error(offset, &message))
+        }
+    }
+}
+
+/// The character class opened by the `[` at `chars[i]`, non-empty and with
+/// ordered ranges, and where the pattern goes on after it.
+fn checked_class(
+    chars: &[(usize, char)],
+    i: usize,
+) -> Result<(Vec<(char, char)>, usize), GlobError> {
+    let offset = chars[i].0;
+    let (ranges, next) =
+        class(chars, i + 1).ok_or_else(|| glob_error(offset, "'[' is never closed"))?;
+    if ranges.is_empty() {
+        return Err(glob_error(offset, "empty character class"));
+    }
+    if let Some((lo, hi)) = ranges.iter().find(|(lo, hi)| lo > hi) {
+        return Err(glob_error(offset, &format!("range {lo}-{hi} is reversed")));
+    }
+    Ok((ranges, next))
+}
+
+/// A [`GlobError`] at `offset`.
+fn glob_error(offset: usize, message: &str) -> GlobError {
+    GlobError {
+        offset,
+        message: message.to_owned(),
+    }
+}
+
+/// Compiles the pattern's part at `chars[i]` into `tokens`; returns where the
+/// next part starts.
+fn compile_at(
+    chars: &[(usize, char)],
+    i: usize,
+    tokens: &mut Vec<Token>,
+) -> Result<usize, GlobError> {
+    let (offset, c) = chars[i];
+    let at = |n: usize| chars.get(i + n).map(|x| x.1);
+    match c {
+        '*' if at(1) == Some('*') && at(2) == Some('/') => {
+            tokens.push(Token::Folders);
+            Ok(i + 3)
+        }
+        '*' if at(1) == Some('*') => {
+            tokens.push(Token::DoubleStar);
+            Ok(i + 2)
+        }
+        '*' => {
+            tokens.push(Token::Star);
+            Ok(i + 1)
+        }
+        '?' | '+' => {
+            repeat_last(tokens, offset, c)?;
+            Ok(i + 1)
+        }
+        '[' => {
+            let (ranges, next) = checked_class(chars, i)?;
+            tokens.push(Token::Atom(Atom::Class(ranges), Repeat::One));
+            Ok(next)
+        }
+        '\\' => {
+            let escaped =
+                at(1).ok_or_else(|| glob_error(offset, "'\\' at the end escapes nothing"))?;
+            tokens.push(Token::Atom(Atom::Char(escaped), Repeat::One));
+            Ok(i + 2)
+        }
+        _ => {
+            tokens.push(Token::Atom(Atom::Char(c), Repeat::One));
+            Ok(i + 1)
+        }
     }
 }
 
