@@ -13,9 +13,9 @@ use crate::reference::{ActionRef, WorkflowRef};
 use crate::value::Value;
 
 use super::checker::{get, Checker};
-use super::expressions as ctx;
 use super::yaml::{Node, NodeKind};
 use super::{concurrency, defaults, env, permissions};
+use crate::expr::contexts as ctx;
 
 const STEP_JOB_KEYS: &[&str] = &[
     "name",

@@ -19,11 +19,10 @@ use crate::model::{Access, Concurrency, Defaults, EnvMap, ParsedWorkflow, Permis
 
 use checker::{get, Checker};
 
+use crate::expr::contexts as ctx;
 pub use action::{parse_action, ActionInput, ActionRuns, ParsedAction};
 pub use calls::check_call;
 pub use checker::suggest as suggest_name;
-use expressions as ctx;
-pub use expressions::JOB_IF as JOB_IF_CONTEXTS;
 pub use resolve::{check_calls, WorkflowSource, MAX_CALL_DEPTH};
 use yaml::Node;
 

@@ -8,8 +8,8 @@ use crate::model::{
 };
 
 use super::checker::{get, suggest, Checker};
-use super::expressions as ctx;
 use super::yaml::{Node, NodeKind};
+use crate::expr::contexts as ctx;
 
 /// Every event a workflow can listen to.
 pub const EVENTS: &[&str] = &[

@@ -232,7 +232,7 @@ fn decide_if(job: &crate::model::Job, eval: &EvalContext) -> IfDecision {
     let Some(text) = &job.if_cond else {
         return IfDecision::NoCondition;
     };
-    let Ok(condition) = expr::parse_condition(&text.value, crate::load::JOB_IF_CONTEXTS) else {
+    let Ok(condition) = expr::parse_condition(&text.value, expr::contexts::JOB_IF) else {
         return IfDecision::AtRunTime;
     };
     // Status functions look at the needed jobs' results, unknown before they run.
