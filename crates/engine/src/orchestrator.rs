@@ -36,8 +36,11 @@ use crate::job::JobReport;
 use crate::reusable::Callees;
 
 mod call;
+mod error;
 mod instance;
 mod jobs;
+
+pub use error::{CallError, MatrixProblem, RunError};
 
 use instance::{InstanceTask, JobSlots, TaskEnd};
 use jobs::{
@@ -157,7 +160,7 @@ pub struct RunReport {
     /// The run's conclusion.
     pub conclusion: Conclusion,
     /// Problems that ended jobs before they ran (bad `if:`, bad matrix).
-    pub errors: Vec<String>,
+    pub errors: Vec<RunError>,
 }
 
 #[derive(Default)]
@@ -289,8 +292,8 @@ impl<'a, E: JobExecutor> RunState<'a, E> {
         }
         match instances_of(&self.workflow, planned, &job_contexts) {
             Ok(combos) => self.spawn_instances(planned, &job_contexts, combos),
-            Err(message) => {
-                self.report.errors.push(message);
+            Err(error) => {
+                self.report.errors.push(error);
                 self.finish_unrun(planned, Conclusion::Failure);
             }
         }
@@ -326,11 +329,12 @@ impl<'a, E: JobExecutor> RunState<'a, E> {
             needs_all_succeeded,
         ) {
             Ok(run) => run,
-            Err(message) => {
-                let file = &self.workflow.file;
-                self.report
-                    .errors
-                    .push(format!("{file}: jobs.{id}.if: {message}"));
+            Err(source) => {
+                self.report.errors.push(RunError::JobIf {
+                    file: self.workflow.file.clone(),
+                    job: id.clone(),
+                    source,
+                });
                 false
             }
         }
@@ -432,7 +436,7 @@ impl<'a, E: JobExecutor> RunState<'a, E> {
             Err(err) => {
                 self.report
                     .errors
-                    .push(format!("a job task ended abnormally: {err}"));
+                    .push(RunError::TaskAborted(err.to_string()));
                 return;
             }
         };

@@ -2,73 +2,17 @@
 //! which results and outputs flow where.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use firerunner_engine::orchestrator::{
-    run_workflow, InstanceOutcome, JobExecutor, JobInstance, RunLimits, RunReport, RunScope,
-};
+use firerunner_engine::orchestrator::{run_workflow, RunLimits, RunReport, RunScope};
 use firerunner_engine::reusable::{resolve_callees, RemoteWorkflows};
+use firerunner_engine::testing::{result, script, span, Script, Scripted};
 use firerunner_workflow::load::parse_workflow;
 use firerunner_workflow::plan::{plan_workflow, PlanContext};
 use firerunner_workflow::Conclusion;
 use firerunner_workflow::{Object, Value, WorkflowRef};
 use tokio_util::sync::CancellationToken;
-
-/// What a scripted instance does: sleep, then end with a result and outputs.
-#[derive(Clone)]
-struct Script {
-    millis: u64,
-    result: Conclusion,
-    outputs: Vec<(&'static str, &'static str)>,
-}
-
-type LogEntry = (String, Instant, Instant, Conclusion);
-
-#[derive(Default)]
-struct Scripted {
-    scripts: HashMap<String, Script>,
-    log: Mutex<Vec<LogEntry>>,
-    seen: Mutex<HashMap<String, Object>>,
-}
-
-impl JobExecutor for Scripted {
-    async fn run(&self, instance: JobInstance, cancel: CancellationToken) -> InstanceOutcome {
-        let script = self
-            .scripts
-            .get(&instance.name)
-            .or_else(|| self.scripts.get(&instance.job_id))
-            .cloned()
-            .unwrap_or_else(|| script(20, Conclusion::Success));
-        self.seen
-            .lock()
-            .unwrap()
-            .insert(instance.name.clone(), instance.contexts.clone());
-        let start = Instant::now();
-        let result = tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(script.millis)) => script.result,
-            _ = cancel.cancelled() => Conclusion::Cancelled,
-        };
-        self.log
-            .lock()
-            .unwrap()
-            .push((instance.name.clone(), start, Instant::now(), result));
-        let outputs = script
-            .outputs
-            .iter()
-            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-            .collect();
-        InstanceOutcome::new(result, outputs)
-    }
-}
-
-fn script(millis: u64, result: Conclusion) -> Script {
-    Script {
-        millis,
-        result,
-        outputs: vec![],
-    }
-}
 
 async fn run_with(
     yaml: &str,
@@ -112,24 +56,6 @@ async fn run(
     )
     .await;
     (report, executor)
-}
-
-fn span(executor: &Scripted, name: &str) -> (Instant, Instant) {
-    let log = executor.log.lock().unwrap();
-    let entry = log
-        .iter()
-        .find(|e| e.0 == name)
-        .unwrap_or_else(|| panic!("{name} did not run"));
-    (entry.1, entry.2)
-}
-
-fn result(report: &RunReport, name: &str) -> Conclusion {
-    report
-        .instances
-        .iter()
-        .find(|i| i.name == name)
-        .unwrap_or_else(|| panic!("no instance {name}: {:?}", report.instances))
-        .result
 }
 
 const STEP: &str = "    runs-on: ubuntu-latest\n    steps:\n      - run: true\n";
@@ -421,7 +347,9 @@ async fn a_job_if_reads_github_and_a_bad_matrix_is_an_error_not_a_crash() {
     assert_eq!(result(&report, "uses_bad"), Conclusion::Failure);
     assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
     assert!(
-        report.errors[0].contains("jobs.uses_bad.strategy.matrix"),
+        report.errors[0]
+            .to_string()
+            .contains("jobs.uses_bad.strategy.matrix"),
         "{}",
         report.errors[0]
     );
@@ -650,7 +578,7 @@ async fn a_remote_reusable_workflow_is_fetched_checked_and_run_with_its_own_loca
     let (report, _) = run_calling(missing_input, HashMap::new(), &remote).await;
     assert_eq!(report.jobs["call"], Conclusion::Failure);
     assert!(
-        report.errors.iter().any(|e| e.contains("word")),
+        report.errors.iter().any(|e| e.to_string().contains("word")),
         "{:?}",
         report.errors
     );
@@ -665,7 +593,7 @@ async fn a_remote_reusable_workflow_that_cannot_be_fetched_fails_its_job_clearly
     assert_eq!(report.jobs["other"], Conclusion::Success);
     assert_eq!(report.conclusion, Conclusion::Failure);
     assert!(
-        report.errors.iter().any(|e| e.starts_with(
+        report.errors.iter().any(|e| e.to_string().starts_with(
             "call: octo/absent/.github/workflows/x.yml@v1: cannot fetch the reusable workflow"
         )),
         "{:?}",

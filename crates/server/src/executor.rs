@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use firerunner_engine::artifacts::ArtifactStore;
-use firerunner_engine::cache::CacheStore;
 use firerunner_engine::checkout::{CheckoutSource, GitToken};
 use firerunner_engine::job::JobReport;
 use firerunner_engine::logs::{LogHub, LogLine};
 use firerunner_engine::orchestrator::{RunLimits, RunReport};
 use firerunner_engine::run::{Engine, FinishedInstance, RunEvent, RunObserver, WorkflowRun};
 use firerunner_engine::run_context;
+use firerunner_engine::stores::artifacts::ArtifactStore;
+use firerunner_engine::stores::cache::CacheStore;
 use firerunner_vm::session::SessionManager;
 use firerunner_vm::{VmBackend, VmSpec};
 use firerunner_workflow::load::{parse_workflow, WorkflowSource};
@@ -297,7 +297,7 @@ fn outcome(report: RunReport, cancel: &CancellationToken) -> RunOutcome {
             .filter(|instance| instance.started.is_none())
             .map(|instance| (instance.name.clone(), instance.result.as_str().to_string()))
             .collect(),
-        errors: report.errors,
+        errors: report.errors.iter().map(ToString::to_string).collect(),
     }
 }
 

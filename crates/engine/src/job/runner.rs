@@ -261,9 +261,8 @@ impl<'a> JobRunner<'a> {
             status,
             hash_files: self.hash_snapshot.as_ref().map(|dir| {
                 let root = dir.path().to_path_buf();
-                // The evaluator's callback type takes errors as text.
                 let hash: expr::HashFiles = Arc::new(move |patterns: &[String]| {
-                    native::hash_files(&root, patterns).map_err(|e| e.to_string())
+                    native::hash_files(&root, patterns).map_err(|e| e.into())
                 });
                 hash
             }),

@@ -12,6 +12,7 @@ use firerunner_workflow::Conclusion;
 use firerunner_workflow::{Object, Value, WorkflowRef};
 use tokio_util::sync::CancellationToken;
 
+use super::error::{CallError, RunError};
 use super::{run_workflow, InstanceOutcome, InstanceReport, JobExecutor, JobInstance};
 use super::{RunLimits, RunReport, RunScope};
 use crate::reusable::{callee_key, CalleeError};
@@ -20,15 +21,15 @@ use crate::reusable::{callee_key, CalleeError};
 pub(super) struct CallEnd {
     pub(super) outcome: InstanceOutcome,
     pub(super) nested: Vec<InstanceReport>,
-    pub(super) errors: Vec<String>,
+    pub(super) errors: Vec<RunError>,
 }
 
 impl CallEnd {
-    fn failed(message: String) -> Self {
+    fn failed(error: RunError) -> Self {
         Self {
             outcome: InstanceOutcome::new(Conclusion::Failure, Object::new()),
             nested: Vec::new(),
-            errors: vec![message],
+            errors: vec![error],
         }
     }
 }
@@ -47,7 +48,12 @@ pub(super) async fn call_workflow<E: JobExecutor>(
 ) -> CallEnd {
     let ready = match ReadyCall::prepare(&scope, &instance, &call) {
         Ok(ready) => ready,
-        Err(message) => return CallEnd::failed(message),
+        Err(source) => {
+            return CallEnd::failed(RunError::Call {
+                job: instance.name.clone(),
+                source,
+            })
+        }
     };
     let report = run_workflow(
         ready.callee.clone(),
@@ -72,34 +78,27 @@ struct ReadyCall {
 }
 
 impl ReadyCall {
-    /// Finds the callee and evaluates what the call gives it; `Err` is the
-    /// message the call fails with.
+    /// Finds the callee and evaluates what the call gives it.
     fn prepare(
         scope: &RunScope,
         instance: &JobInstance,
         call: &WorkflowCallJob,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, CallError> {
         let key = callee_key(&call.reference, scope.from.as_ref());
         let callee = match scope.callees.get(&key) {
             Some(Ok(callee)) => callee.clone(),
-            Some(Err(err)) => return Err(format!("{}: {err}", instance.name)),
-            None => {
-                return Err(format!(
-                    "{}: {}",
-                    instance.name,
-                    CalleeError::NotLoaded(key)
-                ))
-            }
+            Some(Err(err)) => return Err(err.clone().into()),
+            None => return Err(CalleeError::NotLoaded(key).into()),
         };
         let declared = callee.on.workflow_call.clone().unwrap_or_default();
         let eval = caller_eval(instance, &scope.secrets);
-        let inputs = call_inputs(&declared, call, &eval, &instance.name)?;
-        let secrets = call_secrets(call, &scope.secrets, &eval, &instance.name)?;
+        let inputs = call_inputs(&declared, call, &eval)?;
+        let secrets = call_secrets(call, &scope.secrets, &eval)?;
         let contexts = callee_contexts(instance, inputs);
         let plan_context = PlanContext {
             contexts: contexts.clone(),
         };
-        let plan = plan_workflow(&callee, &plan_context).map_err(|err| err.to_string())?;
+        let plan = plan_workflow(&callee, &plan_context)?;
         let from = match &key {
             WorkflowRef::Remote(remote) => Some(remote.clone()),
             _ => scope.from.clone(),
@@ -144,8 +143,7 @@ fn call_inputs(
     declared: &WorkflowCall,
     call: &WorkflowCallJob,
     eval: &EvalContext,
-    name: &str,
-) -> Result<Object, String> {
+) -> Result<Object, CallError> {
     let mut inputs = Object::new();
     for (input_name, input) in &declared.inputs {
         let given = call
@@ -153,8 +151,12 @@ fn call_inputs(
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(input_name));
         let value = match given {
-            Some((_, value)) => expr::evaluate_value(&value.value, eval)
-                .map_err(|err| format!("{name}: with.{input_name}: {err}"))?,
+            Some((_, value)) => {
+                expr::evaluate_value(&value.value, eval).map_err(|source| CallError::Input {
+                    input: input_name.clone(),
+                    source,
+                })?
+            }
             None => input.default.clone().unwrap_or(Value::Null),
         };
         inputs.insert(input_name.clone(), value);
@@ -167,8 +169,7 @@ fn call_secrets(
     call: &WorkflowCallJob,
     own: &Secrets,
     eval: &EvalContext,
-    name: &str,
-) -> Result<Secrets, String> {
+) -> Result<Secrets, CallError> {
     let map = match &call.secrets {
         CallSecrets::Inherit => return Ok(own.clone()),
         CallSecrets::None => return Ok(Some(Arc::new(BTreeMap::new()))),
@@ -181,7 +182,10 @@ fn call_secrets(
     for (secret, template) in map {
         let value = expr::parse_template(&template.value, &contexts)
             .and_then(|t| t.evaluate_string(eval))
-            .map_err(|err| format!("{name}: secrets.{secret}: {err}"))?;
+            .map_err(|source| CallError::Secret {
+                secret: secret.clone(),
+                source,
+            })?;
         given.insert(secret.clone(), value);
     }
     Ok(Some(Arc::new(given)))
@@ -231,10 +235,11 @@ fn call_end(
             Ok(value) => {
                 outputs.insert(name.clone(), Value::from(expr::to_string(&value).as_ref()))
             }
-            Err(err) => errors.push(format!(
-                "{}: on.workflow_call.outputs.{name}: {err}",
-                callee.file
-            )),
+            Err(source) => errors.push(RunError::CallOutput {
+                file: callee.file.clone(),
+                name: name.clone(),
+                source,
+            }),
         }
     }
     CallEnd {

@@ -11,6 +11,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::call::call_workflow;
+use super::error::RunError;
 use super::{InstanceOutcome, InstanceReport, JobExecutor, JobInstance, RunLimits, RunScope};
 
 /// What every instance of one job shares.
@@ -39,7 +40,7 @@ pub(super) struct TaskEnd {
     /// The reports of a called workflow's jobs.
     pub(super) nested: Vec<InstanceReport>,
     /// The errors of a called workflow.
-    pub(super) errors: Vec<String>,
+    pub(super) errors: Vec<RunError>,
 }
 
 /// One job instance waiting to run.
@@ -147,7 +148,7 @@ impl<E: JobExecutor> InstanceTask<E> {
         &self,
         report: InstanceReport,
         nested: Vec<InstanceReport>,
-        errors: Vec<String>,
+        errors: Vec<RunError>,
     ) -> TaskEnd {
         TaskEnd {
             job_id: self.instance.job_id.clone(),

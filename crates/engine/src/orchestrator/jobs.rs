@@ -3,11 +3,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use firerunner_workflow::expr::{self, EvalContext, JobStatus};
+use firerunner_workflow::expr::{self, EvalContext, ExprError, JobStatus};
 use firerunner_workflow::model::{Job, ParsedWorkflow};
 use firerunner_workflow::plan::{expand_matrix, matrix, MatrixState, WorkflowPlan};
 use firerunner_workflow::Conclusion;
 use firerunner_workflow::{Object, Value};
+
+use super::error::{MatrixProblem, RunError};
 
 pub(super) fn needs_context(
     needs: &[String],
@@ -50,12 +52,11 @@ pub(super) fn decide_job(
     contexts: &Object,
     status: JobStatus,
     needs_all_succeeded: bool,
-) -> Result<bool, String> {
+) -> Result<bool, ExprError> {
     let Some(source) = condition else {
         return Ok(status == JobStatus::Success && needs_all_succeeded);
     };
-    let parsed = expr::parse_condition(source, &["github", "needs", "vars", "inputs"])
-        .map_err(|e| e.to_string())?;
+    let parsed = expr::parse_condition(source, &["github", "needs", "vars", "inputs"])?;
     if !parsed.has_status_function() && !needs_all_succeeded {
         return Ok(false);
     }
@@ -64,14 +65,16 @@ pub(super) fn decide_job(
         status,
         hash_files: None,
     };
-    parsed.evaluate(&eval).map_err(|e| e.to_string())
+    parsed.evaluate(&eval)
 }
 
+/// A job's matrix combinations (one empty one without a matrix); a matrix
+/// made from `needs` outputs is expanded now.
 pub(super) fn instances_of(
     workflow: &ParsedWorkflow,
     planned: &firerunner_workflow::plan::PlannedJob,
     contexts: &Object,
-) -> Result<Vec<Object>, String> {
+) -> Result<Vec<Object>, RunError> {
     match &planned.matrix {
         MatrixState::None => Ok(vec![Object::new()]),
         MatrixState::Expanded(combos) => Ok(combos.clone()),
@@ -82,26 +85,34 @@ pub(super) fn instances_of(
                 .as_ref()
                 .and_then(|s| s.matrix.as_ref())
                 .expect("deferred matrix exists");
-            let eval = EvalContext {
-                contexts: contexts.clone(),
-                ..EvalContext::default()
-            };
-            let where_ = format!(
-                "{}:{}: jobs.{}.strategy.matrix",
-                workflow.file, strategy.pos, planned.id
-            );
-            let value = expr::evaluate_matrix(&strategy.value, &eval)
-                .map_err(|e| format!("{where_}: {e}"))?;
-            let Value::Object(object) = value else {
-                return Err(format!("{where_}: the matrix must be a mapping"));
-            };
-            let combos = expand_matrix(&object).map_err(|e| format!("{where_}: {e}"))?;
-            if combos.is_empty() {
-                return Err(format!("{where_}: the matrix has no combinations"));
-            }
-            Ok(combos)
+            deferred_matrix(&strategy.value, contexts).map_err(|problem| RunError::Matrix {
+                file: workflow.file.clone(),
+                pos: strategy.pos,
+                job: planned.id.clone(),
+                problem,
+            })
         }
     }
+}
+
+/// Evaluates and expands a matrix that needed the outputs of other jobs.
+fn deferred_matrix(
+    matrix: &firerunner_workflow::Value,
+    contexts: &Object,
+) -> Result<Vec<Object>, MatrixProblem> {
+    let eval = EvalContext {
+        contexts: contexts.clone(),
+        ..EvalContext::default()
+    };
+    let value = expr::evaluate_matrix(matrix, &eval).map_err(MatrixProblem::Expression)?;
+    let Value::Object(object) = value else {
+        return Err(MatrixProblem::NotAMapping);
+    };
+    let combos = expand_matrix(&object).map_err(MatrixProblem::Expand)?;
+    if combos.is_empty() {
+        return Err(MatrixProblem::Empty);
+    }
+    Ok(combos)
 }
 
 pub(super) fn instance_name(

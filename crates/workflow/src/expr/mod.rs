@@ -5,6 +5,7 @@
 //! error messages, depth limit (50) and memory limit. The conformance suite in
 //! `tests/conformance.rs` checks them against GitHub's own test cases.
 
+pub mod contexts;
 mod eval;
 mod functions;
 mod lexer;
@@ -68,8 +69,12 @@ pub fn is_insert_directive(key: &str) -> bool {
 /// `failure(...)` may name the needed jobs they look at, as GitHub allows.
 pub const JOB_STATUS_ARGUMENTS: &str = "<success and failure take job ids>";
 
-/// Computes `hashFiles(patterns)` for the evaluator (this crate does no I/O).
-pub type HashFiles = Arc<dyn Fn(&[String]) -> Result<String, String> + Send + Sync>;
+/// Computes `hashFiles(patterns)` for the evaluator (this crate does no I/O);
+/// its error's text becomes the evaluation error's.
+pub type HashFiles = Arc<dyn Fn(&[String]) -> Result<String, HashFilesError> + Send + Sync>;
+
+/// Why the host could not hash the files `hashFiles` names.
+pub type HashFilesError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The status the status functions (`success()`, `failure()`, ...) report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
