@@ -13,9 +13,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::http::VmOperations;
 use crate::live::{Capacity, LiveEvent, LiveHub};
 use crate::store::Store;
+use crate::vm_ops::VmOperations;
 
 /// Everything the service shares, cheap to clone.
 #[derive(Clone)]

@@ -12,8 +12,8 @@ use firerunner_workflow::{ActionRef, Conclusion, Object, RemoteRef, Spanned, Val
 use indexmap::IndexMap;
 use tokio_util::sync::CancellationToken;
 
+use super::process::StepEnd;
 use super::runner::{JobRunner, PostStep};
-use super::steps::StepEnd;
 use super::StepError;
 use crate::actions::native::{self, ActionGuest};
 use crate::checkout::CheckoutSource;

@@ -10,12 +10,27 @@ use firerunner_workflow::{Conclusion, Object, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::runner::JobRunner;
-use super::steps::StepEnd;
 use super::StepError;
 use crate::guest_input::{read_file_command, FileCommand, ReadError};
 use crate::logs::LogStream;
 use crate::runner_text::{apply_path_file, parse_env_file, WorkflowCommand};
 use crate::sandbox::{ProcessEnd, ProcessSpec, Sandbox};
+
+/// How a step's action ended: its outcome and outputs.
+pub(super) struct StepEnd {
+    pub conclusion: Conclusion,
+    pub outputs: Object,
+}
+
+impl StepEnd {
+    /// An end without outputs.
+    pub fn bare(conclusion: Conclusion) -> Self {
+        Self {
+            conclusion,
+            outputs: Object::new(),
+        }
+    }
+}
 
 /// A `run:` step's script with its shell and folder.
 pub(super) struct Script<'a> {

@@ -9,25 +9,9 @@ use firerunner_workflow::model::{Step, StepAction};
 use firerunner_workflow::{Conclusion, Object, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::process::Script;
+use super::process::{Script, StepEnd};
 use super::runner::JobRunner;
 use super::{StepError, StepReport};
-
-/// How a step's action ended: its outcome and outputs.
-pub(super) struct StepEnd {
-    pub conclusion: Conclusion,
-    pub outputs: Object,
-}
-
-impl StepEnd {
-    /// An end without outputs.
-    pub fn bare(conclusion: Conclusion) -> Self {
-        Self {
-            conclusion,
-            outputs: Object::new(),
-        }
-    }
-}
 
 impl JobRunner<'_> {
     /// The step's display name, secrets masked (it reaches logs, reports and summaries).

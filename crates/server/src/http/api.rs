@@ -2,80 +2,17 @@
 //! token is configured). Runs, jobs, logs, deliveries, workers, and VMs an
 //! operator can create, exec in and delete.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::state::AppState;
-
-/// A boxed future, for the object-safe [`VmOperations`].
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A VM an operator holds, as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VmInfo {
-    /// Its id.
-    pub id: String,
-    /// Who holds it: `operator` or `job`.
-    pub holder: String,
-}
-
-/// A command to run in an operator's VM.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecInput {
-    /// Program and arguments.
-    pub argv: Vec<String>,
-    /// Extra environment.
-    #[serde(default)]
-    pub env: std::collections::BTreeMap<String, String>,
-    /// Working directory.
-    #[serde(default)]
-    pub cwd: Option<String>,
-    /// Kill after this many seconds.
-    #[serde(default)]
-    pub timeout_seconds: Option<u64>,
-}
-
-/// What a command printed and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ExecOutput {
-    /// Its standard output (lossy UTF-8).
-    pub stdout: String,
-    /// Its standard error (lossy UTF-8).
-    pub stderr: String,
-    /// Exit code, when it exited.
-    pub exit_code: Option<i32>,
-    /// Signal, when it was killed.
-    pub signal: Option<i32>,
-    /// Run time.
-    pub duration_ms: u64,
-}
-
-/// VM operations the API offers operators (implemented over the worker's
-/// session manager, so operator VMs count against the same limits).
-pub trait VmOperations: Send + Sync + 'static {
-    /// VMs held through the API.
-    fn list(&self) -> Vec<VmInfo>;
-    /// Boots (or takes from the warm pool) a VM and holds it.
-    fn create(&self) -> BoxFuture<'_, Result<VmInfo, String>>;
-    /// Runs a command in a held VM.
-    fn exec<'a>(
-        &'a self,
-        id: &'a str,
-        input: ExecInput,
-    ) -> BoxFuture<'a, Result<ExecOutput, String>>;
-    /// Destroys a held VM.
-    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), String>>;
-}
+use crate::vm_ops::{ExecInput, VmOperations};
 
 pub(super) fn routes(state: AppState) -> Router<AppState> {
     Router::new()
@@ -230,7 +167,7 @@ async fn create_vm(State(state): State<AppState>) -> Response {
     };
     match ops.create().await {
         Ok(info) => (StatusCode::CREATED, Json(info)).into_response(),
-        Err(message) => error(StatusCode::SERVICE_UNAVAILABLE, message),
+        Err(err) => error(err.status(), err.to_string()),
     }
 }
 
@@ -241,7 +178,7 @@ async fn remove_vm(State(state): State<AppState>, Path(id): Path<String>) -> Res
     };
     match ops.remove(&id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(message) => error(StatusCode::NOT_FOUND, message),
+        Err(err) => error(err.status(), err.to_string()),
     }
 }
 
@@ -263,6 +200,6 @@ async fn exec_vm(
     }
     match ops.exec(&id, input).await {
         Ok(output) => Json(output).into_response(),
-        Err(message) => error(StatusCode::NOT_FOUND, message),
+        Err(err) => error(err.status(), err.to_string()),
     }
 }

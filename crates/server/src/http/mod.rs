@@ -22,8 +22,6 @@ use tokio_stream::{Stream, StreamExt};
 
 use crate::state::{prometheus, AppState};
 
-pub use api::{BoxFuture, ExecInput, ExecOutput, VmInfo, VmOperations};
-
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {
     let viewers = Router::new()
