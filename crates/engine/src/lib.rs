@@ -1,7 +1,5 @@
 //! Runs planned GitHub Actions workflows in firerunner's microVMs.
 //!
-//! - [`cache`]: the host-side store behind `actions/cache`, with GitHub's
-//!   key matching, branch scopes, immutability and eviction.
 //! - [`orchestrator`]: runs a planned workflow's jobs as soon as their needs
 //!   finish, with matrix fan-out, `max-parallel`, `fail-fast` and limits.
 //! - [`logs`]: step output split into stamped lines, stored per job and
@@ -19,13 +17,12 @@
 //! - [`reusable`]: the reusable workflows a run calls (`./`, `$/` and remote).
 //! - [`run`]: one workflow run from start to end, the entry `firerunner run`
 //!   and the service share.
-//! - [`artifacts`]: the host-side store behind `actions/upload-artifact` and
-//!   `actions/download-artifact`, with retention.
+//! - [`stores`]: the host-side stores behind `actions/upload-artifact`,
+//!   `actions/download-artifact` (with retention) and `actions/cache` (with
+//!   GitHub's key matching, branch scopes, immutability and eviction).
 #![warn(missing_docs)]
 
 pub mod actions;
-pub mod artifacts;
-pub mod cache;
 pub mod checkout;
 pub mod dotenv;
 pub mod guest_input;
@@ -38,5 +35,7 @@ pub mod run;
 pub mod run_context;
 pub mod runner_text;
 pub mod sandbox;
-mod store;
+pub mod stores;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod vm_executor;

@@ -22,8 +22,6 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::native::CacheScope;
-use crate::artifacts::ArtifactStore;
-use crate::cache::CacheStore;
 use crate::checkout::CheckoutSource;
 use crate::job::{GuestLayout, JobEnvironment, JobReport};
 use crate::learn::{indexed_step_records, FinishedJob};
@@ -33,6 +31,8 @@ use crate::orchestrator::{
 };
 use crate::reusable::{resolve_callees, Callees, RemoteWorkflows};
 use crate::run_context;
+use crate::stores::artifacts::ArtifactStore;
+use crate::stores::cache::CacheStore;
 use crate::vm_executor::VmJobExecutor;
 
 /// What every run of one host shares: VMs, stores and logs.

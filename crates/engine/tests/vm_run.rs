@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use firerunner_engine::actions::native::CacheScope;
-use firerunner_engine::artifacts::ArtifactStore;
-use firerunner_engine::cache::{CacheLimits, CacheStore};
 use firerunner_engine::checkout::CheckoutSource;
 use firerunner_engine::job::{GuestLayout, JobEnvironment};
 use firerunner_engine::logs::LogHub;
 use firerunner_engine::orchestrator::{run_workflow, RunLimits, RunScope};
+use firerunner_engine::stores::artifacts::ArtifactStore;
+use firerunner_engine::stores::cache::{CacheLimits, CacheStore};
 use firerunner_engine::vm_executor::VmJobExecutor;
 use firerunner_vm::testing::{self, git, git_repo};
 use firerunner_workflow::load::parse_workflow;

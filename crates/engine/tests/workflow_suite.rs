@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use firerunner_engine::actions::native::CacheScope;
-use firerunner_engine::artifacts::ArtifactStore;
-use firerunner_engine::cache::{CacheLimits, CacheStore};
 use firerunner_engine::checkout::CheckoutSource;
 use firerunner_engine::job::{GuestLayout, JobEnvironment};
 use firerunner_engine::logs::LogHub;
 use firerunner_engine::orchestrator::{run_workflow, RunLimits, RunScope};
 use firerunner_engine::run_context;
+use firerunner_engine::stores::artifacts::ArtifactStore;
+use firerunner_engine::stores::cache::{CacheLimits, CacheStore};
 use firerunner_engine::vm_executor::VmJobExecutor;
 use firerunner_vm::qemu::QemuBackend;
 use firerunner_vm::session::SessionManager;

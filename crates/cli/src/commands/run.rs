@@ -7,12 +7,12 @@ use std::process::{Command, ExitCode};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use firerunner_engine::artifacts::ArtifactStore;
-use firerunner_engine::cache::{CacheLimits, CacheStore};
 use firerunner_engine::checkout::CheckoutSource;
 use firerunner_engine::logs::{LogHub, LogLine, LogStream};
 use firerunner_engine::orchestrator::{RunLimits, RunReport};
 use firerunner_engine::run::{Engine, RunEvent, WorkflowRun};
+use firerunner_engine::stores::artifacts::ArtifactStore;
+use firerunner_engine::stores::cache::{CacheLimits, CacheStore};
 use firerunner_engine::{dotenv, run_context};
 use firerunner_vm::image;
 use firerunner_vm::pool::PoolConfig;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use firerunner_engine::artifacts::ArtifactStore;
-use firerunner_engine::cache::{CacheLimits, CacheStore};
+use firerunner_engine::stores::artifacts::ArtifactStore;
+use firerunner_engine::stores::cache::{CacheLimits, CacheStore};
 use firerunner_server::vm_ops::SessionVmOperations;
 use firerunner_server::{AppState, Config, Roles, VmRunExecutor};
 use firerunner_vm::pool::PoolConfig;

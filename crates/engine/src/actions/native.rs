@@ -8,9 +8,9 @@ use firerunner_workflow::trigger::Glob;
 
 use firerunner_agent_proto::ClientError;
 
-use crate::artifacts::{ArtifactError, ArtifactStore};
-use crate::cache::{cache_version, path_slot, CacheError, CacheStore, SaveOutcome};
 use crate::sandbox::{ProcessEnd, ProcessSpec, Sandbox, SandboxError};
+use crate::stores::artifacts::{ArtifactError, ArtifactStore};
+use crate::stores::cache::{cache_version, path_slot, CacheError, CacheStore, SaveOutcome};
 
 /// What a native action step produced.
 #[derive(Debug, Default)]

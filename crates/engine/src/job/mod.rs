@@ -76,9 +76,9 @@ pub struct JobEnvironment {
     /// What `actions/checkout` checks out, when known.
     pub checkout: Option<crate::checkout::CheckoutSource>,
     /// The store behind upload/download-artifact.
-    pub artifacts: Option<Arc<crate::artifacts::ArtifactStore>>,
+    pub artifacts: Option<Arc<crate::stores::artifacts::ArtifactStore>>,
     /// The store behind actions/cache, with the run's scopes.
-    pub cache: Option<(Arc<crate::cache::CacheStore>, native::CacheScope)>,
+    pub cache: Option<(Arc<crate::stores::cache::CacheStore>, native::CacheScope)>,
     /// Where remote actions are fetched from (`https://github.com`, or a
     /// GitHub Enterprise Server, or a local mirror).
     pub actions_base_url: String,

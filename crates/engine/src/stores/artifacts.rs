@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{now_secs, read_json, sha256_hex, subdirs, tree_size, write_json};
+use super::files::{now_secs, read_json, sha256_hex, subdirs, tree_size, write_json};
 
 /// Default and longest retention, in days.
 pub const MAX_RETENTION_DAYS: u32 = 90;

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{now_secs, read_json, sha256_hex, subdirs, tree_size, write_json};
+use super::files::{now_secs, read_json, sha256_hex, subdirs, tree_size, write_json};
 
 /// Limits of a cache store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
