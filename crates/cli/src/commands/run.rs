@@ -94,9 +94,16 @@ pub struct Args {
     /// every VM). The snapshot is made once per image and kept in the cache.
     #[arg(long, default_value_t = 2)]
     warm: usize,
-    /// Where remote actions (`owner/repo@ref`) are fetched from.
+    /// Where remote actions (`owner/repo@ref`) are fetched from: GitHub, a
+    /// GitHub Enterprise Server, or a mirror (`file:///srv/mirror`).
     #[arg(long, default_value = "https://github.com")]
     actions_url: String,
+    /// The action cache folder (default: `actions` in firerunner's cache).
+    #[arg(long)]
+    actions_cache: Option<PathBuf>,
+    /// Never fetch actions: use only what the action cache holds.
+    #[arg(long)]
+    actions_offline: bool,
     /// Hypervisor: `qemu` (microvm; TCG or KVM) or `firecracker` (needs
     /// hardware KVM; the binary from $FIRECRACKER_BIN or PATH).
     #[arg(long, value_enum, default_value_t = Backend::Qemu)]
@@ -107,6 +114,15 @@ pub struct Args {
     /// Do not record the steps in the learning store (see `firerunner learn`).
     #[arg(long)]
     no_learn: bool,
+}
+
+impl Args {
+    /// The action cache folder.
+    fn actions_cache_dir(&self) -> PathBuf {
+        self.actions_cache
+            .clone()
+            .unwrap_or_else(|| image::default_cache_dir().join("actions"))
+    }
 }
 
 fn parse_matrix_filter(s: &str) -> Result<(String, String), String> {
@@ -465,7 +481,8 @@ impl LocalRun<'_> {
             logs,
             artifacts,
             cache,
-            actions_cache_dir: image::default_cache_dir().join("actions"),
+            actions_cache_dir: self.args.actions_cache_dir(),
+            actions_offline: self.args.actions_offline,
         };
         Ok(Host {
             engine,
