@@ -166,15 +166,29 @@ pub fn dispatch_inputs(
     workflow: &firerunner_workflow::ParsedWorkflow,
     given: &[(String, String)],
 ) -> (Object, serde_json::Map<String, serde_json::Value>) {
+    event_inputs(workflow, "workflow_dispatch", given)
+}
+
+/// [`dispatch_inputs`] for `event`: the inputs `on.workflow_dispatch`
+/// declares, or for `workflow_call` (a reusable workflow run on its own,
+/// its inputs from a `-e` payload) those `on.workflow_call` declares.
+pub fn event_inputs(
+    workflow: &firerunner_workflow::ParsedWorkflow,
+    event: &str,
+    given: &[(String, String)],
+) -> (Object, serde_json::Map<String, serde_json::Value>) {
     use firerunner_workflow::model::InputType;
     let mut typed = Object::new();
     let mut strings = serde_json::Map::new();
-    let declared = workflow
-        .on
-        .workflow_dispatch
-        .as_ref()
-        .map(|d| d.inputs.clone())
-        .unwrap_or_default();
+    let declared = match event {
+        "workflow_call" => workflow.on.workflow_call.as_ref().map(|c| c.inputs.clone()),
+        _ => workflow
+            .on
+            .workflow_dispatch
+            .as_ref()
+            .map(|d| d.inputs.clone()),
+    }
+    .unwrap_or_default();
     for (name, input) in &declared {
         let value = match given.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
             Some((_, text)) => match input.kind {

@@ -94,9 +94,9 @@ async fn the_action_cache_serves_a_host_that_cannot_reach_the_actions_url() {
         "{}",
         unreachable.text()
     );
-    assert!(unreachable.text().contains(&format!(
-        "warning: 'octo/hello@v1' could not be resolved at file:///nonexistent/mirror"
-    )));
+    assert!(unreachable
+        .text()
+        .contains("warning: 'octo/hello@v1' could not be resolved at file:///nonexistent/mirror"));
     assert!(
         unreachable.text().contains(&format!("using SHA:{sha}")),
         "{}",

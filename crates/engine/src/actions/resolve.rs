@@ -37,6 +37,9 @@ pub enum ActionProblem {
     /// The folder has no metadata file.
     #[error("{0} has no action.yml or action.yaml")]
     NoMetadata(String),
+    /// A reusable workflow's file is not in its repository.
+    #[error("{0}: the workflow file is not in its repository at that ref")]
+    NoWorkflowFile(String),
     /// Its metadata does not load.
     #[error("{0}")]
     Invalid(String),
@@ -73,6 +76,9 @@ impl fmt::Display for MissingAction {
 pub struct Resolver {
     source: ActionSource,
     self_repo: Option<PathBuf>,
+    /// Where `./` actions are read from when they are known before a step
+    /// checks them out (`actions pull` reads the repository on disk).
+    local_root: Option<PathBuf>,
     repos: HashMap<String, Result<FetchedRepo, Arc<FetchError>>>,
     /// Actions whose steps were followed, with the depth they were followed at.
     walked: HashMap<String, usize>,
@@ -97,6 +103,7 @@ impl Resolver {
         Self {
             source,
             self_repo,
+            local_root: None,
             repos: HashMap::new(),
             walked: HashMap::new(),
             served: HashSet::new(),
@@ -108,6 +115,11 @@ impl Resolver {
     /// Where actions come from.
     pub fn source(&self) -> &ActionSource {
         &self.source
+    }
+
+    /// Reads `./` actions from `dir` (a repository on disk).
+    pub fn set_local_root(&mut self, dir: PathBuf) {
+        self.local_root = Some(dir);
     }
 
     /// Uses `dir` as the run's own repository for `$/` actions.
@@ -129,38 +141,48 @@ impl Resolver {
                 uses, reference, ..
             } = &step.action
             {
-                self.walk_uses(reference, &uses.value, chain);
+                self.walk_reference(reference, &uses.value, chain);
             }
         }
     }
 
-    /// Follows one `uses:`.
-    fn walk_uses(&mut self, reference: &ActionRef, uses: &str, chain: &[String]) {
-        let (label, loaded) = match reference {
+    /// Follows one `uses:` (`uses` as written), nested in `chain`.
+    pub fn walk_reference(&mut self, reference: &ActionRef, uses: &str, chain: &[String]) {
+        let (label, folder) = match reference {
             ActionRef::Remote(remote) if HostServed::of(remote).is_some() => {
-                let shown = format!("{}/{}@{}", remote.owner, remote.repo, remote.git_ref);
-                if self.served.insert(shown.to_ascii_lowercase()) {
-                    self.notes
-                        .push(format!("Action '{shown}' is served by firerunner itself"));
-                }
-                return;
+                return self.note_served(remote);
             }
-            ActionRef::Remote(remote) => {
-                let label = key(remote);
-                if let Some(problem) = nesting_problem(&label, chain) {
-                    return self.miss(uses, chain, problem);
-                }
-                (label, self.action(remote).map(|(_, action)| action))
-            }
-            ActionRef::SelfRepo { path } => match self.self_action(path) {
-                Some(loaded) => (format!("$/{path}"), loaded),
+            ActionRef::Remote(remote) => (key(remote), None),
+            ActionRef::SelfRepo { path } => match &self.self_repo {
+                Some(root) => (format!("$/{path}"), Some((root.clone(), path))),
                 None => return,
             },
-            ActionRef::Local { .. } | ActionRef::Docker { .. } => return,
+            ActionRef::Local { path } => match &self.local_root {
+                Some(root) => (format!("./{path}"), Some((root.clone(), path))),
+                None => return,
+            },
+            ActionRef::Docker { .. } => return,
+        };
+        if let Some(problem) = nesting_problem(&label, chain) {
+            return self.note_missing(uses, chain, problem);
+        }
+        let loaded = match (folder, reference) {
+            (Some((root, path)), _) => read_action(&root, path, &label),
+            (None, ActionRef::Remote(remote)) => self.action(remote).map(|(_, action)| action),
+            (None, _) => return,
         };
         match loaded {
             Ok(action) => self.walk_composite(&label, &action, chain),
-            Err(problem) => self.miss(uses, chain, problem),
+            Err(problem) => self.note_missing(uses, chain, problem),
+        }
+    }
+
+    /// Notes (once) that the host serves `remote` itself.
+    fn note_served(&mut self, remote: &RemoteRef) {
+        let shown = format!("{}/{}@{}", remote.owner, remote.repo, remote.git_ref);
+        if self.served.insert(shown.to_ascii_lowercase()) {
+            self.notes
+                .push(format!("Action '{shown}' is served by firerunner itself"));
         }
     }
 
@@ -183,18 +205,13 @@ impl Resolver {
         self.walk(steps, &inner);
     }
 
-    fn miss(&mut self, uses: &str, chain: &[String], problem: ActionProblem) {
+    /// Records that `uses` (nested in `chain`) cannot be had.
+    pub fn note_missing(&mut self, uses: &str, chain: &[String], problem: ActionProblem) {
         self.missing.push(MissingAction {
             uses: uses.to_owned(),
             used_by: chain.iter().rev().cloned().collect(),
             problem,
         });
-    }
-
-    /// The `$/path` action, when the run's repository is prepared.
-    fn self_action(&self, path: &str) -> Option<Result<ParsedAction, ActionProblem>> {
-        let root = self.self_repo.as_ref()?;
-        Some(read_action(root, path, &format!("$/{path}")))
     }
 
     /// The repository of `remote` at the commit its ref names, fetched or
