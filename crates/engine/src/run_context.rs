@@ -235,3 +235,25 @@ pub fn placeholder_token() -> String {
     }
     hex
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflow_call_inputs_are_typed_by_their_declaration_like_dispatch_ones() {
+        let text = "on:\n  workflow_call:\n    inputs:\n      debug:\n        type: boolean\n        default: false\n      count:\n        type: number\n      name:\n        type: string\n        default: mona\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo\n";
+        let workflow = firerunner_workflow::load::parse_workflow("w.yml", text).unwrap();
+        let given = [
+            ("debug".to_string(), "true".to_string()),
+            ("count".to_string(), "3".to_string()),
+        ];
+        let (typed, strings) = event_inputs(&workflow, "workflow_call", &given);
+        assert_eq!(typed.get("debug"), Some(&Value::Bool(true)));
+        assert_eq!(typed.get("count"), Some(&Value::Number(3.0)));
+        assert_eq!(typed.get("name"), Some(&Value::from("mona")));
+        assert_eq!(strings["debug"], "true");
+        let (none, _) = event_inputs(&workflow, "workflow_dispatch", &[]);
+        assert!(none.is_empty(), "dispatch declares nothing here");
+    }
+}
