@@ -1,6 +1,7 @@
 //! The `firerunner` command line.
 
 mod commands;
+mod local_event;
 mod workflows;
 
 use std::process::ExitCode;
@@ -29,7 +30,9 @@ enum Command {
     /// Build guest images for the microVMs.
     Image(commands::image::Args),
     /// Run a local checkout's workflows in microVMs (like act).
-    Run(commands::run::Args),
+    Run(Box<commands::run::Args>),
+    /// Fill the action cache ahead of time, for hosts without network.
+    Actions(commands::actions::Args),
     /// Run a command in a throw-away microVM; list and remove VMs.
     Vm(commands::vm::Args),
     /// Serve webhooks, the dashboard, the API and metrics, and run jobs.
@@ -48,7 +51,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Image(args) => commands::image::run(args),
-        Command::Run(args) => commands::run::run(args),
+        Command::Run(args) => commands::run::run(*args),
+        Command::Actions(args) => commands::actions::run(args),
         Command::Vm(args) => commands::vm::run(args),
         Command::Serve(args) => commands::serve::run(args, false),
         Command::Worker(args) => commands::serve::run(args, true),

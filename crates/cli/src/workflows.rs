@@ -113,6 +113,11 @@ pub struct RepositoryFiles {
 }
 
 impl RepositoryFiles {
+    /// The repository's folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The files of the repository the workflow file `path` belongs to.
     pub fn of(path: &Path) -> Self {
         Self {

@@ -222,3 +222,94 @@ fn a_remote_reusable_workflow_that_cannot_be_fetched_fails_its_job_with_the_reas
     );
     assert!(all.contains("failure    call"), "{all}");
 }
+
+#[test]
+fn a_pulled_cache_runs_jobs_offline_with_a_pull_request_event_made_from_git() {
+    let mirror = firerunner_engine::testing::ActionMirror::new();
+    let action = "runs:\n  using: composite\n  steps:\n    - shell: sh\n      run: echo \"hello from the cache at $GITHUB_ACTION_PATH\"\n";
+    let sha = mirror.publish("octo/hello", "v1", &[("action.yml", action)]);
+    let workflow = r#"
+on: [push, pull_request]
+jobs:
+  offline:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: octo/hello@v1
+      - run: test "${{ github.event.pull_request.number }}" = 5
+      - run: test "${{ github.ref }}" = refs/pull/5/merge && test "$GITHUB_REF" = refs/pull/5/merge
+      - run: test "${{ github.head_ref }}" = feature && test "${{ github.base_ref }}" = main
+      - run: test "${{ github.event.pull_request.head.sha }}" = "$(cat head.txt)"
+      - run: test "${{ github.event.repository.full_name }}" = "$GITHUB_REPOSITORY"
+      - run: |
+          grep -q '"number": 5' "$GITHUB_EVENT_PATH"
+"#;
+    let repo = repo_with(workflow);
+    let git = |args: &[&str]| firerunner_vm::testing::git(repo.path(), args);
+    git(&["checkout", "-q", "-b", "feature"]);
+    std::fs::create_dir_all(repo.path().join("other")).unwrap();
+    let missing = "on: push\njobs:\n  broken:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo never-runs\n      - uses: octo/absent@v1\n";
+    std::fs::write(repo.path().join("other/missing.yml"), missing).unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "feature work"]);
+    std::fs::write(repo.path().join("head.txt"), git(&["rev-parse", "HEAD"])).unwrap();
+    let runtime = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = cache.path().display().to_string();
+
+    let pull = Command::new(env!("CARGO_BIN_EXE_firerunner"))
+        .args([
+            "actions",
+            "pull",
+            "--actions-url",
+            &mirror.url(),
+            "--actions-cache",
+            &cache_arg,
+        ])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    assert_eq!(pull.status.code(), Some(0), "{}", text(&pull));
+    drop(mirror);
+
+    let offline = [
+        "--warm",
+        "0",
+        "--no-learn",
+        "--actions-offline",
+        "--actions-url",
+        "file:///nonexistent",
+        "--actions-cache",
+        &cache_arg,
+    ];
+    let mut args = vec!["run", "pull_request", "--pr-number", "5"];
+    args.extend(offline);
+    let output = firerunner(repo.path(), runtime.path(), &args)
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    let used = format!("Use action repository 'octo/hello@v1' (SHA:{sha}) from the action cache");
+    assert!(all.contains(&used), "{all}");
+    assert!(
+        all.contains("hello from the cache at /home/runner/work/_actions/octo/hello/v1"),
+        "{all}"
+    );
+
+    let mut args = vec!["run", "-W", "other/missing.yml"];
+    args.extend(offline);
+    let output = firerunner(repo.path(), runtime.path(), &args)
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("error: 1 action cannot be had, so none of its steps ran:"),
+        "{all}"
+    );
+    assert!(
+        all.contains("octo/absent@v1: it is not in the action cache"),
+        "{all}"
+    );
+    assert!(!all.contains("[broken] | never-runs"), "{all}");
+}

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use firerunner_engine::actions::remote::ActionSource;
 use firerunner_engine::job::{GuestLayout, JobEnvironment, JobReport};
 use firerunner_engine::logs::LogHub;
 use firerunner_engine::orchestrator::{run_workflow, RunLimits, RunScope};
@@ -59,8 +60,11 @@ async fn run(yaml: &str, parallel: usize, warm: usize) -> Measure {
         checkout: None,
         artifacts: None,
         cache: None,
-        actions_base_url: String::new(),
-        actions_cache_dir: stores.path().join("actions"),
+        actions: ActionSource {
+            base_url: String::new(),
+            cache_dir: stores.path().join("actions"),
+            offline: true,
+        },
     };
     let runtime = tempfile::tempdir().unwrap();
     let spec = testing::suite_spec();

@@ -370,8 +370,11 @@ jobs:
             checkout: None,
             artifacts: None,
             cache: None,
-            actions_base_url: "file:///nonexistent".into(),
-            actions_cache_dir: dir.path().join("actions"),
+            actions: crate::actions::remote::ActionSource {
+                base_url: "file:///nonexistent".into(),
+                cache_dir: dir.path().join("actions"),
+                offline: false,
+            },
         };
         let workflow = firerunner_workflow::load::parse_workflow("ci.yml", WORKFLOW)
             .unwrap_or_else(|d| panic!("{d}"));

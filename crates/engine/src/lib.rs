@@ -11,12 +11,15 @@
 //! - [`job`]: runs the steps of one job instance in its sandbox.
 //! - [`learn`]: turns a finished job into step records for the learning layer.
 //! - [`vm_executor`]: the executor that gives each job instance a fresh microVM.
-//! - [`actions`]: upload/download-artifact and cache served by the host, and
-//!   `owner/repo@ref` actions fetched on the host with git.
+//! - [`actions`]: checkout, upload/download-artifact and cache served by the
+//!   host; every other action found in "Set up job", fetched with git into
+//!   the action cache.
 //! - [`run_context`]: the `github` context and default variables of a run.
 //! - [`reusable`]: the reusable workflows a run calls (`./`, `$/` and remote).
 //! - [`run`]: one workflow run from start to end, the entry `firerunner run`
 //!   and the service share.
+//! - `testing` (feature `testing`): fixtures for tests: a scripted job
+//!   executor, an action mirror and a job run on the host's own agent.
 //! - [`stores`]: the host-side stores behind `actions/upload-artifact`,
 //!   `actions/download-artifact` (with retention) and `actions/cache` (with
 //!   GitHub's key matching, branch scopes, immutability and eviction).

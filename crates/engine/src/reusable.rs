@@ -7,14 +7,14 @@
 //! [`CalleeError`]: the job calling it fails with that message.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use firerunner_workflow::load::{check_call, parse_workflow, WorkflowSource, MAX_CALL_DEPTH};
 use firerunner_workflow::model::JobBody;
 use firerunner_workflow::{ParsedWorkflow, RemoteRef, Severity, WorkflowRef};
 
-use crate::actions::remote;
+use crate::actions::remote::{fetch_repository, ActionSource};
+use crate::actions::store::read_plain_file;
 
 /// Why a called workflow cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,13 +67,14 @@ pub fn callee_key(reference: &WorkflowRef, from: Option<&RemoteRef>) -> Workflow
     }
 }
 
-/// Where remote workflows are fetched from, and kept.
+/// The most bytes of a reusable workflow file read.
+const WORKFLOW_FILE_LIMIT: u64 = 4 << 20;
+
+/// Where remote workflows are fetched from, and kept (the action cache).
 #[derive(Debug, Clone)]
 pub struct RemoteWorkflows {
-    /// `https://github.com`, or another git host (`file://` in tests).
-    pub base_url: String,
-    /// The folder fetched repositories are kept in (shared with remote actions).
-    pub cache_dir: PathBuf,
+    /// The actions URL and cache.
+    pub source: ActionSource,
 }
 
 impl RemoteWorkflows {
@@ -96,15 +97,19 @@ impl RemoteWorkflows {
         {
             return Err(fail(format!("'{}' is not a plain path", remote.path)));
         }
-        let dir = remote::fetch(&repository, &self.base_url, &self.cache_dir)
-            .map_err(|e| fail(e.to_string()))?;
-        let file = dir.join(&remote.path);
-        let bytes = std::fs::read(&file).map_err(|e| {
+        let fetched = fetch_repository(&self.source, &repository).map_err(|e| {
             fail(format!(
-                "{} is not in {}/{} at {}: {e}",
-                remote.path, remote.owner, remote.repo, remote.git_ref
+                "{e}; provide it with --actions-url, a mirror or the action cache {} (docs/engine.md)",
+                self.source.cache_dir.display()
             ))
         })?;
+        let bytes =
+            read_plain_file(&fetched.dir, &remote.path, WORKFLOW_FILE_LIMIT).ok_or_else(|| {
+                fail(format!(
+                    "{} is not a file of {}/{} at {} (SHA:{})",
+                    remote.path, remote.owner, remote.repo, remote.git_ref, fetched.sha
+                ))
+            })?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }

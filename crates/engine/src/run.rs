@@ -22,6 +22,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::native::CacheScope;
+use crate::actions::remote::ActionSource;
 use crate::checkout::CheckoutSource;
 use crate::job::{GuestLayout, JobEnvironment, JobReport};
 use crate::learn::{indexed_step_records, FinishedJob};
@@ -47,8 +48,12 @@ pub struct Engine<B: VmBackend> {
     pub artifacts: Arc<ArtifactStore>,
     /// The store behind `actions/cache`.
     pub cache: Arc<CacheStore>,
-    /// Where remote actions and reusable workflows are fetched to.
+    /// Where remote actions and reusable workflows are fetched to (the
+    /// action cache; layout in [`crate::actions::store`]).
     pub actions_cache_dir: PathBuf,
+    /// Never fetch actions: use only what the action cache holds (a host
+    /// without network).
+    pub actions_offline: bool,
 }
 
 /// One run of one workflow: what differs between runs and their callers.
@@ -184,8 +189,16 @@ impl<B: VmBackend> Engine<B> {
                     scopes: run.cache_scopes.clone(),
                 },
             )),
-            actions_base_url: run.actions_base_url.clone(),
-            actions_cache_dir: self.actions_cache_dir.clone(),
+            actions: self.action_source(run),
+        }
+    }
+
+    /// Where `run`'s actions come from and are kept.
+    fn action_source(&self, run: &WorkflowRun) -> ActionSource {
+        ActionSource {
+            base_url: run.actions_base_url.clone(),
+            cache_dir: self.actions_cache_dir.clone(),
+            offline: self.actions_offline,
         }
     }
 
@@ -195,8 +208,7 @@ impl<B: VmBackend> Engine<B> {
         let workflow = run.workflow.clone();
         let local = run.workflows.clone();
         let remote = RemoteWorkflows {
-            base_url: run.actions_base_url.clone(),
-            cache_dir: self.actions_cache_dir.clone(),
+            source: self.action_source(run),
         };
         tokio::task::spawn_blocking(move || resolve_callees(&workflow, local.as_ref(), &remote))
             .await

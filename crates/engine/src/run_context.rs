@@ -166,15 +166,29 @@ pub fn dispatch_inputs(
     workflow: &firerunner_workflow::ParsedWorkflow,
     given: &[(String, String)],
 ) -> (Object, serde_json::Map<String, serde_json::Value>) {
+    event_inputs(workflow, "workflow_dispatch", given)
+}
+
+/// [`dispatch_inputs`] for `event`: the inputs `on.workflow_dispatch`
+/// declares, or for `workflow_call` (a reusable workflow run on its own,
+/// its inputs from a `-e` payload) those `on.workflow_call` declares.
+pub fn event_inputs(
+    workflow: &firerunner_workflow::ParsedWorkflow,
+    event: &str,
+    given: &[(String, String)],
+) -> (Object, serde_json::Map<String, serde_json::Value>) {
     use firerunner_workflow::model::InputType;
     let mut typed = Object::new();
     let mut strings = serde_json::Map::new();
-    let declared = workflow
-        .on
-        .workflow_dispatch
-        .as_ref()
-        .map(|d| d.inputs.clone())
-        .unwrap_or_default();
+    let declared = match event {
+        "workflow_call" => workflow.on.workflow_call.as_ref().map(|c| c.inputs.clone()),
+        _ => workflow
+            .on
+            .workflow_dispatch
+            .as_ref()
+            .map(|d| d.inputs.clone()),
+    }
+    .unwrap_or_default();
     for (name, input) in &declared {
         let value = match given.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
             Some((_, text)) => match input.kind {
@@ -220,4 +234,26 @@ pub fn placeholder_token() -> String {
         hex.push_str(&format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff));
     }
     hex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflow_call_inputs_are_typed_by_their_declaration_like_dispatch_ones() {
+        let text = "on:\n  workflow_call:\n    inputs:\n      debug:\n        type: boolean\n        default: false\n      count:\n        type: number\n      name:\n        type: string\n        default: mona\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo\n";
+        let workflow = firerunner_workflow::load::parse_workflow("w.yml", text).unwrap();
+        let given = [
+            ("debug".to_string(), "true".to_string()),
+            ("count".to_string(), "3".to_string()),
+        ];
+        let (typed, strings) = event_inputs(&workflow, "workflow_call", &given);
+        assert_eq!(typed.get("debug"), Some(&Value::Bool(true)));
+        assert_eq!(typed.get("count"), Some(&Value::Number(3.0)));
+        assert_eq!(typed.get("name"), Some(&Value::from("mona")));
+        assert_eq!(strings["debug"], "true");
+        let (none, _) = event_inputs(&workflow, "workflow_dispatch", &[]);
+        assert!(none.is_empty(), "dispatch declares nothing here");
+    }
 }

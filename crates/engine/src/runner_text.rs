@@ -149,6 +149,24 @@ pub enum WorkflowCommand {
     Group(String),
     /// `::endgroup::`.
     EndGroup,
+    /// `::debug::message`: shown only when step debug logging is on.
+    Debug(String),
+    /// `::set-env name=x::value` (only with `ACTIONS_ALLOW_UNSECURE_COMMANDS`).
+    SetEnv {
+        /// Variable name (empty when the command has none).
+        name: String,
+        /// Value.
+        value: String,
+    },
+    /// `::add-path::dir` (only with `ACTIONS_ALLOW_UNSECURE_COMMANDS`).
+    AddPath(String),
+    /// `::save-state name=x::value` (deprecated, still honoured).
+    SaveState {
+        /// State name.
+        name: String,
+        /// Value.
+        value: String,
+    },
 }
 
 impl WorkflowCommand {
@@ -182,6 +200,18 @@ impl WorkflowCommand {
             },
             "group" => WorkflowCommand::Group(data),
             "endgroup" => WorkflowCommand::EndGroup,
+            "debug" => WorkflowCommand::Debug(data),
+            "set-env" => WorkflowCommand::SetEnv {
+                name: property("name")
+                    .map(|n| unescape_property(&n))
+                    .unwrap_or_default(),
+                value: data,
+            },
+            "add-path" => WorkflowCommand::AddPath(data),
+            "save-state" => WorkflowCommand::SaveState {
+                name: property("name")?,
+                value: data,
+            },
             _ => return None,
         })
     }
@@ -317,6 +347,45 @@ fn base64(data: &[u8]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod command_tests {
+    use super::*;
+
+    #[test]
+    fn debug_set_env_add_path_and_save_state_are_recognised() {
+        assert_eq!(
+            WorkflowCommand::parse("::debug::50%25 done%0Anext"),
+            Some(WorkflowCommand::Debug("50% done\nnext".into()))
+        );
+        assert_eq!(
+            WorkflowCommand::parse("::set-env name=GREETING::hi there"),
+            Some(WorkflowCommand::SetEnv {
+                name: "GREETING".into(),
+                value: "hi there".into()
+            })
+        );
+        assert_eq!(
+            WorkflowCommand::parse("::set-env::no name"),
+            Some(WorkflowCommand::SetEnv {
+                name: String::new(),
+                value: "no name".into()
+            })
+        );
+        assert_eq!(
+            WorkflowCommand::parse("::add-path::/opt/tool/bin"),
+            Some(WorkflowCommand::AddPath("/opt/tool/bin".into()))
+        );
+        assert_eq!(
+            WorkflowCommand::parse("::save-state name=pid::42"),
+            Some(WorkflowCommand::SaveState {
+                name: "pid".into(),
+                value: "42".into()
+            })
+        );
+        assert_eq!(WorkflowCommand::parse("::save-state::42"), None);
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use firerunner_engine::actions::remote::ActionSource;
 use firerunner_engine::orchestrator::{run_workflow, RunLimits, RunReport, RunScope};
 use firerunner_engine::reusable::{resolve_callees, RemoteWorkflows};
 use firerunner_engine::testing::{result, script, span, Script, Scripted};
@@ -486,8 +487,11 @@ fn inputs_seen(executor: &Scripted, name: &str) -> Value {
 
 fn no_remotes(cache: &std::path::Path) -> RemoteWorkflows {
     RemoteWorkflows {
-        base_url: "file:///nonexistent".into(),
-        cache_dir: cache.to_path_buf(),
+        source: ActionSource {
+            base_url: "file:///nonexistent".into(),
+            cache_dir: cache.to_path_buf(),
+            offline: false,
+        },
     }
 }
 
@@ -556,8 +560,11 @@ async fn a_remote_reusable_workflow_is_fetched_checked_and_run_with_its_own_loca
     );
     let cache = tempfile::tempdir().unwrap();
     let remote = RemoteWorkflows {
-        base_url: format!("file://{}", remotes.path().display()),
-        cache_dir: cache.path().to_path_buf(),
+        source: ActionSource {
+            base_url: format!("file://{}", remotes.path().display()),
+            cache_dir: cache.path().to_path_buf(),
+            offline: false,
+        },
     };
     let caller = "on: push\njobs:\n  call:\n    uses: octo/shared/.github/workflows/outer.yml@v1\n    with:\n      word: hi\n";
     let (report, executor) = run_calling(caller, HashMap::new(), &remote).await;

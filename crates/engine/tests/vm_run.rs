@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use firerunner_engine::actions::native::CacheScope;
+use firerunner_engine::actions::remote::ActionSource;
 use firerunner_engine::checkout::CheckoutSource;
 use firerunner_engine::job::{GuestLayout, JobEnvironment};
 use firerunner_engine::logs::LogHub;
@@ -42,10 +43,6 @@ jobs:
         with:
           text: quiet
       - run: test "${{ steps.shout.outputs.loud }}" = QUIET
-      - id: missing
-        continue-on-error: true
-        uses: octo/absent@v1
-      - run: test "${{ steps.missing.outcome }}" = failure
       - id: make
         run: |
           echo 'list=["a","b"]' >> "$GITHUB_OUTPUT"
@@ -186,8 +183,11 @@ async fn a_workflow_runs_in_microvms_with_needs_matrix_outputs_and_masking() {
                 scopes: vec!["refs/heads/main".into()],
             },
         )),
-        actions_base_url: format!("file://{}", remotes.path().display()),
-        actions_cache_dir: stores.path().join("actions"),
+        actions: ActionSource {
+            base_url: format!("file://{}", remotes.path().display()),
+            cache_dir: stores.path().join("actions"),
+            offline: false,
+        },
     };
     let logs_dir = tempfile::tempdir().unwrap();
     let logs = Arc::new(LogHub::new(logs_dir.path()));
@@ -310,8 +310,11 @@ async fn a_vm_that_fails_to_start_is_started_again_and_the_job_runs() {
         checkout: None,
         artifacts: None,
         cache: None,
-        actions_base_url: "https://github.com".into(),
-        actions_cache_dir: std::env::temp_dir().join("firerunner-actions"),
+        actions: ActionSource {
+            base_url: "https://github.com".into(),
+            cache_dir: std::env::temp_dir().join("firerunner-actions"),
+            offline: false,
+        },
     };
     let logs_dir = tempfile::tempdir().unwrap();
     let logs = Arc::new(LogHub::new(logs_dir.path()));
@@ -382,6 +385,7 @@ async fn the_engine_entry_runs_a_self_repository_call_and_reports_steps_and_lear
             CacheStore::open(&stores.path().join("cache"), CacheLimits::default()).unwrap(),
         ),
         actions_cache_dir: stores.path().join("actions"),
+        actions_offline: false,
     };
     let files = std::collections::HashMap::from([(
         "./.github/workflows/called.yml".to_string(),

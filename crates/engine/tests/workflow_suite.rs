@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use firerunner_engine::actions::native::CacheScope;
+use firerunner_engine::actions::remote::ActionSource;
 use firerunner_engine::checkout::CheckoutSource;
 use firerunner_engine::job::{GuestLayout, JobEnvironment};
 use firerunner_engine::logs::LogHub;
@@ -285,8 +286,11 @@ async fn run_case(
                     scopes: vec![git_ref.clone()],
                 },
             )),
-            actions_base_url: "https://github.com".into(),
-            actions_cache_dir: firerunner_vm::image::default_cache_dir().join("actions"),
+            actions: ActionSource {
+                base_url: "https://github.com".into(),
+                cache_dir: firerunner_vm::image::default_cache_dir().join("actions"),
+                offline: false,
+            },
         };
         let executor = Arc::new(VmJobExecutor::new(
             sessions.clone(),

@@ -160,6 +160,7 @@ impl<B: VmBackend> VmRunExecutor<B> {
                 artifacts,
                 cache,
                 actions_cache_dir,
+                actions_offline: false,
             },
             max_parallel_jobs: max_parallel_jobs.max(1),
         }

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod conclusion;
+pub mod context_name;
 pub mod diagnostic;
 pub mod expr;
 pub mod load;
@@ -18,6 +19,7 @@ pub mod trigger;
 pub mod value;
 
 pub use conclusion::Conclusion;
+pub use context_name::step_context_names;
 pub use diagnostic::{Diagnostic, Diagnostics, Pos, Severity, Spanned};
 pub use model::ParsedWorkflow;
 pub use reference::{ActionRef, RemoteRef, WorkflowRef};

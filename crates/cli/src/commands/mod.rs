@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod actions;
 pub mod hypervisor;
 pub mod image;
 pub mod learn;

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +14,7 @@ use firerunner_engine::run::{Engine, RunEvent, WorkflowRun};
 use firerunner_engine::stores::artifacts::ArtifactStore;
 use firerunner_engine::stores::cache::{CacheLimits, CacheStore};
 use firerunner_engine::{dotenv, run_context};
+use firerunner_github::local_event::merge_payload;
 use firerunner_vm::image;
 use firerunner_vm::pool::PoolConfig;
 use firerunner_vm::session::{SessionConfig, SessionManager};
@@ -27,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::hypervisor::{self, AccelChoice, Backend};
 use super::learn::{LearnedJob, Recorder, StepHints};
-use super::plan::{current_ref, default_payload, dispatch_inputs, parse_key_value, plan_context};
+use super::plan::{current_ref, parse_key_value, plan_context};
+use crate::local_event::{git_output, local_payload, repository_name, LocalEvent};
 use crate::workflows::{self, RepositoryFiles};
 
 /// A workflow that runs on the event, planned.
@@ -50,9 +52,15 @@ pub struct Args {
     /// Run this job (and the jobs it needs).
     #[arg(short = 'j', long)]
     job: Option<String>,
-    /// The event payload as a JSON file.
+    /// The event payload as a JSON file, merged over the one made from git.
     #[arg(short = 'e', long = "eventpath")]
     event_path: Option<PathBuf>,
+    /// A pull request's base branch (default: the repository's default branch).
+    #[arg(long)]
+    base: Option<String>,
+    /// A pull request's number.
+    #[arg(long, default_value_t = 1)]
+    pr_number: u64,
     /// A secret as KEY=VALUE, or KEY to take it from the environment (repeatable).
     #[arg(short = 's', long = "secret")]
     secrets: Vec<String>,
@@ -94,9 +102,16 @@ pub struct Args {
     /// every VM). The snapshot is made once per image and kept in the cache.
     #[arg(long, default_value_t = 2)]
     warm: usize,
-    /// Where remote actions (`owner/repo@ref`) are fetched from.
+    /// Where remote actions (`owner/repo@ref`) are fetched from: GitHub, a
+    /// GitHub Enterprise Server, or a mirror (`file:///srv/mirror`).
     #[arg(long, default_value = "https://github.com")]
     actions_url: String,
+    /// The action cache folder (default: `actions` in firerunner's cache).
+    #[arg(long)]
+    actions_cache: Option<PathBuf>,
+    /// Never fetch actions: use only what the action cache holds.
+    #[arg(long)]
+    actions_offline: bool,
     /// Hypervisor: `qemu` (microvm; TCG or KVM) or `firecracker` (needs
     /// hardware KVM; the binary from $FIRECRACKER_BIN or PATH).
     #[arg(long, value_enum, default_value_t = Backend::Qemu)]
@@ -109,49 +124,28 @@ pub struct Args {
     no_learn: bool,
 }
 
+impl Args {
+    /// The action cache folder.
+    fn actions_cache_dir(&self) -> PathBuf {
+        self.actions_cache
+            .clone()
+            .unwrap_or_else(|| image::default_cache_dir().join("actions"))
+    }
+}
+
 fn parse_matrix_filter(s: &str) -> Result<(String, String), String> {
     s.split_once(':')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("expected KEY:VALUE, got '{s}'"))
 }
 
-fn git_output(dir: &Path, args: &[&str]) -> Option<String> {
-    Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-}
-
-/// `owner/name` from the `origin` remote, else `local/<folder>`.
-fn repository_name(root: &Path) -> String {
-    let from_remote = git_output(root, &["remote", "get-url", "origin"]).and_then(|url| {
-        let trimmed = url.trim_end_matches('/').trim_end_matches(".git");
-        let mut parts = trimmed.rsplit(['/', ':']);
-        let name = parts.next()?;
-        let owner = parts.next()?;
-        Some(format!("{owner}/{name}"))
-    });
-    from_remote.unwrap_or_else(|| {
-        let folder = root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "repository".into());
-        format!("local/{folder}")
-    })
-}
-
 /// Runs `firerunner run`.
 pub fn run(args: Args) -> Result<ExitCode> {
     // Like act, the current directory is the repository the jobs check out.
     let root = std::env::current_dir().context("the current directory")?;
-    let git_ref = current_ref();
-    let mut event = Event::new(args.event.clone(), event_payload(&args, &git_ref)?);
+    let branch = current_ref();
+    let mut event = local_event(&args, &root, &branch)?;
+    let git_ref = run_ref(&event, &branch);
     let Some(chosen) = choose(&args, &root, &git_ref, &mut event)? else {
         return Ok(ExitCode::FAILURE);
     };
@@ -183,14 +177,95 @@ pub fn run(args: Args) -> Result<ExitCode> {
     runtime.block_on(local.run_all(chosen))
 }
 
-/// The event's payload: the `--eventpath` file, else a default one.
-fn event_payload(args: &Args, git_ref: &str) -> Result<serde_json::Value> {
-    let Some(path) = &args.event_path else {
-        return Ok(default_payload(&args.event, git_ref, "main"));
+/// The event: its payload made from git like GitHub's, the `--eventpath`
+/// file merged over it; the changed files from git (the last commit and
+/// uncommitted changes) unless the file lists the pushed commits.
+fn local_event(args: &Args, root: &Path, git_ref: &str) -> Result<Event> {
+    let shape = LocalEvent {
+        name: &args.event,
+        git_ref,
+        base: args.base.as_deref(),
+        number: args.pr_number,
     };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+    let mut payload = local_payload(root, &shape);
+    let mut given_commits = false;
+    if let Some(path) = &args.event_path {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let given: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        if !given.is_object() {
+            bail!(
+                "{}: the event payload must be a JSON object",
+                path.display()
+            );
+        }
+        given_commits = given.get("commits").is_some();
+        merge_payload(&mut payload, given);
+    }
+    let event = Event::new(args.event.clone(), payload);
+    Ok(if given_commits {
+        event
+    } else {
+        event.with_changed_files(changed_files(root))
+    })
+}
+
+/// `GITHUB_REF` of the run, as GitHub sets it: a pull request's merge ref,
+/// a `pull_request_target`'s base branch, else the payload's `ref` (or the
+/// current branch).
+fn run_ref(event: &Event, branch: &str) -> String {
+    let text = |pointer: &str| event.payload.pointer(pointer).and_then(|v| v.as_str());
+    match event.name.as_str() {
+        "pull_request" => match event.payload.get("number").and_then(|n| n.as_u64()) {
+            Some(number) => format!("refs/pull/{number}/merge"),
+            None => branch.to_owned(),
+        },
+        "pull_request_target" => text("/pull_request/base/ref")
+            .map(|base| format!("refs/heads/{base}"))
+            .unwrap_or_else(|| branch.to_owned()),
+        _ => text("/ref").unwrap_or(branch).to_owned(),
+    }
+}
+
+/// The refs whose caches a run may restore: its own, a pull request's
+/// base, then the default branch (as GitHub scopes caches).
+fn cache_scopes(event: &Event, git_ref: &str) -> Vec<String> {
+    let branch = |pointer: &str| {
+        event
+            .payload
+            .pointer(pointer)
+            .and_then(|b| b.as_str())
+            .map(|b| format!("refs/heads/{b}"))
+    };
+    let mut scopes = vec![git_ref.to_owned()];
+    scopes.extend(branch("/pull_request/base/ref"));
+    scopes.extend(branch("/repository/default_branch"));
+    scopes.dedup();
+    scopes
+}
+
+/// The inputs given for a `workflow_dispatch` or `workflow_call` run: the
+/// payload's `inputs`, then `--input` flags over them.
+fn given_inputs(args: &Args, event: &Event) -> Vec<(String, String)> {
+    let mut given: Vec<(String, String)> = match event.payload.get("inputs") {
+        Some(serde_json::Value::Object(inputs)) => inputs
+            .iter()
+            .map(|(name, value)| {
+                let text = match value {
+                    serde_json::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                (name.clone(), text)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (name, value) in &args.inputs {
+        given.retain(|(known, _)| !known.eq_ignore_ascii_case(name));
+        given.push((name.clone(), value.clone()));
+    }
+    given
 }
 
 /// The workflows that run on `event`, planned; `None` when one has errors
@@ -244,7 +319,8 @@ fn plan_if_triggered(
             return Ok(None);
         }
     }
-    let inputs = dispatch_inputs(workflow, &args.inputs);
+    let given = given_inputs(args, event);
+    let (inputs, _) = run_context::event_inputs(workflow, &event.name, &given);
     let ctx = plan_context(event, git_ref, &inputs);
     let mut plan = plan_workflow(workflow, &ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(job) = &args.job {
@@ -465,7 +541,8 @@ impl LocalRun<'_> {
             logs,
             artifacts,
             cache,
-            actions_cache_dir: image::default_cache_dir().join("actions"),
+            actions_cache_dir: self.args.actions_cache_dir(),
+            actions_offline: self.args.actions_offline,
         };
         Ok(Host {
             engine,
@@ -515,11 +592,15 @@ impl LocalRun<'_> {
         chosen: Chosen,
         title: &str,
     ) -> WorkflowRun {
+        let given = given_inputs(self.args, self.event);
         let (inputs, input_strings) =
-            run_context::dispatch_inputs(&chosen.workflow, &self.args.inputs);
+            run_context::event_inputs(&chosen.workflow, &self.event.name, &given);
         let mut event = self.event.clone();
-        if event.name == "workflow_dispatch" && self.args.event_path.is_none() {
+        if matches!(event.name.as_str(), "workflow_dispatch" | "workflow_call") {
             event.payload["inputs"] = serde_json::Value::Object(input_strings);
+        }
+        if event.name == "workflow_dispatch" {
+            event.payload["workflow"] = serde_json::Value::from(chosen.workflow.file.as_str());
         }
         WorkflowRun {
             run_id: host.run_id.clone(),
@@ -534,7 +615,7 @@ impl LocalRun<'_> {
             secrets: self.secrets.clone(),
             vars: self.vars.clone(),
             checkout: CheckoutSource::WorkingTree(self.root.to_path_buf()),
-            cache_scopes: vec![self.git_ref.to_string()],
+            cache_scopes: cache_scopes(self.event, self.git_ref),
             actions_base_url: self.args.actions_url.clone(),
             workflows: Arc::new(chosen.files),
             limits: RunLimits {
@@ -697,6 +778,7 @@ fn print_steps(name: &str, job: &firerunner_engine::job::JobReport, hints: &Step
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     fn git(dir: &Path, args: &[&str]) {
         let status = Command::new("git")
@@ -707,6 +789,49 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success(), "git {args:?}");
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(line: &[&str]) -> Args {
+        use clap::Parser;
+        Cli::parse_from(std::iter::once("run").chain(line.iter().copied())).args
+    }
+
+    #[test]
+    fn payload_inputs_feed_the_inputs_and_flags_win() {
+        let args = args(&["workflow_dispatch", "--input", "Level=debug"]);
+        let payload =
+            serde_json::json!({ "inputs": { "level": "info", "dry": true, "name": "x" } });
+        let event = Event::new("workflow_dispatch", payload);
+        let mut given = given_inputs(&args, &event);
+        given.sort();
+        let expected = [("Level", "debug"), ("dry", "true"), ("name", "x")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(given, expected);
+    }
+
+    #[test]
+    fn the_run_ref_is_github_s_for_each_event() {
+        let pr = Event::new(
+            "pull_request",
+            serde_json::json!({ "number": 5, "pull_request": { "base": { "ref": "main" } } }),
+        );
+        assert_eq!(run_ref(&pr, "refs/heads/feature"), "refs/pull/5/merge");
+        let target = Event::new("pull_request_target", pr.payload.clone());
+        assert_eq!(run_ref(&target, "refs/heads/feature"), "refs/heads/main");
+        let push = Event::new("push", serde_json::json!({ "ref": "refs/tags/v1" }));
+        assert_eq!(run_ref(&push, "refs/heads/main"), "refs/tags/v1");
+        let payload = serde_json::json!({ "pull_request": { "base": { "ref": "main" } }, "repository": { "default_branch": "trunk" } });
+        let scopes = cache_scopes(&Event::new("pull_request", payload), "refs/pull/5/merge");
+        assert_eq!(
+            scopes,
+            ["refs/pull/5/merge", "refs/heads/main", "refs/heads/trunk"]
+        );
     }
 
     #[test]

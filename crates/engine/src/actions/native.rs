@@ -12,6 +12,36 @@ use crate::sandbox::{ProcessEnd, ProcessSpec, Sandbox, SandboxError};
 use crate::stores::artifacts::{ArtifactError, ArtifactStore};
 use crate::stores::cache::{cache_version, path_slot, CacheError, CacheStore, SaveOutcome};
 
+/// The actions the host serves itself instead of fetching them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostServed {
+    /// `actions/checkout`: the host prepares the files with git.
+    Checkout,
+    /// `actions/upload-artifact`.
+    UploadArtifact,
+    /// `actions/download-artifact`.
+    DownloadArtifact,
+    /// `actions/cache` and `actions/cache/restore`.
+    Cache,
+}
+
+impl HostServed {
+    /// Which one `remote` names, if any (owner and repository in any case).
+    pub fn of(remote: &firerunner_workflow::RemoteRef) -> Option<Self> {
+        if !remote.owner.eq_ignore_ascii_case("actions") {
+            return None;
+        }
+        let repo = remote.repo.to_ascii_lowercase();
+        match (repo.as_str(), remote.path.to_ascii_lowercase().as_str()) {
+            ("checkout", "") => Some(Self::Checkout),
+            ("upload-artifact", "") => Some(Self::UploadArtifact),
+            ("download-artifact", "") => Some(Self::DownloadArtifact),
+            ("cache", "" | "restore") => Some(Self::Cache),
+            _ => None,
+        }
+    }
+}
+
 /// What a native action step produced.
 #[derive(Debug, Default)]
 pub struct ActionResult {
@@ -716,6 +746,45 @@ pub async fn save_cache(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_serves_checkout_artifacts_and_cache_by_name() {
+        let of = |uses: &str| match firerunner_workflow::ActionRef::parse(uses) {
+            Ok(firerunner_workflow::ActionRef::Remote(remote)) => HostServed::of(&remote),
+            other => panic!("{uses}: {other:?}"),
+        };
+        let kinds: Vec<Option<HostServed>> = [
+            "actions/checkout@v4",
+            "Actions/Checkout@v4",
+            "actions/checkout/sub@v4",
+            "octo/checkout@v4",
+            "actions/upload-artifact@v4",
+            "actions/download-artifact@v4",
+            "actions/cache@v4",
+            "actions/cache/restore@v4",
+            "actions/cache/save@v4",
+            "actions/setup-node@v4",
+        ]
+        .iter()
+        .map(|uses| of(uses))
+        .collect();
+        use HostServed::*;
+        assert_eq!(
+            kinds,
+            [
+                Some(Checkout),
+                Some(Checkout),
+                None,
+                None,
+                Some(UploadArtifact),
+                Some(DownloadArtifact),
+                Some(Cache),
+                Some(Cache),
+                None,
+                None,
+            ]
+        );
+    }
 
     #[test]
     fn hash_files_hashes_the_digests_of_the_matching_files() {

@@ -6,7 +6,7 @@ use firerunner_agent_proto::ClientError;
 use firerunner_workflow::expr::ExprError;
 
 use crate::actions::native::NativeActionError;
-use crate::actions::remote::FetchError;
+use crate::actions::resolve::ActionProblem;
 use crate::checkout::CheckoutError;
 use crate::guest_input::ReadError;
 use crate::runner_text::ShellError;
@@ -69,15 +69,15 @@ pub enum StepError {
     /// Preparing a checkout on the host failed.
     #[error(transparent)]
     Checkout(#[from] CheckoutError),
-    /// A remote action could not be fetched.
+    /// An action could not be had (fetched, read, or nested as it is).
     #[error(transparent)]
-    Fetch(#[from] FetchError),
+    Action(#[from] ActionProblem),
+    /// Actions a composite action uses cannot be had (the report's lines).
+    #[error("{}", .0.join("\n"))]
+    MissingActions(Vec<String>),
     /// A local action's folder has no `action.yml`.
     #[error("no action.yml in {0} (is the repository checked out?)")]
     NoLocalActionFile(String),
-    /// A fetched action has no `action.yml`.
-    #[error("{0} has no action.yml")]
-    NoActionFile(String),
     /// An `action.yml` that does not load.
     #[error("{0}")]
     ActionFile(String),
@@ -107,7 +107,8 @@ impl StepError {
             Self::Checkout(e) => matches!(e, CheckoutError::Io { .. }),
             Self::Expression(_) | Self::Input { .. } | Self::MissingInput(_) => false,
             Self::InvalidInput(_) | Self::Output { .. } | Self::Shell(_) => false,
-            Self::Fetch(_) | Self::NoLocalActionFile(_) | Self::NoActionFile(_) => false,
+            Self::Action(_) | Self::MissingActions(_) => false,
+            Self::NoLocalActionFile(_) => false,
             Self::ActionFile(_) | Self::NoNode(_) | Self::Unsupported(_) => false,
         }
     }

@@ -4,9 +4,12 @@
 //! `timeout-minutes`, cancellation, and secrets masked in every line.
 //!
 //! The parts: `runner` holds a job's state (contexts, env, masking, failure)
-//! and runs its steps; `steps` runs one step; `process` runs a step's process
-//! with the file commands; `actions` runs `uses:` steps; [`StepError`] says
-//! why a step could not finish.
+//! and runs its steps; `setup` is "Set up job" (every action found before
+//! the first step) and the job's knowledge of its actions; `steps` runs one
+//! step; `process` runs a step's process with the file and workflow
+//! commands; `actions` runs `uses:` steps, `served` the actions the host
+//! serves, `node` JavaScript actions with their `pre:` and `post:`;
+//! [`StepError`] says why a step could not finish.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,8 +25,11 @@ use crate::sandbox::Sandbox;
 
 mod actions;
 mod error;
+mod node;
 mod process;
 mod runner;
+mod served;
+mod setup;
 mod steps;
 
 pub use error::StepError;
@@ -79,11 +85,9 @@ pub struct JobEnvironment {
     pub artifacts: Option<Arc<crate::stores::artifacts::ArtifactStore>>,
     /// The store behind actions/cache, with the run's scopes.
     pub cache: Option<(Arc<crate::stores::cache::CacheStore>, native::CacheScope)>,
-    /// Where remote actions are fetched from (`https://github.com`, or a
-    /// GitHub Enterprise Server, or a local mirror).
-    pub actions_base_url: String,
-    /// Where fetched actions are kept on the host.
-    pub actions_cache_dir: std::path::PathBuf,
+    /// Where remote actions are fetched from (`https://github.com`, a
+    /// GitHub Enterprise Server, or a mirror) and kept (the action cache).
+    pub actions: crate::actions::remote::ActionSource,
 }
 
 /// The end of one step.

@@ -195,8 +195,7 @@ impl JobRunner<'_> {
         let mut path = self.added_path.clone();
         path.push(base_path);
         spec.env.insert("PATH".into(), path.join(":"));
-        self.legacy_outputs = Object::new();
-        self.stopped_commands = None;
+        self.reset_commands(&spec.env);
         let sandbox = self.sandbox;
         let (end, ran) = sandbox
             .run_timed(spec, cancel, &mut |stream, text| {
@@ -220,17 +219,31 @@ impl JobRunner<'_> {
         if !self.apply_file_commands(texts, &mut outputs) {
             return Ok(failure(outputs));
         }
-        let conclusion = self.process_conclusion(end);
+        let mut conclusion = self.process_conclusion(end);
+        if self.command_failed && conclusion == Conclusion::Success {
+            conclusion = Conclusion::Failure;
+        }
         Ok(StepEnd {
             conclusion,
             outputs,
         })
     }
 
+    /// Forgets what the last process's workflow commands did; `env` is the
+    /// next process's (`ACTIONS_ALLOW_UNSECURE_COMMANDS`).
+    fn reset_commands(&mut self, env: &BTreeMap<String, String>) {
+        self.legacy_outputs = Object::new();
+        self.stopped_commands = None;
+        self.last_state = Vec::new();
+        self.command_failed = false;
+        self.allow_unsecure_commands = allows_unsecure_commands(env);
+    }
+
     /// Applies what a process wrote to its file commands; false (with the
     /// error logged) when `GITHUB_ENV` or `GITHUB_OUTPUT` is malformed.
     fn apply_file_commands(&mut self, texts: FileCommandTexts, outputs: &mut Object) -> bool {
-        self.last_state = parse_env_file(&texts.state).unwrap_or_default();
+        self.last_state
+            .extend(parse_env_file(&texts.state).unwrap_or_default());
         match parse_env_file(&texts.env) {
             Ok(pairs) => self.added_env.extend(pairs),
             Err(message) => {
@@ -288,14 +301,28 @@ impl JobRunner<'_> {
             return;
         }
         match WorkflowCommand::parse(text) {
-            Some(command) => self.workflow_command(command),
+            Some(command) => self.workflow_command(command, text),
             None => self.line(stream, text),
         }
     }
 
-    /// Acts on one workflow command.
-    fn workflow_command(&mut self, command: WorkflowCommand) {
+    /// Acts on one workflow command (`line` as the process wrote it).
+    fn workflow_command(&mut self, command: WorkflowCommand, line: &str) {
         match command {
+            WorkflowCommand::Debug(message) => {
+                if self.step_debug {
+                    self.runner_line(&format!("##[debug]{message}"));
+                }
+            }
+            WorkflowCommand::SaveState { name, value } => {
+                self.runner_line(
+                    "warning: The `save-state` command is deprecated; use environment files (GITHUB_STATE).",
+                );
+                self.last_state.push((name, value));
+            }
+            WorkflowCommand::SetEnv { .. } | WorkflowCommand::AddPath(_) => {
+                self.unsecure_command(command, line)
+            }
             WorkflowCommand::AddMask(value) => {
                 if !self.masker.add(&value) {
                     let limit = crate::runner_text::MAX_MASKED_VALUES;
@@ -326,6 +353,46 @@ impl JobRunner<'_> {
             WorkflowCommand::EndGroup => self.runner_line("##[endgroup]"),
         }
     }
+}
+
+impl JobRunner<'_> {
+    /// `::set-env::` and `::add-path::`: acted on when the process's env sets
+    /// `ACTIONS_ALLOW_UNSECURE_COMMANDS` to true, else they fail the step
+    /// with GitHub's message.
+    fn unsecure_command(&mut self, command: WorkflowCommand, line: &str) {
+        let name = match &command {
+            WorkflowCommand::SetEnv { .. } => "set-env",
+            _ => "add-path",
+        };
+        if !self.allow_unsecure_commands {
+            self.runner_line(&format!(
+                "error: Unable to process command '{}' successfully.",
+                line.trim()
+            ));
+            self.runner_line(&format!("error: The `{name}` command is disabled. Please upgrade to using Environment Files or opt into unsecure command execution by setting the `ACTIONS_ALLOW_UNSECURE_COMMANDS` environment variable to `true`. For more information see: https://github.blog/changelog/2020-10-01-github-actions-deprecating-set-env-and-add-path-commands/"));
+            self.command_failed = true;
+            return;
+        }
+        match command {
+            WorkflowCommand::SetEnv { name, value } if !name.is_empty() => {
+                self.added_env.insert(name, value);
+            }
+            WorkflowCommand::AddPath(dir) if !dir.is_empty() => {
+                self.added_path.retain(|known| *known != dir);
+                self.added_path.insert(0, dir);
+            }
+            _ => {
+                self.runner_line(&format!("error: Unable to process command '{}' successfully: it needs a name and a value.", line.trim()));
+                self.command_failed = true;
+            }
+        }
+    }
+}
+
+/// Whether `env` sets `ACTIONS_ALLOW_UNSECURE_COMMANDS` to true (any case).
+fn allows_unsecure_commands(env: &BTreeMap<String, String>) -> bool {
+    env.get("ACTIONS_ALLOW_UNSECURE_COMMANDS")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// A failed end that keeps the outputs read so far.

@@ -10,6 +10,7 @@ use firerunner_workflow::model::{Job, JobBody, ParsedWorkflow, Step};
 use firerunner_workflow::{Conclusion, Object, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::setup::JobActions;
 use super::{JobEnvironment, JobReport, JobToRun, StepError};
 use crate::actions::native;
 use crate::logs::{JobLogWriter, LogLine, LogStream};
@@ -56,19 +57,17 @@ pub(super) struct JobRunner<'a> {
     pub(super) step_exit_code: Option<i32>,
     pub(super) legacy_outputs: Object,
     pub(super) pending_caches: Vec<native::PendingCacheSave>,
-    /// `post:` scripts to run after the steps, in the order they were added.
-    pub(super) post_steps: Vec<PostStep>,
-    /// What the last process saved through `GITHUB_STATE`.
+    /// The job's actions: found in "Set up job", their files, state and post steps.
+    pub(super) actions: JobActions,
+    /// What the last process saved through `GITHUB_STATE` (or `::save-state::`).
     pub(super) last_state: Vec<(String, String)>,
-}
-
-/// A JavaScript action's `post:` script, run after the job's steps.
-pub(super) struct PostStep {
-    pub name: String,
-    pub script: String,
-    pub condition: String,
-    pub env: BTreeMap<String, String>,
-    pub state: Vec<(String, String)>,
+    /// `ACTIONS_STEP_DEBUG` is true: `::debug::` lines are shown.
+    pub(super) step_debug: bool,
+    /// The running process may use `::set-env::` and `::add-path::`
+    /// (`ACTIONS_ALLOW_UNSECURE_COMMANDS` is true in its env).
+    pub(super) allow_unsecure_commands: bool,
+    /// A workflow command of the running process failed (it fails the step).
+    pub(super) command_failed: bool,
 }
 
 /// Cancels the job's token when its `timeout-minutes` pass.
@@ -105,14 +104,14 @@ impl<'a> JobRunner<'a> {
         log: &'a mut JobLogWriter,
     ) -> Self {
         let workflow = to_run.workflow;
-        let mut defaults = place.environment.default_env.clone();
-        defaults.insert("GITHUB_JOB".into(), place.job_id.to_string());
         let mut contexts = contexts.clone();
         if let Some(Value::Object(github)) = contexts.get("github") {
             let mut github = github.clone();
             github.insert("job", Value::from(place.job_id));
             contexts.insert("github", Value::Object(github));
         }
+        let step_debug = step_debug(to_run.secrets, &contexts);
+        let defaults = job_defaults(place.environment, place.job_id, step_debug);
         Self {
             defaults,
             sandbox: place.sandbox,
@@ -138,27 +137,66 @@ impl<'a> JobRunner<'a> {
             step_exit_code: None,
             legacy_outputs: Object::new(),
             pending_caches: Vec::new(),
-            post_steps: Vec::new(),
+            actions: JobActions::new(place.environment.actions.clone()),
             last_state: Vec::new(),
+            step_debug,
+            allow_unsecure_commands: false,
+            command_failed: false,
         }
     }
 
     /// The job's steps, or `None` (with the reason logged) when firerunner
     /// cannot run the job.
     pub(super) fn runnable_steps(&mut self) -> Option<Vec<Step>> {
-        if self.job.container.is_some() || !self.job.services.is_empty() {
-            self.runner_line(
-                "error: this job uses 'container' or 'services', which need a container engine in the guest; firerunner does not run them yet",
-            );
-            return None;
+        if !self.needs_container_engine() {
+            return match &self.job.body {
+                JobBody::Steps(steps) => Some(steps.clone()),
+                JobBody::Call(_) => {
+                    self.runner_line("error: calling a reusable workflow is not supported yet");
+                    None
+                }
+            };
         }
-        match &self.job.body {
-            JobBody::Steps(steps) => Some(steps.clone()),
-            JobBody::Call(_) => {
-                self.runner_line("error: calling a reusable workflow is not supported yet");
-                None
+        self.runner_line(
+            "error: this job uses 'container' or 'services', which need a container engine in the guest; firerunner does not run them yet",
+        );
+        None
+    }
+
+    /// Whether the job has a `container:` or a service with an image. Like
+    /// GitHub, a service (or container) whose image is empty once evaluated
+    /// is skipped (`image: ${{ matrix.db }}` with no `db` in a leg).
+    fn needs_container_engine(&mut self) -> bool {
+        let container = self.job.container.as_ref().map(|c| ("container", c));
+        let services = self.job.services.iter().map(|(name, s)| (name.as_str(), s));
+        let mut skipped = Vec::new();
+        let mut needed = false;
+        for (name, value) in container.into_iter().chain(services) {
+            match self.container_image(&value.value) {
+                Some(image) if image.is_empty() => skipped.push(name.to_owned()),
+                _ => needed = true,
             }
         }
+        for name in skipped {
+            let what = if name == "container" {
+                "The job container".to_owned()
+            } else {
+                format!("Service '{name}'")
+            };
+            self.runner_line(&format!("{what} is skipped: its image is empty"));
+        }
+        needed
+    }
+
+    /// The evaluated image of a `container:` or service (a string, or a
+    /// mapping's `image`); `None` when it cannot be evaluated.
+    fn container_image(&self, value: &Value) -> Option<String> {
+        let image = match value {
+            Value::Object(map) => map.get("image").cloned().unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        let evaluated = self.evaluate_value(&image).ok()?;
+        Some(expr::to_string(&evaluated).trim().to_owned())
     }
 
     /// Runs the job's `steps`, post steps and cache saves under its timeout.
@@ -167,13 +205,11 @@ impl<'a> JobRunner<'a> {
         let timer = JobTimer::start(minutes, cancel);
         let job_cancel = &timer.token.clone();
         let mut reports = Vec::new();
-        if let Err(error) = self.prepare().await {
-            self.runner_line(&format!("error: preparing the job failed: {error}"));
-            self.failed = true;
-        } else {
-            for step in steps {
+        let names = firerunner_workflow::step_context_names(steps);
+        if self.set_up(steps, &names, job_cancel).await {
+            for (step, name) in steps.iter().zip(&names) {
                 self.step_index += 1;
-                reports.push(self.run_step(step, job_cancel).await);
+                reports.push(self.run_step(step, name, job_cancel).await);
             }
         }
         self.run_post_steps(job_cancel).await;
@@ -204,6 +240,31 @@ impl<'a> JobRunner<'a> {
             steps: reports,
             summary: self.summary,
         }
+    }
+
+    /// "Set up job", as GitHub's runner does it: the guest's folders and
+    /// event file, every action the steps use (the job fails before any step
+    /// when one cannot be had), then the actions' `pre:` scripts in step order.
+    /// False when the steps cannot run.
+    async fn set_up(
+        &mut self,
+        steps: &[Step],
+        names: &[String],
+        cancel: &CancellationToken,
+    ) -> bool {
+        self.runner_line("##[step] Set up job");
+        if let Err(error) = self.prepare().await {
+            self.runner_line(&format!("error: preparing the job failed: {error}"));
+            self.failed = true;
+            return false;
+        }
+        if !self.set_up_actions(steps).await {
+            self.failed = true;
+            return false;
+        }
+        self.runner_line(&format!("Complete job name: {}", self.job_name));
+        self.run_pre_steps(steps, names, cancel).await;
+        true
     }
 
     /// The job's `timeout-minutes` (360 by default).
@@ -273,6 +334,9 @@ impl<'a> JobRunner<'a> {
     fn runner_context(&self) -> Value {
         let layout = &self.environment.layout;
         let mut runner = Object::new();
+        if self.step_debug {
+            runner.insert("debug", Value::String("1".into()));
+        }
         runner.insert("os", Value::String("Linux".into()));
         runner.insert("arch", Value::String("X64".into()));
         runner.insert("name", Value::String("firerunner".into()));
@@ -338,7 +402,9 @@ impl<'a> JobRunner<'a> {
         Ok(end.succeeded())
     }
 
-    /// The env a step sees: defaults, workflow, job, file-command additions, step.
+    /// The env a step sees: defaults, workflow, job, file-command additions,
+    /// the `env` of the steps calling the composite actions it is in, the
+    /// step's own; then the runner's `GITHUB_ACTION*` variables.
     pub(super) fn step_env(
         &mut self,
         step: &Step,
@@ -354,12 +420,51 @@ impl<'a> JobRunner<'a> {
             }
         }
         env.extend(self.added_env.clone());
+        for caller in &self.actions.caller_env {
+            env.extend(caller.clone());
+        }
         for (key, template) in &step.env {
             let ctx = self.eval_context(&env, status);
             let value = self.template(&template.value, &ctx)?;
             env.insert(key.clone(), value);
         }
+        self.add_action_variables(&mut env);
         Ok(env)
+    }
+
+    /// `GITHUB_ACTION`, `GITHUB_ACTION_REPOSITORY` and `GITHUB_ACTION_REF`
+    /// from the `github` context (they cannot be overridden).
+    pub(super) fn add_action_variables(&self, env: &mut BTreeMap<String, String>) {
+        for (name, key) in [
+            ("GITHUB_ACTION", "action"),
+            ("GITHUB_ACTION_REPOSITORY", "action_repository"),
+            ("GITHUB_ACTION_REF", "action_ref"),
+        ] {
+            env.insert(name.into(), self.github_text(key));
+        }
+    }
+
+    /// A string of the `github` context ("" when absent).
+    pub(super) fn github_text(&self, key: &str) -> String {
+        match self.contexts.get("github") {
+            Some(Value::Object(github)) => match github.get(key) {
+                Some(Value::String(text)) => text.clone(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        }
+    }
+
+    /// Sets strings of the `github` context.
+    pub(super) fn set_github(&mut self, entries: &[(&str, &str)]) {
+        let mut github = match self.contexts.get("github") {
+            Some(Value::Object(github)) => github.clone(),
+            _ => Object::new(),
+        };
+        for (key, value) in entries {
+            github.insert(*key, Value::from(*value));
+        }
+        self.contexts.insert("github", Value::Object(github));
     }
 
     /// A host copy of the guest workspace, for `hashFiles`.
@@ -408,6 +513,39 @@ impl<'a> JobRunner<'a> {
             return Object::new();
         }
         outputs
+    }
+}
+
+/// The default variables of a job's steps: the run's, `GITHUB_JOB`, and
+/// `RUNNER_DEBUG` when step debug logging is on.
+fn job_defaults(
+    environment: &JobEnvironment,
+    job_id: &str,
+    debug: bool,
+) -> BTreeMap<String, String> {
+    let mut defaults = environment.default_env.clone();
+    defaults.insert("GITHUB_JOB".into(), job_id.to_string());
+    if debug {
+        defaults.insert("RUNNER_DEBUG".into(), "1".into());
+    }
+    defaults
+}
+
+/// Whether `ACTIONS_STEP_DEBUG` is `true` among the secrets or the `vars`
+/// (GitHub's switch for `::debug::` lines and `runner.debug`).
+fn step_debug(secrets: &BTreeMap<String, String>, contexts: &Object) -> bool {
+    let is_true = |text: &str| text.trim().eq_ignore_ascii_case("true");
+    if secrets
+        .get("ACTIONS_STEP_DEBUG")
+        .is_some_and(|v| is_true(v))
+    {
+        return true;
+    }
+    match contexts.get("vars") {
+        Some(Value::Object(vars)) => {
+            matches!(vars.get("ACTIONS_STEP_DEBUG"), Some(Value::String(v)) if is_true(v))
+        }
+        _ => false,
     }
 }
 

@@ -15,7 +15,7 @@ use super::{StepError, StepReport};
 
 impl JobRunner<'_> {
     /// The step's display name, secrets masked (it reaches logs, reports and summaries).
-    fn step_name(&mut self, step: &Step, ctx: &EvalContext) -> String {
+    pub(super) fn step_name(&mut self, step: &Step, ctx: &EvalContext) -> String {
         if let Some(name) = &step.name {
             if let Ok(text) = self.template(&name.value, ctx) {
                 return self.masker.mask(&text);
@@ -31,8 +31,17 @@ impl JobRunner<'_> {
         }
     }
 
-    /// Resets the per-step state and takes the `hashFiles` snapshot the step needs.
-    async fn begin_step(&mut self, step: &Step) {
+    /// Resets the per-step state, names the step (`github.action`) and takes
+    /// the `hashFiles` snapshot the step needs.
+    async fn begin_step(&mut self, step: &Step, name: &str) {
+        // The step's `if:` and `env:` see the action being run around it (the
+        // composite action it is in); its own is set once it runs.
+        let (repository, git_ref) = self.actions.enclosing.clone();
+        self.set_github(&[
+            ("action", name),
+            ("action_repository", &repository),
+            ("action_ref", &git_ref),
+        ]);
         self.step_command = match &step.action {
             StepAction::Run { script, .. } => script.value.clone(),
             StepAction::Uses { uses, .. } => format!("uses: {}", uses.value),
@@ -49,9 +58,15 @@ impl JobRunner<'_> {
         }
     }
 
-    pub(super) async fn run_step(&mut self, step: &Step, cancel: &CancellationToken) -> StepReport {
+    /// Runs one step; `name` is its context name (`GITHUB_ACTION`).
+    pub(super) async fn run_step(
+        &mut self,
+        step: &Step,
+        name: &str,
+        cancel: &CancellationToken,
+    ) -> StepReport {
         let started = Instant::now();
-        self.begin_step(step).await;
+        self.begin_step(step, name).await;
         let status = self.status(cancel);
         let env = match self.step_env(step, status) {
             Ok(env) => env,
@@ -81,7 +96,7 @@ impl JobRunner<'_> {
             }
             Ok(true) => {
                 self.runner_line(&format!("##[step] {name}"));
-                self.run_step_action(step, &ctx, env, cancel).await
+                self.run_step_action(step, &name, &ctx, env, cancel).await
             }
         };
         self.finish_step(step, name, end, started)
@@ -91,8 +106,9 @@ impl JobRunner<'_> {
     async fn run_step_action(
         &mut self,
         step: &Step,
+        display: &str,
         ctx: &EvalContext,
-        env: BTreeMap<String, String>,
+        mut env: BTreeMap<String, String>,
         cancel: &CancellationToken,
     ) -> StepEnd {
         match &step.action {
@@ -101,6 +117,9 @@ impl JobRunner<'_> {
                 shell,
                 working_directory,
             } => {
+                self.set_github(&[("action_repository", ""), ("action_ref", "")]);
+                env.insert("GITHUB_ACTION_REPOSITORY".into(), String::new());
+                env.insert("GITHUB_ACTION_REF".into(), String::new());
                 let script = Script {
                     step,
                     script,
@@ -110,7 +129,7 @@ impl JobRunner<'_> {
                 let run = self.run_script(&script, ctx, env, cancel).await;
                 self.failed_to_run(run, "")
             }
-            StepAction::Uses { .. } => self.run_uses(step, ctx, cancel).await,
+            StepAction::Uses { .. } => self.run_uses(step, display, env, cancel).await,
             StepAction::Control(_) => {
                 self.runner_line(
                     "error: wait, wait-all, cancel and parallel steps are not supported by firerunner",

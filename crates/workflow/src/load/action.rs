@@ -40,6 +40,10 @@ pub enum ActionRuns {
         using: String,
         /// `main:`.
         main: String,
+        /// `pre:`: run before the job's first step.
+        pre: Option<String>,
+        /// `pre-if:` (default `always()`).
+        pre_if: Option<String>,
         /// `post:`: run after the job's steps.
         post: Option<String>,
         /// `post-if:` (default `always()`).
@@ -168,6 +172,8 @@ fn runs(c: &mut Checker, runs_node: &yaml::Node) -> Option<ActionRuns> {
         node if node.starts_with("node") => ActionRuns::Node {
             using: node.to_string(),
             main: text("main", c).unwrap_or_default(),
+            pre: text("pre", c),
+            pre_if: text("pre-if", c),
             post: text("post", c),
             post_if: text("post-if", c),
         },
@@ -252,8 +258,26 @@ mod tests {
             ActionRuns::Node {
                 using: "node20".into(),
                 main: "dist/index.js".into(),
+                pre: None,
+                pre_if: None,
                 post: None,
                 post_if: None,
+            }
+        );
+        let with_pre = parse_action(
+            "action.yml",
+            "runs:\n  using: node20\n  pre: setup.js\n  pre-if: runner.os == 'Linux'\n  main: main.js\n  post: cleanup.js\n  post-if: success()\n",
+        )
+        .unwrap();
+        assert_eq!(
+            with_pre.runs,
+            ActionRuns::Node {
+                using: "node20".into(),
+                main: "main.js".into(),
+                pre: Some("setup.js".into()),
+                pre_if: Some("runner.os == 'Linux'".into()),
+                post: Some("cleanup.js".into()),
+                post_if: Some("success()".into()),
             }
         );
         let docker = parse_action(

@@ -1,5 +1,5 @@
-//! Fixtures for the engine's tests (feature `testing`): an executor that
-//! plays scripted job instances instead of running VMs.
+//! An executor that plays scripted job instances instead of running VMs, for
+//! the orchestrator's tests.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
