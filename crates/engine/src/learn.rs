@@ -183,6 +183,7 @@ mod tests {
                 ),
             ],
             summary: String::new(),
+            environment_url: None,
         }
     }
 
@@ -468,6 +469,7 @@ jobs:
             outputs: Object::new(),
             steps: Vec::new(),
             summary: String::new(),
+            environment_url: None,
         };
         assert!(step_records(&finished(&report, &[])).is_empty());
     }
