@@ -323,21 +323,31 @@ impl RunGate {
                 }
                 ApprovalState::Waiting => {}
             }
+            approval = self.reread(&rules.name, environment, cancel).await?;
+        }
+    }
+
+    /// The run's request for `name` after the next decision here, or the
+    /// next poll of the store (another host may have recorded it).
+    async fn reread(
+        &self,
+        name: &str,
+        environment: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Approval, EnvironmentError> {
+        loop {
             tokio::select! {
-                _ = cancel.cancelled() => return Err(EnvironmentError::Cancelled(environment.clone())),
+                _ = cancel.cancelled() => return Err(EnvironmentError::Cancelled(environment.to_string())),
                 _ = self.state.wake_approvals.notified() => {}
                 _ = tokio::time::sleep(APPROVAL_POLL) => {}
             }
-            approval = match store.approval(&self.run.id, &rules.name).await {
-                Ok(Some(approval)) => approval,
+            match self.state.store.approval(&self.run.id, name).await {
+                Ok(Some(approval)) => return Ok(approval),
                 Ok(None) => {
                     return Err(self.unavailable(environment, "the approval request is gone"))
                 }
-                Err(err) => {
-                    tracing::warn!(run = self.run.id, "reading an approval: {err}");
-                    continue;
-                }
-            };
+                Err(err) => tracing::warn!(run = self.run.id, "reading an approval: {err}"),
+            }
         }
     }
 

@@ -218,22 +218,30 @@ impl Execution {
                 return self.fail(&message).await;
             }
         };
-        let masker = ReportMasker::new(request.secrets.values().chain(&request.fetch_token));
-        let gate = RunGate::new(
-            state.clone(),
-            run.clone(),
-            &request.payload,
-            request.trust,
-            masker.clone(),
-            self.entered.clone(),
-        );
-        request.environments = Some(Gate(Arc::new(gate)));
+        let masker = self.guard(&mut request);
         let (events, reporter) = self.clone().report_events(masker);
         let outcome = executor.execute(request, events, cancel).await;
         let _ = reporter.await;
         beat.abort();
         let stopped = *stop.lock().expect("stop");
         self.settle(stopped, outcome).await;
+    }
+
+    /// Gives `request` the run's environment gate; returns the masker of
+    /// everything its jobs report, which learns each environment's secrets
+    /// as the gate hands them out.
+    fn guard(&self, request: &mut RunRequest) -> ReportMasker {
+        let masker = ReportMasker::new(request.secrets.values().chain(&request.fetch_token));
+        let gate = RunGate::new(
+            self.state.clone(),
+            self.run.clone(),
+            &request.payload,
+            request.trust,
+            masker.clone(),
+            self.entered.clone(),
+        );
+        request.environments = Some(Gate(Arc::new(gate)));
+        masker
     }
 
     /// Why the run's `attempt`-th claim must not start it, if it must not.

@@ -262,24 +262,76 @@ fn read_value(name: &str, file: Option<&PathBuf>) -> Result<String> {
     Ok(text)
 }
 
+/// `PUT /api/{kind}s/{name}` with the value; prints what was set.
+fn set(
+    connection: &Connection,
+    kind: &str,
+    name: &str,
+    scope: &ScopeArgs,
+    value: String,
+) -> Result<()> {
+    let path = format!("/{kind}s/{}", segment(name));
+    let body = Some(json!({ "value": value }));
+    let answer = call(
+        connection,
+        reqwest::Method::PUT,
+        &path,
+        &scope.query(),
+        body,
+    )?;
+    let (name, scope) = (
+        answer["name"].as_str().unwrap_or(name),
+        answer["scope"].as_str().unwrap_or("?"),
+    );
+    let noun = if kind == "secret" {
+        "secret"
+    } else {
+        "variable"
+    };
+    println!("set {noun} {name} in {scope}");
+    Ok(())
+}
+
+/// `DELETE` of `path` with `query`; prints `done`.
+fn remove(connection: &Connection, path: &str, query: &[(&str, &str)], done: &str) -> Result<()> {
+    call(connection, reqwest::Method::DELETE, path, query, None)?;
+    println!("{done}");
+    Ok(())
+}
+
+/// `POST /api/secrets/rotate-key`; fails when a secret opened with neither key.
+fn rotate_key(connection: &Connection) -> Result<ExitCode> {
+    let answer = call(
+        connection,
+        reqwest::Method::POST,
+        "/secrets/rotate-key",
+        &[],
+        None,
+    )?;
+    println!(
+        "{} secret(s) sealed again, {} already under key {}",
+        answer["resealed"],
+        answer["current"],
+        answer["key_id"].as_str().unwrap_or("?")
+    );
+    let unreadable = answer["unreadable"].as_array().cloned().unwrap_or_default();
+    for problem in &unreadable {
+        eprintln!("not readable: {}", problem.as_str().unwrap_or("?"));
+    }
+    Ok(if unreadable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 /// Runs `firerunner secrets`.
 pub fn run_secrets(args: SecretsArgs) -> Result<ExitCode> {
     let connection = &args.connection;
     match args.command {
         SecretsCommand::Set { name, scope, file } => {
             let value = read_value(&name, file.as_ref())?;
-            let answer = call(
-                connection,
-                reqwest::Method::PUT,
-                &format!("/secrets/{}", segment(&name)),
-                &scope.query(),
-                Some(json!({ "value": value })),
-            )?;
-            println!(
-                "set secret {} in {}",
-                answer["name"].as_str().unwrap_or(&name),
-                answer["scope"].as_str().unwrap_or("?")
-            );
+            set(connection, "secret", &name, &scope, value)?;
         }
         SecretsCommand::List { json } => {
             let list = call(connection, reqwest::Method::GET, "/secrets", &[], None)?;
@@ -290,37 +342,15 @@ pub fn run_secrets(args: SecretsArgs) -> Result<ExitCode> {
             );
         }
         SecretsCommand::Rm { name, scope } => {
-            call(
+            let path = format!("/secrets/{}", segment(&name));
+            remove(
                 connection,
-                reqwest::Method::DELETE,
-                &format!("/secrets/{}", segment(&name)),
+                &path,
                 &scope.query(),
-                None,
+                &format!("removed secret {name}"),
             )?;
-            println!("removed secret {name}");
         }
-        SecretsCommand::RotateKey => {
-            let answer = call(
-                connection,
-                reqwest::Method::POST,
-                "/secrets/rotate-key",
-                &[],
-                None,
-            )?;
-            println!(
-                "{} secret(s) sealed again, {} already under key {}",
-                answer["resealed"],
-                answer["current"],
-                answer["key_id"].as_str().unwrap_or("?")
-            );
-            let unreadable = answer["unreadable"].as_array().cloned().unwrap_or_default();
-            for problem in &unreadable {
-                eprintln!("not readable: {}", problem.as_str().unwrap_or("?"));
-            }
-            if !unreadable.is_empty() {
-                return Ok(ExitCode::from(1));
-            }
-        }
+        SecretsCommand::RotateKey => return rotate_key(connection),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -339,35 +369,63 @@ pub fn run_vars(args: VarsArgs) -> Result<ExitCode> {
                 Some(value) => value,
                 None => read_value(&name, file.as_ref())?,
             };
-            let answer = call(
-                connection,
-                reqwest::Method::PUT,
-                &format!("/variables/{}", segment(&name)),
-                &scope.query(),
-                Some(json!({ "value": value })),
-            )?;
-            println!(
-                "set variable {} in {}",
-                answer["name"].as_str().unwrap_or(&name),
-                answer["scope"].as_str().unwrap_or("?")
-            );
+            set(connection, "variable", &name, &scope, value)?;
         }
         VarsCommand::List { json } => {
             let list = call(connection, reqwest::Method::GET, "/variables", &[], None)?;
             print_list(&list, json, &["level", "scope", "name", "value"]);
         }
         VarsCommand::Rm { name, scope } => {
-            call(
+            let path = format!("/variables/{}", segment(&name));
+            remove(
                 connection,
-                reqwest::Method::DELETE,
-                &format!("/variables/{}", segment(&name)),
+                &path,
                 &scope.query(),
-                None,
+                &format!("removed variable {name}"),
             )?;
-            println!("removed variable {name}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the environments' rules, then the deployments waiting for approval.
+fn list_environments(connection: &Connection, repo: Option<&str>, json: bool) -> Result<()> {
+    let query: Vec<(&str, &str)> = repo.map(|r| ("repository", r)).into_iter().collect();
+    let list = call(
+        connection,
+        reqwest::Method::GET,
+        "/environments",
+        &query,
+        None,
+    )?;
+    print_list(
+        &list,
+        json,
+        &["repository", "name", "branches", "tags", "reviewers"],
+    );
+    let waiting = call(connection, reqwest::Method::GET, "/approvals", &[], None)?;
+    if !json && waiting.as_array().is_some_and(|w| !w.is_empty()) {
+        println!("\nwaiting for approval:");
+        print_list(
+            &waiting,
+            false,
+            &["run_id", "environment", "jobs", "reviewers"],
+        );
+    }
+    Ok(())
+}
+
+/// Approves or rejects run `run`'s waiting deployment to `environment`.
+fn approve(connection: &Connection, run: &str, environment: &str, reject: bool) -> Result<()> {
+    let decision = if reject { "reject" } else { "approve" };
+    let body = json!({ "environment": environment, "decision": decision });
+    let path = format!("/runs/{}/approvals", segment(run));
+    let answer = call(connection, reqwest::Method::POST, &path, &[], Some(body))?;
+    println!(
+        "run {run}: {environment} {}",
+        answer["state"].as_str().unwrap_or("?")
+    );
+    Ok(())
 }
 
 /// Runs `firerunner environments`.
@@ -382,72 +440,29 @@ pub fn run_environments(args: EnvironmentsArgs) -> Result<ExitCode> {
             reviewers,
         } => {
             let body = json!({ "branches": branches, "tags": tags, "reviewers": reviewers });
+            let path = format!("/environments/{}", segment(&name));
             call(
                 connection,
                 reqwest::Method::PUT,
-                &format!("/environments/{}", segment(&name)),
+                &path,
                 &[("repository", &repo)],
                 Some(body),
             )?;
             println!("set environment {name} of {repo}");
         }
         EnvironmentsCommand::List { repo, json } => {
-            let query: Vec<(&str, &str)> = repo
-                .as_deref()
-                .map(|r| ("repository", r))
-                .into_iter()
-                .collect();
-            let list = call(
-                connection,
-                reqwest::Method::GET,
-                "/environments",
-                &query,
-                None,
-            )?;
-            print_list(
-                &list,
-                json,
-                &["repository", "name", "branches", "tags", "reviewers"],
-            );
-            let waiting = call(connection, reqwest::Method::GET, "/approvals", &[], None)?;
-            if !json && waiting.as_array().is_some_and(|w| !w.is_empty()) {
-                println!("\nwaiting for approval:");
-                print_list(
-                    &waiting,
-                    false,
-                    &["run_id", "environment", "jobs", "reviewers"],
-                );
-            }
+            list_environments(connection, repo.as_deref(), json)?
         }
         EnvironmentsCommand::Rm { name, repo } => {
-            call(
-                connection,
-                reqwest::Method::DELETE,
-                &format!("/environments/{}", segment(&name)),
-                &[("repository", &repo)],
-                None,
-            )?;
-            println!("removed environment {name} of {repo}");
+            let path = format!("/environments/{}", segment(&name));
+            let done = format!("removed environment {name} of {repo}");
+            remove(connection, &path, &[("repository", &repo)], &done)?;
         }
         EnvironmentsCommand::Approve {
             run,
             environment,
             reject,
-        } => {
-            let decision = if reject { "reject" } else { "approve" };
-            let body = json!({ "environment": environment, "decision": decision });
-            let answer = call(
-                connection,
-                reqwest::Method::POST,
-                &format!("/runs/{}/approvals", segment(&run)),
-                &[],
-                Some(body),
-            )?;
-            println!(
-                "run {run}: {environment} {}",
-                answer["state"].as_str().unwrap_or("?")
-            );
-        }
+        } => approve(connection, &run, &environment, reject)?,
     }
     Ok(ExitCode::SUCCESS)
 }
