@@ -41,6 +41,12 @@ enum Command {
     Worker(commands::serve::Args),
     /// Show the service's hosts, capacity, queue and running jobs.
     Status(commands::status::Args),
+    /// Set, list and remove the service's secrets (values from standard input or a file).
+    Secrets(commands::settings::SecretsArgs),
+    /// Set, list and remove the service's configuration variables (`vars`).
+    Vars(commands::settings::VarsArgs),
+    /// Set environments' deployment rules and reviewers; approve waiting deployments.
+    Environments(commands::settings::EnvironmentsArgs),
     /// Ask what firerunner learned from the steps it ran (lessons, flaky steps, predictions).
     Learn(commands::learn::Args),
 }
@@ -57,6 +63,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(args, false),
         Command::Worker(args) => commands::serve::run(args, true),
         Command::Status(args) => commands::status::run(args),
+        Command::Secrets(args) => commands::settings::run_secrets(args),
+        Command::Vars(args) => commands::settings::run_vars(args),
+        Command::Environments(args) => commands::settings::run_environments(args),
         Command::Learn(args) => commands::learn::run(args),
     };
     match result {

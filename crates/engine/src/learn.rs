@@ -183,6 +183,7 @@ mod tests {
                 ),
             ],
             summary: String::new(),
+            environment_url: None,
         }
     }
 
@@ -471,6 +472,7 @@ jobs:
             outputs: Object::new(),
             steps: Vec::new(),
             summary: String::new(),
+            environment_url: None,
         };
         assert!(step_records(&finished(&report, &[])).is_empty());
     }

@@ -6,6 +6,7 @@
 //!   streamed live.
 //! - [`checkout`]: native `actions/checkout`, prepared on the host with git.
 //! - [`dotenv`]: act's `.secrets`/`.vars`/`.env` file format.
+//! - [`environment`]: a job's `environment:`, and the gate that lets it in.
 //! - [`sandbox`]: a job's view of its VM: processes with live lines,
 //!   timeouts and cancellation, files.
 //! - [`job`]: runs the steps of one job instance in its sandbox.
@@ -28,6 +29,7 @@
 pub mod actions;
 pub mod checkout;
 pub mod dotenv;
+pub mod environment;
 pub mod guest_input;
 pub mod job;
 pub mod learn;

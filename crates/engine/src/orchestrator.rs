@@ -32,6 +32,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::environment::EnvironmentGate;
 use crate::job::JobReport;
 use crate::reusable::Callees;
 
@@ -62,16 +63,21 @@ pub struct JobInstance {
     pub workflow: Arc<ParsedWorkflow>,
     /// The secrets the job sees; `None` means the run's own.
     pub secrets: Option<Arc<BTreeMap<String, String>>>,
+    /// Lines for the top of the job's log (what its environment's gate said).
+    pub notes: Vec<String>,
 }
 
 /// What a (possibly called) workflow runs with besides its plan.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunScope {
     /// The reusable workflows the run may call, by
     /// [`crate::reusable::callee_key`].
     pub callees: Callees,
     /// The workflow's secrets (`None`: the executor's own).
     pub secrets: Option<Arc<BTreeMap<String, String>>>,
+    /// Decides which jobs may enter their `environment:` (none: every job,
+    /// with no environment secrets).
+    pub gate: Option<Arc<dyn EnvironmentGate>>,
     /// Prefix of the jobs' display names (`caller / ` in a called workflow).
     pub name_prefix: String,
     /// Slots shared with the calling run, so a call does not exceed its limit.
@@ -183,6 +189,23 @@ impl RunScope {
             secrets,
             ..Self::default()
         }
+    }
+
+    /// The same scope with `gate` deciding who enters an environment.
+    pub fn with_gate(mut self, gate: Option<Arc<dyn EnvironmentGate>>) -> Self {
+        self.gate = gate;
+        self
+    }
+}
+
+impl std::fmt::Debug for RunScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunScope")
+            .field("callees", &self.callees.len())
+            .field("secrets", &self.secrets.as_ref().map(|s| s.len()))
+            .field("gate", &self.gate.is_some())
+            .field("name_prefix", &self.name_prefix)
+            .finish()
     }
 }
 
@@ -420,6 +443,7 @@ impl<'a, E: JobExecutor> RunState<'a, E> {
                 contexts,
                 workflow: self.workflow.clone(),
                 secrets: self.scope.secrets.clone(),
+                notes: Vec::new(),
             },
             call,
             index,

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actions::native::CacheScope;
 use crate::actions::remote::ActionSource;
 use crate::checkout::CheckoutSource;
+use crate::environment::EnvironmentGate;
 use crate::job::{GuestLayout, JobEnvironment, JobReport};
 use crate::learn::{indexed_step_records, FinishedJob};
 use crate::logs::{LogHub, LogLine};
@@ -90,6 +91,9 @@ pub struct WorkflowRun {
     pub workflows: Arc<dyn WorkflowSource + Send + Sync>,
     /// The run's limits.
     pub limits: RunLimits,
+    /// Decides which jobs may enter their `environment:` and what they get
+    /// there (the service's rules; `None`: the key only names it).
+    pub environments: Option<Arc<dyn EnvironmentGate>>,
 }
 
 /// What happens to a run's jobs, as it happens.
@@ -160,7 +164,8 @@ impl<B: VmBackend> Engine<B> {
             workflow_name: run.workflow_name.clone(),
             observer,
         });
-        let scope = RunScope::new(callees, Some(Arc::new(run.secrets.clone())));
+        let scope = RunScope::new(callees, Some(Arc::new(run.secrets.clone())))
+            .with_gate(run.environments.clone());
         let workflow = run.workflow.clone();
         run_workflow(
             workflow, &run.plan, &contexts, executor, run.limits, scope, cancel,

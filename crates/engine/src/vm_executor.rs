@@ -150,6 +150,9 @@ impl<B: VmBackend> JobExecutor for VmJobExecutor<B> {
             run_id,
             name: &instance.name,
         };
+        for note in &instance.notes {
+            log.note(note.clone());
+        }
         match self.acquire(&mut log, &cancel).await {
             Ok(session) => self.run_in(session, &instance, &mut log, &cancel).await,
             Err(outcome) => outcome,

@@ -1,8 +1,8 @@
 //! The orchestrator against a scripted executor: what starts when, and
 //! which results and outputs flow where.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use firerunner_engine::actions::remote::ActionSource;
@@ -606,4 +606,159 @@ async fn a_remote_reusable_workflow_that_cannot_be_fetched_fails_its_job_clearly
         "{:?}",
         report.errors
     );
+}
+
+/// A gate that lets `production` in with its secret and variable, refuses
+/// `forbidden`, and holds `gated` until it is opened.
+struct TestGate {
+    open: tokio::sync::Notify,
+    asked: Mutex<Vec<(String, String)>>,
+}
+
+impl firerunner_engine::environment::EnvironmentGate for TestGate {
+    fn enter<'a>(
+        &'a self,
+        request: firerunner_engine::environment::EnvironmentRequest,
+        cancel: &'a CancellationToken,
+    ) -> firerunner_engine::environment::BoxFuture<
+        'a,
+        Result<
+            firerunner_engine::environment::EnvironmentGrant,
+            firerunner_engine::environment::EnvironmentError,
+        >,
+    > {
+        use firerunner_engine::environment::{EnvironmentError, EnvironmentGrant};
+        Box::pin(async move {
+            let environment = request.environment.clone();
+            self.asked
+                .lock()
+                .unwrap()
+                .push((request.job_name.clone(), environment.clone()));
+            match environment.as_str() {
+                "forbidden" => Err(EnvironmentError::Refused(
+                    "branch x may not deploy to forbidden".into(),
+                )),
+                "gated" => tokio::select! {
+                    _ = self.open.notified() => Ok(EnvironmentGrant {
+                        notes: vec!["approved by alice".into()],
+                        ..EnvironmentGrant::default()
+                    }),
+                    _ = cancel.cancelled() => Err(EnvironmentError::Cancelled(environment)),
+                },
+                _ => Ok(EnvironmentGrant {
+                    secrets: BTreeMap::from([(
+                        "token".to_string(),
+                        format!("{environment}-token"),
+                    )]),
+                    vars: BTreeMap::from([("REGION".to_string(), format!("{environment}-region"))]),
+                    notes: Vec::new(),
+                }),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_gate_decides_each_instances_environment_before_it_takes_a_slot() {
+    let yaml = "on: push
+jobs:
+  build:
+    runs-on: x
+    steps: [{run: make}]
+  deploy:
+    runs-on: x
+    strategy:
+      fail-fast: false
+      matrix:
+        target: [production, forbidden]
+    environment: ${{ matrix.target }}
+    steps: [{run: make}]
+  wait:
+    runs-on: x
+    environment: {name: gated, url: 'https://x'}
+    steps: [{run: make}]
+  after:
+    needs: build
+    runs-on: x
+    steps: [{run: make}]
+";
+    let workflow = Arc::new(parse_workflow("w.yml", yaml).unwrap());
+    let plan = plan_workflow(&workflow, &PlanContext::default()).unwrap();
+    let executor = Arc::new(Scripted::default());
+    let gate = Arc::new(TestGate {
+        open: tokio::sync::Notify::new(),
+        asked: Mutex::default(),
+    });
+    let base = BTreeMap::from([
+        ("TOKEN".to_string(), "repo-token".to_string()),
+        ("OTHER".into(), "o".into()),
+    ]);
+    let scope =
+        RunScope::new(Default::default(), Some(Arc::new(base))).with_gate(Some(gate.clone()));
+    let limits = RunLimits {
+        max_parallel_jobs: 1,
+    };
+    let contexts = Object::new();
+    let running = run_workflow(
+        workflow,
+        &plan,
+        &contexts,
+        executor.clone(),
+        limits,
+        scope,
+        CancellationToken::new(),
+    );
+    let opener = async {
+        // Every other job runs in the one slot while `wait` waits.
+        while !executor.secrets.lock().unwrap().contains_key("after") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        gate.open.notify_one();
+    };
+    let both = async { tokio::join!(running, opener) };
+    let (report, ()) = tokio::time::timeout(Duration::from_secs(30), both)
+        .await
+        .expect("a job waiting at its gate must not hold the run's only slot");
+    let secrets = executor.secrets.lock().unwrap().clone();
+    let names: Vec<&String> = report.instances.iter().map(|i| &i.name).collect();
+    let production = secrets.get("deploy (production)").unwrap_or_else(|| {
+        panic!(
+            "ran: {secrets:?}, instances: {names:?}, errors: {:?}",
+            report.errors
+        )
+    });
+    assert_eq!(
+        production["token"], "production-token",
+        "the environment's secret wins"
+    );
+    assert!(
+        !production.contains_key("TOKEN"),
+        "whatever the name's case"
+    );
+    assert_eq!(production["OTHER"], "o");
+    assert_eq!(secrets["build"]["TOKEN"], "repo-token");
+    let seen = executor.seen.lock().unwrap()["deploy (production)"].clone();
+    let Some(Value::Object(vars)) = seen.get("vars") else {
+        panic!("no vars context: {seen:?}");
+    };
+    assert_eq!(vars.get("REGION"), Some(&Value::from("production-region")));
+    assert!(
+        !secrets.contains_key("deploy (forbidden)"),
+        "a refused instance never runs"
+    );
+    assert_eq!(result(&report, "deploy (forbidden)"), Conclusion::Failure);
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.to_string() == "deploy (forbidden): branch x may not deploy to forbidden"),
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(result(&report, "wait"), Conclusion::Success);
+    assert_eq!(
+        executor.notes.lock().unwrap()["wait"],
+        ["approved by alice"]
+    );
+    assert_eq!(report.conclusion, Conclusion::Failure);
 }

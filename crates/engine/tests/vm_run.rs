@@ -408,6 +408,7 @@ async fn the_engine_entry_runs_a_self_repository_call_and_reports_steps_and_lear
         actions_base_url: "file:///nonexistent".into(),
         workflows: Arc::new(files),
         limits: RunLimits::default(),
+        environments: None,
     };
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let report = engine.run(run, events, CancellationToken::new()).await;

@@ -18,6 +18,10 @@ use serde_json::{json, Value};
 use crate::permissions::TokenPermissions;
 use crate::time::{parse_rfc3339, unix_now};
 
+mod variables;
+
+pub use variables::Variable;
+
 /// The API root of github.com.
 pub const GITHUB_API_URL: &str = "https://api.github.com";
 /// The REST API version every request asks for.
@@ -636,17 +640,25 @@ impl GitHubClient {
     ) -> Result<(Vec<Value>, Option<String>), ApiError> {
         let reply = self.repo_call(repo, Method::GET, path, None).await?;
         let items: Vec<Value> = reply.json()?;
-        let next = match next_link(&reply.headers) {
-            Some(next) => Some(self.relative_path(&next).ok_or_else(|| ApiError::Decode {
+        let next = self.next_page(&reply, path)?;
+        Ok((items, next))
+    }
+
+    /// The path of the page after `reply` (from `Link: <...>; rel="next"`),
+    /// refused when it leaves the API.
+    fn next_page(&self, reply: &Reply, path: &str) -> Result<Option<String>, ApiError> {
+        let Some(next) = next_link(&reply.headers) else {
+            return Ok(None);
+        };
+        self.relative_path(&next)
+            .map(Some)
+            .ok_or_else(|| ApiError::Decode {
                 path: path.to_owned(),
                 message: format!(
                     "the next page link '{next}' leaves the API at {}",
                     self.inner.base_url
                 ),
-            })?),
-            None => None,
-        };
-        Ok((items, next))
+            })
     }
 
     /// `url` below the API root, if it is there.

@@ -14,6 +14,7 @@ pub mod webhook;
 
 pub use api::{
     ApiConfig, ApiError, Auth, CommitStatus, GitHubClient, RepoRef, RetryPolicy, StatusState,
+    Variable,
 };
 pub use webhook::{
     verify_signature, PayloadError, PingEvent, PullRequestEvent, PushCommit, PushEvent, Repository,

@@ -110,6 +110,11 @@ struct MockData {
     tokens: Vec<IssuedToken>,
     token_lifetime: Option<Duration>,
     user_login: Option<String>,
+    /// Configuration variables by scope: `org:<owner>`, `repo:<owner/name>`,
+    /// `env:<owner/name>:<environment>`, each `(name, value)`.
+    variables: HashMap<String, Vec<(String, String)>>,
+    /// Repositories whose variables the caller may not read (403).
+    variables_denied: Vec<String>,
 }
 
 struct MockState {
@@ -299,6 +304,44 @@ impl MockGitHub {
     /// How long issued installation tokens last (GitHub: one hour, the default).
     pub fn set_token_lifetime(&self, lifetime: Duration) {
         self.state.data().token_lifetime = Some(lifetime);
+    }
+
+    /// Sets a repository's configuration variable (names upper-cased, as GitHub keeps them).
+    pub fn set_repository_variable(&self, full_name: &str, name: &str, value: &str) {
+        self.set_variable(format!("repo:{full_name}"), name, value);
+    }
+
+    /// Sets an organization variable, shared with all of its repositories.
+    pub fn set_organization_variable(&self, owner: &str, name: &str, value: &str) {
+        self.set_variable(format!("org:{owner}"), name, value);
+    }
+
+    /// Sets an environment's configuration variable.
+    pub fn set_environment_variable(
+        &self,
+        full_name: &str,
+        environment: &str,
+        name: &str,
+        value: &str,
+    ) {
+        self.set_variable(format!("env:{full_name}:{environment}"), name, value);
+    }
+
+    /// Answers 403 to every variables listing of `full_name` (the App lacks *Variables: read*).
+    pub fn deny_variables(&self, full_name: &str) {
+        self.state
+            .data()
+            .variables_denied
+            .push(full_name.to_owned());
+    }
+
+    fn set_variable(&self, scope: String, name: &str, value: &str) {
+        let mut data = self.state.data();
+        let list = data.variables.entry(scope).or_default();
+        let name = name.to_ascii_uppercase();
+        list.retain(|(existing, _)| *existing != name);
+        list.push((name, value.to_owned()));
+        list.sort();
     }
 
     /// The installation tokens issued so far, with the repositories and permissions of each.
@@ -611,8 +654,60 @@ fn repo_endpoint(data: &mut MockData, ctx: &Ctx<'_>, full_name: &str, rest: &[&s
             Ok(number) => pull_request_files(data, ctx, full_name, number),
             Err(_) => Answer::not_found(),
         },
+        ["actions", "variables"] if method == Method::GET => {
+            variables(data, ctx, full_name, &format!("repo:{full_name}"), rest)
+        }
+        ["actions", "organization-variables"] if method == Method::GET => {
+            let owner = full_name.split('/').next().unwrap_or_default();
+            variables(data, ctx, full_name, &format!("org:{owner}"), rest)
+        }
+        ["environments", environment, "variables"] if method == Method::GET => {
+            let scope = format!("env:{full_name}:{environment}");
+            variables(data, ctx, full_name, &scope, rest)
+        }
         _ => Answer::not_found(),
     }
+}
+
+/// A page of a variables listing, in GitHub's shape: `{"total_count",
+/// "variables": [{"name", "value", "created_at", "updated_at"}]}`, with
+/// GitHub's `Link` header.
+fn variables(
+    data: &MockData,
+    ctx: &Ctx<'_>,
+    full_name: &str,
+    scope: &str,
+    rest: &[&str],
+) -> Answer {
+    if data
+        .variables_denied
+        .iter()
+        .any(|denied| denied == full_name)
+    {
+        return Answer::error(403, "Resource not accessible by integration");
+    }
+    let items: Vec<Value> = data
+        .variables
+        .get(scope)
+        .map(|list| {
+            list.iter()
+                .map(|(name, value)| {
+                    json!({
+                        "name": name,
+                        "value": value,
+                        "created_at": "2024-01-10T14:59:22Z",
+                        "updated_at": "2024-01-11T14:59:22Z",
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let total = items.len();
+    let path = format!("/repos/{full_name}/{}", rest.join("/"));
+    let mut page = paginate(ctx, &path, items, ctx.per_page());
+    let listed = std::mem::take(&mut page.body);
+    page.body = json!({ "total_count": total, "variables": listed });
+    page
 }
 
 fn validation_failed(resource: &str, field: &str, code: &str) -> Answer {

@@ -697,3 +697,38 @@ async fn an_app_finds_the_comment_of_its_own_bot() {
     assert_eq!(id, ours);
     assert_eq!(mock.comments(REPO, 7)[1].1, format!("{MARKER}\nnew"));
 }
+
+#[tokio::test]
+async fn variables_are_read_from_every_page_of_each_listing() {
+    let mock = MockGitHub::start().await;
+    for n in 0..35 {
+        mock.set_repository_variable(REPO, &format!("var_{n:02}"), &format!("value {n}"));
+    }
+    mock.set_organization_variable("octo-org", "ORG_COLOR", "blue");
+    mock.set_environment_variable(REPO, "production", "REGION", "eu");
+    let client = token_client(&mock);
+    let repo_vars = client.repository_variables(&repo()).await.unwrap();
+    assert_eq!(repo_vars.len(), 35, "both pages");
+    assert_eq!(repo_vars[0].name, "VAR_00");
+    assert_eq!(repo_vars[34].value, "value 34");
+    let pages = requests_matching(&mock, "GET", "/repos/octo-org/widgets/actions/variables");
+    assert_eq!(pages.len(), 2);
+    let org = client.organization_variables(&repo()).await.unwrap();
+    assert_eq!(
+        (org[0].name.as_str(), org[0].value.as_str()),
+        ("ORG_COLOR", "blue")
+    );
+    let env = client
+        .environment_variables(&repo(), "production")
+        .await
+        .unwrap();
+    assert_eq!(env[0].name, "REGION");
+    assert!(client
+        .environment_variables(&repo(), "staging")
+        .await
+        .unwrap()
+        .is_empty());
+    mock.deny_variables(REPO);
+    let err = client.repository_variables(&repo()).await.unwrap_err();
+    assert_eq!(err.status(), Some(403));
+}

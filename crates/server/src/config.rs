@@ -81,6 +81,54 @@ pub struct Config {
     pub learning: LearningSettings,
     /// An optional language model that explains failures in the PR comment.
     pub llm: LlmSettings,
+    /// The key that encrypts the secret store.
+    pub secrets: SecretsSettings,
+    /// Where the `vars` context comes from besides firerunner's own store.
+    pub variables: VariablesSettings,
+}
+
+/// The secret store's key (see docs/deploy.md, "Secrets, variables and
+/// environments"): 64 hexadecimal digits, kept outside the database.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsSettings {
+    /// The key new values are sealed with (`key_file` or
+    /// `FIRERUNNER_SECRETS_KEY_FILE` to read it from a file). Empty: the
+    /// store is off and setting a secret is refused.
+    pub key: String,
+    /// During a rotation, the key before `key`: values it sealed are opened
+    /// and sealed again with `key` at start-up (or `firerunner secrets rotate-key`).
+    pub previous_key: String,
+}
+
+impl std::fmt::Debug for SecretsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsSettings")
+            .field("key", &redacted(&self.key))
+            .field("previous_key", &redacted(&self.previous_key))
+            .finish()
+    }
+}
+
+/// GitHub's configuration variables, read through the API where the App
+/// may (*Variables: read*), kept for `ttl_seconds`; firerunner's own store
+/// wins over them at the same scope.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VariablesSettings {
+    /// Read GitHub's organization, repository and environment variables.
+    pub from_github: bool,
+    /// How long GitHub's answer is kept before it is asked again.
+    pub ttl_seconds: u64,
+}
+
+impl Default for VariablesSettings {
+    fn default() -> Self {
+        Self {
+            from_github: true,
+            ttl_seconds: 300,
+        }
+    }
 }
 
 /// Learning from every step (see docs/learning.md).
@@ -294,6 +342,8 @@ impl Default for Config {
             vm: VmConfig::default(),
             learning: LearningSettings::default(),
             llm: LlmSettings::default(),
+            secrets: SecretsSettings::default(),
+            variables: VariablesSettings::default(),
         }
     }
 }
@@ -398,6 +448,8 @@ impl std::fmt::Debug for Config {
             .field("vm", &self.vm)
             .field("learning", &self.learning)
             .field("llm", &self.llm)
+            .field("secrets", &self.secrets)
+            .field("variables", &self.variables)
             .finish()
     }
 }
@@ -442,12 +494,14 @@ fn redacted_url(url: &str) -> String {
 }
 
 /// Keys that hold secrets, which may also come from `<key>_file` / `*_FILE`.
-const SECRET_KEYS: [&str; 5] = [
+const SECRET_KEYS: [&str; 7] = [
     "webhook_secret",
     "api_token",
     "github.token",
     "github.private_key",
     "llm.api_key",
+    "secrets.key",
+    "secrets.previous_key",
 ];
 
 impl Config {
@@ -532,6 +586,18 @@ impl Config {
         if self.worker.lease_seconds < 5 {
             return bad("worker.lease_seconds", "must be at least 5");
         }
+        if !self.secrets.key.is_empty() {
+            let previous = Some(self.secrets.previous_key.as_str());
+            if let Err(err) = crate::vault::Keyring::new(&self.secrets.key, previous) {
+                let key = match err {
+                    crate::vault::VaultError::BadKey { key } => key,
+                    _ => "secrets.key",
+                };
+                return bad(key, "must be 64 hexadecimal digits (openssl rand -hex 32)");
+            }
+        } else if !self.secrets.previous_key.is_empty() {
+            return bad("secrets.key", "a previous_key needs the new key beside it");
+        }
         Ok(())
     }
 
@@ -598,8 +664,16 @@ fn read_secret(key: &str, path: &Path) -> Result<String, ConfigError> {
 
 /// The dotted path of an override's name (`LIMITS_MAX_VMS` -> `limits.max_vms`).
 fn config_path(name: &str) -> Option<Vec<String>> {
-    const SECTIONS: [&str; 7] = [
-        "github", "allow", "limits", "worker", "vm", "learning", "llm",
+    const SECTIONS: [&str; 9] = [
+        "github",
+        "allow",
+        "limits",
+        "worker",
+        "vm",
+        "learning",
+        "llm",
+        "secrets",
+        "variables",
     ];
     let lower = name.to_ascii_lowercase();
     for section in SECTIONS {

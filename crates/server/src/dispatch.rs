@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::environments::comment_command;
 use crate::live::LiveEvent;
 use crate::report::{post_job_status, update_pull_request_comment};
 use crate::state::AppState;
@@ -162,8 +163,24 @@ pub fn run_id(delivery_id: &str, workflow_file: &str) -> String {
     digest[..10].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Decides what a delivery runs and queues it.
+/// Decides what a delivery runs and queues it; a pull request comment
+/// with a `/firerunner approve|reject` command also decides the
+/// deployments it names (see [`crate::environments::comment_command`]).
 pub async fn dispatch(state: &AppState, delivery: &PendingDelivery) -> Dispatch {
+    let payload = serde_json::from_str(&delivery.payload).unwrap_or_default();
+    let command = comment_command(state, &delivery.event, &payload).await;
+    let outcome = dispatch_workflows(state, delivery).await;
+    match (command, outcome) {
+        (None, outcome) => outcome,
+        (Some(done), Dispatch::Ignored(_)) => Dispatch::Dispatched(done),
+        (Some(done), Dispatch::Dispatched(note)) => Dispatch::Dispatched(format!("{done}; {note}")),
+        (Some(done), Dispatch::Failed(note)) => Dispatch::Failed(format!("{done}; {note}")),
+        (Some(done), Dispatch::Retry(note)) => Dispatch::Retry(format!("{done}; {note}")),
+    }
+}
+
+/// Decides which workflows a delivery runs and queues them.
+async fn dispatch_workflows(state: &AppState, delivery: &PendingDelivery) -> Dispatch {
     let mut dispatching = match Dispatching::start(state, delivery).await {
         Ok(dispatching) => dispatching,
         Err(outcome) => return outcome,

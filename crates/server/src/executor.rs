@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use firerunner_engine::checkout::{CheckoutSource, GitToken};
+use firerunner_engine::environment::EnvironmentGate;
 use firerunner_engine::job::JobReport;
 use firerunner_engine::logs::{LogHub, LogLine};
 use firerunner_engine::orchestrator::{RunLimits, RunReport};
@@ -21,7 +22,7 @@ use firerunner_workflow::load::{parse_workflow, WorkflowSource};
 use firerunner_workflow::model::{JobBody, ParsedWorkflow};
 use firerunner_workflow::plan::{plan_workflow, PlanContext};
 use firerunner_workflow::trigger::Event;
-use firerunner_workflow::WorkflowRef;
+use firerunner_workflow::{Value, WorkflowRef};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
@@ -42,12 +43,29 @@ pub struct RunRequest {
     pub clone_url: String,
     /// The token the host fetches the repository with; it never enters a VM.
     pub fetch_token: Option<String>,
-    /// The secrets jobs may read (`secrets.GITHUB_TOKEN`: a token for this
-    /// repository alone with the workflow's `permissions:`, read-only for a
-    /// pull request from a fork; absent without a GitHub App).
+    /// The secrets jobs may read: the store's organization and repository
+    /// secrets (none for a pull request from a fork) and `GITHUB_TOKEN` (a
+    /// token for this repository alone with the workflow's `permissions:`,
+    /// read-only for a fork; absent without a GitHub App).
     pub secrets: BTreeMap<String, String>,
+    /// The `vars` context: the organization's and repository's variables
+    /// (none for a fork).
+    pub vars: BTreeMap<String, String>,
+    /// Decides which jobs may enter their `environment:` and adds that
+    /// environment's secrets and variables.
+    pub environments: Option<Gate>,
     /// Whether the run's code comes from outside the repository.
     pub trust: Trust,
+}
+
+/// A run's environment gate, as the executor hands it to the engine.
+#[derive(Clone)]
+pub struct Gate(pub Arc<dyn EnvironmentGate>);
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
 }
 
 /// Whose code a run executes.
@@ -106,6 +124,8 @@ pub enum JobEvent {
         /// Its steps as the learning store records them (commands, exit
         /// codes, each failing step's own log tail).
         learned: Vec<firerunner_learning::StepRecord>,
+        /// Its evaluated `environment.url`, when it has one.
+        environment_url: Option<String>,
     },
 }
 
@@ -254,7 +274,13 @@ fn workflow_run(request: RunRequest, limits: RunLimits) -> Result<WorkflowRun, V
     let run = &request.run;
     let event = Event::new(run.event.clone(), request.payload.clone());
     let (inputs, _) = run_context::dispatch_inputs(&workflow, &payload_inputs(&request.payload));
-    let contexts = run_context::event_contexts(&event, &run.git_ref, &inputs);
+    let mut contexts = run_context::event_contexts(&event, &run.git_ref, &inputs);
+    let vars = request
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    contexts.insert("vars", Value::Object(vars));
     let plan = plan_workflow(&workflow, &PlanContext { contexts })
         .map_err(|err| vec![format!("{}: {err}", run.workflow_file)])?;
     let cache_scopes = cache_scopes(&request);
@@ -275,12 +301,13 @@ fn workflow_run(request: RunRequest, limits: RunLimits) -> Result<WorkflowRun, V
         plan,
         inputs,
         secrets: request.secrets,
-        vars: BTreeMap::new(),
+        vars: request.vars,
         checkout,
         cache_scopes,
         actions_base_url: "https://github.com".into(),
         workflows: Arc::new(CommitWorkflows(request.workflows)),
         limits,
+        environments: request.environments.map(|gate| gate.0),
     })
 }
 
@@ -351,9 +378,13 @@ fn finished_event(finished: FinishedInstance) -> JobEvent {
         conclusion: result.as_str().into(),
         duration,
         steps: job.as_ref().map(step_records).unwrap_or_default(),
-        summary: job.map(|job| job.summary).unwrap_or_default(),
+        summary: job
+            .as_ref()
+            .map(|job| job.summary.clone())
+            .unwrap_or_default(),
         log_tail: log_tail(&log),
         learned: learned.into_iter().map(|(_, record)| record).collect(),
+        environment_url: job.as_ref().and_then(|job| job.environment_url.clone()),
     }
 }
 

@@ -6,17 +6,24 @@
 //! a delivery; [`dispatch`] turns it into queued runs; [`worker`] claims
 //! runs (leases in the [`store`], shared by every host on PostgreSQL) and
 //! hands them to a [`executor::RunExecutor`]; [`report`] writes back to
-//! GitHub; [`live`] feeds the dashboard.
+//! GitHub; [`live`] feeds the dashboard. [`secrets`] and [`variables`]
+//! hold what runs read as `secrets` and `vars` (sealed by [`vault`]), and
+//! [`environments`] guards the jobs that name an `environment:`.
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod dispatch;
+pub mod environments;
 pub mod executor;
 pub mod http;
 pub mod live;
+pub mod masking;
 pub mod report;
+pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod variables;
+pub mod vault;
 pub mod vm_ops;
 pub mod worker;
 
@@ -30,9 +37,9 @@ pub use config::Config;
 pub use executor::{RunExecutor, VmRunExecutor};
 pub use state::AppState;
 pub use store::{
-    ClaimedRun, Concurrency, DeliveryRecord, DeliveryState, Enqueued, ErrorRecord, JobRecord,
-    JobState, NewRun, RunCounts, RunRecord, RunState, Store, StoreError, UnknownState,
-    WorkerRecord,
+    Approval, ApprovalState, ClaimedRun, Concurrency, DeliveryRecord, DeliveryState, Enqueued,
+    EnvironmentRules, ErrorRecord, JobRecord, JobState, NewRun, RunCounts, RunRecord, RunState,
+    SecretInfo, Store, StoreError, UnknownState, WorkerRecord,
 };
 
 /// What a process runs.
@@ -56,6 +63,7 @@ pub async fn serve<E: RunExecutor>(
     executor: Option<Arc<E>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    reseal_secrets(&state).await;
     let mut tasks = JoinSet::new();
     tasks.spawn(forward_log_lines(state.clone(), shutdown.clone()));
     if roles.http {
@@ -83,6 +91,31 @@ pub async fn serve<E: RunExecutor>(
         }
     }
     served
+}
+
+/// During a key rotation (`secrets.previous_key` set), seals every secret
+/// the previous key sealed again with the current one, and says so.
+async fn reseal_secrets(state: &AppState) {
+    if state.config.secrets.previous_key.is_empty() || !state.settings.secrets_enabled() {
+        return;
+    }
+    match state.settings.rotate().await {
+        Ok(rotation) => {
+            tracing::info!(
+                key = rotation.key_id,
+                resealed = rotation.resealed,
+                "secrets sealed with the current key; secrets.previous_key can be removed"
+            );
+            for problem in rotation.unreadable {
+                state.report_error("secrets", &problem).await;
+            }
+        }
+        Err(err) => {
+            state
+                .report_error("secrets", &format!("rotating the secrets key: {err}"))
+                .await
+        }
+    }
 }
 
 /// Serves the dashboard, API and webhooks on `listener` until `shutdown`

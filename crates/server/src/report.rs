@@ -450,6 +450,8 @@ mod tests {
             summary: summary.into(),
             log_tail: tail.into(),
             hints: String::new(),
+            environment: None,
+            environment_url: None,
         }
     }
 

@@ -14,7 +14,10 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::live::{Capacity, LiveEvent, LiveHub};
+use crate::secrets::Settings;
 use crate::store::Store;
+use crate::variables::GitHubVariables;
+use crate::vault::Keyring;
 use crate::vm_ops::VmOperations;
 
 /// Everything the service shares, cheap to clone.
@@ -48,6 +51,12 @@ pub struct AppState {
     pub llm: Option<Arc<LlmClient>>,
     /// Webhook requests in progress (`limits.webhook_concurrency` permits).
     pub webhook_slots: Arc<tokio::sync::Semaphore>,
+    /// The secret and variable stores.
+    pub settings: Settings,
+    /// GitHub's configuration variables, kept for a while.
+    pub github_variables: Arc<GitHubVariables>,
+    /// Wakes the jobs waiting for an approval when one is decided here.
+    pub wake_approvals: Arc<Notify>,
 }
 
 /// The workflow files of recent commits, oldest forgotten first: one push
@@ -92,6 +101,9 @@ pub enum StateError {
     /// The GitHub client could not be built.
     #[error("GitHub client: {0}")]
     GitHub(String),
+    /// The secrets key is unusable.
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
     /// The data directory could not be created.
     #[error("data directory {path}: {source}")]
     DataDir {
@@ -123,6 +135,11 @@ impl AppState {
             ..Capacity::default()
         };
         let config_limits = config.limits.clone();
+        let settings = Settings::new(store.clone(), keyring(&config)?);
+        let github_variables = Arc::new(GitHubVariables::new(
+            config.variables.from_github,
+            std::time::Duration::from_secs(config.variables.ttl_seconds),
+        ));
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -140,6 +157,9 @@ impl AppState {
             webhook_slots: Arc::new(tokio::sync::Semaphore::new(
                 config_limits.webhook_concurrency,
             )),
+            settings,
+            github_variables,
+            wake_approvals: Arc::new(Notify::new()),
         })
     }
 
@@ -260,6 +280,16 @@ impl AppState {
                 message: message.into(),
             }));
     }
+}
+
+/// The secrets keyring when `secrets.key` is set.
+fn keyring(config: &Config) -> Result<Option<Keyring>, StateError> {
+    let secrets = &config.secrets;
+    if secrets.key.is_empty() {
+        return Ok(None);
+    }
+    let previous = Some(secrets.previous_key.as_str());
+    Ok(Some(Keyring::new(&secrets.key, previous)?))
 }
 
 fn github_client(config: &Config) -> Result<Option<GitHubClient>, StateError> {

@@ -13,9 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
+mod settings;
 mod states;
 
-pub use states::{DeliveryState, JobState, RunState, UnknownState};
+pub use settings::{Approval, EnvironmentRules, SealedSecret, SecretInfo, StoredVariable, Table};
+pub use states::{ApprovalState, DeliveryState, JobState, RunState, UnknownState};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +145,10 @@ pub struct JobRecord {
     pub log_tail: String,
     /// What the learning store knew about its failure, one hint a line.
     pub hints: String,
+    /// The environment it deploys to (`environment:`), when it names one.
+    pub environment: Option<String>,
+    /// The URL its `environment.url` gave, once it ran.
+    pub environment_url: Option<String>,
 }
 
 /// A delivery as stored (without its payload).
@@ -265,7 +271,8 @@ fn run_record(row: &sqlx::any::AnyRow) -> Result<RunRecord, StoreError> {
 }
 
 const JOB_COLUMNS: &str =
-    "run_id, name, state, conclusion, worker, started_at, finished_at, steps, summary, log_tail, hints";
+    "run_id, name, state, conclusion, worker, started_at, finished_at, steps, summary, log_tail, hints, \
+     environment, environment_url";
 
 fn job_record(row: &sqlx::any::AnyRow) -> Result<JobRecord, StoreError> {
     Ok(JobRecord {
@@ -280,6 +287,8 @@ fn job_record(row: &sqlx::any::AnyRow) -> Result<JobRecord, StoreError> {
         summary: row.get(8),
         log_tail: row.get(9),
         hints: row.get(10),
+        environment: row.get(11),
+        environment_url: row.get(12),
     })
 }
 
@@ -332,6 +341,11 @@ impl Store {
     /// Whether this store is PostgreSQL (shared by several hosts).
     pub fn is_postgres(&self) -> bool {
         self.postgres
+    }
+
+    /// Closes every connection (SQLite then checkpoints its write-ahead log).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// Checks that the database answers.
@@ -776,11 +790,14 @@ impl Store {
     /// Writes a job's state, replacing what was there.
     pub async fn save_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO jobs (run_id, name, state, conclusion, worker, started_at, finished_at, steps, summary, log_tail, hints) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+            "INSERT INTO jobs (run_id, name, state, conclusion, worker, started_at, finished_at, steps, summary, log_tail, hints, \
+             environment, environment_url) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (run_id, name) DO UPDATE SET state = excluded.state, conclusion = excluded.conclusion, \
              worker = excluded.worker, started_at = excluded.started_at, finished_at = excluded.finished_at, \
-             steps = excluded.steps, summary = excluded.summary, log_tail = excluded.log_tail, hints = excluded.hints",
+             steps = excluded.steps, summary = excluded.summary, log_tail = excluded.log_tail, hints = excluded.hints, \
+             environment = COALESCE(excluded.environment, jobs.environment), \
+             environment_url = COALESCE(excluded.environment_url, jobs.environment_url)",
         )
         .bind(&job.run_id)
         .bind(&job.name)
@@ -793,6 +810,8 @@ impl Store {
         .bind(&job.summary)
         .bind(&job.log_tail)
         .bind(&job.hints)
+        .bind(&job.environment)
+        .bind(&job.environment_url)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -13,11 +13,15 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{JobEvent, RunExecutor, RunOutcome, RunRequest, Trust};
+use crate::environments::{EnteredEnvironments, RunGate};
+use crate::executor::{Gate, JobEvent, RunExecutor, RunOutcome, RunRequest, Trust};
 use crate::live::LiveEvent;
+use crate::masking::ReportMasker;
 use crate::report::{post_job_status, update_pull_request_comment, StepRecord};
 use crate::state::AppState;
 use crate::store::{now_ms, JobRecord, JobState, NewRun, RunRecord, WorkerRecord};
+use crate::variables::VariableSources;
+use crate::vault::Scope;
 
 /// Runs the worker until `shutdown` fires. Runs still executing then are
 /// stopped and put back in the queue (another worker, or this one after a
@@ -162,6 +166,8 @@ struct Execution {
     run: NewRun,
     /// The worker holding its lease.
     worker: String,
+    /// The environment each job entered, for its record.
+    entered: EnteredEnvironments,
 }
 
 impl Execution {
@@ -170,6 +176,7 @@ impl Execution {
             state: worker.state.clone(),
             run,
             worker: worker.id.clone(),
+            entered: EnteredEnvironments::default(),
         }
     }
 
@@ -204,19 +211,37 @@ impl Execution {
             .clone()
             .watch_lease(lease, shutdown, cancel.clone(), stop.clone());
         let beat = tokio::spawn(watch);
-        let request = match gather(state, run).await {
+        let mut request = match gather(state, run).await {
             Ok(request) => request,
             Err(message) => {
                 beat.abort();
                 return self.fail(&message).await;
             }
         };
-        let (events, reporter) = self.clone().report_events(Masker::for_request(&request));
+        let masker = self.guard(&mut request);
+        let (events, reporter) = self.clone().report_events(masker);
         let outcome = executor.execute(request, events, cancel).await;
         let _ = reporter.await;
         beat.abort();
         let stopped = *stop.lock().expect("stop");
         self.settle(stopped, outcome).await;
+    }
+
+    /// Gives `request` the run's environment gate; returns the masker of
+    /// everything its jobs report, which learns each environment's secrets
+    /// as the gate hands them out.
+    fn guard(&self, request: &mut RunRequest) -> ReportMasker {
+        let masker = ReportMasker::new(request.secrets.values().chain(&request.fetch_token));
+        let gate = RunGate::new(
+            self.state.clone(),
+            self.run.clone(),
+            &request.payload,
+            request.trust,
+            masker.clone(),
+            self.entered.clone(),
+        );
+        request.environments = Some(Gate(Arc::new(gate)));
+        masker
     }
 
     /// Why the run's `attempt`-th claim must not start it, if it must not.
@@ -272,11 +297,14 @@ impl Execution {
 
     /// A channel for the executor's job events, and the task that reports
     /// them (masked) until the channel closes.
-    fn report_events(self, masker: Masker) -> (mpsc::UnboundedSender<JobEvent>, JoinHandle<()>) {
+    fn report_events(
+        self,
+        masker: ReportMasker,
+    ) -> (mpsc::UnboundedSender<JobEvent>, JoinHandle<()>) {
         let (events, mut received) = mpsc::unbounded_channel();
         let reporter = tokio::spawn(async move {
             while let Some(event) = received.recv().await {
-                self.on_job_event(masker.job_event(event)).await;
+                self.on_job_event(masked_event(&masker, event)).await;
             }
         });
         (events, reporter)
@@ -333,6 +361,7 @@ async fn gather(state: &AppState, run: &NewRun) -> Result<RunRequest, String> {
         .map_err(|err| format!("git credentials: {err}"))?;
     let trust = Trust::of_event(&run.event, &payload);
     let secrets = job_secrets(state, github, &repo, run, &workflows, trust).await?;
+    let vars = run_variables(state, github, &repo, trust).await?;
     Ok(RunRequest {
         run: run.clone(),
         payload,
@@ -344,13 +373,38 @@ async fn gather(state: &AppState, run: &NewRun) -> Result<RunRequest, String> {
         ),
         fetch_token,
         secrets,
+        vars,
+        environments: None,
         trust,
     })
 }
 
-/// The secrets of a run's jobs: `GITHUB_TOKEN` alone (firerunner keeps no
-/// other secrets), scoped to the repository and the workflow's
-/// `permissions:`, read-only for a fork.
+/// The `vars` of a run: the organization's and repository's variables,
+/// GitHub's under firerunner's own; none for a pull request from a fork
+/// (GitHub passes it none either).
+async fn run_variables(
+    state: &AppState,
+    github: &firerunner_github::GitHubClient,
+    repo: &RepoRef,
+    trust: Trust,
+) -> Result<BTreeMap<String, String>, String> {
+    if trust == Trust::Fork {
+        return Ok(BTreeMap::new());
+    }
+    let sources = VariableSources {
+        settings: &state.settings,
+        github: Some((github, state.github_variables.as_ref())),
+    };
+    sources
+        .of_run(repo)
+        .await
+        .map_err(|err| format!("variables: {err}"))
+}
+
+/// The secrets of a run's jobs: the store's organization and repository
+/// secrets (the repository's win), none for a fork, and `GITHUB_TOKEN`
+/// scoped to the repository and the workflow's `permissions:`, read-only
+/// for a fork. Environment secrets are added per job by its gate.
 async fn job_secrets(
     state: &AppState,
     github: &firerunner_github::GitHubClient,
@@ -376,69 +430,61 @@ async fn job_secrets(
         .job_token(repo, &wanted)
         .await
         .map_err(|err| format!("job token: {err}"))?;
-    Ok(token
-        .map(|token| BTreeMap::from([("GITHUB_TOKEN".to_string(), token)]))
-        .unwrap_or_default())
+    let mut secrets = if trust == Trust::Fork {
+        BTreeMap::new()
+    } else {
+        stored_secrets(state, run).await?
+    };
+    if let Some(token) = token {
+        secrets.insert("GITHUB_TOKEN".to_string(), token);
+    }
+    Ok(secrets)
 }
 
-/// Hides a run's secrets (its job token, the host's fetch token) in what its
-/// jobs report before any of it reaches the store, the PR comment, statuses,
-/// the dashboard, the API or the learning store.
-struct Masker {
-    secrets: Vec<String>,
+/// The store's organization and repository secrets of `run`, opened.
+async fn stored_secrets(
+    state: &AppState,
+    run: &NewRun,
+) -> Result<BTreeMap<String, String>, String> {
+    let scopes = Scope::of_run(&run.repository).map_err(|err| format!("secrets: {err}"))?;
+    state
+        .settings
+        .secrets_of(&scopes)
+        .await
+        .map_err(|err| format!("secrets: {err}"))
 }
 
-impl Masker {
-    fn for_request(request: &RunRequest) -> Masker {
-        let mut secrets: Vec<String> = request
-            .secrets
-            .values()
-            .chain(request.fetch_token.as_ref())
-            .filter(|secret| secret.len() >= 4)
-            .cloned()
-            .collect();
-        // Longest first, so a secret containing another is hidden whole.
-        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
-        Masker { secrets }
-    }
-
-    fn mask(&self, text: String) -> String {
-        self.secrets
-            .iter()
-            .fold(text, |text, secret| text.replace(secret.as_str(), "***"))
-    }
-
-    fn mask_in(&self, text: &mut String) {
-        *text = self.mask(std::mem::take(text));
-    }
-
-    fn job_event(&self, mut event: JobEvent) -> JobEvent {
-        match &mut event {
-            JobEvent::Started { name } => self.mask_in(name),
-            JobEvent::Finished {
-                name,
-                steps,
-                summary,
-                log_tail,
-                learned,
-                ..
-            } => {
-                self.mask_in(name);
-                self.mask_in(summary);
-                self.mask_in(log_tail);
-                for step in steps {
-                    self.mask_in(&mut step.name);
-                }
-                for step in learned {
-                    self.mask_in(&mut step.job);
-                    self.mask_in(&mut step.step_name);
-                    self.mask_in(&mut step.command);
-                    self.mask_in(&mut step.log_tail);
-                }
+/// Masks a job event's names, summaries, log tails and learned steps.
+fn masked_event(masker: &ReportMasker, mut event: JobEvent) -> JobEvent {
+    match &mut event {
+        JobEvent::Started { name } => masker.mask_in(name),
+        JobEvent::Finished {
+            name,
+            steps,
+            summary,
+            log_tail,
+            learned,
+            environment_url,
+            ..
+        } => {
+            masker.mask_in(name);
+            masker.mask_in(summary);
+            masker.mask_in(log_tail);
+            if let Some(url) = environment_url {
+                masker.mask_in(url);
+            }
+            for step in steps {
+                masker.mask_in(&mut step.name);
+            }
+            for step in learned {
+                masker.mask_in(&mut step.job);
+                masker.mask_in(&mut step.step_name);
+                masker.mask_in(&mut step.command);
+                masker.mask_in(&mut step.log_tail);
             }
         }
-        event
     }
+    event
 }
 
 impl Execution {
@@ -460,6 +506,7 @@ impl Execution {
                 summary,
                 log_tail,
                 learned,
+                environment_url,
             } => {
                 let finished = now_ms();
                 keep_log_for_every_host(&self.state, &self.run.id, &name).await;
@@ -477,6 +524,7 @@ impl Execution {
                         log_tail
                     },
                     hints: hints.join("\n"),
+                    environment_url,
                     ..self.job(&name, JobState::Completed)
                 };
                 self.job_finished(&run, &job, duration).await;
@@ -489,6 +537,7 @@ impl Execution {
         JobRecord {
             worker: Some(self.worker.clone()),
             started_at: (state == JobState::Running).then(now_ms),
+            environment: self.entered.of(name),
             ..never_ran_job(&self.run.id, name, state)
         }
     }
@@ -563,6 +612,8 @@ fn never_ran_job(run_id: &str, name: &str, state: JobState) -> JobRecord {
         summary: String::new(),
         log_tail: String::new(),
         hints: String::new(),
+        environment: None,
+        environment_url: None,
     }
 }
 

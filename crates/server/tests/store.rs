@@ -286,6 +286,8 @@ async fn service_queries(store: &Store) {
         summary: String::new(),
         log_tail: String::new(),
         hints: String::new(),
+        environment: None,
+        environment_url: None,
     };
     store.save_job(&job).await.unwrap();
     assert_eq!(store.running_jobs().await.unwrap().len(), 1);

@@ -15,6 +15,7 @@ pub mod load;
 pub mod model;
 pub mod plan;
 pub mod reference;
+pub mod secrets_read;
 pub mod trigger;
 pub mod value;
 

@@ -7,6 +7,7 @@ pub mod learn;
 pub mod plan;
 pub mod run;
 pub mod serve;
+pub mod settings;
 pub mod status;
 pub mod validate;
 pub mod vm;

@@ -621,6 +621,9 @@ impl LocalRun<'_> {
             limits: RunLimits {
                 max_parallel_jobs: self.args.parallel.max(1),
             },
+            // `environment:` only names the environment here: the secrets
+            // and variables come from --secret/--var and their files.
+            environments: None,
         }
     }
 }

@@ -125,6 +125,8 @@ pub struct JobReport {
     pub steps: Vec<StepReport>,
     /// The joined step summaries (`GITHUB_STEP_SUMMARY`).
     pub summary: String,
+    /// Its `environment.url`, evaluated after its steps, when it has one.
+    pub environment_url: Option<String>,
 }
 
 /// The job a [`run_job`] call runs: which workflow, which job, with what.
@@ -162,6 +164,7 @@ pub async fn run_job(
             outputs: Object::new(),
             steps: Vec::new(),
             summary: String::new(),
+            environment_url: None,
         },
     }
 }

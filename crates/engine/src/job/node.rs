@@ -15,9 +15,9 @@ use firerunner_workflow::{ActionRef, Conclusion, RemoteRef};
 use tokio_util::sync::CancellationToken;
 
 use super::actions::{join_guest, ActionCall};
+use super::process::StepEnd;
 use super::runner::JobRunner;
 use super::setup::{ActionInstance, PostStep};
-use super::process::StepEnd;
 use super::StepError;
 use crate::actions::native::HostServed;
 use crate::sandbox::ProcessSpec;

@@ -223,6 +223,7 @@ impl<'a> JobRunner<'a> {
                 "error: the job exceeded its timeout of {minutes} minutes"
             ));
         }
+        let environment_url = self.environment_url();
         let outputs = self.job_outputs();
         if self.log.truncated() {
             self.failed = true;
@@ -239,6 +240,40 @@ impl<'a> JobRunner<'a> {
             outputs,
             steps: reports,
             summary: self.summary,
+            environment_url,
+        }
+    }
+
+    /// One warning per secret the job names but was not given: it reads as
+    /// an empty string, as on GitHub, and the log says which one.
+    fn warn_of_missing_secrets(&mut self) {
+        let given: std::collections::BTreeSet<String> = self
+            .secrets
+            .keys()
+            .map(|k| k.to_ascii_uppercase())
+            .collect();
+        let missing: Vec<String> =
+            firerunner_workflow::secrets_read::secrets_read(self.workflow, self.job)
+                .into_iter()
+                .filter(|name| !given.contains(name))
+                .collect();
+        for name in missing {
+            self.runner_line(&format!(
+                "warning: secrets.{name} is not set for this job; it reads as an empty string"
+            ));
+        }
+    }
+
+    /// The job's `environment.url`, evaluated now that its steps ran (masked).
+    fn environment_url(&mut self) -> Option<String> {
+        let ctx = self.eval_context(&BTreeMap::new(), JobStatus::Success);
+        match crate::environment::environment_url(self.job, &ctx)? {
+            Ok(url) if url.trim().is_empty() => None,
+            Ok(url) => Some(self.masker.mask(&url)),
+            Err(err) => {
+                self.runner_line(&format!("warning: environment.url: {err}"));
+                None
+            }
         }
     }
 
@@ -253,6 +288,7 @@ impl<'a> JobRunner<'a> {
         cancel: &CancellationToken,
     ) -> bool {
         self.runner_line("##[step] Set up job");
+        self.warn_of_missing_secrets();
         if let Err(error) = self.prepare().await {
             self.runner_line(&format!("error: preparing the job failed: {error}"));
             self.failed = true;

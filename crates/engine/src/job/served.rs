@@ -8,8 +8,8 @@ use firerunner_workflow::expr;
 use firerunner_workflow::{Conclusion, Value};
 
 use super::actions::{prepare_on_host, ActionCall};
-use super::runner::JobRunner;
 use super::process::StepEnd;
+use super::runner::JobRunner;
 use super::StepError;
 use crate::actions::native::{self, ActionGuest, HostServed};
 use crate::checkout::CheckoutSource;

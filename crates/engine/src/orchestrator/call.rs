@@ -106,6 +106,7 @@ impl ReadyCall {
         let scope = RunScope {
             callees: scope.callees.clone(),
             secrets,
+            gate: scope.gate.clone(),
             name_prefix: format!("{} / ", instance.name),
             slots: scope.slots.clone(),
             from,

@@ -6,6 +6,7 @@ use firerunner_workflow::expr::ExprError;
 use firerunner_workflow::plan::{MatrixError, PlanError};
 use firerunner_workflow::Pos;
 
+use crate::environment::EnvironmentError;
 use crate::reusable::CalleeError;
 
 /// An error of a run that is not a step's: the job it names did not run.
@@ -40,6 +41,14 @@ pub enum RunError {
         job: String,
         /// Why.
         source: CallError,
+    },
+    /// A job instance may not enter its environment.
+    #[error("{job}: {source}")]
+    Environment {
+        /// The instance's display name.
+        job: String,
+        /// Why.
+        source: EnvironmentError,
     },
     /// A called workflow's `on.workflow_call.outputs` entry failed.
     #[error("{file}: on.workflow_call.outputs.{name}: {source}")]

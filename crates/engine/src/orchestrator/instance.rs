@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 use super::call::call_workflow;
 use super::error::RunError;
 use super::{InstanceOutcome, InstanceReport, JobExecutor, JobInstance, RunLimits, RunScope};
+use crate::environment::{
+    environment_name, overlay, with_vars, EnvironmentError, EnvironmentRequest,
+};
 
 /// What every instance of one job shares.
 #[derive(Clone)]
@@ -66,6 +69,9 @@ impl<E: JobExecutor> InstanceTask<E> {
         if let Some(call) = self.call.take() {
             return self.run_call(call).await;
         }
+        if let Err(error) = self.enter_environment().await {
+            return self.refused(error);
+        }
         let permits = self.wait_for_slots().await;
         if permits.is_none() || self.slots.cancel.is_cancelled() {
             return self.end(self.cancelled(), Vec::new(), Vec::new());
@@ -81,6 +87,50 @@ impl<E: JobExecutor> InstanceTask<E> {
         drop(permits);
         let report = self.report(outcome, started);
         self.end(report, Vec::new(), Vec::new())
+    }
+
+    /// Asks the scope's gate to let the instance into its `environment:`
+    /// (before it holds a slot: waiting for approval takes none), and adds
+    /// what it grants to the instance's secrets, `vars` and log.
+    async fn enter_environment(&mut self) -> Result<(), EnvironmentError> {
+        let job = &self.instance.workflow.jobs[&self.instance.job_id];
+        let Some(environment) = environment_name(job, &self.instance.contexts)? else {
+            return Ok(());
+        };
+        let Some(gate) = self.scope.gate.clone() else {
+            return Ok(());
+        };
+        let request = EnvironmentRequest {
+            job_id: self.instance.job_id.clone(),
+            job_name: self.instance.name.clone(),
+            environment,
+        };
+        let grant = gate.enter(request, &self.slots.cancel).await?;
+        let base = self
+            .instance
+            .secrets
+            .as_deref()
+            .cloned()
+            .unwrap_or_default();
+        self.instance.secrets = Some(Arc::new(overlay(&base, &grant.secrets)));
+        self.instance.contexts = with_vars(&self.instance.contexts, &grant.vars);
+        self.instance.notes = grant.notes;
+        Ok(())
+    }
+
+    /// The end of an instance its environment did not let in: cancelled
+    /// when the run was, else failed with the reason among the run's errors.
+    fn refused(&self, error: EnvironmentError) -> TaskEnd {
+        let mut report = self.cancelled();
+        if matches!(error, EnvironmentError::Cancelled(_)) {
+            return self.end(report, Vec::new(), Vec::new());
+        }
+        report.result = Conclusion::Failure;
+        let error = RunError::Environment {
+            job: self.instance.name.clone(),
+            source: error,
+        };
+        self.end(report, Vec::new(), vec![error])
     }
 
     /// A call holds no slot itself: its jobs take them.

@@ -1,7 +1,7 @@
 //! An executor that plays scripted job instances instead of running VMs, for
 //! the orchestrator's tests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,10 @@ pub struct Scripted {
     pub log: Mutex<Vec<LogEntry>>,
     /// The contexts each instance was given, by name.
     pub seen: Mutex<HashMap<String, Object>>,
+    /// The secrets each instance was given, by name.
+    pub secrets: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// The notes (log lines from before the job) each instance was given, by name.
+    pub notes: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl JobExecutor for Scripted {
@@ -49,6 +53,15 @@ impl JobExecutor for Scripted {
             .lock()
             .unwrap()
             .insert(instance.name.clone(), instance.contexts.clone());
+        let secrets = instance.secrets.as_deref().cloned().unwrap_or_default();
+        self.secrets
+            .lock()
+            .unwrap()
+            .insert(instance.name.clone(), secrets);
+        self.notes
+            .lock()
+            .unwrap()
+            .insert(instance.name.clone(), instance.notes.clone());
         let start = Instant::now();
         let result = tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(script.millis)) => script.result,

@@ -26,6 +26,7 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
         .route("/vms", get(vms).post(create_vm))
         .route("/vms/{id}", axum::routing::delete(remove_vm))
         .route("/vms/{id}/exec", post(exec_vm))
+        .merge(super::settings_api::routes())
         .layer(middleware::from_fn_with_state(state, require_token))
 }
 

@@ -5,6 +5,8 @@
 mod api;
 mod pages;
 pub mod session;
+mod settings_api;
+mod settings_pages;
 mod webhook;
 
 use std::convert::Infallible;

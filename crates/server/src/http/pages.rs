@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -40,6 +40,7 @@ async fn style() -> Response {
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
+        .merge(super::settings_pages::routes())
         .route("/", get(dashboard))
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/jobs/{job}", get(job_page))
@@ -78,11 +79,11 @@ pre{background:#0d1117;color:#e6edf3;padding:12px;border-radius:6px;overflow:aut
 
 /// A page with the live-update script. `sections` maps SSE event kinds to
 /// the sections to refetch.
-fn page(title: &str, body: &str) -> Html<String> {
+pub(super) fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>{title} · firerunner</title>\
          <meta name=viewport content='width=device-width'><link rel=stylesheet href='/static/dashboard.css'></head><body>\
-         <header><a href='/'>firerunner</a><a href='/learning'>learning</a><span>{title}</span><span class=live id=live>connecting…</span></header>\
+         <header><a href='/'>firerunner</a><a href='/learning'>learning</a><a href='/settings'>secrets</a><span>{title}</span><span class=live id=live>connecting…</span></header>\
          <main>{body}</main><script src='/static/dashboard.js'></script></body></html>",
         title = escape(title),
     ))
@@ -135,7 +136,7 @@ if(log){
 }
 "#;
 
-fn time(ms: i64) -> String {
+pub(super) fn time(ms: i64) -> String {
     let secs = ms / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     format!("{h:02}:{m:02}:{s:02} UTC")
@@ -304,12 +305,12 @@ async fn errors_fragment(state: &AppState) -> String {
     out
 }
 
-fn run_details(run: &RunRecord, jobs: &[JobRecord]) -> String {
+fn run_details(run: &RunRecord, jobs: &[JobRecord], deployments: &str) -> String {
     let mut out = format!(
         "<h2>{} · {}</h2><table><tr><th>Repository</th><td>{}</td><th>Commit</th><td><code>{}</code></td></tr>\
          <tr><th>Event</th><td>{} ({})</td><th>Result</th><td id=run-result>{}</td></tr>\
          <tr><th>Attempts</th><td>{}</td><th>Note</th><td>{}</td></tr></table>\
-         <h2>Jobs</h2><table><tr><th>Job</th><th>Result</th><th>Duration</th><th>Steps</th></tr>",
+         {deployments}<h2>Jobs</h2><table><tr><th>Job</th><th>Result</th><th>Duration</th><th>Environment</th><th>Steps</th></tr>",
         escape(&run.run.workflow_name),
         escape(&run.run.id),
         escape(&run.run.repository),
@@ -335,16 +336,49 @@ fn run_details(run: &RunRecord, jobs: &[JobRecord]) -> String {
             .join(" · ");
         let _ = write!(
             out,
-            "<tr><td><a href='/runs/{}/jobs/{}'>{}</a></td><td>{}</td><td>{}</td><td>{steps}</td></tr>",
+            "<tr><td><a href='/runs/{}/jobs/{}'>{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{steps}</td></tr>",
             escape(&run.run.id),
             percent_encode(&job.name),
             escape(&job.name),
             result_cell(job.state.as_str(), job.conclusion.as_deref()),
             duration_between(job.started_at, job.finished_at),
+            environment_cell(job),
         );
     }
     out.push_str("</table>");
     out
+}
+
+/// A job's environment, linked to its URL once it reported one.
+fn environment_cell(job: &JobRecord) -> String {
+    let Some(environment) = &job.environment else {
+        return String::new();
+    };
+    match job
+        .environment_url
+        .as_deref()
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+    {
+        Some(url) => format!(
+            "<a href='{}' rel=noreferrer>{}</a>",
+            escape(url),
+            escape(environment)
+        ),
+        None => escape(environment),
+    }
+}
+
+/// The run's deployments (environments waiting for, or given, approval).
+async fn deployments(state: &AppState, id: &str, headers: &HeaderMap) -> String {
+    let approvals = state.store.approvals(Some(id)).await.unwrap_or_default();
+    if approvals.is_empty() {
+        return String::new();
+    }
+    let csrf = super::settings_pages::csrf_field(headers);
+    format!(
+        "<h2>Deployments</h2>{}",
+        super::settings_pages::approvals_table(&approvals, &csrf)
+    )
 }
 
 async fn load_run(state: &AppState, id: &str) -> Result<(RunRecord, Vec<JobRecord>), Response> {
@@ -365,13 +399,18 @@ async fn load_run(state: &AppState, id: &str) -> Result<(RunRecord, Vec<JobRecor
     }
 }
 
-async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+async fn run_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let deployments = deployments(&state, &id, &headers).await;
     match load_run(&state, &id).await {
         Ok((run, jobs)) => page(
             &format!("Run {}", run.run.id),
             &format!(
                 "<section id=run data-fragment='/fragments/run/{id}' data-on='run job' data-run='{id}'>{}</section>",
-                run_details(&run, &jobs),
+                run_details(&run, &jobs, &deployments),
                 id = escape(&run.run.id)
             ),
         )
@@ -380,9 +419,14 @@ async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> Resp
     }
 }
 
-async fn run_fragment(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+async fn run_fragment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let deployments = deployments(&state, &id, &headers).await;
     match load_run(&state, &id).await {
-        Ok((run, jobs)) => Html(run_details(&run, &jobs)).into_response(),
+        Ok((run, jobs)) => Html(run_details(&run, &jobs, &deployments)).into_response(),
         Err(response) => response,
     }
 }

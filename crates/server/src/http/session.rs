@@ -84,6 +84,55 @@ fn signed_in(state: &AppState, headers: &HeaderMap) -> bool {
         })
 }
 
+/// A signed-in viewer who may change settings and decide deployments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// Who it is, as recorded with what they decide.
+    pub login: String,
+}
+
+/// The admin behind a request, if it comes from one. Today every signed-in
+/// viewer is the operator (the `api_token`'s holder) and so an admin; a
+/// sign-in that names users decides here who of them is one.
+pub fn admin(state: &AppState, headers: &HeaderMap) -> Option<Admin> {
+    signed_in(state, headers).then(|| Admin {
+        login: "operator".into(),
+    })
+}
+
+/// The token a form of this session carries (`csrf` field): a digest of
+/// the session cookie, so another site's form, which cannot read it, is
+/// refused even where `SameSite` does not hold. `None` without a cookie.
+pub fn csrf_token(headers: &HeaderMap) -> Option<String> {
+    let session = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())?;
+    let digest = Sha256::digest(format!("firerunner form\n{session}"));
+    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether a form's `csrf` field is this session's token.
+pub fn csrf_ok(headers: &HeaderMap, given: Option<&str>) -> bool {
+    match (csrf_token(headers), given) {
+        (Some(expected), Some(given)) => same_secret(given.as_bytes(), expected.as_bytes()),
+        _ => false,
+    }
+}
+
+/// The fields of an `application/x-www-form-urlencoded` body.
+pub fn form_fields(body: &[u8]) -> std::collections::HashMap<String, String> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (form_decode(name), form_decode(value)))
+        .collect()
+}
+
 /// Lets signed-in viewers through; sends others to `/login` (pages) or
 /// answers 401 (fragments, the live stream).
 pub async fn require_viewer(

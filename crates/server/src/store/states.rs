@@ -111,10 +111,24 @@ state_enum! {
 state_enum! {
     /// Where a job of a run is.
     JobState in "jobs.state" {
+        /// Waiting for a reviewer to approve its environment.
+        Waiting => "waiting",
         /// Started, not finished.
         Running => "running",
         /// It has its conclusion.
         Completed => "completed",
+    }
+}
+
+state_enum! {
+    /// Where a request to deploy to a protected environment is.
+    ApprovalState in "approvals.state" {
+        /// No reviewer has decided yet.
+        Waiting => "waiting",
+        /// A reviewer approved: the run's jobs may enter.
+        Approved => "approved",
+        /// A reviewer rejected: the run's jobs fail.
+        Rejected => "rejected",
     }
 }
 

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -58,6 +58,59 @@ pub struct ScriptedExecutor {
     pub log_root: Option<PathBuf>,
     /// Every request executed, in order.
     pub requests: Mutex<Vec<RunRequest>>,
+    /// The secrets each job ran with (the run's, with its environment's
+    /// over them), by job name.
+    pub job_secrets: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// The `vars` each job ran with, by job name.
+    pub job_vars: Mutex<HashMap<String, BTreeMap<String, String>>>,
+}
+
+/// What a job's environment gate said, as the engine would apply it.
+enum Entered {
+    /// It may run with these secrets and vars.
+    Run(BTreeMap<String, String>, BTreeMap<String, String>),
+    /// It may not run: failed (with the reason) or cancelled.
+    Refused(String, String),
+}
+
+/// Asks the request's gate about `job`'s `environment:`, as the engine's
+/// orchestrator does before a job takes a slot.
+async fn enter(
+    request: &RunRequest,
+    workflow: &firerunner_workflow::ParsedWorkflow,
+    job_id: &str,
+    name: &str,
+    contexts: &firerunner_workflow::Object,
+    cancel: &CancellationToken,
+) -> Entered {
+    use firerunner_engine::environment::{
+        environment_name, overlay, EnvironmentError, EnvironmentRequest,
+    };
+    let job = &workflow.jobs[job_id];
+    let (secrets, vars) = (request.secrets.clone(), request.vars.clone());
+    let environment = match environment_name(job, contexts) {
+        Ok(Some(environment)) => environment,
+        Ok(None) => return Entered::Run(secrets, vars),
+        Err(err) => return Entered::Refused("failure".into(), err.to_string()),
+    };
+    let Some(gate) = &request.environments else {
+        return Entered::Run(secrets, vars);
+    };
+    let asked = EnvironmentRequest {
+        job_id: job_id.to_string(),
+        job_name: name.to_string(),
+        environment,
+    };
+    match gate.0.enter(asked, cancel).await {
+        Ok(grant) => Entered::Run(
+            overlay(&secrets, &grant.secrets),
+            overlay(&vars, &grant.vars),
+        ),
+        Err(err @ EnvironmentError::Cancelled(_)) => {
+            Entered::Refused("cancelled".into(), err.to_string())
+        }
+        Err(err) => Entered::Refused("failure".into(), format!("{name}: {err}")),
+    }
 }
 
 impl RunExecutor for ScriptedExecutor {
@@ -83,10 +136,38 @@ impl RunExecutor for ScriptedExecutor {
             &request.run.git_ref,
             &Default::default(),
         );
-        let plan = plan_workflow(&workflow, &PlanContext { contexts }).unwrap();
+        let plan = plan_workflow(
+            &workflow,
+            &PlanContext {
+                contexts: contexts.clone(),
+            },
+        )
+        .unwrap();
         let mut conclusion = "success";
+        let (mut errors, mut never_ran) = (Vec::new(), Vec::new());
         for job in &plan.jobs {
             for name in job.instance_names() {
+                let (job_secrets, job_vars) =
+                    match enter(&request, &workflow, &job.id, &name, &contexts, &cancel).await {
+                        Entered::Run(secrets, vars) => (secrets, vars),
+                        Entered::Refused(result, error) => {
+                            conclusion = if result == "cancelled" {
+                                "cancelled"
+                            } else {
+                                "failure"
+                            };
+                            if result == "failure" {
+                                errors.push(error);
+                            }
+                            never_ran.push((name.clone(), result));
+                            continue;
+                        }
+                    };
+                self.job_secrets
+                    .lock()
+                    .unwrap()
+                    .insert(name.clone(), job_secrets.clone());
+                self.job_vars.lock().unwrap().insert(name.clone(), job_vars);
                 let _ = events.send(JobEvent::Started { name: name.clone() });
                 let started = Instant::now();
                 if let Some(root) = &self.log_root {
@@ -169,12 +250,7 @@ impl RunExecutor for ScriptedExecutor {
                     .collect();
                 // A job named `leak` prints every secret it was given.
                 let leaked: String = if name.contains("leak") {
-                    request
-                        .secrets
-                        .values()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(" ")
+                    job_secrets.values().cloned().collect::<Vec<_>>().join(" ")
                 } else {
                     String::new()
                 };
@@ -196,6 +272,7 @@ impl RunExecutor for ScriptedExecutor {
                     summary: format!("### {name} summary {leaked}"),
                     log_tail: format!("error: {name} went wrong {leaked}\nexit 1"),
                     learned,
+                    environment_url: None,
                 });
                 if cancel.is_cancelled() {
                     break;
@@ -209,8 +286,8 @@ impl RunExecutor for ScriptedExecutor {
             } else {
                 conclusion.into()
             },
-            errors: vec![],
-            never_ran: vec![],
+            errors,
+            never_ran,
         }
     }
 }
